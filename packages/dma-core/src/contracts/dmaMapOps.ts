@@ -1,0 +1,72 @@
+// kernel: include/linux/dma-map-ops.h, drivers/iommu/dma-iommu.c (iommu_dma_* entry points)
+import type { Device } from '../device/device.js';
+import type { DmaIovaState } from '../dma/iovaState.js';
+import type { SgTable } from '../dma/scatterlist.js';
+import type { DmaDataDirection } from '../units/direction.js';
+
+/** Result of a device-side translation that the IOMMU refused. */
+export const DmaFaultReason = {
+  /** No valid translation (PTE not present). */
+  NOT_PRESENT: -1,
+  /** Translation present but without the permission the access needs. */
+  PERMISSION: -2,
+  /** The address is outside what the device can reach (aperture, bus, no memory there). */
+  OUT_OF_RANGE: -3,
+} as const;
+export type DmaFaultReason = (typeof DmaFaultReason)[keyof typeof DmaFaultReason];
+
+export interface DmaCoherentBuffer {
+  /** Kernel virtual address stand-in: the linear-map address (equal to `phys` here). */
+  readonly cpuAddr: number;
+  /** Physical address of the first byte (the buffer is physically contiguous unless stated). */
+  readonly phys: number;
+  readonly dmaAddr: number;
+  readonly size: number;
+  /** Physical address of each page when the allocation is not physically contiguous. */
+  readonly pages?: readonly number[];
+}
+
+/**
+ * What an IOMMU implementation provides to the DMA API (the `dma_iommu` backend). dma-core's
+ * free functions validate, trace and feed dma-debug, then dispatch here when a device has ops
+ * attached; with no ops they use dma-direct. Return conventions are the kernel's.
+ */
+export interface DmaMapOps {
+  readonly name: string;
+  /** `iommu_dma_map_phys`: DMA address or DMA_MAPPING_ERROR. */
+  mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): number;
+  unmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs: number): void;
+  /** `iommu_dma_map_sg`: number of DMA segments (> 0) or a negative errno. Fills sgt.dma*. */
+  mapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection, attrs: number): number;
+  unmapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection, attrs: number): void;
+  syncSingleForCpu(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection): void;
+  syncSingleForDevice(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection): void;
+  syncSgForCpu(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection): void;
+  syncSgForDevice(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection): void;
+  /** `iommu_dma_alloc`: zeroed memory mapped bidirectionally, or null. */
+  alloc(dev: Device, size: number, attrs: number): DmaCoherentBuffer | null;
+  free(dev: Device, buf: DmaCoherentBuffer, attrs: number): void;
+
+  /** The two-step API. dma-core has already zeroed `state` and rejected size 0 / oversize. */
+  iovaTryAlloc(dev: Device, state: DmaIovaState, phys: number, size: number): boolean;
+  iovaLink(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDataDirection, attrs: number): number;
+  iovaSync(dev: Device, state: DmaIovaState, offset: number, size: number): number;
+  iovaUnlink(dev: Device, state: DmaIovaState, offset: number, size: number, dir: DmaDataDirection, attrs: number): void;
+  iovaDestroy(dev: Device, state: DmaIovaState, mappedLen: number, dir: DmaDataDirection, attrs: number): void;
+  iovaFree(dev: Device, state: DmaIovaState): void;
+
+  /**
+   * Device-side translation of one access that stays inside one granule: the physical address,
+   * or a negative `DmaFaultReason`. The implementation records its own fault (stats, trace).
+   */
+  translate(dev: Device, dmaAddr: number, write: boolean): number;
+
+  /** `dma_get_merge_boundary`: granule - 1. */
+  getMergeBoundary(dev: Device): number;
+  maxMappingSize(dev: Device): number;
+  optMappingSize(dev: Device): number;
+  /** `dma_get_required_mask` for this backend (iommu: 32 bits). */
+  getRequiredMask(dev: Device): number;
+  /** Called when the ops are detached from a device. */
+  detach?(dev: Device): void;
+}

@@ -1,0 +1,208 @@
+// kernel: include/linux/device.h, include/linux/dma-mapping.h (dma_parms), drivers/pci/probe.c
+import { DmaFaultReason } from '../contracts/dmaMapOps.js';
+import type { DmaMapOps } from '../contracts/dmaMapOps.js';
+import { dmaBitMask } from '../units/dmaAddr.js';
+import { PAGE_SIZE, SZ_64K } from '../units/page.js';
+import type { DeviceHost } from './host.js';
+import { DmaFaultError } from './dmaFault.js';
+import type { DmaAccessKind, DmaFaultRecord } from './dmaFault.js';
+
+/** `struct device_dma_parameters`. */
+export interface DmaParms {
+  maxSegmentSize: number;
+  segmentBoundaryMask: number;
+  minAlignMask: number;
+}
+
+export interface DeviceOptions {
+  name: string;
+  /** Streaming DMA mask width in bits. Default 32, as the PCI core sets before a driver raises it. */
+  dmaMaskBits?: number;
+  /** Coherent DMA mask width in bits. Default: same as dmaMaskBits. */
+  coherentMaskBits?: number;
+  /** Cache-coherent with the CPU (no cache maintenance needed). Default true (x86-like). */
+  coherent?: boolean;
+  /** External-facing (Thunderbolt) device: the IOMMU gives it strict domains and bounces partial granules. */
+  untrusted?: boolean;
+  maxSegmentSize?: number;
+  segmentBoundaryMask?: number;
+  minAlignMask?: number;
+  /** Bus/interconnect addressing limit in bits (`bus_dma_limit`), 0 for none. */
+  busDmaLimitBits?: number;
+  /** dma-direct offset: dma address = phys + dmaRangeOffset (`dma_range_map`). Default 0. */
+  dmaRangeOffset?: number;
+  /** Force every dma-direct mapping through swiotlb (CoCo guests, `swiotlb=force`). */
+  forceSwiotlb?: boolean;
+  /** Device has no `dma_parms` (the setters then WARN and do nothing). */
+  noDmaParms?: boolean;
+}
+
+/**
+ * A device that does DMA. Holds the kernel's per-device DMA state (masks, dma_parms, coherence,
+ * untrusted, the DMA ops in use) and the device-side DMA port through which the simulated
+ * hardware reads and writes memory: `dmaRead` / `dmaWrite` translate every access (dma-direct
+ * offset or the attached IOMMU), check permissions, then copy bytes. A refused access moves no
+ * byte and throws `DmaFaultError`.
+ */
+export class Device {
+  readonly name: string;
+  readonly host: DeviceHost;
+  /** `*dev->dma_mask` as a bit width (0 = no mask: map calls fail as in the kernel). */
+  dmaMaskBits: number;
+  coherentDmaMaskBits: number;
+  /** `dev->bus_dma_limit` (bytes, inclusive), 0 for none. */
+  busDmaLimit: number;
+  coherent: boolean;
+  untrusted: boolean;
+  dmaParms: DmaParms | null;
+  dmaRangeOffset: number;
+  forceSwiotlb: boolean;
+  /** `dev->dma_skip_sync`: recomputed at dma_set_mask, cleared on the first swiotlb bounce. */
+  dmaSkipSync: boolean;
+  /** The IOMMU DMA ops in use (`dev->dma_iommu`), or null for dma-direct. */
+  dmaOps: DmaMapOps | null = null;
+  /** Free-form slot for the bus layer (PCI function position). */
+  bus: unknown = null;
+  /** False after `unbindDevice`. */
+  driverBound = true;
+  /** Counters for the device port. */
+  readonly portStats = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, faults: 0 };
+
+  // Scratch for translate-then-copy (no allocation per access once grown).
+  #scratchPhys = new Float64Array(64);
+
+  constructor(host: DeviceHost, opts: DeviceOptions) {
+    this.name = opts.name;
+    this.host = host;
+    this.dmaMaskBits = opts.dmaMaskBits ?? 32;
+    this.coherentDmaMaskBits = opts.coherentMaskBits ?? this.dmaMaskBits;
+    this.busDmaLimit = opts.busDmaLimitBits ? dmaBitMask(opts.busDmaLimitBits) : 0;
+    this.coherent = opts.coherent ?? true;
+    this.untrusted = opts.untrusted ?? false;
+    this.dmaRangeOffset = opts.dmaRangeOffset ?? 0;
+    this.forceSwiotlb = opts.forceSwiotlb ?? false;
+    this.dmaParms = opts.noDmaParms
+      ? null
+      : {
+          maxSegmentSize: opts.maxSegmentSize ?? SZ_64K,
+          segmentBoundaryMask: opts.segmentBoundaryMask ?? Number.MAX_SAFE_INTEGER,
+          minAlignMask: opts.minAlignMask ?? 0,
+        };
+    this.dmaSkipSync = this.coherent;
+  }
+
+  /** `*dev->dma_mask` as an address (0 if unset). */
+  get dmaMask(): number {
+    return dmaBitMask(this.dmaMaskBits);
+  }
+
+  get coherentDmaMask(): number {
+    return dmaBitMask(this.coherentDmaMaskBits);
+  }
+
+  /** `use_dma_iommu(dev)`. */
+  get dmaIommu(): boolean {
+    return this.dmaOps !== null;
+  }
+
+  toString(): string {
+    return this.name;
+  }
+
+  /** Device reads `len` bytes of memory at `dmaAddr` (the device is the DMA master). */
+  dmaRead(dmaAddr: number, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    this.dmaReadInto(dmaAddr, out);
+    return out;
+  }
+
+  /** Device reads into `out` (no allocation). */
+  dmaReadInto(dmaAddr: number, out: Uint8Array, outOffset = 0, len = out.length - outOffset): void {
+    const n = this.#translateAll(dmaAddr, len, 'read');
+    const mem = this.host.memory;
+    let done = 0;
+    for (let i = 0; i < n; i++) {
+      const addr = dmaAddr + done;
+      const chunk = Math.min(PAGE_SIZE - (addr % PAGE_SIZE), len - done);
+      mem.readInto(this.#scratchPhys[i] ?? 0, out, outOffset + done, chunk);
+      done += chunk;
+    }
+    this.portStats.reads++;
+    this.portStats.bytesRead += len;
+  }
+
+  /** Device writes `bytes` to memory at `dmaAddr`. */
+  dmaWrite(dmaAddr: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
+    const n = this.#translateAll(dmaAddr, len, 'write');
+    const mem = this.host.memory;
+    let done = 0;
+    for (let i = 0; i < n; i++) {
+      const addr = dmaAddr + done;
+      const chunk = Math.min(PAGE_SIZE - (addr % PAGE_SIZE), len - done);
+      mem.write(this.#scratchPhys[i] ?? 0, bytes, srcOffset + done, chunk);
+      done += chunk;
+    }
+    this.portStats.writes++;
+    this.portStats.bytesWritten += len;
+  }
+
+  /** Translate every page-sized chunk first, so a refused access moves no byte. */
+  #translateAll(dmaAddr: number, len: number, access: DmaAccessKind): number {
+    if (!Number.isSafeInteger(dmaAddr) || dmaAddr < 0 || !Number.isSafeInteger(len) || len <= 0) {
+      this.#fault(dmaAddr, len, access, DmaFaultReason.OUT_OF_RANGE, 'bad address or length');
+    }
+    const chunks = Math.ceil(((dmaAddr % PAGE_SIZE) + len) / PAGE_SIZE);
+    if (chunks > this.#scratchPhys.length) this.#scratchPhys = new Float64Array(Math.max(chunks, this.#scratchPhys.length * 2));
+    const write = access === 'write';
+    const ops = this.dmaOps;
+    const host = this.host;
+    let done = 0;
+    for (let i = 0; i < chunks; i++) {
+      const addr = dmaAddr + done;
+      const chunk = Math.min(PAGE_SIZE - (addr % PAGE_SIZE), len - done);
+      let phys = host.p2pRoute(this, addr);
+      if (phys < 0) {
+        if (ops !== null) {
+          phys = ops.translate(this, addr, write);
+        } else {
+          phys = addr > this.dmaMask ? DmaFaultReason.OUT_OF_RANGE : addr - this.dmaRangeOffset;
+        }
+      }
+      if (phys < 0) this.#fault(addr, chunk, access, phys as DmaFaultReason, 'translation refused');
+      if (!host.physAccessible(phys, chunk)) {
+        this.#fault(addr, chunk, access, DmaFaultReason.OUT_OF_RANGE, `no memory at phys 0x${phys.toString(16)}`);
+      }
+      this.#scratchPhys[i] = phys;
+      done += chunk;
+    }
+    return chunks;
+  }
+
+  #fault(dmaAddr: number, len: number, access: DmaAccessKind, reason: DmaFaultReason, detail: string): never {
+    const record: DmaFaultRecord = {
+      device: this.name,
+      dmaAddr,
+      len,
+      access,
+      reason,
+      reasonName: reasonName(reason),
+      backend: this.dmaOps?.name ?? 'direct',
+      time: this.host.clock.now(),
+      detail,
+    };
+    this.portStats.faults++;
+    this.host.recordFault(record);
+    throw new DmaFaultError(record);
+  }
+}
+
+function reasonName(r: DmaFaultReason): DmaFaultRecord['reasonName'] {
+  switch (r) {
+    case DmaFaultReason.NOT_PRESENT:
+      return 'not-present';
+    case DmaFaultReason.PERMISSION:
+      return 'permission';
+    case DmaFaultReason.OUT_OF_RANGE:
+      return 'out-of-range';
+  }
+}

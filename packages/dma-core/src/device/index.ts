@@ -1,0 +1,3 @@
+export * from './device.js';
+export * from './dmaFault.js';
+export type * from './host.js';

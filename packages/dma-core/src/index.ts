@@ -1,0 +1,14 @@
+/**
+ * @dmakit/dma-core: the simulated machine, the DMA API, dma-debug, tracing and the contracts.
+ * This barrel is the public surface; each room re-exports its own public names.
+ */
+export * from './units/index.js';
+export * from './sim/index.js';
+export * from './trace/index.js';
+export * from './mem/index.js';
+// mm/ arrives with the address-space model.
+export * from './bus/index.js';
+export * from './device/index.js';
+export * from './dma/index.js';
+export * from './contracts/index.js';
+export * from './machine.js';

@@ -1,0 +1,99 @@
+import { PciTopology } from './bus/pciTopology.js';
+import type { Device } from './device/device.js';
+import type { DmaFaultRecord } from './device/dmaFault.js';
+import type { DeviceHost } from './device/host.js';
+import { DmaDebug } from './dma/debug.js';
+import type { DmaDebugMode } from './dma/debug.js';
+import { Swiotlb } from './dma/swiotlb.js';
+import { SystemMemory } from './mem/systemMemory.js';
+import { SimClock } from './sim/clock.js';
+import { FaultInjection } from './sim/faultInjection.js';
+import { Rng } from './sim/rng.js';
+import { EventScheduler } from './sim/scheduler.js';
+import type { SimTimer } from './sim/scheduler.js';
+import { Trace } from './trace/trace.js';
+import { SZ_1G, SZ_1M, SZ_64M } from './units/page.js';
+
+export interface MachineOptions {
+  /** System RAM in bytes (sparse: only touched pages cost memory). Default 1 GiB. */
+  ramBytes?: number;
+  /** Seed for every random choice in the model. Default 1. */
+  seed?: number;
+  /** swiotlb pool size (`swiotlb=`), default 64 MiB; 0 disables bouncing. */
+  swiotlbBytes?: number;
+  /** Physical address width in bits. Default 46. */
+  physBits?: number;
+  /** dma-debug mode. Default 'strict' under a test runner, else 'warn'. */
+  dmaDebug?: DmaDebugMode;
+}
+
+function defaultDebugMode(): DmaDebugMode {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  return env?.VITEST !== undefined || env?.NODE_ENV === 'test' ? 'strict' : 'warn';
+}
+
+/**
+ * A simulated machine: physical memory with real bytes, a PCI topology with devices, swiotlb,
+ * dma-debug, tracing, and a deterministic clock and scheduler.
+ */
+export class Machine implements DeviceHost {
+  readonly clock = new SimClock();
+  readonly scheduler: EventScheduler;
+  readonly rng: Rng;
+  readonly faultInjection = new FaultInjection();
+  readonly trace = new Trace();
+  readonly memory: SystemMemory;
+  readonly swiotlb: Swiotlb;
+  readonly dmaDebug: DmaDebug;
+  readonly pci: PciTopology;
+  /** Every refused device access, oldest first. */
+  readonly faults: DmaFaultRecord[] = [];
+
+  constructor(opts: MachineOptions = {}) {
+    const ramBytes = opts.ramBytes ?? SZ_1G;
+    if (!Number.isSafeInteger(ramBytes) || ramBytes < 16 * SZ_1M) {
+      throw new RangeError(`createMachine: ramBytes must be an integer >= 16 MiB, got ${ramBytes}`);
+    }
+    this.scheduler = new EventScheduler(this.clock);
+    this.rng = new Rng(opts.seed ?? 1);
+    this.memory = new SystemMemory({ ramBytes, physBits: opts.physBits ?? 46, faults: this.faultInjection });
+    const swiotlbBytes = Math.min(opts.swiotlbBytes ?? SZ_64M, Math.floor(ramBytes / 4));
+    const base = swiotlbBytes > 0 ? this.memory.reserveLow(swiotlbBytes, SZ_1M) : 0;
+    this.swiotlb = new Swiotlb(base, swiotlbBytes);
+    this.dmaDebug = new DmaDebug(opts.dmaDebug ?? defaultDebugMode());
+    this.pci = new PciTopology(this);
+  }
+
+  /** Run every scheduled event due in the next `ns` of simulated time, in order. */
+  advance(ns: number): number {
+    return this.scheduler.advance(ns);
+  }
+
+  schedule(delayNs: number, fn: () => void): SimTimer {
+    return this.scheduler.schedule(delayNs, fn);
+  }
+
+  physAccessible(phys: number, len: number): boolean {
+    return this.memory.isAccessible(phys, len);
+  }
+
+  physIsRam(phys: number, len: number): boolean {
+    return this.memory.isRam(phys, len);
+  }
+
+  ramTop(): number {
+    return this.memory.ramTop();
+  }
+
+  p2pRoute(dev: Device, dmaAddr: number): number {
+    return this.pci.p2pRoute(dev, dmaAddr);
+  }
+
+  recordFault(record: DmaFaultRecord): void {
+    this.faults.push(record);
+  }
+}
+
+export function createMachine(opts: MachineOptions = {}): Machine {
+  return new Machine(opts);
+}

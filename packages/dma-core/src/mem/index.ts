@@ -1,0 +1,3 @@
+export * from './physicalMemory.js';
+export * from './regions.js';
+export * from './systemMemory.js';

@@ -1,0 +1,111 @@
+import { PAGE_SHIFT, PAGE_SIZE } from '../units/page.js';
+
+/**
+ * Sparse physical memory with real bytes. Pages are materialised on first write, so a 1 TiB
+ * physical space with a few touched pages costs almost nothing; an untouched page reads as zeros.
+ * Addresses are checked against `limit` (the top of the physical address space), not against RAM
+ * regions: region policy (RAM, BAR, MMIO) lives in the region map.
+ */
+export class PhysicalMemory {
+  readonly #pages = new Map<number, Uint8Array>();
+  /** One past the highest physical address. */
+  readonly limit: number;
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Number of pages that hold bytes (touched by a write). */
+  get touchedPages(): number {
+    return this.#pages.size;
+  }
+
+  /** The backing page if it exists (read path: never allocates). */
+  peekPage(pfn: number): Uint8Array | undefined {
+    return this.#pages.get(pfn);
+  }
+
+  /** The backing page, materialised on demand (write path). */
+  page(pfn: number): Uint8Array {
+    let p = this.#pages.get(pfn);
+    if (p === undefined) {
+      p = new Uint8Array(PAGE_SIZE);
+      this.#pages.set(pfn, p);
+    }
+    return p;
+  }
+
+  /** Drop a page's bytes (it reads as zeros again). */
+  discardPage(pfn: number): void {
+    this.#pages.delete(pfn);
+  }
+
+  #check(phys: number, len: number): void {
+    if (!Number.isSafeInteger(phys) || phys < 0 || !Number.isSafeInteger(len) || len < 0 || phys + len > this.limit) {
+      throw new RangeError(`physical access [${phys}, +${len}) outside [0, ${this.limit})`);
+    }
+  }
+
+  /** Copy `len` bytes starting at `phys` into `out` (at `outOffset`). */
+  readInto(phys: number, out: Uint8Array, outOffset = 0, len = out.length - outOffset): void {
+    this.#check(phys, len);
+    let done = 0;
+    while (done < len) {
+      const addr = phys + done;
+      const pfn = Math.floor(addr / PAGE_SIZE);
+      const off = addr - pfn * PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - off, len - done);
+      const p = this.#pages.get(pfn);
+      if (p === undefined) out.fill(0, outOffset + done, outOffset + done + n);
+      else out.set(p.subarray(off, off + n), outOffset + done);
+      done += n;
+    }
+  }
+
+  read(phys: number, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    this.readInto(phys, out, 0, len);
+    return out;
+  }
+
+  write(phys: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
+    this.#check(phys, len);
+    let done = 0;
+    while (done < len) {
+      const addr = phys + done;
+      const pfn = Math.floor(addr / PAGE_SIZE);
+      const off = addr - pfn * PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - off, len - done);
+      this.page(pfn).set(bytes.subarray(srcOffset + done, srcOffset + done + n), off);
+      done += n;
+    }
+  }
+
+  fill(phys: number, len: number, value: number): void {
+    this.#check(phys, len);
+    let done = 0;
+    while (done < len) {
+      const addr = phys + done;
+      const pfn = Math.floor(addr / PAGE_SIZE);
+      const off = addr - pfn * PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - off, len - done);
+      if (value === 0 && off === 0 && n === PAGE_SIZE) this.#pages.delete(pfn);
+      else {
+        const p = value === 0 ? this.#pages.get(pfn) : this.page(pfn);
+        p?.fill(value, off, off + n);
+      }
+      done += n;
+    }
+  }
+
+  /** memmove within physical memory (overlap-safe). */
+  copy(dst: number, src: number, len: number): void {
+    this.#check(src, len);
+    this.#check(dst, len);
+    if (len === 0) return;
+    const tmp = this.read(src, len);
+    this.write(dst, tmp);
+  }
+}
+
+export const PFN_SHIFT = PAGE_SHIFT;

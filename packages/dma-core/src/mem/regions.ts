@@ -1,0 +1,63 @@
+// kernel: include/linux/ioport.h (resources), include/linux/memremap.h (dev_pagemap types)
+export type MemRegionKind = 'ram' | 'device-private' | 'p2p-bar' | 'mmio';
+
+/** A range of the physical address space and what sits there. */
+export interface MemRegion {
+  readonly start: number;
+  readonly size: number;
+  readonly kind: MemRegionKind;
+  readonly name: string;
+  /** Owning device or driver name (BAR owner, device-private owner). */
+  readonly owner?: string;
+}
+
+/** Sorted, non-overlapping region list with O(log n) lookup. */
+export class RegionMap {
+  readonly #regions: MemRegion[] = [];
+
+  get all(): readonly MemRegion[] {
+    return this.#regions;
+  }
+
+  add(region: MemRegion): MemRegion {
+    if (!Number.isSafeInteger(region.start) || !Number.isSafeInteger(region.size) || region.start < 0 || region.size <= 0) {
+      throw new RangeError(`region ${region.name}: bad range start=${region.start} size=${region.size}`);
+    }
+    const end = region.start + region.size;
+    for (const r of this.#regions) {
+      if (region.start < r.start + r.size && r.start < end) {
+        throw new RangeError(`region ${region.name} [0x${region.start.toString(16)}, 0x${end.toString(16)}) overlaps ${r.name}`);
+      }
+    }
+    this.#regions.push(region);
+    this.#regions.sort((a, b) => a.start - b.start);
+    return region;
+  }
+
+  remove(region: MemRegion): void {
+    const i = this.#regions.indexOf(region);
+    if (i >= 0) this.#regions.splice(i, 1);
+  }
+
+  /** The region containing `phys`, or undefined. */
+  find(phys: number): MemRegion | undefined {
+    const rs = this.#regions;
+    let lo = 0;
+    let hi = rs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = rs[mid];
+      if (r === undefined) break;
+      if (phys < r.start) hi = mid - 1;
+      else if (phys >= r.start + r.size) lo = mid + 1;
+      else return r;
+    }
+    return undefined;
+  }
+
+  /** Is the whole range inside one region (optionally of a given kind)? */
+  covers(phys: number, len: number, kind?: MemRegionKind): boolean {
+    const r = this.find(phys);
+    return r !== undefined && phys + len <= r.start + r.size && (kind === undefined || r.kind === kind);
+  }
+}

@@ -1,0 +1,36 @@
+// kernel: include/linux/dma-mapping.h (DMA_ATTR_* bit numbers)
+export const DMA_ATTR_WEAK_ORDERING = 1 << 1;
+export const DMA_ATTR_WRITE_COMBINE = 1 << 2;
+export const DMA_ATTR_NO_KERNEL_MAPPING = 1 << 4;
+export const DMA_ATTR_SKIP_CPU_SYNC = 1 << 5;
+export const DMA_ATTR_FORCE_CONTIGUOUS = 1 << 6;
+export const DMA_ATTR_ALLOC_SINGLE_PAGES = 1 << 7;
+export const DMA_ATTR_NO_WARN = 1 << 8;
+export const DMA_ATTR_PRIVILEGED = 1 << 9;
+/** Physical address is not RAM (P2P BAR, MMIO): no cache sync, no swiotlb, IOMMU_MMIO. */
+export const DMA_ATTR_MMIO = 1 << 10;
+/** Tells dma-debug that overlapping cachelines are intended. */
+export const DMA_ATTR_DEBUGGING_IGNORE_CACHELINES = 1 << 11;
+/** Mapping must not use swiotlb or cache maintenance; fails on non-coherent devices. */
+export const DMA_ATTR_REQUIRE_COHERENT = 1 << 12;
+
+const ATTR_NAMES: readonly (readonly [number, string])[] = [
+  [DMA_ATTR_WEAK_ORDERING, 'WEAK_ORDERING'],
+  [DMA_ATTR_WRITE_COMBINE, 'WRITE_COMBINE'],
+  [DMA_ATTR_NO_KERNEL_MAPPING, 'NO_KERNEL_MAPPING'],
+  [DMA_ATTR_SKIP_CPU_SYNC, 'SKIP_CPU_SYNC'],
+  [DMA_ATTR_FORCE_CONTIGUOUS, 'FORCE_CONTIGUOUS'],
+  [DMA_ATTR_ALLOC_SINGLE_PAGES, 'ALLOC_SINGLE_PAGES'],
+  [DMA_ATTR_NO_WARN, 'NO_WARN'],
+  [DMA_ATTR_PRIVILEGED, 'PRIVILEGED'],
+  [DMA_ATTR_MMIO, 'MMIO'],
+  [DMA_ATTR_DEBUGGING_IGNORE_CACHELINES, 'CACHELINES_OVERLAP'],
+  [DMA_ATTR_REQUIRE_COHERENT, 'REQUIRE_COHERENT'],
+];
+
+/** Flag list as the `dma:*` tracepoints print it, e.g. `SKIP_CPU_SYNC|MMIO`. */
+export function dmaAttrsName(attrs: number): string {
+  if (attrs === 0) return '0';
+  const parts = ATTR_NAMES.filter(([bit]) => (attrs & bit) !== 0).map(([, n]) => n);
+  return parts.length > 0 ? parts.join('|') : `0x${attrs.toString(16)}`;
+}

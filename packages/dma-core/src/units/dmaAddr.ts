@@ -1,0 +1,39 @@
+// kernel: include/linux/dma-mapping.h
+/**
+ * `DMA_MAPPING_ERROR` is `~(dma_addr_t)0` in the kernel. Addresses here are numbers exact below
+ * 2^53, so the sentinel is 2^64 - 1 rounded to a double (2^64): outside every valid address and
+ * compared with `===` (or `dmaMappingError`).
+ */
+export const DMA_MAPPING_ERROR = 2 ** 64 - 1;
+
+/**
+ * `DMA_BIT_MASK(n)`: the highest address a device with an n-bit mask can reach. Exact for n <= 53;
+ * above that the value is the nearest double, which still compares correctly against every
+ * representable address.
+ */
+export function dmaBitMask(bits: number): number {
+  if (!Number.isInteger(bits) || bits < 0 || bits > 64) {
+    throw new RangeError(`dmaBitMask: mask width must be an integer in 0..64, got ${bits}`);
+  }
+  return bits === 0 ? 0 : 2 ** bits - 1;
+}
+
+/** `min_not_zero(a, b)`. */
+export function minNotZero(a: number, b: number): number {
+  if (a === 0) return b;
+  if (b === 0) return a;
+  return Math.min(a, b);
+}
+
+/** `SIZE_MAX` stand-in for "no limit". */
+export const SIZE_MAX = Number.MAX_SAFE_INTEGER;
+
+/** Bit 63 of a size (the kernel's guard against SIZE_MAX-like values) is out of range here. */
+export function isValidDmaSize(size: unknown): size is number {
+  return typeof size === 'number' && Number.isSafeInteger(size) && size > 0;
+}
+
+export function hex(x: number): string {
+  if (x === DMA_MAPPING_ERROR) return 'DMA_MAPPING_ERROR';
+  return Number.isFinite(x) && x >= 0 ? `0x${x.toString(16)}` : String(x);
+}

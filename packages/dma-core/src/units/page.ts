@@ -1,0 +1,115 @@
+// kernel: include/asm-generic/page.h, include/linux/align.h, include/linux/sizes.h
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/** Low bits inside a page (the kernel's PAGE_MASK is the complement; we keep the offset mask). */
+export const PAGE_OFFSET_MASK = PAGE_SIZE - 1;
+export const HPAGE_PMD_SHIFT = 21;
+export const HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT;
+export const HPAGE_PUD_SHIFT = 30;
+
+export const SZ_1K = 1024;
+export const SZ_2K = 2048;
+export const SZ_4K = 4096;
+export const SZ_64K = 64 * 1024;
+export const SZ_128K = 128 * 1024;
+export const SZ_256K = 256 * 1024;
+export const SZ_1M = 1024 * 1024;
+export const SZ_2M = 2 * 1024 * 1024;
+export const SZ_4M = 4 * 1024 * 1024;
+export const SZ_64M = 64 * 1024 * 1024;
+export const SZ_1G = 1024 * 1024 * 1024;
+export const SZ_4G = 4 * SZ_1G;
+export const SZ_1T = 1024 * SZ_1G;
+
+/**
+ * Largest address the model represents exactly. Addresses are plain numbers (DESIGN.md section 4):
+ * exact below 2^53, enough for 48-bit IOVA and 52-bit physical spaces.
+ */
+export const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
+
+/** Floor-modulo that works above 2^32 (the `&` operator truncates to 32 bits). */
+function lowBits(x: number, a: number): number {
+  return a <= 0x4000_0000 ? (x % a) : x - Math.floor(x / a) * a;
+}
+
+/** Round `x` up to a multiple of the power of two `a` (`ALIGN`). */
+export function alignUp(x: number, a: number): number {
+  const r = lowBits(x, a);
+  return r === 0 ? x : x + (a - r);
+}
+
+/** Round `x` down to a multiple of the power of two `a` (`ALIGN_DOWN`). */
+export function alignDown(x: number, a: number): number {
+  return x - lowBits(x, a);
+}
+
+/** `IS_ALIGNED(x, a)`. */
+export function isAligned(x: number, a: number): boolean {
+  return lowBits(x, a) === 0;
+}
+
+/** `offset_in_page(x)`. */
+export function offsetInPage(x: number): number {
+  return x % PAGE_SIZE;
+}
+
+/** `x & (a - 1)` for a power-of-two `a`, exact above 2^32. */
+export function offsetIn(x: number, a: number): number {
+  return lowBits(x, a);
+}
+
+/** `PFN_DOWN(x)` / `PHYS_PFN`. */
+export function physToPfn(phys: number): number {
+  return Math.floor(phys / PAGE_SIZE);
+}
+
+/** `PFN_PHYS(pfn)`. */
+export function pfnToPhys(pfn: number): number {
+  return pfn * PAGE_SIZE;
+}
+
+/** `PAGE_ALIGN(x)`. */
+export function pageAlign(x: number): number {
+  return alignUp(x, PAGE_SIZE);
+}
+
+export function isPowerOfTwo(x: number): boolean {
+  return Number.isSafeInteger(x) && x > 0 && Number.isInteger(Math.log2(x));
+}
+
+/** `roundup_pow_of_two`. */
+export function roundupPowOfTwo(x: number): number {
+  return x <= 1 ? 1 : 2 ** Math.ceil(Math.log2(x));
+}
+
+/** `order_base_2`: smallest order with 2^order >= x. */
+export function orderBase2(x: number): number {
+  return x <= 1 ? 0 : Math.ceil(Math.log2(x));
+}
+
+/** `fls`-style: index (1-based) of the highest set bit, 0 for 0. */
+export function fls(x: number): number {
+  return x <= 0 ? 0 : Math.floor(Math.log2(x)) + 1;
+}
+
+/** `__ffs`: index (0-based) of the lowest set bit of a positive integer. */
+export function ffs0(x: number): number {
+  if (x <= 0) return -1;
+  let n = 0;
+  let v = x;
+  while (lowBits(v, 2) === 0) {
+    v /= 2;
+    n++;
+  }
+  return n;
+}
+
+/** `get_order(size)`: page order that holds `size` bytes. */
+export function getOrder(size: number): number {
+  return orderBase2(Math.ceil(size / PAGE_SIZE));
+}
+
+/** True if `x` is a non-negative integer the model represents exactly. */
+export function isValidAddress(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
