@@ -6,7 +6,7 @@ export * from './units/index.js';
 export * from './sim/index.js';
 export * from './trace/index.js';
 export * from './mem/index.js';
-// mm/ arrives with the address-space model.
+export * from './mm/index.js';
 export * from './bus/index.js';
 export * from './device/index.js';
 export * from './dma/index.js';

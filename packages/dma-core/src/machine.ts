@@ -6,6 +6,7 @@ import { DmaDebug } from './dma/debug.js';
 import type { DmaDebugMode } from './dma/debug.js';
 import { Swiotlb } from './dma/swiotlb.js';
 import { SystemMemory } from './mem/systemMemory.js';
+import { Process } from './mm/process.js';
 import { SimClock } from './sim/clock.js';
 import { FaultInjection } from './sim/faultInjection.js';
 import { Rng } from './sim/rng.js';
@@ -48,6 +49,7 @@ export class Machine implements DeviceHost {
   readonly pci: PciTopology;
   /** Every refused device access, oldest first. */
   readonly faults: DmaFaultRecord[] = [];
+  #nextPid = 1;
 
   constructor(opts: MachineOptions = {}) {
     const ramBytes = opts.ramBytes ?? SZ_1G;
@@ -62,6 +64,18 @@ export class Machine implements DeviceHost {
     this.swiotlb = new Swiotlb(base, swiotlbBytes);
     this.dmaDebug = new DmaDebug(opts.dmaDebug ?? defaultDebugMode());
     this.pci = new PciTopology(this);
+    this.trace.now = () => this.clock.now();
+  }
+
+  /** A new user process with its own address space. */
+  createProcess(): Process {
+    return new Process(this, this.#nextPid++);
+  }
+
+  /** Driver unbind (BUS_NOTIFY_UNBOUND_DRIVER): dma-debug reports what the driver leaked. */
+  unbindDevice(dev: Device): void {
+    dev.driverBound = false;
+    if (this.dmaDebug.enabled) this.dmaDebug.unbind(dev);
   }
 
   /** Run every scheduled event due in the next `ns` of simulated time, in order. */

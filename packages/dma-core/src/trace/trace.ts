@@ -2,7 +2,8 @@
 /**
  * One trace record. `name` is "system:event" (e.g. "dma:dma_map_phys"); `ts` is simulated ns;
  * `fields` carries the tracepoint's fields under the kernel's field names.
- * (Skeleton: the trace room owner makes the event set typed and adds exporters.)
+ * (Skeleton: the trace room owner makes the event set typed and adds exporters; the emit
+ * helpers in dmaEvents.ts keep their signatures.)
  */
 export interface TraceEvent {
   readonly name: string;
@@ -19,6 +20,8 @@ export type TraceSubscriber = (ev: TraceEvent) => void;
 export class Trace {
   /** True when someone listens (a subscriber or recording). */
   enabled = false;
+  /** Simulated-time source for `ts` (set by the machine). */
+  now: () => number = () => 0;
   readonly #subs = new Set<TraceSubscriber>();
 
   subscribe(fn: TraceSubscriber): () => void {
@@ -30,7 +33,8 @@ export class Trace {
     };
   }
 
-  emit(ev: TraceEvent): void {
+  emit(name: string, device: string, fields: TraceEvent['fields']): void {
+    const ev: TraceEvent = { name, ts: this.now(), device, fields };
     for (const fn of this.#subs) fn(ev);
   }
 }
