@@ -1,0 +1,106 @@
+/**
+ * A small side-by-side benchmark harness. Targets are ratios measured in one run (DESIGN.md:
+ * "Report figures as ratios measured side by side"): the contenders of a comparison run in
+ * interleaved rounds so that machine noise hits both alike, and the median round is reported.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface Contender {
+  readonly name: string;
+  /** Runs `ops` operations; returns nothing (work must have a visible side effect). */
+  readonly run: (ops: number) => void;
+}
+
+export interface Measured {
+  readonly name: string;
+  readonly nsPerOp: number;
+  readonly opsPerSec: number;
+  readonly samples: number;
+}
+
+export interface Check {
+  readonly name: string;
+  readonly target: string;
+  readonly value: number;
+  readonly pass: boolean;
+}
+
+export interface SuiteResult {
+  readonly suite: string;
+  readonly measured: Measured[];
+  readonly figures: Record<string, number | string>;
+  readonly checks: Check[];
+}
+
+function nowNs(): number {
+  return Number(process.hrtime.bigint());
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? Number.NaN;
+}
+
+/** Interleave contenders for `rounds` rounds of `ops` operations each; median ns/op per contender. */
+export function sideBySide(contenders: readonly Contender[], ops: number, rounds = 9): Measured[] {
+  for (const c of contenders) c.run(Math.max(1, Math.floor(ops / 4))); // warm-up (JIT)
+  const samples = contenders.map(() => [] as number[]);
+  for (let r = 0; r < rounds; r++) {
+    contenders.forEach((c, i) => {
+      const t0 = nowNs();
+      c.run(ops);
+      samples[i]?.push((nowNs() - t0) / ops);
+    });
+  }
+  return contenders.map((c, i) => {
+    const ns = median(samples[i] ?? []);
+    return { name: c.name, nsPerOp: ns, opsPerSec: 1e9 / ns, samples: rounds };
+  });
+}
+
+/** Time one function once (for big one-shot operations). */
+export function once(fn: () => void): number {
+  const t0 = nowNs();
+  fn();
+  return nowNs() - t0;
+}
+
+export function check(name: string, target: string, value: number, pass: boolean): Check {
+  return { name, target, value, pass };
+}
+
+const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+
+function fmt(x: number | string): string {
+  if (typeof x === 'string') return x;
+  if (!Number.isFinite(x)) return String(x);
+  if (Math.abs(x) >= 100) return x.toFixed(0);
+  if (Math.abs(x) >= 1) return x.toFixed(2);
+  return x.toPrecision(3);
+}
+
+/** Write `results/<suite>.json` and `results/<suite>.md`; returns the markdown. */
+export function writeSuite(result: SuiteResult): string {
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, `${result.suite}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  const lines = [`## ${result.suite}`, '', '| contender | ns/op | ops/s |', '| --- | ---: | ---: |'];
+  for (const m of result.measured) lines.push(`| ${m.name} | ${fmt(m.nsPerOp)} | ${fmt(m.opsPerSec)} |`);
+  if (Object.keys(result.figures).length > 0) {
+    lines.push('', '| figure | value |', '| --- | ---: |');
+    for (const [k, v] of Object.entries(result.figures)) lines.push(`| ${k} | ${fmt(v)} |`);
+  }
+  if (result.checks.length > 0) {
+    lines.push('', '| target | measured | result |', '| --- | ---: | --- |');
+    for (const c of result.checks) lines.push(`| ${c.name}: ${c.target} | ${fmt(c.value)} | ${c.pass ? 'PASS' : 'FAIL'} |`);
+  }
+  const md = `${lines.join('\n')}\n`;
+  writeFileSync(join(resultsDir, `${result.suite}.md`), md);
+  return md;
+}
+
+export function writeSummary(mds: readonly string[]): void {
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, 'SUMMARY.md'), `# dmakit benchmark results\n\nNode ${process.version}, ${process.platform}/${process.arch}.\n\n${mds.join('\n')}`);
+}
