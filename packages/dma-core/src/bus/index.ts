@@ -1,1 +1,3 @@
+export * from './pciDev.js';
+export * from './p2pdma.js';
 export * from './pciTopology.js';
