@@ -15,7 +15,7 @@ import {
   SZ_1G,
   SZ_1T,
 } from '@dmakit/dma-core';
-import { check, sideBySide, writeSuite } from './harness.js';
+import { check, sideBySide } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
 function directMapUnmap(): SuiteResult {

@@ -1,9 +1,11 @@
-// kernel: mm/page_alloc.c (buddy allocator), mm/memblock.c
-// SKELETON (to be replaced by the mem room owner with a buddy allocator and per-page metadata).
-import { PAGE_SIZE, SZ_4G, SZ_1G } from '../units/page.js';
+// kernel: mm/page_alloc.c (buddy allocator), mm/memblock.c, include/linux/mm.h (get_page/put_page)
+import { PAGE_SIZE, SZ_4G, SZ_1G, alignDown, alignUp, isPowerOfTwo } from '../units/page.js';
 import type { FaultInjection } from '../sim/faultInjection.js';
 import { PhysicalMemory } from './physicalMemory.js';
 import { RegionMap } from './regions.js';
+import type { MemRegion, MemRegionKind } from './regions.js';
+import { FreeArea, MAX_BUDDY_ORDER, buddyPfn, largestFittingOrder } from './buddy.js';
+import { PageFlag, PageMetaStore, slot } from './pageMeta.js';
 
 export interface SystemMemoryOptions {
   ramBytes: number;
@@ -12,42 +14,137 @@ export interface SystemMemoryOptions {
   faults?: FaultInjection;
 }
 
-/** Physical memory + RAM layout + page allocator. */
+/** `__GFP_ZERO`: hand the block out zero-filled. */
+export const GFP_ZERO = 0x100;
+
+// kernel: include/linux/mm.h — pin_user_pages() adds this to the refcount of an order-0 folio.
+export const GUP_PIN_COUNTING_BIAS = 1024;
+
+export type PageAllocErrorCode = 'bad-address' | 'bad-order' | 'not-allocated' | 'double-free' | 'wrong-order' | 'refcount';
+
+/**
+ * A misuse of the page allocator (what the kernel reports with "Bad page state" / VM_BUG_ON_PAGE).
+ * Thrown before any state changes.
+ */
+export class PageAllocError extends Error {
+  readonly code: PageAllocErrorCode;
+  readonly phys: number;
+
+  constructor(code: PageAllocErrorCode, phys: number, message: string) {
+    super(`${code} at 0x${phys.toString(16)}: ${message}`);
+    this.name = 'PageAllocError';
+    this.code = code;
+    this.phys = phys;
+  }
+}
+
+/** Snapshot of a page's metadata (`dump_page`). */
+export interface PageInfo {
+  readonly pfn: number;
+  readonly phys: number;
+  readonly refcount: number;
+  /** Region kind, or 'none' outside every region. */
+  readonly kind: MemRegionKind | 'none';
+  readonly owner: string | undefined;
+  /** PageFlag bits. */
+  readonly flags: number;
+  readonly zeroPage: boolean;
+  readonly devicePrivate: boolean;
+  /** Inside a block handed out by the buddy allocator. */
+  readonly allocated: boolean;
+  /** Inside a free buddy block. */
+  readonly free: boolean;
+  /** Inside a memblock reservation. */
+  readonly reserved: boolean;
+  /** Buddy order when this is the head of an allocated block, else -1. */
+  readonly order: number;
+}
+
+export interface PageAllocStats {
+  readonly totalPages: number;
+  readonly freePages: number;
+  readonly allocatedPages: number;
+  readonly reservedPages: number;
+  /** Free blocks per order, index = order (`/proc/buddyinfo`). */
+  readonly freeBlocks: readonly number[];
+}
+
+/** Physical memory + RAM layout + buddy page allocator + per-page metadata. */
 export class SystemMemory extends PhysicalMemory {
   readonly regions = new RegionMap();
   readonly ramBytes: number;
-  #next: number;
   readonly #faults: FaultInjection | undefined;
+  readonly #areas: FreeArea[] = [];
+  readonly #meta = new PageMetaStore();
+  readonly #reserved: { startPfn: number; endPfn: number }[] = [];
+  #totalPages = 0;
+  #freePages = 0;
+  #allocatedPages = 0;
+  #reservedPages = 0;
+  #zeroPage = 0;
 
   constructor(opts: SystemMemoryOptions) {
     super(2 ** opts.physBits);
     this.ramBytes = opts.ramBytes;
     this.#faults = opts.faults;
+    for (let k = 0; k <= MAX_BUDDY_ORDER; k++) this.#areas.push(new FreeArea());
+    // x86-like layout: low RAM up to 3 GiB, the PCI hole, the rest above 4 GiB.
     const low = Math.min(opts.ramBytes, 3 * SZ_1G);
-    this.regions.add({ start: 0, size: low, kind: 'ram', name: 'System RAM' });
-    if (opts.ramBytes > low) this.regions.add({ start: SZ_4G, size: opts.ramBytes - low, kind: 'ram', name: 'System RAM (high)' });
-    this.#next = PAGE_SIZE;
+    this.addRegion({ start: 0, size: low, kind: 'ram', name: 'System RAM' });
+    if (opts.ramBytes > low) this.addRegion({ start: SZ_4G, size: opts.ramBytes - low, kind: 'ram', name: 'System RAM (high)' });
   }
 
-  /** Allocate 2^order contiguous pages; returns the physical address or 0 (NULL) on failure. */
-  allocPages(order: number): number {
-    if (this.#faults?.shouldFail('alloc_pages')) return 0;
-    const size = PAGE_SIZE * 2 ** order;
-    const phys = Math.ceil(this.#next / size) * size;
-    if (!this.regions.covers(phys, size, 'ram')) return 0;
-    this.#next = phys + size;
-    return phys;
+  // ---- regions ---------------------------------------------------------------------------
+
+  /**
+   * Add a region. RAM is handed to the buddy allocator (memory hotplug + online); 'device-private'
+   * (memremap_pages MEMORY_DEVICE_PRIVATE), 'p2p-bar' (pci_p2pdma_add_resource) and 'mmio' are not.
+   */
+  addRegion(region: MemRegion): MemRegion {
+    if (region.start + region.size > this.limit) {
+      throw new RangeError(`region ${region.name} ends above the physical address limit 0x${this.limit.toString(16)}`);
+    }
+    if (region.kind === 'ram' && (region.start % PAGE_SIZE !== 0 || region.size % PAGE_SIZE !== 0)) {
+      throw new RangeError(`RAM region ${region.name} must be page aligned`);
+    }
+    const r = this.regions.add(region);
+    if (region.kind === 'ram') {
+      // pfn 0 is never handed out (a NULL physical address means failure).
+      const startPfn = Math.max(1, region.start / PAGE_SIZE);
+      const endPfn = (region.start + region.size) / PAGE_SIZE;
+      if (endPfn > startPfn) {
+        this.#freeRange(startPfn, endPfn);
+        this.#totalPages += endPfn - startPfn;
+      }
+    }
+    return r;
   }
 
-  freePages(_phys: number, _order: number): void {
-    // skeleton
+  /**
+   * `request_free_mem_region`: place a region of `size` bytes in unused physical address space,
+   * searching down from the top (kernel/resource.c), aligned to `align` (default 1 GiB or size).
+   * Returns the region, or undefined if no gap is large enough.
+   */
+  requestFreeMemRegion(size: number, kind: MemRegionKind, name: string, owner?: string, align?: number): MemRegion | undefined {
+    if (!Number.isSafeInteger(size) || size <= 0) return undefined;
+    const a = align ?? Math.min(SZ_1G, 2 ** Math.ceil(Math.log2(size)));
+    let end = this.limit;
+    const rs = [...this.regions.all].sort((x, y) => y.start - x.start);
+    for (let i = 0; i <= rs.length; i++) {
+      const below = rs[i];
+      const floor = below === undefined ? 0 : below.start + below.size;
+      const start = alignDown(end - size, a);
+      if (start >= floor && start >= 0) {
+        const region: MemRegion = owner === undefined ? { start, size, kind, name } : { start, size, kind, name, owner };
+        return this.addRegion(region);
+      }
+      if (below !== undefined) end = Math.min(end, below.start);
+    }
+    return undefined;
   }
 
-  /** Reserve a RAM range at boot (memblock), e.g. the swiotlb pool. Returns its start. */
-  reserveLow(bytes: number, align: number): number {
-    const phys = Math.ceil(this.#next / align) * align;
-    this.#next = phys + bytes;
-    return phys;
+  regionOf(phys: number): MemRegion | undefined {
+    return this.regions.find(phys);
   }
 
   isRam(phys: number, len: number): boolean {
@@ -63,5 +160,359 @@ export class SystemMemory extends PhysicalMemory {
     let top = 0;
     for (const r of this.regions.all) if (r.kind === 'ram') top = Math.max(top, r.start + r.size);
     return top;
+  }
+
+  // ---- buddy allocator --------------------------------------------------------------------
+
+  /** Allocate 2^order contiguous pages; returns the physical address or 0 (NULL) on failure. */
+  allocPages(order: number, gfp = 0): number {
+    return this.allocPagesBelow(order, Number.POSITIVE_INFINITY, gfp);
+  }
+
+  /**
+   * Allocate 2^order pages lying entirely below `limitPhys` (a GFP_DMA32-like zone limit; the model
+   * has one zone and filters by address). Takes the smallest order with a fitting block, then the
+   * lowest address in it (`__rmqueue_smallest` + `expand`). Returns 0 on failure.
+   */
+  allocPagesBelow(order: number, limitPhys: number, gfp = 0): number {
+    if (!Number.isInteger(order) || order < 0 || order > MAX_BUDDY_ORDER) return 0;
+    if (this.#faults?.shouldFail('alloc_pages') === true) return 0;
+    return this.#alloc(order, limitPhys, gfp);
+  }
+
+  #alloc(order: number, limitPhys: number, gfp: number): number {
+    const limitPfn = limitPhys / PAGE_SIZE;
+    const want = 2 ** order;
+    for (let k = order; k <= MAX_BUDDY_ORDER; k++) {
+      const area = this.#areas[k];
+      if (area === undefined || area.size === 0) continue;
+      const pfn = area.min();
+      // The lowest sub-block of a block starts at the block itself; it fits iff this holds.
+      if (pfn < 0 || pfn + want > limitPfn) continue;
+      area.remove(pfn);
+      // expand(): give the upper halves back, keep the lowest piece.
+      for (let j = k; j > order; j--) this.#areaAt(j - 1).add(pfn + 2 ** (j - 1));
+      this.#freePages -= want;
+      this.#allocatedPages += want;
+      const c = this.#meta.chunk(pfn);
+      const s = slot(pfn);
+      c.order[s] = order;
+      c.flags[s] = PageFlag.HEAD;
+      c.refcount[s] = 1;
+      c.owner[s] = 0;
+      const phys = pfn * PAGE_SIZE;
+      if ((gfp & GFP_ZERO) !== 0) this.fill(phys, want * PAGE_SIZE, 0);
+      return phys;
+    }
+    return 0;
+  }
+
+  /**
+   * `__free_pages(page, order)`: drop the allocation reference; the block goes back to the buddy
+   * lists when its refcount reaches zero (someone holding get_page keeps it alive).
+   * Freeing a non-head, a free block or with the wrong order throws PageAllocError.
+   */
+  freePages(phys: number, order: number): void {
+    const pfn = this.#checkHead(phys, order);
+    const c = this.#meta.chunk(pfn);
+    const s = slot(pfn);
+    const ref = c.refcount[s] ?? 0;
+    if (ref <= 0) throw new PageAllocError('refcount', phys, 'freeing a page whose refcount is already zero');
+    c.refcount[s] = ref - 1;
+    if (ref === 1) this.#releaseBlock(pfn, order);
+  }
+
+  #checkHead(phys: number, order: number): number {
+    if (!Number.isSafeInteger(phys) || phys <= 0 || phys % PAGE_SIZE !== 0) {
+      throw new PageAllocError('bad-address', phys, 'not a page-aligned, non-NULL physical address');
+    }
+    if (!Number.isInteger(order) || order < 0 || order > MAX_BUDDY_ORDER) {
+      throw new PageAllocError('bad-order', phys, `order ${order} outside 0..${MAX_BUDDY_ORDER}`);
+    }
+    const pfn = phys / PAGE_SIZE;
+    const c = this.#meta.peek(pfn);
+    const s = slot(pfn);
+    if (c === undefined || ((c.flags[s] ?? 0) & PageFlag.HEAD) === 0) {
+      if (this.#freeBlockContaining(pfn) >= 0) throw new PageAllocError('double-free', phys, 'page is already free');
+      throw new PageAllocError('not-allocated', phys, 'not the head of an allocated block');
+    }
+    const got = c.order[s] ?? -1;
+    if (got !== order) throw new PageAllocError('wrong-order', phys, `allocated with order ${got}, freed with order ${order}`);
+    return pfn;
+  }
+
+  #releaseBlock(pfn: number, order: number): void {
+    const c = this.#meta.chunk(pfn);
+    const s = slot(pfn);
+    c.order[s] = -1;
+    c.flags[s] = 0;
+    c.owner[s] = 0;
+    c.refcount[s] = 0;
+    const n = 2 ** order;
+    this.#allocatedPages -= n;
+    this.#freeOne(pfn, order);
+  }
+
+  /** `__free_one_page`: merge with free buddies as far as possible. */
+  #freeOne(pfn: number, order: number): void {
+    let p = pfn;
+    let k = order;
+    this.#freePages += 2 ** order;
+    while (k < MAX_BUDDY_ORDER) {
+      const b = buddyPfn(p, k);
+      const area = this.#areaAt(k);
+      if (!area.has(b)) break;
+      area.remove(b);
+      p = Math.min(p, b);
+      k++;
+    }
+    this.#areaAt(k).add(p);
+  }
+
+  /** Hand [startPfn, endPfn) to the allocator as maximal aligned blocks. */
+  #freeRange(startPfn: number, endPfn: number): void {
+    let p = startPfn;
+    while (p < endPfn) {
+      const k = largestFittingOrder(p, endPfn, MAX_BUDDY_ORDER);
+      this.#freeOne(p, k);
+      p += 2 ** k;
+    }
+  }
+
+  /** Start pfn of the free block containing `pfn`, or -1 (the order goes to #foundOrder). */
+  #freeBlockContaining(pfn: number): number {
+    for (let k = 0; k <= MAX_BUDDY_ORDER; k++) {
+      const head = pfn - (pfn % 2 ** k);
+      if (this.#areaAt(k).has(head)) {
+        this.#foundOrder = k;
+        return head;
+      }
+    }
+    return -1;
+  }
+
+  #foundOrder = 0;
+
+  #areaAt(k: number): FreeArea {
+    const a = this.#areas[k];
+    if (a === undefined) throw new RangeError(`order ${k}`);
+    return a;
+  }
+
+  #rangeIsFree(startPfn: number, endPfn: number): boolean {
+    let p = startPfn;
+    while (p < endPfn) {
+      const head = this.#freeBlockContaining(p);
+      if (head < 0) return false;
+      p = head + 2 ** this.#foundOrder;
+    }
+    return true;
+  }
+
+  /** Take [startPfn, endPfn) (all free) out of the buddy lists. */
+  #carve(startPfn: number, endPfn: number): void {
+    let p = startPfn;
+    while (p < endPfn) {
+      const head = this.#freeBlockContaining(p);
+      if (head < 0) throw new RangeError('carve: range not free');
+      const k = this.#foundOrder;
+      const blockEnd = head + 2 ** k;
+      this.#areaAt(k).remove(head);
+      this.#freePages -= 2 ** k;
+      if (head < startPfn) this.#freeRange(head, startPfn);
+      if (blockEnd > endPfn) this.#freeRange(endPfn, blockEnd);
+      p = Math.min(blockEnd, endPfn);
+    }
+  }
+
+  /**
+   * Reserve a RAM range at boot (`memblock_alloc_low`), e.g. the swiotlb pool: the lowest free,
+   * `align`-aligned range of `bytes` (rounded up to pages) is taken out of the allocator for good.
+   * Returns its start, or 0 if no such range exists.
+   */
+  reserveLow(bytes: number, align: number): number {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || !isPowerOfTwo(align)) return 0;
+    const len = alignUp(bytes, PAGE_SIZE);
+    const a = Math.max(align, PAGE_SIZE);
+    for (const r of this.regions.all) {
+      if (r.kind !== 'ram') continue;
+      const end = r.start + r.size;
+      for (let start = alignUp(Math.max(r.start, PAGE_SIZE), a); start + len <= end; start += a) {
+        const s = start / PAGE_SIZE;
+        const e = (start + len) / PAGE_SIZE;
+        if (!this.#rangeIsFree(s, e)) continue;
+        this.#carve(s, e);
+        this.#reserved.push({ startPfn: s, endPfn: e });
+        this.#reservedPages += e - s;
+        return start;
+      }
+    }
+    return 0;
+  }
+
+  #isReserved(pfn: number): boolean {
+    for (const r of this.#reserved) if (pfn >= r.startPfn && pfn < r.endPfn) return true;
+    return false;
+  }
+
+  /** Head pfn of the allocated block containing `pfn`, or -1. */
+  #allocatedHead(pfn: number): number {
+    for (let k = 0; k <= MAX_BUDDY_ORDER; k++) {
+      const head = pfn - (pfn % 2 ** k);
+      const c = this.#meta.peek(head);
+      if (c === undefined) continue;
+      const s = slot(head);
+      if (((c.flags[s] ?? 0) & PageFlag.HEAD) !== 0 && (c.order[s] ?? -1) >= k) return head;
+    }
+    return -1;
+  }
+
+  stats(): PageAllocStats {
+    return {
+      totalPages: this.#totalPages,
+      freePages: this.#freePages,
+      allocatedPages: this.#allocatedPages,
+      reservedPages: this.#reservedPages,
+      freeBlocks: this.#areas.map((a) => a.size),
+    };
+  }
+
+  get freePageCount(): number {
+    return this.#freePages;
+  }
+
+  get allocatedPageCount(): number {
+    return this.#allocatedPages;
+  }
+
+  /** Materialised 2 MiB per-page metadata chunks (heap use scales with this, not with RAM). */
+  get metadataChunks(): number {
+    return this.#meta.chunkCount;
+  }
+
+  /** Free block start pfns of one order (tests, /proc/pagetypeinfo-like views). */
+  freeBlocksOf(order: number): number[] {
+    return [...this.#areaAt(order).values()].sort((a, b) => a - b);
+  }
+
+  // ---- per-page metadata ------------------------------------------------------------------
+
+  /** `page_ref_count`. */
+  getPageRef(phys: number): number {
+    const pfn = Math.floor(phys / PAGE_SIZE);
+    return this.#meta.peek(pfn)?.refcount[slot(pfn)] ?? 0;
+  }
+
+  /**
+   * `get_page` (refs = 1) / `folio_ref_add` (pin_user_pages adds GUP_PIN_COUNTING_BIAS).
+   * A RAM page must already be referenced (taking a reference on a free page is a bug);
+   * ZONE_DEVICE pages (device-private, P2P BAR) start at zero and are refcounted by their owner.
+   */
+  pageGet(phys: number, refs = 1): void {
+    const pfn = this.#pfnChecked(phys);
+    const r = this.regions.find(phys);
+    const cur = this.getPageRef(phys);
+    if (r === undefined || r.kind === 'mmio') throw new PageAllocError('bad-address', phys, 'no struct page here');
+    if (r.kind === 'ram' && cur <= 0) throw new PageAllocError('refcount', phys, 'get_page on a page with refcount 0');
+    this.#meta.chunk(pfn).refcount[slot(pfn)] = cur + refs;
+  }
+
+  /**
+   * `put_page`: drop references; when an allocated head (order-0 page or compound head) reaches
+   * zero it is freed. Putting a page whose refcount is already zero throws.
+   */
+  pagePut(phys: number, refs = 1): void {
+    const pfn = this.#pfnChecked(phys);
+    const cur = this.getPageRef(phys);
+    if (cur < refs) throw new PageAllocError('refcount', phys, `put_page: refcount ${cur} < ${refs}`);
+    const c = this.#meta.chunk(pfn);
+    const s = slot(pfn);
+    c.refcount[s] = cur - refs;
+    if (cur - refs === 0 && ((c.flags[s] ?? 0) & PageFlag.HEAD) !== 0) {
+      this.#releaseBlock(pfn, c.order[s] ?? 0);
+    }
+  }
+
+  /** `folio_maybe_dma_pinned`: refcount says a DMA pin may be held. */
+  pageMaybeDmaPinned(phys: number): boolean {
+    return this.getPageRef(phys) >= GUP_PIN_COUNTING_BIAS;
+  }
+
+  /** page_owner: record who allocated or owns a page. */
+  setPageOwner(phys: number, owner: string | undefined): void {
+    const pfn = this.#pfnChecked(phys);
+    this.#meta.chunk(pfn).owner[slot(pfn)] = owner === undefined ? 0 : this.#meta.ownerId(owner);
+  }
+
+  setPageFlags(phys: number, flags: number): void {
+    const pfn = this.#pfnChecked(phys);
+    const c = this.#meta.chunk(pfn);
+    const s = slot(pfn);
+    c.flags[s] = (c.flags[s] ?? 0) | (flags & ~PageFlag.HEAD);
+  }
+
+  clearPageFlags(phys: number, flags: number): void {
+    const pfn = this.#pfnChecked(phys);
+    const c = this.#meta.peek(pfn);
+    if (c === undefined) return;
+    const s = slot(pfn);
+    c.flags[s] = (c.flags[s] ?? 0) & ~(flags & ~PageFlag.HEAD);
+  }
+
+  pageFlags(phys: number): number {
+    const pfn = Math.floor(phys / PAGE_SIZE);
+    return this.#meta.peek(pfn)?.flags[slot(pfn)] ?? 0;
+  }
+
+  /** Snapshot of one page's metadata (never allocates metadata). */
+  pageInfo(phys: number): PageInfo {
+    const pfn = Math.floor(phys / PAGE_SIZE);
+    const c = this.#meta.peek(pfn);
+    const s = slot(pfn);
+    const flags = c?.flags[s] ?? 0;
+    const region = this.regions.find(phys);
+    const order = (flags & PageFlag.HEAD) !== 0 ? (c?.order[s] ?? -1) : -1;
+    return {
+      pfn,
+      phys: pfn * PAGE_SIZE,
+      refcount: c?.refcount[s] ?? 0,
+      kind: region?.kind ?? 'none',
+      owner: this.#meta.ownerName(c?.owner[s] ?? 0) ?? (region?.kind === 'device-private' ? region.owner : undefined),
+      flags,
+      zeroPage: (flags & PageFlag.ZERO_PAGE) !== 0,
+      devicePrivate: (flags & PageFlag.DEVICE_PRIVATE) !== 0 || region?.kind === 'device-private',
+      allocated: this.#allocatedHead(pfn) >= 0,
+      free: this.#freeBlockContaining(pfn) >= 0,
+      reserved: this.#isReserved(pfn),
+      order,
+    };
+  }
+
+  /** Alias of pageInfo (`pfn_to_page` + dump). */
+  getPage(phys: number): PageInfo {
+    return this.pageInfo(phys);
+  }
+
+  /**
+   * The shared zero page (`ZERO_PAGE(0)`), allocated on first use and never freed. Read faults on
+   * untouched private anonymous memory map it read-only.
+   */
+  get zeroPagePhys(): number {
+    if (this.#zeroPage === 0) {
+      // Boot-time allocation: not subject to fault injection.
+      const phys = this.#alloc(0, Number.POSITIVE_INFINITY, GFP_ZERO);
+      if (phys === 0) throw new RangeError('cannot allocate the zero page');
+      this.setPageFlags(phys, PageFlag.ZERO_PAGE);
+      this.setPageOwner(phys, 'zero_page');
+      this.#zeroPage = phys;
+    }
+    return this.#zeroPage;
+  }
+
+  #pfnChecked(phys: number): number {
+    if (!Number.isSafeInteger(phys) || phys < 0 || phys >= this.limit) {
+      throw new PageAllocError('bad-address', phys, 'outside the physical address space');
+    }
+    return Math.floor(phys / PAGE_SIZE);
   }
 }

@@ -1,0 +1,267 @@
+// kernel: drivers/iommu/iommu.c (default domains, iommu_attach_device, iommu_report_device_fault),
+// drivers/iommu/dma-iommu.c (iommu_setup_dma_ops, iommu_dma_init_domain)
+import { attachDmaOps, detachDmaOps, devIsPci } from '@dmakit/dma-core';
+import type { Device, Machine } from '@dmakit/dma-core';
+import { IommuDmaCookie, IommuDmaOps } from './dmaIommu.js';
+import type { IommuDevState, IommuDmaContext } from './dmaIommu.js';
+import type { FlushQueueKind } from './flushQueue.js';
+import { IommuDomain } from './iommuDomain.js';
+import type { IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
+
+export interface IommuOptions {
+  /** Default domain type: 'strict' (IOMMU_DOMAIN_DMA) or 'lazy' (IOMMU_DOMAIN_DMA_FQ). */
+  mode: IommuDomainType;
+  /** IOVA width in bits (default 48: a 4-level table). */
+  iovaBits?: number;
+  /** pgsize_bitmap as a list (default 4 KiB, 2 MiB, 1 GiB). */
+  pageSizes?: readonly number[];
+  /** IOTLB entries per domain (power of two, default 512, 8-way). */
+  iotlbEntries?: number;
+  /** Flush-queue layout for lazy domains (default 'percpu'). */
+  fq?: FlushQueueKind;
+  /** Simulated CPUs (per-CPU rcaches and flush queues). Default 4. */
+  cpus?: number;
+  /** `iommu.forcedac=1`: no 32-bit-first IOVA attempt for PCI devices. */
+  forcedac?: boolean;
+}
+
+export interface IommuAttachOptions {
+  /** Share an existing domain (an IOMMU group); default: a new domain of the IOMMU's mode. */
+  domain?: IommuDomain;
+}
+
+/** `iommu.stats()`: summed over every domain of this IOMMU. */
+export interface IommuStats {
+  domains: number;
+  iovaAllocs: number;
+  iovaAllocFailures: number;
+  iovaFrees: number;
+  rcacheHits: number;
+  rcacheMisses: number;
+  pteWrites: number;
+  tablePagesLive: number;
+  tableBytes: number;
+  maps: number;
+  unmaps: number;
+  iotlbSyncs: number;
+  iotlbSyncMaps: number;
+  iotlbInvalidationsRange: number;
+  iotlbInvalidationsFull: number;
+  iotlbHits: number;
+  iotlbMisses: number;
+  iotlbWalks: number;
+  staleIotlbAccesses: number;
+  fqQueued: number;
+  fqFlushes: number;
+  fqFullFlushes: number;
+  fqTimerFlushes: number;
+  fqPending: number;
+  faults: number;
+}
+
+interface DomainEntry {
+  readonly domain: IommuDomain;
+  readonly cookie: IommuDmaCookie;
+  readonly ops: IommuDmaOps;
+}
+
+/**
+ * One IOMMU (VT-d / AMD-Vi / SMMU unit) with dma-iommu on top: creates paging domains, attaches
+ * devices (their DMA API calls then go through the domain's `IommuDmaOps`), records faults.
+ */
+export class Iommu implements IommuDmaContext {
+  readonly machine: Machine;
+  readonly mode: IommuDomainType;
+  readonly cpus: number;
+  readonly fqKind: FlushQueueKind;
+  readonly forcedac: boolean;
+  readonly #opts: IommuOptions;
+  #cpu = 0;
+  /** Every refused device access, oldest first (`iommu_report_device_fault`). */
+  readonly faults: IommuFaultRecord[] = [];
+  /** Kernel log lines (WARN, dev_notice) the model produced. */
+  readonly log: string[] = [];
+  readonly #domains = new Map<IommuDomain, DomainEntry>();
+  readonly #devDomain = new Map<Device, DomainEntry>();
+  readonly #devState = new Map<Device, IommuDevState>();
+
+  constructor(machine: Machine, opts: IommuOptions) {
+    const mode: string = opts.mode;
+    if (mode !== 'strict' && mode !== 'lazy') throw new RangeError(`createIommu: mode must be 'strict' or 'lazy'`);
+    const cpus = opts.cpus ?? 4;
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > 256) throw new RangeError(`createIommu: cpus must be an integer in 1..256, got ${cpus}`);
+    this.machine = machine;
+    this.mode = opts.mode;
+    this.cpus = cpus;
+    this.fqKind = opts.fq ?? 'percpu';
+    this.forcedac = opts.forcedac ?? false;
+    this.#opts = opts;
+  }
+
+  /** The simulated CPU subsequent DMA API calls run on (per-CPU rcaches and flush queues). */
+  get cpu(): number {
+    return this.#cpu;
+  }
+
+  set cpu(c: number) {
+    if (!Number.isInteger(c) || c < 0 || c >= this.cpus) throw new RangeError(`iommu.cpu must be an integer in 0..${this.cpus - 1}, got ${c}`);
+    this.#cpu = c;
+  }
+
+  /** A new paging domain (with its dma-iommu cookie). `type` defaults to the IOMMU's mode. */
+  allocDomain(type: IommuDomainType = this.mode): IommuDomain {
+    const machine = this.machine;
+    const domain = new IommuDomain(
+      {
+        trace: machine.trace,
+        faultInjection: machine.faultInjection,
+        now: () => machine.clock.now(),
+        recordFault: (rec) => this.faults.push(rec),
+      },
+      type,
+      {
+        ...(this.#opts.iovaBits !== undefined ? { iovaBits: this.#opts.iovaBits } : {}),
+        ...(this.#opts.pageSizes !== undefined ? { pageSizes: this.#opts.pageSizes } : {}),
+        ...(this.#opts.iotlbEntries !== undefined ? { iotlbEntries: this.#opts.iotlbEntries } : {}),
+      },
+    );
+    const cookie = new IommuDmaCookie(machine, domain, this.fqKind, this.cpus);
+    domain.cookie = cookie;
+    this.#domains.set(domain, { domain, cookie, ops: new IommuDmaOps(this, domain, cookie) });
+    return domain;
+  }
+
+  /**
+   * Attach `dev` to a domain (a new one of the IOMMU's mode unless `domain` is given) and route its
+   * DMA API through dma-iommu. Untrusted devices always get a strict domain (the IOMMU core's
+   * default-domain rule); putting one into a lazy domain is refused.
+   */
+  attachDevice(dev: Device, opts: IommuAttachOptions = {}): IommuDomain {
+    if (this.#devDomain.has(dev)) throw new RangeError(`iommu: ${dev.name} is already attached`);
+    let entry: DomainEntry | undefined;
+    if (opts.domain !== undefined) {
+      entry = this.#domains.get(opts.domain);
+      if (entry === undefined) throw new RangeError(`iommu: domain ${opts.domain.name} does not belong to this IOMMU`);
+      if (dev.untrusted && entry.domain.type === 'lazy') throw new RangeError(`iommu: untrusted device ${dev.name} cannot join lazy domain ${entry.domain.name}`);
+    } else {
+      const domain = this.allocDomain(dev.untrusted ? 'strict' : this.mode);
+      entry = this.#domains.get(domain);
+    }
+    if (entry === undefined) throw new Error('iommu: internal error (domain entry missing)');
+    this.#devDomain.set(dev, entry);
+    this.#devState.set(dev, { pci32bitWorkaround: !this.forcedac && devIsPci(dev) });
+    attachDmaOps(dev, entry.ops);
+    return entry.domain;
+  }
+
+  /** Back to dma-direct. */
+  detachDevice(dev: Device): void {
+    if (!this.#devDomain.has(dev)) return;
+    detachDmaOps(dev);
+    this.onDetach(dev);
+  }
+
+  domainOf(dev: Device): IommuDomain | null {
+    return this.#devDomain.get(dev)?.domain ?? null;
+  }
+
+  /** The dma-iommu ops serving a domain (e.g. to call them directly). */
+  opsOf(domain: IommuDomain): IommuDmaOps | null {
+    return this.#domains.get(domain)?.ops ?? null;
+  }
+
+  get domains(): readonly IommuDomain[] {
+    return [...this.#domains.keys()];
+  }
+
+  /** Flush every lazy domain's queue now (all deferred invalidations done, IOVAs reclaimed). */
+  flushQueues(): void {
+    for (const e of this.#domains.values()) e.cookie.fq?.drain();
+  }
+
+  stats(): IommuStats {
+    const s: IommuStats = {
+      domains: this.#domains.size,
+      iovaAllocs: 0,
+      iovaAllocFailures: 0,
+      iovaFrees: 0,
+      rcacheHits: 0,
+      rcacheMisses: 0,
+      pteWrites: 0,
+      tablePagesLive: 0,
+      tableBytes: 0,
+      maps: 0,
+      unmaps: 0,
+      iotlbSyncs: 0,
+      iotlbSyncMaps: 0,
+      iotlbInvalidationsRange: 0,
+      iotlbInvalidationsFull: 0,
+      iotlbHits: 0,
+      iotlbMisses: 0,
+      iotlbWalks: 0,
+      staleIotlbAccesses: 0,
+      fqQueued: 0,
+      fqFlushes: 0,
+      fqFullFlushes: 0,
+      fqTimerFlushes: 0,
+      fqPending: 0,
+      faults: 0,
+    };
+    for (const { domain, cookie } of this.#domains.values()) {
+      const d = domain.stats();
+      s.pteWrites += d.pteWrites;
+      s.tablePagesLive += d.tablePagesLive;
+      s.tableBytes += d.tableBytes;
+      s.maps += d.maps;
+      s.unmaps += d.unmaps;
+      s.iotlbSyncs += d.iotlbSyncs;
+      s.iotlbSyncMaps += d.iotlbSyncMaps;
+      s.iotlbInvalidationsRange += d.iotlbInvalidationsRange;
+      s.iotlbInvalidationsFull += d.iotlbInvalidationsFull;
+      s.iotlbHits += d.iotlbHits;
+      s.iotlbMisses += d.iotlbMisses;
+      s.iotlbWalks += d.iotlbWalks;
+      s.staleIotlbAccesses += d.staleIotlbAccesses;
+      s.faults += d.faults;
+      s.iovaAllocs += cookie.iovaAllocs;
+      s.iovaAllocFailures += cookie.iovaAllocFailures;
+      s.iovaFrees += cookie.iovaFrees;
+      const iv = cookie.iovad.stats();
+      s.rcacheHits += iv.rcacheHits;
+      s.rcacheMisses += iv.rcacheMisses;
+      const fq = cookie.fq;
+      if (fq !== null) {
+        s.fqQueued += fq.stats.queued;
+        s.fqFlushes += fq.stats.flushes;
+        s.fqFullFlushes += fq.stats.fullFlushes;
+        s.fqTimerFlushes += fq.stats.timerFlushes;
+        s.fqPending += fq.stats.pending;
+      }
+    }
+    return s;
+  }
+
+  // IommuDmaContext
+  devState(dev: Device): IommuDevState {
+    let st = this.#devState.get(dev);
+    if (st === undefined) {
+      st = { pci32bitWorkaround: false };
+      this.#devState.set(dev, st);
+    }
+    return st;
+  }
+
+  warn(dev: Device, message: string): void {
+    this.log.push(`${dev.name}: ${message}`);
+  }
+
+  onDetach(dev: Device): void {
+    this.#devDomain.delete(dev);
+    this.#devState.delete(dev);
+  }
+}
+
+/** Create an IOMMU on `machine`; attach devices to it with `iommu.attachDevice(dev)`. */
+export function createIommu(machine: Machine, opts: IommuOptions): Iommu {
+  return new Iommu(machine, opts);
+}

@@ -1,0 +1,350 @@
+// kernel: drivers/iommu/generic_pt/iommu_pt.h, drivers/iommu/generic_pt/fmt/amdv1.h, x86_64.h
+// A multi-level radix IO page table. Each table page is 512 entries; all table pages live in one
+// pooled arena of typed arrays (address word + flag byte per entry), so map/unmap/walk allocate
+// nothing per page. Level 0 holds 4 KiB leaves, level 1 2 MiB leaves, level 2 1 GiB leaves.
+import { Errno } from '@dmakit/dma-core';
+import type { FaultInjection } from '@dmakit/dma-core';
+
+/** `IOMMU_*` prot bits (include/linux/iommu.h). */
+export const IOMMU_READ = 1 << 0;
+export const IOMMU_WRITE = 1 << 1;
+export const IOMMU_CACHE = 1 << 2;
+export const IOMMU_NOEXEC = 1 << 3;
+export const IOMMU_MMIO = 1 << 4;
+export const IOMMU_PRIV = 1 << 5;
+const PROT_MASK = 0x3f;
+const PTE_PRESENT = 1 << 6;
+const PTE_LEAF = 1 << 7;
+
+const GRANULE_SHIFT = 12;
+const BITS_PER_LEVEL = 9;
+const ENTRIES = 1 << BITS_PER_LEVEL;
+/** A table page is one 4 KiB page of 512 eight-byte PTEs. */
+export const TABLE_PAGE_BYTES = 4096;
+
+export interface IoPageTableOptions {
+  /** IOVA width in bits (default 48 → 4 levels). */
+  iovaBits?: number;
+  /** Leaf sizes the format may use (pgsize_bitmap), ascending; each must be a level size. */
+  pageSizes?: readonly number[];
+  faults?: FaultInjection;
+}
+
+/** Receives detached table pages (an iotlb gather's freelist). */
+export interface TableFreelist {
+  freelist: number[];
+}
+
+/**
+ * The IO page table of one domain. PTE = output address + prot bits + present/leaf flags.
+ * Table pages are counted (`tablePagesLive`, `tableBytes`); a table emptied by unmap is detached
+ * from its parent and handed to the caller's freelist, and only returned to the pool by
+ * `releaseTables` once the IOTLB no longer may walk it (after the sync, or from the flush queue).
+ */
+export class IoPageTable {
+  readonly iovaBits: number;
+  /** First IOVA past the table's reach. */
+  readonly iovaLimit: number;
+  readonly levels: number;
+  readonly pageSizes: readonly number[];
+  /** Bytes covered by one entry at each level. */
+  readonly levelSize: Float64Array;
+  readonly #leafOk: Uint8Array;
+  readonly #faults: FaultInjection | undefined;
+
+  #addr: Float64Array;
+  #flags: Uint8Array;
+  #used: Uint16Array;
+  #free: number[] = [];
+  #next = 0;
+  readonly root: number;
+
+  tablePagesLive = 0;
+  tablePagesPeak = 0;
+  pteWrites = 0;
+
+  // Leaf-table cache for runs of 4 KiB pages (invalidated whenever a table is detached).
+  #cacheTable = -1;
+  #cacheBase = -1;
+  // Walk scratch (no allocation).
+  readonly #pathTable: Int32Array;
+  readonly #pathEntry: Int32Array;
+  /** Results of the last successful `walk`. */
+  walkPhys = 0;
+  walkProt = 0;
+  walkSize = 0;
+
+  constructor(opts: IoPageTableOptions = {}) {
+    const bits = opts.iovaBits ?? 48;
+    if (!Number.isInteger(bits) || bits < 21 || bits > 52) throw new RangeError(`IoPageTable: iovaBits must be an integer in 21..52, got ${bits}`);
+    this.iovaBits = bits;
+    this.iovaLimit = 2 ** bits;
+    this.levels = Math.ceil((bits - GRANULE_SHIFT) / BITS_PER_LEVEL);
+    this.levelSize = new Float64Array(this.levels);
+    for (let l = 0; l < this.levels; l++) this.levelSize[l] = 2 ** (GRANULE_SHIFT + BITS_PER_LEVEL * l);
+    const sizes = opts.pageSizes ?? [4096, 2 ** 21, 2 ** 30];
+    this.#leafOk = new Uint8Array(this.levels);
+    const sorted = [...sizes].sort((a, b) => a - b);
+    for (const s of sorted) {
+      const l = Math.log2(s) - GRANULE_SHIFT;
+      if (!Number.isInteger(l) || l % BITS_PER_LEVEL !== 0 || l / BITS_PER_LEVEL >= this.levels) {
+        throw new RangeError(`IoPageTable: page size ${s} is not a leaf size of this format (4K, 2M, 1G, ... below the top level)`);
+      }
+      this.#leafOk[l / BITS_PER_LEVEL] = 1;
+    }
+    if (sorted[0] !== 4096) throw new RangeError('IoPageTable: the 4 KiB granule must be among the page sizes');
+    this.pageSizes = sorted;
+    this.#faults = opts.faults;
+    const cap = 16;
+    this.#addr = new Float64Array(cap * ENTRIES);
+    this.#flags = new Uint8Array(cap * ENTRIES);
+    this.#used = new Uint16Array(cap);
+    this.#pathTable = new Int32Array(this.levels);
+    this.#pathEntry = new Int32Array(this.levels);
+    // The root is allocated up front and never freed (not a fault-injection site).
+    this.root = this.#take();
+  }
+
+
+  get tableBytes(): number {
+    return this.tablePagesLive * TABLE_PAGE_BYTES;
+  }
+
+  #take(): number {
+    let t = this.#free.pop();
+    if (t === undefined) {
+      t = this.#next++;
+      if (t >= this.#used.length) this.#grow();
+    }
+    this.#used[t] = 0;
+    this.tablePagesLive++;
+    if (this.tablePagesLive > this.tablePagesPeak) this.tablePagesPeak = this.tablePagesLive;
+    return t;
+  }
+
+  #grow(): void {
+    const cap = this.#used.length * 2;
+    const a = new Float64Array(cap * ENTRIES);
+    a.set(this.#addr);
+    const f = new Uint8Array(cap * ENTRIES);
+    f.set(this.#flags);
+    const u = new Uint16Array(cap);
+    u.set(this.#used);
+    this.#addr = a;
+    this.#flags = f;
+    this.#used = u;
+  }
+
+  /** Allocate a table page: the 'pgtable' fault-injection site. -1 on failure. */
+  #allocTable(): number {
+    if (this.#faults?.shouldFail('pgtable')) return -1;
+    return this.#take();
+  }
+
+  /** Return detached table pages to the pool (they were already unlinked from the tree). */
+  releaseTables(list: number[]): void {
+    for (const t of list) {
+      this.#flags.fill(0, t * ENTRIES, (t + 1) * ENTRIES);
+      this.#free.push(t);
+      this.tablePagesLive--;
+    }
+    list.length = 0;
+  }
+
+  static #index(iova: number, levelSize: number): number {
+    return Math.floor(iova / levelSize) % ENTRIES;
+  }
+
+  /**
+   * Map `count` leaves of `pgsize` starting at `iova` → `paddr`. Returns the bytes mapped, or a
+   * negative errno after mapping `this.partial` bytes (the caller unmaps them): -EEXIST if any
+   * target entry (or a covering large leaf) is present, -ENOMEM if a table page allocation failed.
+   */
+  mapPages(iova: number, paddr: number, pgsize: number, count: number, prot: number): number {
+    const level = (Math.log2(pgsize) - GRANULE_SHIFT) / BITS_PER_LEVEL;
+    const flagsLeaf = (prot & PROT_MASK) | PTE_PRESENT | PTE_LEAF;
+    let done = 0;
+    for (let n = 0; n < count; n++) {
+      const va = iova + done;
+      let t: number;
+      if (level === 0 && this.#cacheTable >= 0 && va - this.#cacheBase >= 0 && va - this.#cacheBase < (this.levelSize[1] ?? 0)) {
+        t = this.#cacheTable;
+      } else {
+        t = this.#descend(va, level);
+        if (t < 0) {
+          this.partial = done;
+          return t;
+        }
+      }
+      const e = t * ENTRIES + IoPageTable.#index(va, pgsize);
+      if (this.#flags[e] !== 0) {
+        this.#prune(va, level);
+        this.partial = done;
+        return -Errno.EEXIST;
+      }
+      this.#addr[e] = paddr + done;
+      this.#flags[e] = flagsLeaf;
+      this.#used[t] = (this.#used[t] ?? 0) + 1;
+      this.pteWrites++;
+      done += pgsize;
+    }
+    return done;
+  }
+
+  /** Bytes mapped by the failed `mapPages` before its error. */
+  partial = 0;
+
+  /** Walk (allocating tables) down to the table that holds level-`level` entries for `va`. */
+  #descend(va: number, level: number): number {
+    let t = this.root;
+    for (let l = this.levels - 1; l > level; l--) {
+      const e = t * ENTRIES + IoPageTable.#index(va, this.levelSize[l] ?? 0);
+      const f = this.#flags[e] ?? 0;
+      if (f === 0) {
+        const child = this.#allocTable();
+        if (child < 0) {
+          this.#prune(va, level);
+          return -Errno.ENOMEM;
+        }
+        this.#addr[e] = child;
+        this.#flags[e] = PTE_PRESENT;
+        this.#used[t] = (this.#used[t] ?? 0) + 1;
+        this.pteWrites++;
+        t = child;
+      } else if ((f & PTE_LEAF) !== 0) {
+        // A larger leaf already covers this IOVA.
+        this.#prune(va, level);
+        return -Errno.EEXIST;
+      } else {
+        t = this.#addr[e] ?? 0;
+      }
+    }
+    if (level === 0) {
+      this.#cacheTable = t;
+      this.#cacheBase = va - (va % (this.levelSize[1] ?? 1));
+    }
+    return t;
+  }
+
+  /** Free tables on the path to `va` that a failed map left empty (never visible to a device). */
+  #prune(va: number, level: number): void {
+    const scratch: number[] = [];
+    this.#detachEmpty(va, level + 1, scratch);
+    this.releaseTables(scratch);
+  }
+
+  /**
+   * Starting at the table holding level-(fromLevel-1) entries on the path to `va`, detach every
+   * table that is empty, bottom-up, into `out`.
+   */
+  #detachEmpty(va: number, fromLevel: number, out: number[]): void {
+    // Record the path first.
+    let t = this.root;
+    let depth = 0;
+    for (let l = this.levels - 1; l >= fromLevel; l--) {
+      const e = t * ENTRIES + IoPageTable.#index(va, this.levelSize[l] ?? 0);
+      const f = this.#flags[e] ?? 0;
+      if (f === 0 || (f & PTE_LEAF) !== 0) break;
+      this.#pathTable[depth] = t;
+      this.#pathEntry[depth] = e;
+      depth++;
+      t = this.#addr[e] ?? 0;
+    }
+    // `t` is the deepest table reached; detach it and its ancestors while empty.
+    for (let d = depth - 1; d >= 0; d--) {
+      if ((this.#used[t] ?? 0) !== 0) break;
+      const parent = this.#pathTable[d] ?? 0;
+      const e = this.#pathEntry[d] ?? 0;
+      this.#flags[e] = 0;
+      this.#addr[e] = 0;
+      this.#used[parent] = (this.#used[parent] ?? 1) - 1;
+      this.pteWrites++;
+      out.push(t);
+      if (t === this.#cacheTable) this.#cacheTable = -1;
+      t = parent;
+    }
+  }
+
+  /**
+   * Unmap from `iova` for up to `size` bytes, the generic_pt way: a leaf that starts at the
+   * current IOVA is removed whole (a large leaf reports its full size even if the range ends inside
+   * it); a range starting inside a large leaf unmaps nothing; a hole stops the walk. Each removed
+   * leaf is reported to `onLeaf(iova, size)`; emptied tables go to `gather.freelist`.
+   * Returns the bytes unmapped.
+   */
+  unmapRange(iova: number, size: number, gather: TableFreelist, onLeaf: (iova: number, size: number) => void): number {
+    let done = 0;
+    while (done < size) {
+      const va = iova + done;
+      if (va >= this.iovaLimit) break;
+      let t = this.root;
+      let removed = 0;
+      for (let l = this.levels - 1; l >= 0; l--) {
+        const ls = this.levelSize[l] ?? 0;
+        const e = t * ENTRIES + IoPageTable.#index(va, ls);
+        const f = this.#flags[e] ?? 0;
+        if (f === 0) break; // hole
+        if ((f & PTE_LEAF) !== 0) {
+          if (va % ls !== 0) break; // starts inside a large leaf: -EINVAL in generic_pt, nothing unmapped
+          this.#flags[e] = 0;
+          this.#addr[e] = 0;
+          this.#used[t] = (this.#used[t] ?? 1) - 1;
+          this.pteWrites++;
+          removed = ls;
+          if ((this.#used[t] ?? 0) === 0 && t !== this.root) this.#detachEmpty(va, l + 1, gather.freelist);
+          break;
+        }
+        t = this.#addr[e] ?? 0;
+      }
+      if (removed === 0) break;
+      onLeaf(va, removed);
+      done += removed;
+    }
+    return done;
+  }
+
+  /**
+   * Translate `iova`: true if a leaf maps it, with `walkPhys` (the output address of `iova`),
+   * `walkProt` and `walkSize` (the leaf size) set.
+   */
+  walk(iova: number): boolean {
+    if (iova < 0 || iova >= this.iovaLimit) return false;
+    let t = this.root;
+    for (let l = this.levels - 1; l >= 0; l--) {
+      const ls = this.levelSize[l] ?? 0;
+      const e = t * ENTRIES + IoPageTable.#index(iova, ls);
+      const f = this.#flags[e] ?? 0;
+      if (f === 0) return false;
+      if ((f & PTE_LEAF) !== 0) {
+        this.walkPhys = (this.#addr[e] ?? 0) + (iova % ls);
+        this.walkProt = f & PROT_MASK;
+        this.walkSize = ls;
+        return true;
+      }
+      t = this.#addr[e] ?? 0;
+    }
+    return false;
+  }
+
+  /** Is `size` a leaf size of this table? */
+  isLeafSize(size: number): boolean {
+    const l = Math.log2(size) - GRANULE_SHIFT;
+    return Number.isInteger(l) && l % BITS_PER_LEVEL === 0 && this.#leafOk[l / BITS_PER_LEVEL] === 1;
+  }
+
+  /** Number of present leaves (a full walk: for tests and checks, not hot paths). */
+  countLeaves(): number {
+    let n = 0;
+    const visit = (t: number, l: number): void => {
+      for (let i = 0; i < ENTRIES; i++) {
+        const e = t * ENTRIES + i;
+        const f = this.#flags[e] ?? 0;
+        if (f === 0) continue;
+        if ((f & PTE_LEAF) !== 0) n++;
+        else if (l > 0) visit(this.#addr[e] ?? 0, l - 1);
+      }
+    };
+    visit(this.root, this.levels - 1);
+    return n;
+  }
+}
