@@ -1,1 +1,2 @@
 export * from './dmaMapOps.js';
+export * from './hmm.js';
