@@ -23,6 +23,7 @@ Options:
   --json              Print the result as JSON instead of a table.
   --trace FILE        Write a Chrome trace (JSON; open it in https://ui.perfetto.dev).
   --seed N            Seed for every random choice (default 1).
+  --iommu MODE        Put the devices behind an IOMMU: strict, lazy or off (default off).
   --verify            Verify every byte (always on for the direct stack).
   -h, --help          Show this help.
 
@@ -40,6 +41,7 @@ function main(argv: string[]): number {
         trace: { type: 'string' },
         seed: { type: 'string', default: '1' },
         verify: { type: 'boolean', default: false },
+        iommu: { type: 'string', default: 'off' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -58,11 +60,16 @@ function main(argv: string[]): number {
     process.stderr.write(`--seed must be a non-negative integer, got ${values.seed}\n`);
     return 2;
   }
+  const iommu = values.iommu;
+  if (iommu !== 'strict' && iommu !== 'lazy' && iommu !== 'off') {
+    process.stderr.write(`--iommu must be strict, lazy or off, got ${iommu}\n`);
+    return 2;
+  }
   switch (stack) {
     case 'direct': {
       const machine = createMachine({ ramBytes: 8 * SZ_1G, seed, dmaDebug: 'warn' });
       const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
-      const result = runDirectStack({ machine });
+      const result = runDirectStack({ machine, iommu });
       if (stopTrace !== undefined && values.trace !== undefined) {
         const n = stopTrace(values.trace, writeFileSync);
         if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);

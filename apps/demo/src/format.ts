@@ -16,6 +16,14 @@ export function formatDirect(r: DirectStackResult): string {
     table(['', 'device', 'step', 'bytes', 'detail'], rows),
     '',
     `swiotlb: ${sw.bounces} bounces, ${sw.bytesCopied} bytes copied, ${sw.usedSlots}/${sw.totalSlots} slots in use, high-water ${sw.highWaterSlots} slots`,
+    ...(r.iommu === null
+      ? []
+      : [
+          `iommu (${r.iommu.mode}): ${r.iommu.stats.iovaAllocs} IOVA allocs (${r.iommu.stats.rcacheHits} rcache hits), ${r.iommu.stats.pteWrites} PTE writes, ` +
+            `${r.iommu.stats.iotlbSyncs} IOTLB syncs, invalidations ${r.iommu.stats.iotlbInvalidationsRange} range / ${r.iommu.stats.iotlbInvalidationsFull} full, ` +
+            `${r.iommu.stats.fqFlushes} flush-queue flushes, IOTLB ${r.iommu.stats.iotlbHits} hits / ${r.iommu.stats.iotlbMisses} misses, ` +
+            `${r.iommu.stats.staleIotlbAccesses} stale-IOTLB accesses, ${r.iommu.faults} faults`,
+        ]),
     `dma-debug reports: ${r.dmaDebugReports}`,
     `verified: ${r.verified ? 'yes' : 'NO'} (${r.verifiedBytes} bytes checked)`,
     '',

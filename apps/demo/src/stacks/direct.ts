@@ -8,6 +8,7 @@ import {
   DMA_BIDIRECTIONAL,
   DMA_FROM_DEVICE,
   DMA_TO_DEVICE,
+  DmaFaultError,
   DmaIovaState,
   dmaAllocCoherent,
   dmaFreeCoherent,
@@ -26,6 +27,10 @@ import {
   SZ_4G,
 } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
+import { createIommu } from '@dmakit/iommu-dma';
+import type { Iommu, IommuStats } from '@dmakit/iommu-dma';
+
+export type IommuMode = 'strict' | 'lazy' | 'off';
 
 export interface StepResult {
   readonly step: string;
@@ -43,11 +48,15 @@ export interface DirectStackResult {
   readonly swiotlb: ReturnType<Machine['swiotlb']['stats']>;
   readonly dmaDebugReports: number;
   readonly simulatedNs: number;
+  /** The IOMMU's mode and counters, or null when the devices use dma-direct. */
+  readonly iommu: { readonly mode: 'strict' | 'lazy'; readonly stats: IommuStats; readonly faults: number } | null;
 }
 
 export interface DirectStackOptions {
   readonly seed?: number;
   readonly machine?: Machine;
+  /** Put both devices behind an IOMMU in this mode (default 'off': dma-direct). */
+  readonly iommu?: IommuMode;
 }
 
 function pattern(m: Machine, len: number): Uint8Array {
@@ -76,12 +85,19 @@ export function runDirectStack(opts: DirectStackOptions = {}): DirectStackResult
   const steps: StepResult[] = [];
   const nic = m.pci.addDevice({ name: 'nic0', dmaMaskBits: 64 });
   const legacy = m.pci.addDevice({ name: 'legacy32', dmaMaskBits: 32 });
+  const mode = opts.iommu ?? 'off';
+  const iommu = mode === 'off' ? null : createIommu(m, { mode });
+  if (iommu !== null) {
+    iommu.attachDevice(nic);
+    iommu.attachDevice(legacy);
+  }
 
-  steps.push(streamToDevice(m, nic));
-  steps.push(bounceFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)));
+  steps.push(streamToDevice(m, nic, iommu !== null));
+  steps.push(iommu === null ? bounceFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)) : remapFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)));
   steps.push(bidirectionalRoundTrip(m, legacy, allocAbove(m, 0, SZ_4G)));
   steps.push(coherentBuffer(m, legacy));
   steps.push(iovaApiWithFallback(m, nic));
+  if (iommu !== null) steps.push(iommuFaultOnPurpose(m, iommu, nic));
 
   return {
     stack: 'direct',
@@ -91,11 +107,70 @@ export function runDirectStack(opts: DirectStackOptions = {}): DirectStackResult
     swiotlb: m.swiotlb.stats(),
     dmaDebugReports: m.dmaDebug.reports.length,
     simulatedNs: m.clock.now(),
+    iommu: iommu === null || mode === 'off' ? null : { mode, stats: iommu.stats(), faults: iommu.faults.length },
   };
 }
 
+/** Behind an IOMMU the 32-bit device gets an IOVA below 4 GiB for a buffer above it: no bounce. */
+function remapFromDevice(m: Machine, dev: Device, phys: number): StepResult {
+  const len = 4 * PAGE_SIZE;
+  m.memory.fill(phys, len, 0);
+  const bouncesBefore = m.swiotlb.stats().bounces;
+  const dma = dmaMapPhys(dev, phys, len, DMA_FROM_DEVICE, 0);
+  const step = 'IOMMU remap FROM_DEVICE (32-bit device, buffer above 4 GiB)';
+  if (dmaMappingError(dev, dma) !== 0) return { step, device: dev.name, bytes: len, verified: false, detail: 'map failed' };
+  const data = pattern(m, len);
+  dev.dmaWrite(dma, data);
+  dmaUnmapPhys(dev, dma, len, DMA_FROM_DEVICE, 0);
+  const ok = dma + len <= SZ_4G && m.swiotlb.stats().bounces === bouncesBefore && equal(m.memory.read(phys, len), data);
+  m.memory.freePages(phys, 2);
+  return { step, device: dev.name, bytes: len, verified: ok, detail: `phys=0x${phys.toString(16)} mapped at IOVA 0x${dma.toString(16)}, no swiotlb bounce` };
+}
+
+/**
+ * Provoke an IOMMU fault: the device writes into a DMA_TO_DEVICE (read-only) mapping; the write is
+ * refused and moves no byte. Then the unmap: strict faults at once, lazy still reaches the page
+ * through the stale IOTLB entry until the flush queue is flushed.
+ */
+function iommuFaultOnPurpose(m: Machine, iommu: Iommu, dev: Device): StepResult {
+  const phys = m.memory.allocPages(0);
+  const data = pattern(m, PAGE_SIZE);
+  m.memory.write(phys, data);
+  const dma = dmaMapPhys(dev, phys, PAGE_SIZE, DMA_TO_DEVICE, 0);
+  if (dmaMappingError(dev, dma) !== 0) return { step: 'IOMMU fault on purpose', device: dev.name, bytes: PAGE_SIZE, verified: false, detail: 'map failed' };
+  const faultsBefore = iommu.faults.length;
+  const refused = !tryDma(() => {
+    dev.dmaWrite(dma, new Uint8Array(16).fill(0xee));
+  });
+  const untouched = equal(m.memory.read(phys, PAGE_SIZE), data);
+  const readOk = tryDma(() => dev.dmaRead(dma, 16));
+  dmaUnmapPhys(dev, dma, PAGE_SIZE, DMA_TO_DEVICE, 0);
+  const afterUnmap = tryDma(() => dev.dmaRead(dma, 16));
+  iommu.flushQueues();
+  const afterFlush = tryDma(() => dev.dmaRead(dma, 16));
+  m.memory.freePages(phys, 0);
+  const lazy = iommu.mode === 'lazy';
+  const ok = refused && untouched && readOk && afterUnmap === lazy && !afterFlush && iommu.faults.length === faultsBefore + (lazy ? 2 : 3);
+  const fault = iommu.faults[faultsBefore];
+  const detail =
+    `write to a read-only mapping refused (${fault?.reasonName ?? '?'} at IOVA 0x${dma.toString(16)}), no byte moved; ` +
+    (lazy ? 'after the lazy unmap the device still read the page via a stale IOTLB entry, faulted after the flush' : 'after the strict unmap the device faulted at once');
+  return { step: 'IOMMU fault on purpose', device: dev.name, bytes: PAGE_SIZE, verified: ok, detail };
+}
+
+/** Run one device access; false when the IOMMU refused it (DmaFaultError). */
+function tryDma(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch (err) {
+    if (err instanceof DmaFaultError) return false;
+    throw err;
+  }
+}
+
 /** CPU fills a buffer, maps it TO_DEVICE, the device reads it through its DMA port. */
-function streamToDevice(m: Machine, dev: Device): StepResult {
+function streamToDevice(m: Machine, dev: Device, viaIommu: boolean): StepResult {
   const len = 3 * PAGE_SIZE + 100;
   const phys = m.memory.allocPages(2);
   const data = pattern(m, len);
@@ -104,7 +179,8 @@ function streamToDevice(m: Machine, dev: Device): StepResult {
   const ok = dmaMappingError(dev, dma) === 0 && equal(dev.dmaRead(dma, len), data);
   dmaUnmapPhys(dev, dma, len, DMA_TO_DEVICE, 0);
   m.memory.freePages(phys, 2);
-  return { step: 'stream TO_DEVICE (dma-direct)', device: dev.name, bytes: len, verified: ok, detail: `dma=0x${dma.toString(16)} = phys, no bounce` };
+  const how = viaIommu ? `IOVA 0x${dma.toString(16)} -> phys 0x${(phys + 100).toString(16)}` : `dma=0x${dma.toString(16)} = phys, no bounce`;
+  return { step: `stream TO_DEVICE (${viaIommu ? 'dma-iommu' : 'dma-direct'})`, device: dev.name, bytes: len, verified: ok, detail: how };
 }
 
 /** A 32-bit device writes into a buffer above 4 GiB: swiotlb bounces, the CPU sees it at unmap. */
@@ -147,7 +223,8 @@ function bidirectionalRoundTrip(m: Machine, dev: Device, phys: number): StepResu
   dmaUnmapPhys(dev, dma, len, DMA_BIDIRECTIONAL, 0);
   const ok = equal(seen, first) && equal(cpuSees, reply) && equal(deviceSees, second);
   m.memory.freePages(phys, 0);
-  return { step: 'swiotlb BIDIRECTIONAL with syncs', device: dev.name, bytes: 3 * len, verified: ok, detail: 'map, device r/w, sync_for_cpu, CPU write, sync_for_device, device read' };
+  const step = m.swiotlb.isSwiotlbBuffer(dma) ? 'swiotlb BIDIRECTIONAL with syncs' : 'BIDIRECTIONAL with syncs (no bounce)';
+  return { step, device: dev.name, bytes: 3 * len, verified: ok, detail: 'map, device r/w, sync_for_cpu, CPU write, sync_for_device, device read' };
 }
 
 /** Coherent memory: no syncs, both sides see each other's writes at once. */
