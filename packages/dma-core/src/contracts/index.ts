@@ -1,2 +1,3 @@
 export * from './dmaMapOps.js';
 export * from './hmm.js';
+export * from './dmaBuf.js';
