@@ -2,6 +2,7 @@ import type { DmaDebug } from '../dma/debug.js';
 import type { Swiotlb } from '../dma/swiotlb.js';
 import type { PhysicalMemory } from '../mem/physicalMemory.js';
 import type { SimClock } from '../sim/clock.js';
+import type { FaultInjection } from '../sim/faultInjection.js';
 import type { Trace } from '../trace/trace.js';
 import type { Device } from './device.js';
 import type { DmaFaultRecord } from './dmaFault.js';
@@ -16,6 +17,8 @@ export interface DeviceHost {
   readonly trace: Trace;
   readonly dmaDebug: DmaDebug;
   readonly swiotlb: Swiotlb;
+  /** Fault-injection sites ('swiotlb', 'iova', 'pgtable', ...); absent on hosts that inject nothing. */
+  readonly faultInjection?: FaultInjection;
   /** Is there memory (RAM or a BAR) behind `[phys, phys+len)`? */
   physAccessible(phys: number, len: number): boolean;
   /** Is `[phys, phys+len)` system RAM (not a BAR, not MMIO)? */

@@ -280,7 +280,8 @@ export function swiotlbTblMapSingle(dev: Device, origPhys: number, mappingSize: 
   }
   const offset = swiotlbAlignOffset(dev, allocAlignMask, origPhys);
   const size = alignUp(mappingSize + offset, allocAlignMask + 1);
-  const index = pool.findSlots(dev, origPhys, size, allocAlignMask);
+  // Fault-injection site 'swiotlb' behaves exactly like a full pool.
+  const index = dev.host.faultInjection?.shouldFail('swiotlb') === true ? -1 : pool.findSlots(dev, origPhys, size, allocAlignMask);
   if (index < 0) {
     pool.failed();
     if ((attrs & DMA_ATTR_NO_WARN) === 0) {
