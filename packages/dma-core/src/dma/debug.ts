@@ -60,7 +60,12 @@ export type DmaDebugRule =
   | 'iova-destroy-size-mismatch'
   | 'iova-free-with-links'
   | 'iova-not-allocated'
-  | 'iova-state-reused';
+  | 'iova-state-reused'
+  // DMA pools (mm/dmapool.c prints these under DMAPOOL_DEBUG; the model reports them):
+  | 'pool-destroy-busy'
+  | 'pool-double-free'
+  | 'pool-bad-free'
+  | 'pool-corrupted';
 
 /** `dma_debug_{single,sg,coherent,noncoherent,phy}`. 'single' is only used by sync references. */
 export type DmaDebugEntryType = 'single' | 'phy' | 'sg' | 'coherent' | 'noncoherent';

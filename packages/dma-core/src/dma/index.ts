@@ -9,3 +9,4 @@ export * from './mapping.js';
 export * from './masks.js';
 export * from './coherent.js';
 export * from './iova.js';
+export * from './pool.js';
