@@ -42,3 +42,9 @@ export const PTE_ZERO = 1 << 4;
 export const PTE_HUGE = 1 << 5;
 /** Non-present device-private swap entry (the pfn is device memory); CPU access migrates back. */
 export const PTE_DEVICE_PRIVATE = 1 << 6;
+
+// kernel: include/linux/mm.h — vm_flags bits for VmArea.vmFlags (mappings without struct pages).
+/** Memory-mapped I/O or similar: no struct page behind it (HMM and GUP refuse it). */
+export const VM_IO = 0x0000_4000;
+/** Page-ranges managed without struct page, just pure PFN (remap_pfn_range). */
+export const VM_PFNMAP = 0x0000_0400;

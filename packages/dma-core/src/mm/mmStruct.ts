@@ -86,6 +86,11 @@ export class VmArea {
   readonly order: number;
   /** The shared object behind a MAP_SHARED mapping. */
   readonly shmem: ShmemObject | undefined;
+  /**
+   * Extra `vm_flags` bits the model does not derive from prot/flags (VM_IO, VM_PFNMAP: what a
+   * driver's mmap with remap_pfn_range sets). Kept across splits and fork.
+   */
+  vmFlags = 0;
 
   constructor(start: number, end: number, prot: number, flags: number, order: number, shmem: ShmemObject | undefined, pgoff: number) {
     this.start = start;
@@ -309,6 +314,7 @@ export class MmStruct {
     if (v === undefined || v.start === addr) return;
     if (v.shmem !== undefined) v.shmem.users++;
     const upper = new VmArea(addr, v.end, v.prot, v.flags, v.order, v.shmem, v.pgoff + (addr - v.start) / PAGE_SIZE);
+    upper.vmFlags = v.vmFlags;
     v.end = addr;
     this.#insertVma(upper);
   }
@@ -755,9 +761,13 @@ export class MmStruct {
   dupInto(child: MmStruct): number {
     if (this.#exited) return -Errno.ENOMEM;
     const mem = this.memory;
+    // Device-private entries are copied below: the child reaches the same migrate_to_ram.
+    child.migrateToRam ??= this.migrateToRam;
     for (const v of this.#vmas) {
       if (v.shmem !== undefined) v.shmem.users++;
-      child.#insertVma(new VmArea(v.start, v.end, v.prot, v.flags, v.order, v.shmem, v.pgoff));
+      const cv = new VmArea(v.start, v.end, v.prot, v.flags, v.order, v.shmem, v.pgoff);
+      cv.vmFlags = v.vmFlags;
+      child.#insertVma(cv);
       const cow = v.shmem === undefined;
       const notify = cow && this.#anyPresent(v.start, v.end);
       // kernel: copy_page_range on a COW mapping write-protects the parent under PROTECTION_PAGE.
