@@ -31,3 +31,4 @@ export { IommuDmaOps, IommuDmaCookie, dmaInfoToProt } from './dmaIommu.js';
 export type { IommuDevState } from './dmaIommu.js';
 export { Iommu, createIommu } from './iommu.js';
 export type { IommuOptions, IommuAttachOptions, IommuStats } from './iommu.js';
+export { UnmanagedIommuDomain, createUnmanagedDomain, type UnmanagedDomainOptions, type UnmanagedDomainStats } from './unmanagedDomain.js';

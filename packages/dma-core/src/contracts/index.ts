@@ -2,3 +2,4 @@ export * from './dmaMapOps.js';
 export * from './hmm.js';
 export * from './dmaBuf.js';
 export * from './blkRqDma.js';
+export * from './iommuUnmanagedDomain.js';
