@@ -600,6 +600,10 @@ export class IommuDmaOps implements DmaMapOps {
   iovaLink(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDataDirection, attrs: number): number {
     const g = this.cookie.granule;
     const startPad = offsetIn(phys, g);
+    // The common case (trusted device, granule-aligned phys, no attrs): nothing below can apply.
+    if (startPad === 0 && attrs === 0 && !devIsUntrusted(dev)) {
+      return this.domain.mapNosync(state.addr + offset, phys, alignUp(size, g), dmaInfoToProt(dir, dev.coherent, 0));
+    }
     if (startPad !== 0 && offset > 0) {
       this.#ctx.warn(dev, 'WARN_ON_ONCE: dma_iova_link of an unaligned phys at offset > 0');
       return -Errno.EIO;

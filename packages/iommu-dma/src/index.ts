@@ -30,5 +30,7 @@ export type { FlushQueueKind, FlushQueueStats } from './flushQueue.js';
 export { IommuDmaOps, IommuDmaCookie, dmaInfoToProt } from './dmaIommu.js';
 export type { IommuDevState } from './dmaIommu.js';
 export { Iommu, createIommu } from './iommu.js';
+export { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
+export type { IommuCostModel, IommuCostCounters } from './costModel.js';
 export type { IommuOptions, IommuAttachOptions, IommuStats } from './iommu.js';
 export { UnmanagedIommuDomain, createUnmanagedDomain, type UnmanagedDomainOptions, type UnmanagedDomainStats } from './unmanagedDomain.js';

@@ -5,6 +5,8 @@ import type { Device, Machine } from '@dmakit/dma-core';
 import { IommuDmaCookie, IommuDmaOps } from './dmaIommu.js';
 import type { IommuDevState, IommuDmaContext } from './dmaIommu.js';
 import type { FlushQueueKind } from './flushQueue.js';
+import { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
+import type { IommuCostModel } from './costModel.js';
 import { IommuDomain } from './iommuDomain.js';
 import type { IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
 
@@ -23,6 +25,8 @@ export interface IommuOptions {
   cpus?: number;
   /** `iommu.forcedac=1`: no 32-bit-first IOVA attempt for PCI devices. */
   forcedac?: boolean;
+  /** Simulated cost of IOMMU work (see costModel.ts); unspecified fields keep their defaults. */
+  costModel?: Partial<IommuCostModel>;
 }
 
 export interface IommuAttachOptions {
@@ -57,6 +61,8 @@ export interface IommuStats {
   fqTimerFlushes: number;
   fqPending: number;
   faults: number;
+  /** Simulated CPU time the counted work costs under the IOMMU's cost model (ns). */
+  simulatedNs: number;
 }
 
 interface DomainEntry {
@@ -75,6 +81,7 @@ export class Iommu implements IommuDmaContext {
   readonly cpus: number;
   readonly fqKind: FlushQueueKind;
   readonly forcedac: boolean;
+  readonly costModel: IommuCostModel;
   readonly #opts: IommuOptions;
   #cpu = 0;
   /** Every refused device access, oldest first (`iommu_report_device_fault`). */
@@ -95,6 +102,10 @@ export class Iommu implements IommuDmaContext {
     this.cpus = cpus;
     this.fqKind = opts.fq ?? 'percpu';
     this.forcedac = opts.forcedac ?? false;
+    this.costModel = Object.freeze({ ...IOMMU_DEFAULT_COST_MODEL, ...opts.costModel });
+    for (const [k, v] of Object.entries(this.costModel)) {
+      if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new RangeError(`createIommu: costModel.${k} must be a finite number >= 0`);
+    }
     this.#opts = opts;
   }
 
@@ -206,6 +217,7 @@ export class Iommu implements IommuDmaContext {
       fqTimerFlushes: 0,
       fqPending: 0,
       faults: 0,
+      simulatedNs: 0,
     };
     for (const { domain, cookie } of this.#domains.values()) {
       const d = domain.stats();
@@ -238,6 +250,7 @@ export class Iommu implements IommuDmaContext {
         s.fqPending += fq.stats.pending;
       }
     }
+    s.simulatedNs = iommuSimulatedNs(s, this.costModel);
     return s;
   }
 

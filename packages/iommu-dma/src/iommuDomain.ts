@@ -123,8 +123,12 @@ export class IommuDomain {
     if (iova + size > this.pgtable.iovaLimit) return -Errno.ERANGE;
     const sizes = this.pgtable.pageSizes;
     let mapped = 0;
+    // Below the second page size iommu_pgsize can only answer (granule, size / granule): skip it.
+    const smallOnly = size < (sizes[1] ?? Number.POSITIVE_INFINITY);
     while (mapped < size) {
-      const pgsize = iommuPgsize(sizes, iova + mapped, paddr + mapped, size - mapped, this.#pg);
+      let pgsize = g;
+      if (smallOnly) this.#pg.count = (size - mapped) / g;
+      else pgsize = iommuPgsize(sizes, iova + mapped, paddr + mapped, size - mapped, this.#pg);
       const ret = this.pgtable.mapPages(iova + mapped, paddr + mapped, pgsize, this.#pg.count, prot);
       if (ret < 0) {
         // Unmap what this call mapped (iommu_unmap, synced): nothing changes on error.

@@ -161,7 +161,7 @@ export class IoPageTable {
    * target entry (or a covering large leaf) is present, -ENOMEM if a table page allocation failed.
    */
   mapPages(iova: number, paddr: number, pgsize: number, count: number, prot: number): number {
-    const level = (Math.log2(pgsize) - GRANULE_SHIFT) / BITS_PER_LEVEL;
+    const level = pgsize === 4096 ? 0 : (Math.log2(pgsize) - GRANULE_SHIFT) / BITS_PER_LEVEL;
     const flagsLeaf = (prot & PROT_MASK) | PTE_PRESENT | PTE_LEAF;
     let done = 0;
     for (let n = 0; n < count; n++) {
@@ -277,6 +277,21 @@ export class IoPageTable {
     while (done < size) {
       const va = iova + done;
       if (va >= this.iovaLimit) break;
+      // Runs of 4 KiB leaves: reuse the cached leaf table instead of walking from the root.
+      const ct = this.#cacheTable;
+      if (ct >= 0 && va - this.#cacheBase >= 0 && va - this.#cacheBase < (this.levelSize[1] ?? 0)) {
+        const e = ct * ENTRIES + IoPageTable.#index(va, 4096);
+        if (((this.#flags[e] ?? 0) & PTE_LEAF) !== 0) {
+          this.#flags[e] = 0;
+          this.#addr[e] = 0;
+          this.#used[ct] = (this.#used[ct] ?? 1) - 1;
+          this.pteWrites++;
+          if ((this.#used[ct] ?? 0) === 0 && ct !== this.root) this.#detachEmpty(va, 1, gather.freelist);
+          onLeaf(va, 4096);
+          done += 4096;
+          continue;
+        }
+      }
       let t = this.root;
       let removed = 0;
       for (let l = this.levels - 1; l >= 0; l--) {

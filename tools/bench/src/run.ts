@@ -1,10 +1,14 @@
 /** `pnpm bench`: runs every suite, writes tools/bench/results/*.json + *.md, prints the summary. */
 import { runDmaCoreBenches } from './dmaCore.bench.js';
+import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
 const only = process.argv.slice(2);
-const suites: [string, () => SuiteResult[]][] = [['dma-core', runDmaCoreBenches]];
+const suites: [string, () => SuiteResult[]][] = [
+  ['dma-core', runDmaCoreBenches],
+  ['iommu-dma', runIommuDmaBenches],
+];
 
 const mds: string[] = [];
 let failed = 0;

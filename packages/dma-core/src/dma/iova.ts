@@ -93,6 +93,33 @@ function checkRange(dev: Device, state: DmaIovaState, offset: unknown, size: unk
  */
 export function dmaIovaLink(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDataDirection, attrs = 0): number {
   const dbg = dev.host.dmaDebug;
+  const ops = dev.dmaOps;
+  // Hot path (one call per page): the checks below folded into one test; any failure takes the
+  // slow path, which finds and reports the exact problem.
+  if (
+    ops !== null &&
+    state instanceof DmaIovaState &&
+    state.size !== 0 &&
+    (dir === 0 || dir === 1 || dir === 2) &&
+    Number.isSafeInteger(offset) &&
+    offset >= 0 &&
+    Number.isSafeInteger(size) &&
+    size > 0 &&
+    offset + size <= state.size &&
+    Number.isSafeInteger(phys) &&
+    phys >= 0 &&
+    phys + size <= dev.host.memory.limit &&
+    attrs >>> 0 === attrs
+  ) {
+    const ret = ops.iovaLink(dev, state, phys, offset, size, dir, attrs);
+    if (ret === 0 && dbg.enabled) dbg.iovaLink(dev, state, phys, offset, size, dir, attrs);
+    return ret;
+  }
+  return dmaIovaLinkSlow(dev, state, phys, offset, size, dir, attrs);
+}
+
+function dmaIovaLinkSlow(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDataDirection, attrs: number): number {
+  const dbg = dev.host.dmaDebug;
   if (!validDmaDirection(dir)) {
     dbg.report('invalid-direction', dev, `dma_iova_link: invalid DMA direction ${String(dir)}`);
     return -Errno.EINVAL;

@@ -27,9 +27,17 @@ export const SZ_1T = 1024 * SZ_1G;
  */
 export const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
 
-/** Floor-modulo that works above 2^32 (the `&` operator truncates to 32 bits). */
+/**
+ * `x mod a` that works above 2^32 (the `&` operator truncates to 32 bits). Hot: the common case
+ * (a small address, a power-of-two `a`) is one integer `&`; `%` on large doubles is an fmod.
+ */
 function lowBits(x: number, a: number): number {
-  return a <= 0x4000_0000 ? (x % a) : x - Math.floor(x / a) * a;
+  if (a <= 0x4000_0000 && (a & (a - 1)) === 0) {
+    if ((x | 0) === x && x >= 0) return x & (a - 1);
+    // Exact for a power of two: the division and the product only move the exponent.
+    if (x > 0) return x - Math.floor(x / a) * a;
+  }
+  return a <= 0x4000_0000 ? x % a : x - Math.floor(x / a) * a;
 }
 
 /** Round `x` up to a multiple of the power of two `a` (`ALIGN`). */
