@@ -65,7 +65,16 @@ export type DmaDebugRule =
   | 'pool-destroy-busy'
   | 'pool-double-free'
   | 'pool-bad-free'
-  | 'pool-corrupted';
+  | 'pool-corrupted'
+  // dma-buf (drivers/dma-buf/dma-buf.c WARNs and dma_resv_assert_held; reported by @dmakit/dmabuf):
+  | 'dmabuf-resv-not-held' // map/unmap/move_notify/pin without the reservation lock
+  | 'dmabuf-resv-deadlock' // dma_resv_lock on a lock already held (would hang)
+  | 'dmabuf-bad-attachment' // map/unmap/detach of an attachment that is not attached (after detach)
+  | 'dmabuf-unmap-not-mapped' // unmap of a table this attachment did not map
+  | 'dmabuf-detach-mapped' // detach while mappings are live (they are torn down)
+  | 'dmabuf-release-attached' // last reference dropped while attachments exist
+  | 'dmabuf-refcount' // put of a released buffer
+  | 'dmabuf-bad-export'; // export info without the mandatory ops
 
 /** `dma_debug_{single,sg,coherent,noncoherent,phy}`. 'single' is only used by sync references. */
 export type DmaDebugEntryType = 'single' | 'phy' | 'sg' | 'coherent' | 'noncoherent';

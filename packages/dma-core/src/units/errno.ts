@@ -16,6 +16,7 @@ export const Errno = {
   EINVAL: 22,
   ENOSPC: 28,
   ERANGE: 34,
+  EDEADLK: 35,
   ENOTSUPP: 524,
   EOPNOTSUPP: 95,
   EADDRINUSE: 98,
