@@ -1,0 +1,5 @@
+// The NVMe PCI host driver (kernel: drivers/nvme/host/pci.c).
+export * from './constants.js';
+export * from './iod.js';
+export * from './queue.js';
+export * from './nvmeDev.js';
