@@ -1,7 +1,30 @@
 /**
- * @dmakit/rdma-umem-odp: not implemented yet.
- *
- * Will model: RDMA on-demand paging (ib_umem_odp) on the two-step API, a simulated mlx5-like HCA with MRs, MTTs, page faults, prefetch and invalidation, and the legacy per-page path for comparison.
+ * @dmakit/rdma-umem-odp: RDMA on-demand paging (ib_umem_odp) on the HMM port and the two-step
+ * DMA API, a simulated mlx5-like HCA (PDs, ODP MRs with MTT/KSM translation, UMR, page-fault
+ * events, RC queue pairs moving bytes through the device DMA port), the mlx5 ODP driver flows
+ * (page faults, prefetch, invalidation, implicit ODP) and the legacy per-page path.
  * Kernel counterpart: drivers/infiniband/core/umem_odp.c, drivers/infiniband/hw/mlx5/odp.c
  */
-export const NOT_IMPLEMENTED = true as const;
+export * from './constants.js';
+export {
+  IbUmemOdp,
+  UmemMutex,
+  UmemOdpError,
+  UmemOdpNotifier,
+  ODP_RETRY_COST_NS,
+  ibUmemOdpAllocChild,
+  ibUmemOdpAllocImplicit,
+  ibUmemOdpDmaAddr,
+  ibUmemOdpGet,
+  ibUmemOdpLegacyBits,
+  ibUmemOdpMapDmaAndLock,
+  ibUmemOdpMetadataBytes,
+  ibUmemOdpNumPages,
+  ibUmemOdpRelease,
+  ibUmemOdpUnmapDmaPages,
+} from './umemOdp.js';
+export type { IbDevice, UmemOdpStats } from './umemOdp.js';
+export { Hca, HcaCq, HcaMkey, HcaQp } from './hca.js';
+export type { HcaAccessObserver, HcaOptions, HcaPageFault, HcaQpState, HcaStats, IbRecvWr, IbSendWr, IbSge, IbWc } from './hca.js';
+export { IbPd, MLX5_IMR_KSM_ENTRIES, MLX5_XLT_CHUNK_ENTRIES, Mlx5IbDev, Mlx5IbMr } from './mlx5.js';
+export type { Mlx5DevReport, Mlx5IbDevOptions, Mlx5OdpStats } from './mlx5.js';

@@ -1,0 +1,299 @@
+/**
+ * ODP scenarios after rdma-core's tests/test_odp.py: RC traffic (RDMA WRITE, RDMA READ, SEND)
+ * between two HCAs over ODP MRs, with the pages dropped before every iteration, prefetch variants,
+ * implicit ODP and huge-page ODP; plus the issue's bad-input cases.
+ */
+import { describe, expect, it } from 'vitest';
+import { Errno, HPAGE_PMD_SIZE, MAP_ANONYMOUS, MAP_HUGETLB, MAP_PRIVATE, PROT_READ, PROT_WRITE, SZ_1G } from '@dmakit/dma-core';
+import {
+  IB_ACCESS_HUGETLB,
+  IB_ACCESS_LOCAL_WRITE,
+  IB_ACCESS_ON_DEMAND,
+  IB_ACCESS_REMOTE_READ,
+  IB_ACCESS_REMOTE_WRITE,
+  IB_IMPLICIT_MR_LENGTH,
+  IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH,
+  IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT,
+  IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE,
+  IB_UVERBS_ADVISE_MR_FLAG_FLUSH,
+  IB_WR_RDMA_READ,
+  IB_WR_RDMA_WRITE,
+  IB_WR_SEND,
+  IbWcStatus,
+  Mlx5IbDev,
+} from '@dmakit/rdma-umem-odp';
+import type { Mlx5IbMr } from '@dmakit/rdma-umem-odp';
+import { bytesEqual, createRig, debugReports, drain, dropPages, mmapRw, pattern } from './testing/rig.js';
+import type { OdpRig } from './testing/rig.js';
+
+const RW = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_REMOTE_WRITE | IB_ACCESS_REMOTE_READ | IB_ACCESS_ON_DEMAND;
+const MSG = 64 * 1024;
+
+function reg(rig: OdpRig, side: 'a' | 'b', addr: number, len: number, access = RW): Mlx5IbMr {
+  const s = rig[side];
+  const mr = s.ib.regUserMr(s.pd, addr, len, addr, access);
+  if (typeof mr === 'number') throw new Error(`reg_mr failed: ${mr}`);
+  return mr;
+}
+
+function ok(rig: OdpRig, side: 'a' | 'b', n = 1): void {
+  const wcs = rig[side].cq.poll();
+  expect(wcs.map((w) => w.status)).toEqual(new Array<number>(n).fill(IbWcStatus.IB_WC_SUCCESS));
+}
+
+describe('ODP RC traffic (rdma-core test_odp_rc_traffic)', () => {
+  for (const legacy of [false, true]) {
+    it(`RDMA WRITE, READ and SEND with the pages dropped before every iteration${legacy ? ' (legacy path)' : ''}`, () => {
+      const rig = createRig({ legacy });
+      const src = mmapRw(rig.a.proc, MSG);
+      const dst = mmapRw(rig.b.proc, MSG);
+      const mrA = reg(rig, 'a', src, MSG);
+      const mrB = reg(rig, 'b', dst, MSG);
+      for (let it = 0; it < 20; it++) {
+        dropPages(rig.a.proc, src, MSG);
+        dropPages(rig.b.proc, dst, MSG);
+        const data = pattern(it, MSG);
+        rig.a.proc.mm.write(src, data);
+        // RDMA WRITE a -> b
+        rig.a.ib.postSend(rig.a.qp, { wrId: it, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+        drain(rig);
+        ok(rig, 'a');
+        expect(bytesEqual(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
+        // RDMA READ back into a after dropping a's pages again
+        dropPages(rig.a.proc, src, MSG);
+        rig.a.ib.postSend(rig.a.qp, { wrId: 100 + it, opcode: IB_WR_RDMA_READ, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+        drain(rig);
+        ok(rig, 'a');
+        expect(bytesEqual(rig.a.proc.mm.read(src, MSG), data)).toBe(true);
+        // SEND b <- a into a posted receive
+        dropPages(rig.b.proc, dst, MSG);
+        rig.b.ib.postRecv(rig.b.qp, { wrId: 200 + it, sgList: [{ addr: dst, length: MSG, lkey: mrB.lkey }] });
+        rig.a.ib.postSend(rig.a.qp, { wrId: 300 + it, opcode: IB_WR_SEND, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }] });
+        drain(rig);
+        ok(rig, 'a');
+        const recv = rig.b.cq.poll();
+        expect(recv.map((w) => [w.status, w.byteLen])).toEqual([[IbWcStatus.IB_WC_SUCCESS, MSG]]);
+        expect(bytesEqual(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
+      }
+      expect(rig.a.ib.stats.pageFaults).toBeGreaterThan(0);
+      expect(rig.b.ib.stats.invalidations).toBeGreaterThan(0);
+      expect(rig.a.ib.hca.stats.dmaPortFaults + rig.b.ib.hca.stats.dmaPortFaults).toBe(0);
+      expect(rig.a.ib.deregMr(mrA)).toBe(0);
+      expect(rig.b.ib.deregMr(mrB)).toBe(0);
+      rig.machine.unbindDevice(rig.a.ib.dmaDevice);
+      rig.machine.unbindDevice(rig.b.ib.dmaDevice);
+      expect(debugReports(rig)).toEqual([]);
+    });
+  }
+});
+
+describe('prefetch (test_odp_prefetch_rc_traffic, sync / async / no-fault)', () => {
+  it('PREFETCH maps read-only (DOWNGRADE); a later write fault reuses the slot and adds the write bit', () => {
+    const rig = createRig();
+    const buf = mmapRw(rig.b.proc, MSG);
+    rig.b.proc.mm.write(buf, pattern(1, MSG));
+    const mr = reg(rig, 'b', buf, MSG);
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: buf, length: MSG, lkey: mr.lkey }])).toBe(0);
+    const e0 = mr.mkey.mtt[0] ?? 0;
+    expect(e0 % 4).toBe(1); // READ only
+    const src = mmapRw(rig.a.proc, MSG);
+    rig.a.proc.mm.write(src, pattern(2, MSG));
+    const mrA = reg(rig, 'a', src, MSG);
+    const faults = rig.b.ib.stats.pageFaults;
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
+    drain(rig);
+    ok(rig, 'a');
+    expect(rig.b.ib.stats.pageFaults).toBe(faults + 1);
+    const e1 = mr.mkey.mtt[0] ?? 0;
+    expect(e1 - (e1 % 4)).toBe(e0 - (e0 % 4)); // same DMA address (HMM_PFN_DMA_MAPPED fast path)
+    expect(e1 % 4).toBe(3);
+    expect(bytesEqual(rig.b.proc.mm.read(buf, MSG), pattern(2, MSG))).toBe(true);
+  });
+
+  it('PREFETCH_WRITE (async) runs on the workqueue; no page fault afterwards', () => {
+    const rig = createRig();
+    const buf = mmapRw(rig.b.proc, MSG);
+    const mr = reg(rig, 'b', buf, MSG);
+    expect(mr.mkey.mtt.every((e) => e === 0)).toBe(true);
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, 0, [{ addr: buf, length: MSG, lkey: mr.lkey }])).toBe(0);
+    expect(mr.mkey.mtt.every((e) => e === 0)).toBe(true); // queued, not run yet
+    drain(rig);
+    expect(mr.mkey.mtt.every((e) => e % 4 === 3)).toBe(true);
+    const src = mmapRw(rig.a.proc, MSG);
+    const mrA = reg(rig, 'a', src, MSG);
+    rig.a.ib.adviseMr(rig.a.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: src, length: MSG, lkey: mrA.lkey }]);
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
+    drain(rig);
+    ok(rig, 'a');
+    expect(rig.b.ib.stats.pageFaults).toBe(0);
+    expect(rig.a.ib.stats.pageFaults).toBe(0);
+  });
+
+  it('PREFETCH_NO_FAULT maps only pages already present (SNAPSHOT)', () => {
+    const rig = createRig();
+    const buf = mmapRw(rig.b.proc, MSG);
+    const mr = reg(rig, 'b', buf, MSG);
+    rig.b.proc.mm.write(buf + 4096, new Uint8Array([1])); // page 1 present
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: buf, length: MSG, lkey: mr.lkey }])).toBe(0);
+    const present = [...mr.mkey.mtt].map((e) => e !== 0);
+    expect(present.filter(Boolean).length).toBe(1);
+    expect(present[1]).toBe(true);
+  });
+
+  it('bad prefetches: unknown key -ENOENT, other PD -EPERM, PREFETCH_WRITE on read-only MR -EPERM, bad advice -EOPNOTSUPP', () => {
+    const rig = createRig();
+    const buf = mmapRw(rig.b.proc, MSG);
+    const ro = reg(rig, 'b', buf, MSG, IB_ACCESS_ON_DEMAND | IB_ACCESS_REMOTE_READ);
+    const other = rig.b.ib.allocPd(rig.b.proc.mm);
+    const sge = [{ addr: buf, length: MSG, lkey: ro.lkey }];
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, [{ addr: buf, length: 1, lkey: 0x7777 }])).toBe(-Errno.ENOENT);
+    expect(rig.b.ib.adviseMr(other, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, sge)).toBe(-Errno.EPERM);
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, 0, sge)).toBe(-Errno.EPERM);
+    expect(rig.b.ib.adviseMr(rig.b.pd, 9, 0, sge)).toBe(-Errno.EOPNOTSUPP);
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: buf + MSG, length: 1, lkey: ro.lkey }])).toBe(-Errno.EFAULT);
+  });
+});
+
+describe('implicit ODP (test_odp_implicit_rc_traffic)', () => {
+  it('faults 1 GiB children in on demand, points the KSM at them, and destroys unused children after invalidation', () => {
+    const rig = createRig();
+    const imr = rig.b.ib.regUserMr(rig.b.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, RW);
+    if (typeof imr === 'number') throw new Error(String(imr));
+    expect(imr.implicit).toBe(true);
+    // A buffer straddling a 1 GiB boundary.
+    const base = 0x7e00_0000_0000 - MSG / 2;
+    mmapRw(rig.b.proc, MSG, base);
+    const src = mmapRw(rig.a.proc, MSG);
+    const mrA = reg(rig, 'a', src, MSG);
+    for (let it = 0; it < 5; it++) {
+      dropPages(rig.b.proc, base, MSG);
+      const data = pattern(10 + it, MSG);
+      rig.a.proc.mm.write(src, data);
+      rig.a.ib.postSend(rig.a.qp, { wrId: it, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: base, rkey: imr.rkey });
+      drain(rig);
+      ok(rig, 'a');
+      expect(bytesEqual(rig.b.proc.mm.read(base, MSG), data)).toBe(true);
+    }
+    expect(rig.b.ib.stats.implicitChildrenCreated).toBeGreaterThanOrEqual(2);
+    const idx = Math.floor(base / SZ_1G);
+    expect(imr.mkey.ksm[idx]).not.toBe(0);
+    expect(imr.mkey.ksm[idx + 1]).not.toBe(0);
+    // Unmapping every page leaves the children empty: they are destroyed and the KSM reset.
+    expect(rig.b.proc.mm.munmap(base, MSG)).toBe(0);
+    drain(rig);
+    expect(imr.children.size).toBe(0);
+    expect(imr.mkey.ksm[idx]).toBe(0);
+    expect(rig.b.ib.stats.implicitChildrenDestroyed).toBe(rig.b.ib.stats.implicitChildrenCreated);
+    // Access to an unmapped address through the implicit MR: the fault fails, nothing written.
+    rig.a.ib.postSend(rig.a.qp, { wrId: 9, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 8, lkey: mrA.lkey }], remoteAddr: base, rkey: imr.rkey });
+    drain(rig);
+    expect(rig.a.cq.poll().map((w) => w.status)).toEqual([IbWcStatus.IB_WC_REM_ACCESS_ERR]);
+    expect(rig.b.ib.deregMr(imr)).toBe(0);
+    expect(rig.b.ib.deregMr(imr)).toBe(-Errno.EINVAL);
+  });
+});
+
+describe('huge-page ODP (test_odp_rc_huge_traffic)', () => {
+  it('2 MiB entries over MAP_HUGETLB memory, one MTT per huge page', () => {
+    const rig = createRig();
+    const len = 2 * HPAGE_PMD_SIZE;
+    const buf = rig.b.proc.mm.mmap({ length: len, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB });
+    const mr = reg(rig, 'b', buf, len, RW | IB_ACCESS_HUGETLB);
+    expect(mr.umem.pageShift).toBe(21);
+    expect(mr.mkey.mtt.length).toBe(2);
+    const src = mmapRw(rig.a.proc, len);
+    const data = pattern(5, len);
+    rig.a.proc.mm.write(src, data);
+    const mrA = reg(rig, 'a', src, len);
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: len, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
+    drain(rig);
+    ok(rig, 'a');
+    expect(bytesEqual(rig.b.proc.mm.read(buf, len), data)).toBe(true);
+    expect(mr.umem.npages).toBe(2);
+  });
+
+  it('huge-page ODP over small pages fails the fault with -EINVAL (order check)', () => {
+    const rig = createRig();
+    const len = HPAGE_PMD_SIZE;
+    const buf = rig.b.proc.mm.mmap({ length: 2 * len, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS });
+    const aligned = Math.ceil(buf / len) * len;
+    const mr = reg(rig, 'b', aligned, len, RW | IB_ACCESS_HUGETLB);
+    expect(rig.b.ib.pagefaultMr(mr, aligned, 4096, 0, false)).toBe(-Errno.EINVAL);
+  });
+});
+
+describe('bad input: the kernel error and the HCA completion error, nothing written', () => {
+  function setup(): { rig: OdpRig; src: number; dst: number; mrA: Mlx5IbMr; mrB: Mlx5IbMr } {
+    const rig = createRig();
+    const src = mmapRw(rig.a.proc, MSG);
+    const dst = mmapRw(rig.b.proc, MSG);
+    rig.a.proc.mm.write(src, pattern(3, MSG));
+    rig.b.proc.mm.write(dst, new Uint8Array(MSG).fill(0xee));
+    return { rig, src, dst, mrA: reg(rig, 'a', src, MSG), mrB: reg(rig, 'b', dst, MSG) };
+  }
+
+  it('an access outside the MR', () => {
+    const { rig, src, dst, mrA, mrB } = setup();
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 8192, lkey: mrA.lkey }], remoteAddr: dst + MSG - 4096, rkey: mrB.rkey });
+    drain(rig);
+    expect(rig.a.cq.poll().map((w) => w.status)).toEqual([IbWcStatus.IB_WC_REM_ACCESS_ERR]);
+    expect(rig.b.proc.mm.read(dst, MSG).every((x) => x === 0xee)).toBe(true);
+    expect(rig.b.ib.pagefaultMr(mrB, dst + MSG, 1, 0, false)).toBe(-Errno.EFAULT);
+  });
+
+  it('a write to a read-only MR, and a write to an MR whose VMA became read-only', () => {
+    const { rig, src, dst, mrA } = setup();
+    const ro = reg(rig, 'b', dst, MSG, IB_ACCESS_ON_DEMAND | IB_ACCESS_REMOTE_READ);
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 64, lkey: mrA.lkey }], remoteAddr: dst, rkey: ro.rkey });
+    drain(rig);
+    expect(rig.a.cq.poll().map((w) => w.status)).toEqual([IbWcStatus.IB_WC_REM_ACCESS_ERR]);
+    expect(rig.b.proc.mm.read(dst, MSG).every((x) => x === 0xee)).toBe(true);
+  });
+
+  it('a VMA made read-only by mprotect: the page fault fails with -EPERM, the WQE with an error', () => {
+    const rig = createRig();
+    const src = mmapRw(rig.a.proc, MSG);
+    const dst = mmapRw(rig.b.proc, MSG);
+    rig.b.proc.mm.write(dst, new Uint8Array(MSG).fill(0xee));
+    const mrA = reg(rig, 'a', src, MSG);
+    const mrB = reg(rig, 'b', dst, MSG);
+    expect(rig.b.proc.mm.mprotect(dst, MSG, PROT_READ)).toBe(0);
+    expect(rig.b.ib.pagefaultMr(mrB, dst, 4096, 0, false)).toBe(-Errno.EPERM);
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 64, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+    drain(rig);
+    expect(rig.a.cq.poll().map((w) => w.status)).toEqual([IbWcStatus.IB_WC_REM_ACCESS_ERR]);
+    expect(rig.b.proc.mm.read(dst, MSG).every((x) => x === 0xee)).toBe(true);
+  });
+
+  it('an rkey of another PD, and an unknown rkey', () => {
+    const { rig, src, dst, mrA } = setup();
+    const otherPd = rig.b.ib.allocPd(rig.b.proc.mm);
+    const foreign = rig.b.ib.regUserMr(otherPd, dst, MSG, dst, RW);
+    if (typeof foreign === 'number') throw new Error(String(foreign));
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 64, lkey: mrA.lkey }], remoteAddr: dst, rkey: foreign.rkey });
+    drain(rig);
+    expect(rig.a.cq.poll()[0]?.status).toBe(IbWcStatus.IB_WC_REM_ACCESS_ERR);
+    expect(rig.b.proc.mm.read(dst, MSG).every((x) => x === 0xee)).toBe(true);
+    // The QP is in the error state now: further posts are refused.
+    expect(rig.a.ib.postSend(rig.a.qp, { wrId: 2, opcode: IB_WR_RDMA_WRITE, sgList: [], remoteAddr: dst, rkey: 0x1234 })).toBe(-Errno.EINVAL);
+  });
+
+  it('registration errors: no ON_DEMAND -EOPNOTSUPP, bad flags -EINVAL, zero length -EINVAL, implicit with iova -EINVAL', () => {
+    const rig = createRig();
+    const buf = mmapRw(rig.b.proc, MSG);
+    expect(rig.b.ib.regUserMr(rig.b.pd, buf, MSG, buf, IB_ACCESS_LOCAL_WRITE)).toBe(-Errno.EOPNOTSUPP);
+    expect(rig.b.ib.regUserMr(rig.b.pd, buf, MSG, buf, RW | (1 << 29))).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.regUserMr(rig.b.pd, buf, 0, buf, RW)).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.regUserMr(rig.b.pd, 0, IB_IMPLICIT_MR_LENGTH, 4096, RW)).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.regUserMr(rig.b.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, RW | IB_ACCESS_HUGETLB)).toBe(-Errno.EINVAL);
+  });
+
+  it('MR creation fails with -EOPNOTSUPP on a device that would need swiotlb', () => {
+    const rig = createRig();
+    const dev = rig.machine.pci.addDevice({ name: 'mlx5_bounce', dmaMaskBits: 64, forceSwiotlb: true });
+    const ib = new Mlx5IbDev({ dev, hmm: rig.hmm, scheduler: rig.machine.scheduler });
+    const pd = ib.allocPd(rig.b.proc.mm);
+    const buf = mmapRw(rig.b.proc, MSG);
+    expect(ib.regUserMr(pd, buf, MSG, buf, RW)).toBe(-Errno.EOPNOTSUPP);
+  });
+});
