@@ -5,10 +5,7 @@ import {
   DMA_ATTR_REQUIRE_COHERENT,
   DMA_ATTR_SKIP_CPU_SYNC,
   DMA_BIDIRECTIONAL,
-  DMA_FROM_DEVICE,
   DMA_MAPPING_ERROR,
-  DMA_NONE,
-  DMA_TO_DEVICE,
   Errno,
   PciP2pdmaMapType,
   SG_DMA_BUS_ADDRESS,
@@ -38,20 +35,19 @@ import type { IommuDomain, IommuIotlbGather } from './iommuDomain.js';
 import { IovaDomain } from './iova/index.js';
 import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE } from './pageTable.js';
 
-/** `dma_info_to_prot(dir, coherent, attrs)`. */
+/** dma_info_to_prot's access bits, indexed by DmaDataDirection (BIDIRECTIONAL, TO, FROM, NONE). */
+const DIR_PROT: readonly number[] = [IOMMU_READ | IOMMU_WRITE, IOMMU_READ, IOMMU_WRITE, 0];
+
+/**
+ * `dma_info_to_prot(dir, coherent, attrs)`. A table lookup rather than the kernel's switch: it is
+ * on every map and link, and the switch over imported constants did not optimise as well.
+ */
 export function dmaInfoToProt(dir: DmaDataDirection, coherent: boolean, attrs: number): number {
+  const access = DIR_PROT[dir] ?? 0;
+  if (access === 0) return 0; // DMA_NONE or anything else: no access
   let prot = (attrs & DMA_ATTR_MMIO) !== 0 ? IOMMU_MMIO : coherent ? IOMMU_CACHE : 0;
   if ((attrs & DMA_ATTR_PRIVILEGED) !== 0) prot |= IOMMU_PRIV;
-  switch (dir) {
-    case DMA_BIDIRECTIONAL:
-      return prot | IOMMU_READ | IOMMU_WRITE;
-    case DMA_TO_DEVICE:
-      return prot | IOMMU_READ;
-    case DMA_FROM_DEVICE:
-      return prot | IOMMU_WRITE;
-    case DMA_NONE:
-      return 0;
-  }
+  return prot | access;
 }
 
 /** `dev_is_untrusted`. */
@@ -602,7 +598,7 @@ export class IommuDmaOps implements DmaMapOps {
     const startPad = offsetIn(phys, g);
     // The common case (trusted device, granule-aligned phys, no attrs): nothing below can apply.
     if (startPad === 0 && attrs === 0 && !devIsUntrusted(dev)) {
-      return this.domain.mapNosync(state.addr + offset, phys, alignUp(size, g), dmaInfoToProt(dir, dev.coherent, 0));
+      return this.domain.mapNosync(state.addr + offset, phys, size === g ? g : alignUp(size, g), dmaInfoToProt(dir, dev.coherent, 0));
     }
     if (startPad !== 0 && offset > 0) {
       this.#ctx.warn(dev, 'WARN_ON_ONCE: dma_iova_link of an unaligned phys at offset > 0');

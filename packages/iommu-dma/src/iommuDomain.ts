@@ -74,6 +74,11 @@ export interface IommuDomainHost {
 
 let nextDomainId = 1;
 
+/** A non-negative exact integer multiple of the power of two `g` (false for NaN and fractions). */
+function granuleMultiple(x: number, g: number): boolean {
+  return x >= 0 && x <= Number.MAX_SAFE_INTEGER && Math.floor(x / g) * g === x;
+}
+
 /**
  * `struct iommu_domain` of a paging type: a real multi-level IO page table, the IOTLB that caches
  * it, and the counters. dma-iommu's cookie (IOVA domain + flush queue) hangs off `cookie`.
@@ -88,6 +93,8 @@ export class IommuDomain {
   readonly granule: number;
   readonly #host: IommuDomainHost;
   readonly #pg: PgsizeResult = { pgsize: 0, count: 0 };
+  /** The second-smallest page size (Infinity with only the granule): below it, every leaf is a granule. */
+  readonly #secondPageSize: number;
   /** dma-iommu's per-domain state (set by the IOMMU when the domain is created). */
   cookie: unknown = null;
   /**
@@ -111,37 +118,40 @@ export class IommuDomain {
     this.pgtable = new IoPageTable({ iovaBits: opts.iovaBits ?? 48, pageSizes: opts.pageSizes ?? [4096, 2 ** 21, 2 ** 30], faults: host.faultInjection });
     this.iotlb = new Iotlb(opts.iotlbEntries ?? 512);
     this.granule = this.pgtable.pageSizes[0] ?? 4096;
+    this.#secondPageSize = this.pgtable.pageSizes[1] ?? Number.POSITIVE_INFINITY;
   }
 
   /** `iommu_map_nosync`: 0 or -errno; on error nothing is left mapped. */
   mapNosync(iova: number, paddr: number, size: number, prot: number): number {
     const g = this.granule;
-    if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(paddr) || !Number.isSafeInteger(size) || iova < 0 || paddr < 0 || size < 0) return -Errno.EINVAL;
-    // "unaligned: iova 0x%lx pa %pa size 0x%zx min_pagesz 0x%x"
-    if (!isAligned(iova, g) || !isAligned(paddr, g) || !isAligned(size, g)) return -Errno.EINVAL;
+    // "unaligned: iova 0x%lx pa %pa size 0x%zx min_pagesz 0x%x" (also refuses negatives, NaN, fractions).
+    if (!(granuleMultiple(iova, g) && granuleMultiple(paddr, g) && granuleMultiple(size, g))) return -Errno.EINVAL;
     // generic_pt refuses an IOVA range outside the table (pt_check_range → -ERANGE).
     if (iova + size > this.pgtable.iovaLimit) return -Errno.ERANGE;
-    const sizes = this.pgtable.pageSizes;
-    let mapped = 0;
-    // Below the second page size iommu_pgsize can only answer (granule, size / granule): skip it.
-    const smallOnly = size < (sizes[1] ?? Number.POSITIVE_INFINITY);
-    while (mapped < size) {
-      let pgsize = g;
-      if (smallOnly) this.#pg.count = (size - mapped) / g;
-      else pgsize = iommuPgsize(sizes, iova + mapped, paddr + mapped, size - mapped, this.#pg);
-      const ret = this.pgtable.mapPages(iova + mapped, paddr + mapped, pgsize, this.#pg.count, prot);
-      if (ret < 0) {
-        // Unmap what this call mapped (iommu_unmap, synced): nothing changes on error.
-        mapped += this.pgtable.partial;
-        if (mapped > 0) this.unmap(iova, mapped);
-        return ret;
+    if (size < this.#secondPageSize) {
+      // Below the second page size iommu_pgsize can only answer (granule, size / granule).
+      const ret = this.pgtable.mapPages(iova, paddr, g, size / g, prot);
+      if (ret < 0) return this.#undoPartialMap(iova, this.pgtable.partial, ret);
+    } else {
+      const sizes = this.pgtable.pageSizes;
+      let mapped = 0;
+      while (mapped < size) {
+        const pgsize = iommuPgsize(sizes, iova + mapped, paddr + mapped, size - mapped, this.#pg);
+        const ret = this.pgtable.mapPages(iova + mapped, paddr + mapped, pgsize, this.#pg.count, prot);
+        if (ret < 0) return this.#undoPartialMap(iova, mapped + this.pgtable.partial, ret);
+        mapped += ret;
       }
-      mapped += ret;
     }
     this.maps++;
     const trace = this.#host.trace;
     if (trace.enabled) traceIommuMap(trace, this.name, iova, paddr, size);
     return 0;
+  }
+
+  /** Unmap what a failed map call mapped (iommu_unmap, synced): nothing changes on error. */
+  #undoPartialMap(iova: number, mapped: number, err: number): number {
+    if (mapped > 0) this.unmap(iova, mapped);
+    return err;
   }
 
   /**

@@ -77,10 +77,19 @@ export function dmaMapPhys(dev: Device, phys: number, size: number, dir: DmaData
 
 /** The body of dma_map_phys; `call` names the API entry for dma-debug's reports. */
 function mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number, call: string): number {
-  if (badDir(dev, dir, call) || badSize(dev, size, call) || badRange(dev, phys, size, call) || badAttrs(dev, attrs, call)) {
+  // Hot path: the argument checks below folded into one test; a failure re-runs them to report.
+  const wellFormed =
+    (dir === 0 || dir === 1 || dir === 2) &&
+    Number.isSafeInteger(size) &&
+    size > 0 &&
+    Number.isSafeInteger(phys) &&
+    phys >= 0 &&
+    phys + size <= dev.host.memory.limit &&
+    attrs >>> 0 === attrs &&
+    dev.dmaMaskBits !== 0;
+  if (!wellFormed && (badDir(dev, dir, call) || badSize(dev, size, call) || badRange(dev, phys, size, call) || badAttrs(dev, attrs, call) || noMask(dev, call))) {
     return DMA_MAPPING_ERROR;
   }
-  if (noMask(dev, call)) return DMA_MAPPING_ERROR;
   if ((attrs & DMA_ATTR_REQUIRE_COHERENT) !== 0 && !dev.coherent) return DMA_MAPPING_ERROR;
   const ops = dev.dmaOps;
   const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
@@ -93,11 +102,12 @@ function mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection,
 
 /** `dma_unmap_phys(dev, addr, size, dir, attrs)`: backend unmap, then the dma-debug check. */
 export function dmaUnmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs = 0): void {
-  if (badDir(dev, dir, 'dma_unmap_phys') || badSize(dev, size, 'dma_unmap_phys') || badAttrs(dev, attrs, 'dma_unmap_phys')) return;
+  const wellFormed = (dir === 0 || dir === 1 || dir === 2) && Number.isSafeInteger(size) && size > 0 && attrs >>> 0 === attrs;
+  if (!wellFormed && (badDir(dev, dir, 'dma_unmap_phys') || badSize(dev, size, 'dma_unmap_phys') || badAttrs(dev, attrs, 'dma_unmap_phys'))) return;
   const host = dev.host;
   // Unmapping DMA_MAPPING_ERROR reaches no backend state; dma-debug reports it.
   if (dmaAddr !== DMA_MAPPING_ERROR) {
-    if (badDmaAddr(dev, dmaAddr, 'dma_unmap_phys')) return;
+    if (!(Number.isSafeInteger(dmaAddr) && dmaAddr >= 0) && badDmaAddr(dev, dmaAddr, 'dma_unmap_phys')) return;
     const ops = dev.dmaOps;
     if (ops === null) dmaDirectUnmapPhys(dev, dmaAddr, size, dir, attrs);
     else ops.unmapPhys(dev, dmaAddr, size, dir, attrs);

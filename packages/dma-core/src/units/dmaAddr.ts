@@ -12,11 +12,13 @@ export const DMA_MAPPING_ERROR = 2 ** 64 - 1;
  * representable address.
  */
 export function dmaBitMask(bits: number): number {
-  if (!Number.isInteger(bits) || bits < 0 || bits > 64) {
-    throw new RangeError(`dmaBitMask: mask width must be an integer in 0..64, got ${bits}`);
-  }
-  return bits === 0 ? 0 : 2 ** bits - 1;
+  // A table, not `2 ** bits`: masks are read on every map (dma_capable), and pow is not cheap.
+  const mask = DMA_BIT_MASKS[bits];
+  if (mask === undefined) throw new RangeError(`dmaBitMask: mask width must be an integer in 0..64, got ${bits}`);
+  return mask;
 }
+
+const DMA_BIT_MASKS: readonly number[] = Array.from({ length: 65 }, (_, n) => (n === 0 ? 0 : 2 ** n - 1));
 
 /** `min_not_zero(a, b)`. */
 export function minNotZero(a: number, b: number): number {
