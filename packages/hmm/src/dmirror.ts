@@ -1,0 +1,813 @@
+// kernel: lib/test_hmm.c (the dmirror test driver), include/uapi/linux/test_hmm.h
+// A device that mirrors a process address space through HMM. Its page table is kept per 2 MiB
+// chunk: one mmu interval notifier and one HmmDmaMap (one IOVA window) per chunk, so the
+// HMM_PFN_* words of the map are the device's own record of what is mapped. System pages are
+// reached through the device's DMA port; device-private pages of its own memory are local.
+import {
+  DMA_FROM_DEVICE,
+  DMA_MAPPING_ERROR,
+  DMA_TO_DEVICE,
+  DmaFaultError,
+  Errno,
+  HMM_PFN_DMA_MAPPED,
+  HMM_PFN_ERROR,
+  HMM_PFN_PFN_HI_MASK,
+  HMM_PFN_REQ_FAULT,
+  HMM_PFN_REQ_WRITE,
+  HMM_PFN_VALID,
+  HMM_PFN_WRITE,
+  HmmDmaMap,
+  MmuIntervalNotifier,
+  PAGE_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  PTE_DEVICE_PRIVATE,
+  PTE_PRESENT,
+  PTE_WRITE,
+  dmaMapPhys,
+  dmaMappingError,
+  dmaUnmapPhys,
+  hmmPfnToMapOrder,
+  hmmPfnToPhys,
+  hmmPfnsAlloc,
+  hmmPfnsSlice,
+  mmuIntervalNotifierInsert,
+  mmuIntervalNotifierRemove,
+  mmuIntervalReadBegin,
+  mmuIntervalReadRetry,
+  mmuIntervalSetSeq,
+  pciP2pdmaMapStateInit,
+} from '@dmakit/dma-core';
+import type { Device, HmmPort, HmmRange, MmStruct, MmuIntervalNotifierOps, MmuNotifierRange, SystemMemory } from '@dmakit/dma-core';
+import { memremapPages, pagePgmap } from './devmem.js';
+import type { DevPagemap, VmFault } from './devmem.js';
+import { hmmPort } from './port.js';
+import {
+  MIGRATE_PFN_MIGRATE,
+  MIGRATE_PFN_VALID,
+  MIGRATE_PFN_WRITE,
+  MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
+  MIGRATE_VMA_SELECT_SYSTEM,
+  MigrateVma,
+  migratePfn,
+  migratePfnFlags,
+  migratePfnToPfn,
+  migrateVmaFinalize,
+  migrateVmaPages,
+  migrateVmaSetup,
+} from './migrate.js';
+
+// include/uapi/linux/test_hmm.h: the snapshot permission bytes.
+export const HMM_DMIRROR_PROT_ERROR = 0xff;
+export const HMM_DMIRROR_PROT_NONE = 0x00;
+export const HMM_DMIRROR_PROT_READ = 0x01;
+export const HMM_DMIRROR_PROT_WRITE = 0x02;
+export const HMM_DMIRROR_PROT_PMD = 0x04;
+export const HMM_DMIRROR_PROT_PUD = 0x08;
+export const HMM_DMIRROR_PROT_ZERO = 0x10;
+export const HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20;
+export const HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30;
+
+/** Pages per device page-table chunk (2 MiB). */
+export const DMIRROR_CHUNK_PAGES = 512;
+const CHUNK_BYTES = DMIRROR_CHUNK_PAGES * PAGE_SIZE;
+/** Pages per migrate_vma batch (test_hmm: ARRAY_SIZE(src_pfns) = 64). */
+const MIGRATE_BATCH = 64;
+/** Device PTE bits. */
+const DPT_READ = 1;
+const DPT_WRITE = 2;
+const DPT_LOCAL = 4;
+/** Retry budget for -EBUSY (the kernel's HMM_RANGE_DEFAULT_TIMEOUT, counted in attempts here). */
+const FAULT_RETRIES = 1000;
+
+/** Result of a dmirror command (`struct hmm_dmirror_cmd`). */
+export interface DmirrorCmd {
+  /** 0 or a negative errno, as the ioctl returns. */
+  ret: number;
+  /** Pages copied or migrated. */
+  cpages: number;
+  /** dmirror_fault calls needed. */
+  faults: number;
+  /** READ: the bytes read; SNAPSHOT: one HMM_DMIRROR_PROT_* byte per page. */
+  data: Uint8Array;
+}
+
+export interface DmirrorStats {
+  faults: number;
+  rangeFaultCalls: number;
+  busyRetries: number;
+  readRetries: number;
+  invalidations: number;
+  entriesZapped: number;
+  pagesMapped: number;
+  migratedToDevice: number;
+  migratedToSystem: number;
+  devmemFaults: number;
+  dmaFaults: number;
+}
+
+export interface DmirrorDeviceOptions {
+  /** The DMA-capable device (its DMA port is how the mirror reaches system pages). */
+  readonly dev: Device;
+  /** The machine's memory (`machine.memory`). */
+  readonly memory: SystemMemory;
+  /** Device-private memory size. Default 16 MiB. */
+  readonly devmemBytes?: number;
+  /** The HMM implementation to use (default: this package's). */
+  readonly hmm?: HmmPort;
+  readonly name?: string;
+}
+
+/**
+ * `struct dmirror_device`: the device with its device-private memory (one pagemap whose owner
+ * is this object). `open(mm)` gives a mirror of one address space (`struct dmirror`).
+ */
+export class DmirrorDevice {
+  readonly dev: Device;
+  readonly memory: SystemMemory;
+  readonly pagemap: DevPagemap;
+  readonly hmm: HmmPort;
+  readonly name: string;
+  /** `pgmap->owner` and the mirrors' `dev_private_owner`. */
+  readonly owner: object;
+  readonly mirrors = new Set<Dmirror>();
+  /** Reverse map of device pages (page index → mm, address) for eviction. */
+  readonly #rmapMm: (MmStruct | undefined)[];
+  readonly #rmapAddr: Float64Array;
+  readonly #scratch = new Uint8Array(PAGE_SIZE);
+  /** Copies done by the device's DMA engine (migration). */
+  copies = { toDevice: 0, toSystem: 0, dmaErrors: 0 };
+
+  private constructor(opts: DmirrorDeviceOptions, pagemap: DevPagemap, owner: object) {
+    this.owner = owner;
+    this.dev = opts.dev;
+    this.memory = opts.memory;
+    this.pagemap = pagemap;
+    this.hmm = opts.hmm ?? hmmPort;
+    this.name = opts.name ?? opts.dev.name;
+    this.#rmapMm = new Array<MmStruct | undefined>(pagemap.nrPages).fill(undefined);
+    this.#rmapAddr = new Float64Array(pagemap.nrPages);
+  }
+
+  /** Create the device and hot-plug its device-private memory. Errno on failure. */
+  static create(opts: DmirrorDeviceOptions): DmirrorDevice | number {
+    const holder: { self?: DmirrorDevice } = {};
+    const owner = { name: opts.name ?? opts.dev.name };
+    const pgmap = memremapPages(opts.memory, {
+      size: opts.devmemBytes ?? 16 * 1024 * 1024,
+      owner,
+      name: `${opts.name ?? opts.dev.name} device-private`,
+      ops: {
+        migrateToRam: (vmf) => (holder.self === undefined ? -Errno.EFAULT : holder.self.devmemFault(vmf)),
+      },
+    });
+    if (typeof pgmap === 'number') return pgmap;
+    holder.self = new DmirrorDevice(opts, pgmap, owner);
+    return holder.self;
+  }
+
+  /** Open a mirror of `mm` (the test driver's open()). */
+  open(mm: MmStruct): Dmirror {
+    const m = new Dmirror(this, mm);
+    this.mirrors.add(m);
+    return m;
+  }
+
+  /** Device pages in use (reclaims freed ones first). */
+  get devicePagesInUse(): number {
+    return this.pagemap.allocatedPages;
+  }
+
+  recordRmap(phys: number, mm: MmStruct | undefined, addr: number): void {
+    const idx = (phys - this.pagemap.region.start) / PAGE_SIZE;
+    this.#rmapMm[idx] = mm;
+    this.#rmapAddr[idx] = addr;
+  }
+
+  /** Copy a system page into device memory with the DMA engine (device reads system RAM). */
+  copyToDevice(srcPhys: number, dstPhys: number): number {
+    const dev = this.dev;
+    const a = dmaMapPhys(dev, srcPhys, PAGE_SIZE, DMA_TO_DEVICE);
+    if (dmaMappingError(dev, a) !== 0) return -Errno.ENOMEM;
+    let ret = 0;
+    try {
+      dev.dmaReadInto(a, this.#scratch);
+      this.memory.write(dstPhys, this.#scratch);
+      this.copies.toDevice++;
+    } catch (e) {
+      if (!(e instanceof DmaFaultError)) throw e;
+      this.copies.dmaErrors++;
+      ret = -Errno.EFAULT;
+    }
+    dmaUnmapPhys(dev, a, PAGE_SIZE, DMA_TO_DEVICE);
+    return ret;
+  }
+
+  /** Copy a device page out to system RAM with the DMA engine (device writes system RAM). */
+  copyToSystem(srcPhys: number, dstPhys: number): number {
+    const dev = this.dev;
+    this.memory.readInto(srcPhys, this.#scratch);
+    const a = dmaMapPhys(dev, dstPhys, PAGE_SIZE, DMA_FROM_DEVICE);
+    if (dmaMappingError(dev, a) !== 0) return -Errno.ENOMEM;
+    let ret = 0;
+    try {
+      dev.dmaWrite(a, this.#scratch);
+      this.copies.toSystem++;
+    } catch (e) {
+      if (!(e instanceof DmaFaultError)) throw e;
+      this.copies.dmaErrors++;
+      ret = -Errno.EFAULT;
+    }
+    dmaUnmapPhys(dev, a, PAGE_SIZE, DMA_FROM_DEVICE);
+    return ret;
+  }
+
+  /**
+   * `dmirror_devmem_fault` (pgmap migrate_to_ram): the CPU touched one of our device pages;
+   * migrate that page back to a system page. 0 or a negative errno (SIGBUS).
+   */
+  devmemFault(vmf: VmFault): number {
+    const args = new MigrateVma(vmf.mm, vmf.vma, vmf.address, vmf.address + PAGE_SIZE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, this.owner);
+    args.faultPage = vmf.page;
+    for (const m of this.mirrors) if (m.mm === vmf.mm) m.stats.devmemFaults++;
+    const r = migrateVmaSetup(args);
+    if (r !== 0) return r;
+    this.allocAndCopyToSystem(args);
+    migrateVmaPages(args);
+    migrateVmaFinalize(args);
+    return (vmf.mm.pteFlags(vmf.address) & PTE_PRESENT) !== 0 ? 0 : -Errno.EFAULT;
+  }
+
+  /** dmirror_devmem_fault_alloc_and_copy / dmirror_migrate_to_system's copy step. */
+  allocAndCopyToSystem(args: MigrateVma): number {
+    let n = 0;
+    for (let i = 0; i < args.npages; i++) {
+      const src = args.src[i] ?? 0;
+      const spfn = migratePfnToPfn(src);
+      if ((migratePfnFlags(src) & MIGRATE_PFN_MIGRATE) === 0 || spfn < 0) continue;
+      const dst = this.memory.allocPages(0);
+      if (dst === 0) continue;
+      if (this.copyToSystem(spfn * PAGE_SIZE, dst) !== 0) {
+        this.memory.pagePut(dst);
+        continue;
+      }
+      this.recordRmap(spfn * PAGE_SIZE, undefined, 0);
+      args.dst[i] = migratePfn(dst / PAGE_SIZE) + (migratePfnFlags(src) & MIGRATE_PFN_WRITE);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Evict every device page still mapped by some process back to system memory (test_hmm's
+   * dmirror_device_evict_chunk on release). Returns the number of pages migrated.
+   */
+  evictAll(): number {
+    let n = 0;
+    const start = this.pagemap.region.start;
+    for (let idx = 0; idx < this.pagemap.nrPages; idx++) {
+      const mm = this.#rmapMm[idx];
+      if (mm === undefined) continue;
+      const addr = this.#rmapAddr[idx] ?? 0;
+      const phys = start + idx * PAGE_SIZE;
+      const f = mm.pteFlags(addr);
+      this.#rmapMm[idx] = undefined;
+      if ((f & PTE_DEVICE_PRIVATE) === 0 || mm.walkPte(addr) * PAGE_SIZE !== phys) continue;
+      const vma = mm.findVma(addr);
+      if (vma === undefined) continue;
+      if (this.devmemFault({ mm, vma, address: addr, page: phys }) === 0) n++;
+    }
+    return n;
+  }
+}
+
+/** One 2 MiB chunk of a mirror: an interval notifier, the HMM DMA map and the device PTEs. */
+class DmirrorChunk extends MmuIntervalNotifier {
+  readonly base: number;
+  readonly map = new HmmDmaMap();
+  /** DPT_* bits per page. */
+  readonly pt = new Uint8Array(DMIRROR_CHUNK_PAGES);
+  /** Device address per page: DMA address (system page) or device-local physical address. */
+  readonly addr = new Float64Array(DMIRROR_CHUNK_PAGES);
+  live = 0;
+
+  constructor(base: number) {
+    super();
+    this.base = base;
+  }
+}
+
+/**
+ * `struct dmirror`: one process address space mirrored by a DmirrorDevice. The commands mirror
+ * the test driver's ioctls (HMM_DMIRROR_READ, _WRITE, _SNAPSHOT, _MIGRATE_TO_DEV, _MIGRATE_TO_SYS).
+ */
+export class Dmirror {
+  readonly mdevice: DmirrorDevice;
+  readonly mm: MmStruct;
+  readonly stats: DmirrorStats = {
+    faults: 0,
+    rangeFaultCalls: 0,
+    busyRetries: 0,
+    readRetries: 0,
+    invalidations: 0,
+    entriesZapped: 0,
+    pagesMapped: 0,
+    migratedToDevice: 0,
+    migratedToSystem: 0,
+    devmemFaults: 0,
+    dmaFaults: 0,
+  };
+  /**
+   * Test hook: runs after hmm_range_fault returned and before the driver lock is taken (where a
+   * real CPU could be preempted and an invalidation could run). Use it to inject races.
+   */
+  afterRangeFault: ((mirror: Dmirror, range: HmmRange) => void) | undefined;
+  readonly #chunks = new Map<number, DmirrorChunk>();
+  readonly #ops: MmuIntervalNotifierOps;
+  #closed = false;
+  readonly #p2p = pciP2pdmaMapStateInit();
+
+  constructor(mdevice: DmirrorDevice, mm: MmStruct) {
+    this.mdevice = mdevice;
+    this.mm = mm;
+    this.#ops = { invalidate: (sub, range, curSeq) => (sub instanceof DmirrorChunk ? this.#invalidate(sub, range, curSeq) : true) };
+  }
+
+  get dev(): Device {
+    return this.mdevice.dev;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Chunks (2 MiB windows) currently set up. */
+  get chunkCount(): number {
+    return this.#chunks.size;
+  }
+
+  /** Device PTEs currently valid. */
+  get mappedPages(): number {
+    let n = 0;
+    for (const c of this.#chunks.values()) n += c.live;
+    return n;
+  }
+
+  /** `dmirror_interval_invalidate`: zap device PTEs in the overlap, then DMA-unmap them. */
+  #invalidate(c: DmirrorChunk, range: MmuNotifierRange, curSeq: number): boolean {
+    // The driver lock is implicit (single threaded); set_seq before touching device state.
+    mmuIntervalSetSeq(c, curSeq);
+    this.stats.invalidations++;
+    this.#zap(c, Math.max(range.start, c.base), Math.min(range.end, c.base + CHUNK_BYTES));
+    return true;
+  }
+
+  /** Zap [start, end) of a chunk: device PTE first, then hmm_dma_unmap_pfn, then clear the word. */
+  #zap(c: DmirrorChunk, start: number, end: number): void {
+    if (c.live === 0 && !anyDmaMapped(c, start, end)) return;
+    const hmm = this.mdevice.hmm;
+    const dev = this.dev;
+    const pfns = c.map.pfnList;
+    for (let a = start; a < end; a += PAGE_SIZE) {
+      const i = (a - c.base) / PAGE_SIZE;
+      if (c.pt[i] !== 0) {
+        c.pt[i] = 0;
+        c.addr[i] = 0;
+        c.live--;
+        this.stats.entriesZapped++;
+      }
+      if (pfns.length > 0) {
+        hmm.hmmDmaUnmapPfn(dev, c.map, i);
+        pfns[2 * i + 1] = (pfns[2 * i + 1] ?? 0) & HMM_PFN_PFN_HI_MASK; // &= ~HMM_PFN_FLAGS
+      }
+    }
+  }
+
+  #chunk(base: number, create: boolean): DmirrorChunk | number | undefined {
+    let c = this.#chunks.get(base);
+    if (c !== undefined || !create) return c;
+    c = new DmirrorChunk(base);
+    const r = this.mdevice.hmm.hmmDmaMapAlloc(this.dev, c.map, DMIRROR_CHUNK_PAGES, PAGE_SIZE);
+    if (r !== 0) return r;
+    const ri = mmuIntervalNotifierInsert(c, this.mm, base, CHUNK_BYTES, this.#ops);
+    if (ri !== 0) {
+      this.mdevice.hmm.hmmDmaMapFree(this.dev, c.map);
+      return ri;
+    }
+    this.#chunks.set(base, c);
+    return c;
+  }
+
+  /** `dmirror_fault(dmirror, start, end, write)`: fault [start, end) into the device page table. */
+  fault(start: number, end: number, write: boolean): number {
+    if (this.#closed || this.mm.exited) return -Errno.EFAULT;
+    this.stats.faults++;
+    for (let a = start; a < end; ) {
+      const base = a - (a % CHUNK_BYTES);
+      const e = Math.min(end, base + CHUNK_BYTES);
+      const c = this.#chunk(base, true);
+      if (typeof c === 'number') return c;
+      if (c === undefined) return -Errno.ENOMEM;
+      const r = this.#rangeFault(c, a, e, write);
+      if (r !== 0) return r;
+      a = e;
+    }
+    return 0;
+  }
+
+  /** `dmirror_range_fault`: the canonical driver loop of Documentation/mm/hmm.rst. */
+  #rangeFault(c: DmirrorChunk, start: number, end: number, write: boolean): number {
+    const hmm = this.mdevice.hmm;
+    const first = (start - c.base) / PAGE_SIZE;
+    const n = (end - start) / PAGE_SIZE;
+    const range: HmmRange = {
+      notifier: c,
+      notifierSeq: 0,
+      start,
+      end,
+      hmmPfns: hmmPfnsSlice(c.map.pfnList, first, n),
+      defaultFlags: HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0),
+      pfnFlagsMask: 0,
+      devPrivateOwner: this.mdevice.owner,
+    };
+    for (let attempt = 0; attempt < FAULT_RETRIES; attempt++) {
+      range.notifierSeq = mmuIntervalReadBegin(c);
+      this.stats.rangeFaultCalls++;
+      const r = hmm.hmmRangeFault(range);
+      if (r === -Errno.EBUSY) {
+        this.stats.busyRetries++;
+        continue;
+      }
+      if (r !== 0) return r;
+      this.afterRangeFault?.(this, range);
+      // mutex_lock(&dmirror->mutex)
+      if (mmuIntervalReadRetry(c, range.notifierSeq)) {
+        this.stats.readRetries++;
+        continue;
+      }
+      return this.#doFault(c, first, n);
+    }
+    return -Errno.EBUSY;
+  }
+
+  /** `dmirror_do_fault`: program the device PTEs from the PFN words (under the driver lock). */
+  #doFault(c: DmirrorChunk, first: number, n: number): number {
+    const hmm = this.mdevice.hmm;
+    const dev = this.dev;
+    const pfns = c.map.pfnList;
+    const pgmap = this.mdevice.pagemap;
+    for (let i = first; i < first + n; i++) {
+      const hi = pfns[2 * i + 1] ?? 0;
+      // WARN_ON(ERROR || !VALID) in fault mode; the model just stops.
+      if ((hi & HMM_PFN_ERROR) !== 0 || (hi & HMM_PFN_VALID) === 0) return -Errno.EFAULT;
+      const w = (hi & HMM_PFN_WRITE) !== 0 ? DPT_WRITE : 0;
+      const phys = hmmPfnToPhys(pfns, i);
+      let addr: number;
+      let bits: number;
+      if (pgmap.contains(phys)) {
+        addr = phys;
+        bits = DPT_READ | DPT_LOCAL | w;
+      } else {
+        addr = hmm.hmmDmaMapPfn(dev, c.map, i, this.#p2p);
+        if (addr === DMA_MAPPING_ERROR) return -Errno.EFAULT;
+        bits = DPT_READ | w;
+      }
+      if (c.pt[i] === 0) c.live++;
+      c.pt[i] = bits;
+      c.addr[i] = addr;
+      this.stats.pagesMapped++;
+    }
+    return 0;
+  }
+
+  /** Copy one page between the device's view and `buf` (read: device → buf). */
+  #access(c: DmirrorChunk, i: number, buf: Uint8Array, off: number, write: boolean): number {
+    const bits = c.pt[i] ?? 0;
+    const addr = c.addr[i] ?? 0;
+    if ((bits & DPT_LOCAL) !== 0) {
+      if (write) this.mdevice.memory.write(addr, buf, off, PAGE_SIZE);
+      else this.mdevice.memory.readInto(addr, buf, off, PAGE_SIZE);
+      return 0;
+    }
+    try {
+      if (write) this.dev.dmaWrite(addr, buf, off, PAGE_SIZE);
+      else this.dev.dmaReadInto(addr, buf, off, PAGE_SIZE);
+    } catch (e) {
+      if (!(e instanceof DmaFaultError)) throw e;
+      this.stats.dmaFaults++;
+      return -Errno.EFAULT;
+    }
+    return 0;
+  }
+
+  /** dmirror_do_read / dmirror_do_write: copy until a page is not mapped (with the needed bit). */
+  #doCopy(addr: number, npages: number, buf: Uint8Array, from: number, write: boolean): { ret: number; done: number } {
+    const need = write ? DPT_WRITE : DPT_READ;
+    for (let p = from; p < npages; p++) {
+      const a = addr + p * PAGE_SIZE;
+      const base = a - (a % CHUNK_BYTES);
+      const c = this.#chunks.get(base);
+      const i = (a - base) / PAGE_SIZE;
+      if (c === undefined || ((c.pt[i] ?? 0) & need) === 0) return { ret: -Errno.ENOENT, done: p };
+      const r = this.#access(c, i, buf, p * PAGE_SIZE, write);
+      if (r !== 0) return { ret: r, done: p };
+    }
+    return { ret: 0, done: npages };
+  }
+
+  #checkArgs(addr: number, npages: number): number {
+    if (this.#closed) return -Errno.EINVAL;
+    if (!Number.isSafeInteger(addr) || addr < 0 || addr % PAGE_SIZE !== 0) return -Errno.EINVAL;
+    if (!Number.isSafeInteger(npages) || npages <= 0 || !Number.isSafeInteger(addr + npages * PAGE_SIZE)) return -Errno.EINVAL;
+    return 0;
+  }
+
+  #rw(addr: number, npages: number, buf: Uint8Array, write: boolean): DmirrorCmd {
+    const cmd: DmirrorCmd = { ret: 0, cpages: 0, faults: 0, data: buf };
+    const end = addr + npages * PAGE_SIZE;
+    let done = 0;
+    // Bounded: each round either copies pages or faults them in.
+    for (let round = 0; round < 2 * npages + 8; round++) {
+      const r = this.#doCopy(addr, npages, buf, done, write);
+      done = r.done;
+      if (r.ret !== -Errno.ENOENT) {
+        cmd.ret = r.ret;
+        cmd.cpages = done;
+        return cmd;
+      }
+      const f = this.fault(addr + done * PAGE_SIZE, end, write);
+      if (f !== 0) {
+        cmd.ret = f;
+        cmd.cpages = done;
+        return cmd;
+      }
+      cmd.faults++;
+    }
+    cmd.ret = -Errno.EFAULT;
+    cmd.cpages = done;
+    return cmd;
+  }
+
+  /** HMM_DMIRROR_READ: read `npages` from `addr` through the mirror (faulting as needed). */
+  read(addr: number, npages: number): DmirrorCmd {
+    const bad = this.#checkArgs(addr, npages);
+    if (bad !== 0) return { ret: bad, cpages: 0, faults: 0, data: new Uint8Array(0) };
+    return this.#rw(addr, npages, new Uint8Array(npages * PAGE_SIZE), false);
+  }
+
+  /** HMM_DMIRROR_WRITE: write `data` (whole pages) at `addr` through the mirror. */
+  write(addr: number, data: Uint8Array): DmirrorCmd {
+    const npages = Math.floor(data.length / PAGE_SIZE);
+    const bad = data.length % PAGE_SIZE !== 0 ? -Errno.EINVAL : this.#checkArgs(addr, npages);
+    if (bad !== 0) return { ret: bad, cpages: 0, faults: 0, data };
+    return this.#rw(addr, npages, data, true);
+  }
+
+  /**
+   * HMM_DMIRROR_SNAPSHOT: the CPU page table state of each page as HMM reports it without
+   * faulting (`dmirror_mkentry`), one HMM_DMIRROR_PROT_* byte per page.
+   */
+  snapshot(addr: number, npages: number): DmirrorCmd {
+    const bad = this.#checkArgs(addr, npages);
+    const perm = new Uint8Array(bad === 0 ? npages : 0);
+    const cmd: DmirrorCmd = { ret: bad, cpages: 0, faults: 0, data: perm };
+    if (bad !== 0) return cmd;
+    const hmm = this.mdevice.hmm;
+    const sub = new MmuIntervalNotifier();
+    const r0 = mmuIntervalNotifierInsert(sub, this.mm, addr, npages * PAGE_SIZE, {
+      invalidate: (s, _r, seq) => {
+        mmuIntervalSetSeq(s, seq);
+        return true;
+      },
+    });
+    if (r0 !== 0) {
+      cmd.ret = r0;
+      return cmd;
+    }
+    const pfns = hmmPfnsAlloc(MIGRATE_BATCH);
+    const zero = this.mdevice.memory.zeroPagePhys;
+    for (let p = 0; p < npages && cmd.ret === 0; p += MIGRATE_BATCH) {
+      const n = Math.min(MIGRATE_BATCH, npages - p);
+      const range: HmmRange = {
+        notifier: sub,
+        notifierSeq: 0,
+        start: addr + p * PAGE_SIZE,
+        end: addr + (p + n) * PAGE_SIZE,
+        hmmPfns: pfns,
+        defaultFlags: 0,
+        pfnFlagsMask: 0,
+        devPrivateOwner: this.mdevice.owner,
+      };
+      let r = -Errno.EBUSY;
+      for (let attempt = 0; attempt < FAULT_RETRIES && r === -Errno.EBUSY; attempt++) {
+        pfns.fill(0);
+        range.notifierSeq = mmuIntervalReadBegin(sub);
+        r = hmm.hmmRangeFault(range);
+        if (r === 0 && mmuIntervalReadRetry(sub, range.notifierSeq)) r = -Errno.EBUSY;
+      }
+      if (r !== 0) {
+        cmd.ret = r;
+        break;
+      }
+      for (let i = 0; i < n; i++) perm[p + i] = this.#mkentry(pfns, i, zero);
+      cmd.cpages += n;
+    }
+    mmuIntervalNotifierRemove(sub);
+    return cmd;
+  }
+
+  /** `dmirror_mkentry`. */
+  #mkentry(pfns: Uint32Array, i: number, zeroPhys: number): number {
+    const hi = pfns[2 * i + 1] ?? 0;
+    if ((hi & HMM_PFN_ERROR) !== 0) return HMM_DMIRROR_PROT_ERROR;
+    if ((hi & HMM_PFN_VALID) === 0) return HMM_DMIRROR_PROT_NONE;
+    const phys = hmmPfnToPhys(pfns, i);
+    let perm: number;
+    const pgmap = pagePgmap(this.mdevice.memory, phys);
+    if (pgmap !== undefined) perm = pgmap === this.mdevice.pagemap ? HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL : HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE;
+    else if (phys === zeroPhys) perm = HMM_DMIRROR_PROT_ZERO;
+    else perm = HMM_DMIRROR_PROT_NONE;
+    perm |= (hi & HMM_PFN_WRITE) !== 0 ? HMM_DMIRROR_PROT_WRITE : HMM_DMIRROR_PROT_READ;
+    const order = hmmPfnToMapOrder(pfns, i);
+    if (order === 9) perm |= HMM_DMIRROR_PROT_PMD;
+    else if (order === 18) perm |= HMM_DMIRROR_PROT_PUD;
+    return perm;
+  }
+
+  #migrate(addr: number, npages: number, toDevice: boolean): DmirrorCmd {
+    const bad = this.#checkArgs(addr, npages);
+    const cmd: DmirrorCmd = { ret: bad, cpages: 0, faults: 0, data: new Uint8Array(0) };
+    if (bad !== 0) return cmd;
+    if (this.mm.exited) {
+      cmd.ret = -Errno.EINVAL;
+      return cmd;
+    }
+    const end = addr + npages * PAGE_SIZE;
+    for (let a = addr; a < end; ) {
+      const vma = this.mm.findVma(a);
+      if (vma === undefined || (vma.prot & PROT_READ) === 0) {
+        cmd.ret = -Errno.EINVAL;
+        return cmd;
+      }
+      const next = Math.min(end, a + MIGRATE_BATCH * PAGE_SIZE, vma.end);
+      const args = new MigrateVma(this.mm, vma, a, next, toDevice ? MIGRATE_VMA_SELECT_SYSTEM : MIGRATE_VMA_SELECT_DEVICE_PRIVATE, this.mdevice.owner);
+      const r = migrateVmaSetup(args);
+      if (r !== 0) {
+        cmd.ret = r;
+        return cmd;
+      }
+      if (toDevice) {
+        this.#allocAndCopyToDevice(args);
+        migrateVmaPages(args);
+        this.#finalizeAndMap(args);
+      } else {
+        this.mdevice.allocAndCopyToSystem(args);
+        migrateVmaPages(args);
+      }
+      migrateVmaFinalize(args);
+      for (let i = 0; i < args.npages; i++) {
+        const s = migratePfnFlags(args.src[i] ?? 0);
+        if ((s & MIGRATE_PFN_MIGRATE) !== 0 && (migratePfnFlags(args.dst[i] ?? 0) & MIGRATE_PFN_VALID) !== 0) {
+          if (toDevice) this.stats.migratedToDevice++;
+          else {
+            this.stats.migratedToSystem++;
+            cmd.cpages++;
+          }
+        }
+      }
+      a = next;
+    }
+    if (toDevice) {
+      // test_hmm: return the migrated data through the mirror (only pages in device memory).
+      const buf = new Uint8Array(npages * PAGE_SIZE);
+      const r = this.#doCopy(addr, npages, buf, 0, false);
+      cmd.ret = r.ret;
+      cmd.cpages = r.done;
+      cmd.data = buf;
+    }
+    return cmd;
+  }
+
+  /** `dmirror_migrate_alloc_and_copy`: device pages for every collected entry, data copied by DMA. */
+  #allocAndCopyToDevice(args: MigrateVma): void {
+    const md = this.mdevice;
+    const writableVma = args.vma !== undefined && (args.vma.prot & PROT_WRITE) !== 0;
+    for (let i = 0; i < args.npages; i++) {
+      const src = args.src[i] ?? 0;
+      const sf = migratePfnFlags(src);
+      if ((sf & MIGRATE_PFN_MIGRATE) === 0) continue;
+      const dpage = md.pagemap.allocPage();
+      if (dpage === 0) continue;
+      const spfn = migratePfnToPfn(src);
+      if (spfn >= 0 && md.copyToDevice(spfn * PAGE_SIZE, dpage) !== 0) {
+        this.mdevice.memory.pagePut(dpage);
+        continue;
+      }
+      md.recordRmap(dpage, this.mm, args.start + i * PAGE_SIZE);
+      const w = (sf & MIGRATE_PFN_WRITE) !== 0 || (spfn < 0 && writableVma) ? MIGRATE_PFN_WRITE : 0;
+      args.dst[i] = migratePfn(dpage / PAGE_SIZE) + w;
+    }
+  }
+
+  /** `dmirror_migrate_finalize_and_map`: map the new device pages in the device page table. */
+  #finalizeAndMap(args: MigrateVma): void {
+    for (let i = 0; i < args.npages; i++) {
+      const src = args.src[i] ?? 0;
+      const dst = args.dst[i] ?? 0;
+      if ((migratePfnFlags(src) & MIGRATE_PFN_MIGRATE) === 0) continue;
+      const dpfn = migratePfnToPfn(dst);
+      if (dpfn < 0) continue;
+      const a = args.start + i * PAGE_SIZE;
+      const base = a - (a % CHUNK_BYTES);
+      const c = this.#chunk(base, true);
+      if (typeof c !== 'object') continue;
+      const idx = (a - base) / PAGE_SIZE;
+      // The collect step invalidated this range, so the old entry is already gone.
+      if (c.pt[idx] === 0) c.live++;
+      c.pt[idx] = DPT_READ | DPT_LOCAL | ((migratePfnFlags(dst) & MIGRATE_PFN_WRITE) !== 0 ? DPT_WRITE : 0);
+      c.addr[idx] = dpfn * PAGE_SIZE;
+    }
+  }
+
+  /** HMM_DMIRROR_MIGRATE_TO_DEV: migrate system pages of [addr, +npages) into device memory. */
+  migrateToDevice(addr: number, npages: number): DmirrorCmd {
+    return this.#migrate(addr, npages, true);
+  }
+
+  /** HMM_DMIRROR_MIGRATE_TO_SYS: migrate our device pages of [addr, +npages) back to RAM. */
+  migrateToSystem(addr: number, npages: number): DmirrorCmd {
+    return this.#migrate(addr, npages, false);
+  }
+
+  /**
+   * The device page-table entry for `addr`: undefined if not mapped, else the DMA (or local)
+   * address, the permissions, and the PFN word flags of the HMM map.
+   */
+  lookup(addr: number): { addr: number; write: boolean; local: boolean; dmaMapped: boolean } | undefined {
+    const base = addr - (addr % CHUNK_BYTES);
+    const c = this.#chunks.get(base);
+    if (c === undefined) return undefined;
+    const i = Math.floor((addr - base) / PAGE_SIZE);
+    const bits = c.pt[i] ?? 0;
+    if (bits === 0) return undefined;
+    const hi = c.map.pfnList[2 * i + 1] ?? 0;
+    return { addr: (c.addr[i] ?? 0) + (addr % PAGE_SIZE), write: (bits & DPT_WRITE) !== 0, local: (bits & DPT_LOCAL) !== 0, dmaMapped: (hi & HMM_PFN_DMA_MAPPED) !== 0 };
+  }
+
+  /**
+   * Check the mirror against the CPU page table: every device PTE points at the page the CPU maps
+   * there (never at a page the CPU already unmapped), write only where the CPU allows it, and
+   * HMM_PFN_DMA_MAPPED is set exactly on the system pages the device maps. Returns violations.
+   */
+  checkInvariants(): string[] {
+    const out: string[] = [];
+    const mm = this.mm;
+    for (const c of this.#chunks.values()) {
+      const pfns = c.map.pfnList;
+      for (let i = 0; i < DMIRROR_CHUNK_PAGES; i++) {
+        const a = c.base + i * PAGE_SIZE;
+        const bits = c.pt[i] ?? 0;
+        const hi = pfns[2 * i + 1] ?? 0;
+        const dmaMapped = (hi & HMM_PFN_DMA_MAPPED) !== 0;
+        if (bits === 0) {
+          if (dmaMapped) out.push(`0x${a.toString(16)}: DMA_MAPPED without a device PTE`);
+          continue;
+        }
+        const f = mm.pteFlags(a);
+        const cpuPfn = mm.walkPte(a);
+        const wantPfn = (bits & DPT_LOCAL) !== 0 ? (c.addr[i] ?? 0) / PAGE_SIZE : hmmPfnToPhys(pfns, i) / PAGE_SIZE;
+        if ((bits & DPT_LOCAL) !== 0) {
+          if ((f & PTE_DEVICE_PRIVATE) === 0 || cpuPfn !== wantPfn) out.push(`0x${a.toString(16)}: device-local PTE but the CPU maps something else`);
+          if (dmaMapped) out.push(`0x${a.toString(16)}: device-local page is DMA_MAPPED`);
+        } else {
+          if ((f & PTE_PRESENT) === 0 || cpuPfn !== wantPfn) out.push(`0x${a.toString(16)}: device maps pfn 0x${wantPfn.toString(16)} the CPU no longer maps`);
+          if (!dmaMapped) out.push(`0x${a.toString(16)}: device PTE without DMA_MAPPED`);
+        }
+        if ((bits & DPT_WRITE) !== 0 && (f & PTE_WRITE) === 0) out.push(`0x${a.toString(16)}: device writable, CPU read-only`);
+      }
+    }
+    return out;
+  }
+
+  /** Close the mirror (file release): unmap everything, remove the notifiers, free the maps. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const c of this.#chunks.values()) {
+      this.#zap(c, c.base, c.base + CHUNK_BYTES);
+      mmuIntervalNotifierRemove(c);
+      this.mdevice.hmm.hmmDmaMapFree(this.dev, c.map);
+    }
+    this.#chunks.clear();
+    this.mdevice.mirrors.delete(this);
+  }
+}
+
+function anyDmaMapped(c: DmirrorChunk, start: number, end: number): boolean {
+  const pfns = c.map.pfnList;
+  for (let a = start; a < end; a += PAGE_SIZE) {
+    const i = (a - c.base) / PAGE_SIZE;
+    if (((pfns[2 * i + 1] ?? 0) & HMM_PFN_DMA_MAPPED) !== 0) return true;
+  }
+  return false;
+}

@@ -1,0 +1,428 @@
+// Ports of tools/testing/selftests/mm/hmm-tests.c against the dmirror device (lib/test_hmm.c).
+import { describe, expect, it } from 'vitest';
+import {
+  Errno,
+  MAP_ANONYMOUS,
+  MAP_HUGETLB,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  PAGE_SIZE,
+  PROT_NONE,
+  PROT_READ,
+  PROT_WRITE,
+  SZ_2M,
+  VM_PFNMAP,
+} from '@dmakit/dma-core';
+import type { Process } from '@dmakit/dma-core';
+import {
+  HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL,
+  HMM_DMIRROR_PROT_ERROR,
+  HMM_DMIRROR_PROT_NONE,
+  HMM_DMIRROR_PROT_PMD,
+  HMM_DMIRROR_PROT_READ,
+  HMM_DMIRROR_PROT_WRITE,
+  HMM_DMIRROR_PROT_ZERO,
+} from '@dmakit/hmm';
+import { addDmirror, mmapAnon, pattern, sameBytes, setup } from './fixture.testutil.js';
+
+function leakFree(f: ReturnType<typeof setup>): void {
+  f.mirror.close();
+  f.proc.exit();
+  expect(f.machine.dmaDebug.entries).toBe(0);
+  expect(f.mdev.devicePagesInUse).toBe(0);
+}
+
+describe('hmm-tests (dmirror)', () => {
+  it('open_close', () => {
+    const f = setup();
+    expect(f.mirror.chunkCount).toBe(0);
+    leakFree(f);
+  });
+
+  it('anon_read: the device reads what the CPU wrote, with one fault', () => {
+    const f = setup();
+    const npages = 100;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages);
+    f.proc.mm.write(addr, data);
+    const r = f.mirror.read(addr, npages);
+    expect(r.ret).toBe(0);
+    expect(r.cpages).toBe(npages);
+    expect(r.faults).toBe(1);
+    expect(sameBytes(r.data, data)).toBe(true);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('anon_read_prot: PROT_NONE faults with -EFAULT, a read-only mapping refuses writes with -EPERM', () => {
+    // Every page is the zero page: dma-debug flags the overlapping bidirectional mappings (as the
+    // kernel's cacheline tracking would), so run it in 'warn' mode and check that is all it saw.
+    const f = setup({ dmaDebug: 'warn' });
+    const npages = 16;
+    const addr = mmapAnon(f.proc, npages, PROT_NONE);
+    expect(f.mirror.read(addr, npages).ret).toBe(-Errno.EFAULT);
+    expect(f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ)).toBe(0);
+    const r = f.mirror.read(addr, npages);
+    expect(r.ret).toBe(0);
+    expect(r.data.every((b) => b === 0)).toBe(true); // the zero page
+    expect(f.mirror.write(addr, pattern(npages)).ret).toBe(-Errno.EPERM);
+    expect(f.machine.dmaDebug.reports.filter((r) => !r.rule.startsWith('cacheline-overlap')).map((r) => r.message)).toEqual([]);
+    leakFree(f);
+  });
+
+  it('anon_write: the device writes and the CPU sees it', () => {
+    const f = setup();
+    const npages = 64;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 7);
+    const r = f.mirror.write(addr, data);
+    expect(r.ret).toBe(0);
+    expect(r.cpages).toBe(npages);
+    expect(r.faults).toBe(1);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    leakFree(f);
+  });
+
+  it('anon_write_prot: read-only mirror, then write after mprotect', () => {
+    const f = setup({ dmaDebug: 'warn' }); // zero pages mapped several times (see anon_read_prot)
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages, PROT_READ);
+    const r = f.mirror.read(addr, npages);
+    expect(r.ret).toBe(0);
+    expect(r.faults).toBe(1);
+    const data = pattern(npages);
+    expect(f.mirror.write(addr, data).ret).toBe(-Errno.EPERM);
+    expect(f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ | PROT_WRITE)).toBe(0);
+    const w = f.mirror.write(addr, data);
+    expect(w.ret).toBe(0);
+    expect(w.faults).toBe(1);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    expect(f.machine.dmaDebug.reports.filter((r) => !r.rule.startsWith('cacheline-overlap')).map((r) => r.message)).toEqual([]);
+    leakFree(f);
+  });
+
+  it('anon_write_child: a forked child writes through its own mirror, the parent is unchanged', () => {
+    const f = setup();
+    const npages = 32;
+    const addr = mmapAnon(f.proc, npages);
+    const neg = pattern(npages, -1);
+    f.proc.mm.write(addr, neg);
+    // The parent mirrors the buffer too (its device PTEs must be write-protected by fork).
+    expect(f.mirror.write(addr, neg).ret).toBe(0);
+    const child = f.proc.fork() as Process;
+    expect(typeof child).toBe('object');
+    expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), neg)).toBe(true);
+    const childMirror = f.mdev.open(child.mm);
+    expect(sameBytes(childMirror.read(addr, npages).data, neg)).toBe(true);
+    const pos = pattern(npages, 1);
+    const r = childMirror.write(addr, pos);
+    expect(r.ret).toBe(0);
+    expect(r.cpages).toBe(npages);
+    expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), pos)).toBe(true);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), neg)).toBe(true);
+    expect(sameBytes(f.mirror.read(addr, npages).data, neg)).toBe(true);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    expect(childMirror.checkInvariants()).toEqual([]);
+    childMirror.close();
+    child.exit();
+    leakFree(f);
+  });
+
+  it('anon_write_child_shared: MAP_SHARED pages are shared with the child', () => {
+    const f = setup();
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    f.proc.mm.write(addr, pattern(npages, -1));
+    const child = f.proc.fork() as Process;
+    const cm = f.mdev.open(child.mm);
+    const pos = pattern(npages, 1);
+    expect(cm.write(addr, pos).ret).toBe(0);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pos)).toBe(true);
+    cm.close();
+    child.exit();
+    leakFree(f);
+  });
+
+  it('anon_write_hugetlbfs: 2 MiB pages are mirrored with their order', () => {
+    const f = setup();
+    const npages = 1024;
+    const addr = mmapAnon(f.proc, npages, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB);
+    const data = pattern(npages, 1, 3);
+    const w = f.mirror.write(addr, data);
+    expect(w.ret).toBe(0);
+    expect(w.cpages).toBe(npages);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    const s = f.mirror.snapshot(addr, npages);
+    expect(s.ret).toBe(0);
+    expect(s.data.every((p) => p === (HMM_DMIRROR_PROT_WRITE | HMM_DMIRROR_PROT_PMD))).toBe(true);
+    leakFree(f);
+  });
+
+  it('snapshot: the flag table for none, hole, zero, read-only, writable, device-private and untouched pages', () => {
+    const f = setup();
+    const mm = f.proc.mm;
+    const addr = mmapAnon(f.proc, 7, PROT_NONE);
+    expect(mm.munmap(addr + PAGE_SIZE, PAGE_SIZE)).toBe(0);
+    expect(mm.mprotect(addr + 2 * PAGE_SIZE, PAGE_SIZE, PROT_READ)).toBe(0);
+    expect(sameBytes(mm.read(addr + 2 * PAGE_SIZE, 4), new Uint8Array(4))).toBe(true); // zero page
+    expect(mm.mprotect(addr + 3 * PAGE_SIZE, PAGE_SIZE, PROT_READ | PROT_WRITE)).toBe(0);
+    mm.write(addr + 3 * PAGE_SIZE, new Uint8Array([3]));
+    expect(mm.mprotect(addr + 3 * PAGE_SIZE, PAGE_SIZE, PROT_READ)).toBe(0);
+    expect(mm.mprotect(addr + 4 * PAGE_SIZE, 3 * PAGE_SIZE, PROT_READ | PROT_WRITE)).toBe(0);
+    mm.write(addr + 4 * PAGE_SIZE, new Uint8Array([4]));
+    mm.write(addr + 5 * PAGE_SIZE, new Uint8Array([5]));
+    const m = f.mirror.migrateToDevice(addr + 5 * PAGE_SIZE, 1);
+    expect(m.ret).toBe(0);
+    expect(m.cpages).toBe(1);
+    const s = f.mirror.snapshot(addr, 7);
+    expect(s.ret).toBe(0);
+    expect([...s.data]).toEqual([
+      HMM_DMIRROR_PROT_ERROR,
+      HMM_DMIRROR_PROT_ERROR,
+      HMM_DMIRROR_PROT_ZERO | HMM_DMIRROR_PROT_READ,
+      HMM_DMIRROR_PROT_READ,
+      HMM_DMIRROR_PROT_WRITE,
+      HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE,
+      HMM_DMIRROR_PROT_NONE,
+    ]);
+    leakFree(f);
+  });
+
+  it('migrate: to device memory and back, bytes intact', () => {
+    const f = setup();
+    const npages = 64;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 11);
+    f.proc.mm.write(addr, data);
+    const m = f.mirror.migrateToDevice(addr, npages);
+    expect(m.ret).toBe(0);
+    expect(m.cpages).toBe(npages);
+    expect(sameBytes(m.data, data)).toBe(true);
+    expect(f.mdev.devicePagesInUse).toBe(npages);
+    expect(f.mdev.copies.toDevice).toBe(npages);
+    const s = f.mirror.snapshot(addr, npages);
+    expect(s.data.every((p) => p === (HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE))).toBe(true);
+    const back = f.mirror.migrateToSystem(addr, npages);
+    expect(back.ret).toBe(0);
+    expect(back.cpages).toBe(npages);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    expect(f.mdev.devicePagesInUse).toBe(0);
+    leakFree(f);
+  });
+
+  it('migrate_fault: CPU access migrates device pages back (migrate_to_ram), then again to the device', () => {
+    const f = setup();
+    const npages = 16;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 5);
+    f.proc.mm.write(addr, data);
+    expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    expect(f.mirror.stats.devmemFaults).toBe(npages);
+    expect(f.mdev.devicePagesInUse).toBe(0);
+    const again = f.mirror.migrateToDevice(addr, npages);
+    expect(again.ret).toBe(0);
+    expect(sameBytes(again.data, data)).toBe(true);
+    // A CPU write goes to RAM after migrate_to_ram and the device sees it.
+    f.proc.mm.write(addr + 3 * PAGE_SIZE, new Uint8Array([0xab]));
+    const r = f.mirror.read(addr + 3 * PAGE_SIZE, 1);
+    expect(r.data[0]).toBe(0xab);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('migrate_shared: shared anonymous memory is not migrated (-ENOENT)', () => {
+    const f = setup();
+    const addr = mmapAnon(f.proc, 4, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    f.proc.mm.write(addr, pattern(4));
+    expect(f.mirror.migrateToDevice(addr, 4).ret).toBe(-Errno.ENOENT);
+    leakFree(f);
+  });
+
+  it('migrate of untouched memory allocates zeroed device pages', () => {
+    const f = setup();
+    const addr = mmapAnon(f.proc, 8);
+    const m = f.mirror.migrateToDevice(addr, 8);
+    expect(m.ret).toBe(0);
+    expect(m.cpages).toBe(8);
+    expect(m.data.every((b) => b === 0)).toBe(true);
+    f.proc.mm.write(addr, new Uint8Array([1, 2, 3]));
+    expect(sameBytes(f.proc.mm.read(addr, 3), new Uint8Array([1, 2, 3]))).toBe(true);
+    leakFree(f);
+  });
+
+  it('migrate_multiple: repeated migrations do not leak device pages', () => {
+    const f = setup();
+    const npages = 32;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 9);
+    f.proc.mm.write(addr, data);
+    for (let i = 0; i < 8; i++) {
+      expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
+      expect(f.mirror.migrateToSystem(addr, npages).cpages).toBe(npages);
+    }
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    leakFree(f);
+  });
+
+  it('another device\'s private pages are faulted back; the owner sees them as local', () => {
+    const f = setup();
+    const other = addDmirror(f.machine, 'dmirror1');
+    const om = other.open(f.proc.mm);
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 2);
+    f.proc.mm.write(addr, data);
+    expect(om.migrateToDevice(addr, npages).cpages).toBe(npages);
+    // Snapshot from the first device: no fault, other owner → not valid.
+    expect([...f.mirror.snapshot(addr, npages).data].every((p) => p === HMM_DMIRROR_PROT_NONE)).toBe(true);
+    const r = f.mirror.read(addr, npages);
+    expect(r.ret).toBe(0);
+    expect(sameBytes(r.data, data)).toBe(true);
+    expect(om.stats.devmemFaults).toBe(npages);
+    expect(other.devicePagesInUse).toBe(0);
+    om.close();
+    leakFree(f);
+  });
+
+  it('partial munmap: the device PTEs of the unmapped pages are zapped, faults there fail', () => {
+    const f = setup();
+    const npages = 16;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages);
+    f.proc.mm.write(addr, data);
+    expect(f.mirror.read(addr, npages).ret).toBe(0);
+    expect(f.mirror.mappedPages).toBe(npages);
+    expect(f.proc.mm.munmap(addr + 4 * PAGE_SIZE, 4 * PAGE_SIZE)).toBe(0);
+    expect(f.mirror.mappedPages).toBe(npages - 4);
+    expect(f.mirror.lookup(addr + 5 * PAGE_SIZE)).toBeUndefined();
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    const r = f.mirror.read(addr, npages);
+    expect(r.ret).toBe(-Errno.EFAULT);
+    expect(r.cpages).toBe(4);
+    expect(sameBytes(r.data.subarray(0, 4 * PAGE_SIZE), data.subarray(0, 4 * PAGE_SIZE))).toBe(true);
+    expect(sameBytes(f.mirror.read(addr + 8 * PAGE_SIZE, 8).data, data.subarray(8 * PAGE_SIZE))).toBe(true);
+    leakFree(f);
+  });
+
+  it('mremap-like move (munmap + MAP_FIXED remap elsewhere): the old mirror entries are gone, the new range faults in', () => {
+    const f = setup();
+    const mm = f.proc.mm;
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 4);
+    mm.write(addr, data);
+    expect(f.mirror.read(addr, npages).ret).toBe(0);
+    const naddr = mmapAnon(f.proc, npages);
+    mm.write(naddr, mm.read(addr, npages * PAGE_SIZE));
+    expect(mm.munmap(addr, npages * PAGE_SIZE)).toBe(0);
+    expect(f.mirror.read(addr, npages).ret).toBe(-Errno.EFAULT);
+    expect(sameBytes(f.mirror.read(naddr, npages).data, data)).toBe(true);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('VM_PFNMAP mappings: -EFAULT when faulting, ERROR in a snapshot', () => {
+    const f = setup();
+    const addr = mmapAnon(f.proc, 4);
+    const vma = f.proc.mm.findVma(addr);
+    if (vma === undefined) throw new Error('no vma');
+    vma.vmFlags |= VM_PFNMAP;
+    expect(f.mirror.read(addr, 4).ret).toBe(-Errno.EFAULT);
+    expect([...f.mirror.snapshot(addr, 4).data]).toEqual([HMM_DMIRROR_PROT_ERROR, HMM_DMIRROR_PROT_ERROR, HMM_DMIRROR_PROT_ERROR, HMM_DMIRROR_PROT_ERROR]);
+    expect(f.mirror.migrateToDevice(addr, 4).ret).toBe(-Errno.EINVAL);
+    leakFree(f);
+  });
+
+  it('hmm_dma_map_alloc refuses a device that needs syncs (-EOPNOTSUPP)', () => {
+    const f = setup({ coherent: false });
+    const addr = mmapAnon(f.proc, 2);
+    expect(f.mirror.read(addr, 2).ret).toBe(-Errno.EOPNOTSUPP);
+    leakFree(f);
+  });
+
+  it('race: an invalidation between hmm_range_fault and the driver lock forces a retry', () => {
+    const f = setup();
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages);
+    f.proc.mm.write(addr, data);
+    let fired = 0;
+    f.mirror.afterRangeFault = () => {
+      if (fired++ === 0) {
+        // The CPU write-protects and re-enables the range: PROTECTION_VMA invalidation.
+        f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ);
+        f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ | PROT_WRITE);
+      }
+    };
+    const r = f.mirror.write(addr, pattern(npages, 1, 100));
+    expect(r.ret).toBe(0);
+    expect(f.mirror.stats.readRetries).toBe(1);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pattern(npages, 1, 100))).toBe(true);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    f.mirror.afterRangeFault = undefined;
+    leakFree(f);
+  });
+
+  it('race: munmap between hmm_range_fault and the lock: the device never maps the unmapped page', () => {
+    const f = setup();
+    const npages = 4;
+    const addr = mmapAnon(f.proc, npages);
+    f.proc.mm.write(addr, pattern(npages));
+    f.mirror.afterRangeFault = (_m, range) => {
+      if (range.start === addr) f.proc.mm.munmap(addr + PAGE_SIZE, PAGE_SIZE);
+    };
+    const r = f.mirror.read(addr, npages);
+    expect(r.ret).toBe(-Errno.EFAULT);
+    expect(f.mirror.lookup(addr + PAGE_SIZE)).toBeUndefined();
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    f.mirror.afterRangeFault = undefined;
+    leakFree(f);
+  });
+
+  it('fork with device-private pages: the child copies on CPU access, the parent keeps its device pages', () => {
+    const f = setup();
+    const npages = 4;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 21);
+    f.proc.mm.write(addr, data);
+    expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
+    const child = f.proc.fork() as Process;
+    expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    expect(f.mirror.snapshot(addr, npages).data[0]).toBe(HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_READ);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    child.exit();
+    leakFree(f);
+  });
+
+  it('anon_teardown: process exit while mirrored (MMU_NOTIFY_RELEASE) tears everything down', () => {
+    const f = setup();
+    for (let round = 0; round < 4; round++) {
+      const proc = f.machine.createProcess();
+      const m = f.mdev.open(proc.mm);
+      const addr = mmapAnon(proc, 64);
+      proc.mm.write(addr, pattern(64, 1, round));
+      expect(m.read(addr, 64).ret).toBe(0);
+      expect(m.migrateToDevice(addr, 16).cpages).toBe(16);
+      // Interleave on the scheduler: the exit lands between two device reads.
+      f.machine.schedule(10, () => { proc.exit(); });
+      f.machine.schedule(5, () => { expect(m.read(addr, 64).ret).toBe(0); });
+      f.machine.schedule(20, () => { expect(m.read(addr, 64).ret).toBe(-Errno.EFAULT); });
+      f.machine.advance(100);
+      expect(m.mappedPages).toBe(0);
+      m.close();
+    }
+    leakFree(f);
+  });
+
+  it('bad input: unaligned addresses, zero pages, and a closed mirror give -EINVAL', () => {
+    const f = setup();
+    expect(f.mirror.read(123, 1).ret).toBe(-Errno.EINVAL);
+    expect(f.mirror.read(0x10000, 0).ret).toBe(-Errno.EINVAL);
+    expect(f.mirror.write(0x10000, new Uint8Array(10)).ret).toBe(-Errno.EINVAL);
+    expect(f.mirror.read(SZ_2M, 1).ret).toBe(-Errno.EFAULT); // nothing mapped there
+    f.mirror.close();
+    expect(f.mirror.read(0x10000, 1).ret).toBe(-Errno.EINVAL);
+    f.proc.exit();
+  });
+});

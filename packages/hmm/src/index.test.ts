@@ -1,8 +1,0 @@
-import { describe, expect, it } from 'vitest';
-import * as pkg from '@dmakit/hmm';
-
-describe('@dmakit/hmm', () => {
-  it('says plainly that it is not implemented yet', () => {
-    expect(pkg.NOT_IMPLEMENTED).toBe(true);
-  });
-});
