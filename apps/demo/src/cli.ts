@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { createMachine, SZ_1G } from '@dmakit/dma-core';
 import { formatDirect } from './format.js';
 import { runDirectStack } from './stacks/direct.js';
+import { NVME_CLI_OPTIONS, NVME_HELP, runNvmeCli } from './stacks/nvmeCli.js';
 import { recordTrace } from './traceFile.js';
 
 const HELP = `dmakit demo: run a simulated DMA stack and verify every byte.
@@ -18,7 +19,7 @@ Stacks:
   direct        A device without an IOMMU: streaming DMA, swiotlb bouncing for a 32-bit
                 device above 4 GiB, a coherent buffer, and the two-step IOVA API's fallback.
                 (default)
-
+${NVME_HELP}
 Options:
   --json              Print the result as JSON instead of a table.
   --trace FILE        Write a Chrome trace (JSON; open it in https://ui.perfetto.dev).
@@ -43,6 +44,7 @@ function main(argv: string[]): number {
         verify: { type: 'boolean', default: false },
         iommu: { type: 'string', default: 'off' },
         help: { type: 'boolean', short: 'h', default: false },
+        ...NVME_CLI_OPTIONS,
       },
     });
   } catch (err) {
@@ -77,6 +79,8 @@ function main(argv: string[]): number {
       process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatDirect(result));
       return result.verified ? 0 : 1;
     }
+    case 'nvme':
+      return runNvmeCli(values, seed, iommu);
     default:
       process.stderr.write(`unknown stack "${stack}"\n\n${HELP}`);
       return 2;
