@@ -1,4 +1,5 @@
 /** `pnpm bench`: runs every suite, writes tools/bench/results/*.json + *.md, prints the summary. */
+import { runBlkRqDmaBenches } from './blkRqDma.bench.js';
 import { runDmaCoreBenches } from './dmaCore.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
@@ -8,6 +9,7 @@ const only = process.argv.slice(2);
 const suites: [string, () => SuiteResult[]][] = [
   ['dma-core', runDmaCoreBenches],
   ['iommu-dma', runIommuDmaBenches],
+  ['block-rq-dma', runBlkRqDmaBenches],
 ];
 
 const mds: string[] = [];
