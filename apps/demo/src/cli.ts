@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { createMachine, SZ_1G } from '@dmakit/dma-core';
 import { formatDirect } from './format.js';
 import { runDirectStack } from './stacks/direct.js';
+import { formatDmabufP2p, runDmabufP2pStack } from './stacks/dmabufP2p.js';
 import { NVME_CLI_OPTIONS, NVME_HELP, runNvmeCli } from './stacks/nvmeCli.js';
 import { recordTrace } from './traceFile.js';
 
@@ -20,6 +21,10 @@ Stacks:
                 device above 4 GiB, a coherent buffer, and the two-step IOVA API's fallback.
                 (default)
 ${NVME_HELP}
+  dmabuf-p2p    GPU memory shared through dma-buf: an NVMe drive writes it peer-to-peer (bus
+                addresses), an RDMA NIC reads it through the host bridge (IOVA + MMIO), the GPU
+                evicts and restores it under traffic, a VFIO BAR export is revoked and restored,
+                and a host bridge off the P2P allow-list is refused. IOMMU strict by default.
 Options:
   --json              Print the result as JSON instead of a table.
   --trace FILE        Write a Chrome trace (JSON; open it in https://ui.perfetto.dev).
@@ -77,6 +82,19 @@ function main(argv: string[]): number {
         if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
       }
       process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatDirect(result));
+      return result.verified ? 0 : 1;
+    }
+    case 'dmabuf-p2p': {
+      // The IOVA-with-MMIO path needs an IOMMU: strict unless --iommu was given.
+      const mode = argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')) ? iommu : 'strict';
+      const machine = createMachine({ ramBytes: SZ_1G, seed, dmaDebug: 'warn' });
+      const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
+      const result = runDmabufP2pStack({ machine, iommu: mode });
+      if (stopTrace !== undefined && values.trace !== undefined) {
+        const n = stopTrace(values.trace, writeFileSync);
+        if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
+      }
+      process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatDmabufP2p(result));
       return result.verified ? 0 : 1;
     }
     case 'nvme':
