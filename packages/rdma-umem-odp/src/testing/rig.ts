@@ -83,7 +83,7 @@ export function pattern(seed: number, len: number): Uint8Array {
 
 /** dma-debug reports other than cacheline overlap (see createRig). */
 export function debugReports(rig: OdpRig): string[] {
-  return rig.machine.dmaDebug.reports.filter((r) => r.rule !== 'cacheline-overlap').map((r) => `${r.rule}: ${r.message}`);
+  return rig.machine.dmaDebug.reports.filter((r) => !r.rule.startsWith('cacheline-overlap')).map((r) => `${r.rule}: ${r.message}`);
 }
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
