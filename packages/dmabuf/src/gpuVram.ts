@@ -73,6 +73,8 @@ export interface GpuVramStats {
   /** Frees that had to wait for an importer to unmap a stale mapping. */
   deferredFrees: number;
   vramPagesUsed: number;
+  /** Copies or GPU accesses done by the CPU because the GPU could not map system memory. */
+  cpuFallbacks: number;
 }
 
 /** A GPU exporting buffers from its VRAM BAR (a PCI P2P provider). */
@@ -82,7 +84,7 @@ export class GpuVramExporter {
   readonly bar: PciBar;
   readonly provider: P2pdmaProvider;
   readonly copyBytesPerNs: number;
-  readonly stats: GpuVramStats = { evictions: 0, restores: 0, bytesCopied: 0, deferredFrees: 0, vramPagesUsed: 0 };
+  readonly stats: GpuVramStats = { evictions: 0, restores: 0, bytesCopied: 0, deferredFrees: 0, vramPagesUsed: 0, cpuFallbacks: 0 };
   readonly #used: Uint8Array;
   readonly #context = dmaFenceContextAlloc();
   #seqno = 0;
@@ -155,9 +157,12 @@ export class GpuVramExporter {
   gpuWrite(dmabuf: DmaBuf, offset: number, bytes: Uint8Array): number {
     return this.#gpuAccess(dmabuf, offset, bytes.length, (phys, at, n, local) => {
       if (local) this.machine.memory.write(phys, bytes, at, n);
-      else this.#dmaChunk(phys, n, DMA_FROM_DEVICE, (addr) => {
-        this.gpu.dmaWrite(addr, bytes, at, n);
-      });
+      else
+        this.#dmaChunk(phys, n, DMA_FROM_DEVICE, (addr) => {
+          this.gpu.dmaWrite(addr, bytes, at, n);
+        }, () => {
+          this.machine.memory.write(phys, bytes, at, n);
+        });
     });
   }
 
@@ -166,9 +171,12 @@ export class GpuVramExporter {
     const out = new Uint8Array(Math.max(0, len));
     const r = this.#gpuAccess(dmabuf, offset, len, (phys, at, n, local) => {
       if (local) this.machine.memory.readInto(phys, out, at, n);
-      else this.#dmaChunk(phys, n, DMA_TO_DEVICE, (addr) => {
-        this.gpu.dmaReadInto(addr, out, at, n);
-      });
+      else
+        this.#dmaChunk(phys, n, DMA_TO_DEVICE, (addr) => {
+          this.gpu.dmaReadInto(addr, out, at, n);
+        }, () => {
+          this.machine.memory.readInto(phys, out, at, n);
+        });
     });
     return r === 0 ? out : r;
   }
@@ -233,21 +241,35 @@ export class GpuVramExporter {
       const src = physAt(from, off);
       const dst = physAt(to, off);
       if (from.kind === 'vram') this.machine.memory.readInto(src, chunk, 0, PAGE_SIZE);
-      else this.#dmaChunk(src, PAGE_SIZE, DMA_TO_DEVICE, (addr) => {
-        this.gpu.dmaReadInto(addr, chunk, 0, PAGE_SIZE);
-      });
+      else
+        this.#dmaChunk(src, PAGE_SIZE, DMA_TO_DEVICE, (addr) => {
+          this.gpu.dmaReadInto(addr, chunk, 0, PAGE_SIZE);
+        }, () => {
+          this.machine.memory.readInto(src, chunk, 0, PAGE_SIZE);
+        });
       if (to.kind === 'vram') this.machine.memory.write(dst, chunk, 0, PAGE_SIZE);
-      else this.#dmaChunk(dst, PAGE_SIZE, DMA_FROM_DEVICE, (addr) => {
-        this.gpu.dmaWrite(addr, chunk, 0, PAGE_SIZE);
-      });
+      else
+        this.#dmaChunk(dst, PAGE_SIZE, DMA_FROM_DEVICE, (addr) => {
+          this.gpu.dmaWrite(addr, chunk, 0, PAGE_SIZE);
+        }, () => {
+          this.machine.memory.write(dst, chunk, 0, PAGE_SIZE);
+        });
     }
     this.stats.bytesCopied += size;
   }
 
-  /** Map one system chunk for the GPU, run the access, unmap. */
-  #dmaChunk(phys: number, len: number, dir: DmaDataDirection, fn: (addr: number) => void): void {
+  /**
+   * Map one system chunk for the GPU, run the access, unmap. If the mapping fails (IOVA space or
+   * page-table memory exhausted) the access is done by the CPU instead, as TTM falls back to
+   * ttm_bo_move_memcpy when the copy engine cannot be used; counted in `stats.cpuFallbacks`.
+   */
+  #dmaChunk(phys: number, len: number, dir: DmaDataDirection, fn: (addr: number) => void, cpu: () => void): void {
     const addr = dmaMapPhys(this.gpu, phys, len, dir, 0);
-    if (dmaMappingError(this.gpu, addr) !== 0) throw new RangeError(`gpu-vram: cannot map system memory for ${this.gpu.name}`);
+    if (dmaMappingError(this.gpu, addr) !== 0) {
+      this.stats.cpuFallbacks++;
+      cpu();
+      return;
+    }
     try {
       fn(addr);
     } finally {
