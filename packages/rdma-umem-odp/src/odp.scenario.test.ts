@@ -297,3 +297,96 @@ describe('bad input: the kernel error and the HCA completion error, nothing writ
     expect(ib.regUserMr(pd, buf, MSG, buf, RW)).toBe(-Errno.EOPNOTSUPP);
   });
 });
+
+describe('concurrent teardown', () => {
+  function setup(): { rig: OdpRig; src: number; dst: number; mrA: Mlx5IbMr; mrB: Mlx5IbMr; writes: number[] } {
+    const rig = createRig();
+    const src = mmapRw(rig.a.proc, MSG);
+    const dst = mmapRw(rig.b.proc, MSG);
+    rig.a.proc.mm.write(src, pattern(8, MSG));
+    const writes: number[] = [];
+    rig.b.ib.hca.onAccess = (_mk, va, _dma, _len, write) => {
+      if (write) writes.push(va);
+    };
+    return { rig, src, dst, writes, mrA: reg(rig, 'a', src, MSG), mrB: reg(rig, 'b', dst, MSG) };
+  }
+
+  it('deregistering the MR while its page fault is queued: the fault fails, the WQE errors, nothing is written or leaked', () => {
+    const { rig, src, dst, mrA, mrB, writes } = setup();
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+    // Run until the responder HCA raised its page fault, not until the driver handled it.
+    while (rig.b.ib.hca.stats.pageFaults === 0) rig.machine.advance(500);
+    expect(rig.b.ib.stats.pageFaults).toBe(0);
+    expect(rig.b.ib.deregMr(mrB)).toBe(0);
+    drain(rig);
+    expect(rig.a.cq.poll().map((w) => w.status)).toEqual([IbWcStatus.IB_WC_REM_ACCESS_ERR]);
+    expect(rig.b.ib.stats.pageFaultErrors).toBe(1);
+    expect(writes).toEqual([]);
+    expect(rig.b.ib.hca.mkeyCount).toBe(0);
+    rig.machine.unbindDevice(rig.b.ib.dmaDevice);
+    expect(debugReports(rig)).toEqual([]);
+  });
+
+  it('the process exits with traffic in flight: RELEASE zaps everything, later faults fail, no write after exit', () => {
+    const { rig, src, dst, mrA, mrB, writes } = setup();
+    for (let i = 0; i < 4; i++) {
+      rig.a.ib.postSend(rig.a.qp, { wrId: i, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG / 4, lkey: mrA.lkey }], remoteAddr: dst + (i * MSG) / 4, rkey: mrB.rkey });
+    }
+    while (rig.a.cq.depth === 0) rig.machine.advance(500);
+    const before = writes.length;
+    expect(before).toBeGreaterThan(0);
+    rig.b.proc.exit();
+    expect(mrB.umem.npages).toBe(0);
+    expect([...mrB.mkey.mtt].every((e) => e === 0)).toBe(true);
+    drain(rig);
+    const wcs = rig.a.cq.poll();
+    expect(wcs[0]?.status).toBe(IbWcStatus.IB_WC_SUCCESS);
+    expect(wcs.slice(1).some((w) => w.status === IbWcStatus.IB_WC_REM_ACCESS_ERR)).toBe(true);
+    expect(writes.length).toBe(before);
+    expect(rig.b.ib.deregMr(mrB)).toBe(0);
+    rig.machine.unbindDevice(rig.b.ib.dmaDevice);
+    expect(debugReports(rig)).toEqual([]);
+  });
+
+  it('munmap before a queued prefetch runs: the prefetch fails silently and maps nothing', () => {
+    const { rig, dst, mrB } = setup();
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, 0, [{ addr: dst, length: MSG, lkey: mrB.lkey }])).toBe(0);
+    expect(rig.b.proc.mm.munmap(dst, MSG)).toBe(0);
+    drain(rig);
+    expect(mrB.umem.npages).toBe(0);
+    expect([...mrB.mkey.mtt].every((e) => e === 0)).toBe(true);
+  });
+
+  it('destroying a QP flushes its queued work requests', () => {
+    const { rig, src, dst, mrA, mrB } = setup();
+    for (let i = 0; i < 3; i++) rig.a.ib.postSend(rig.a.qp, { wrId: i, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 64, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+    rig.a.ib.hca.destroyQp(rig.a.qp);
+    drain(rig);
+    expect(rig.a.cq.poll().map((w) => w.status)).toEqual([IbWcStatus.IB_WC_WR_FLUSH_ERR, IbWcStatus.IB_WC_WR_FLUSH_ERR, IbWcStatus.IB_WC_WR_FLUSH_ERR]);
+  });
+});
+
+describe('two-step vs legacy equivalence', () => {
+  it('same bytes and same MTT contents (dma-direct: DMA address = phys), different counters', () => {
+    const runOne = (legacy: boolean) => {
+      const rig = createRig({ legacy, seed: 3 });
+      const src = mmapRw(rig.a.proc, MSG);
+      const dst = mmapRw(rig.b.proc, MSG);
+      const mrA = reg(rig, 'a', src, MSG);
+      const mrB = reg(rig, 'b', dst, MSG);
+      const data = pattern(21, MSG);
+      rig.a.proc.mm.write(src, data);
+      rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+      drain(rig);
+      return { bytes: rig.b.proc.mm.read(dst, MSG), mtt: [...mrB.mkey.mtt], umem: { ...mrB.umem.stats }, hmm: { ...rig.hmm.stats } };
+    };
+    const a = runOne(false);
+    const b = runOne(true);
+    expect(bytesEqual(a.bytes, b.bytes)).toBe(true);
+    expect(a.mtt).toEqual(b.mtt);
+    expect(a.umem.legacyMaps).toBe(0);
+    expect(b.umem.legacyMaps).toBe(MSG / 4096);
+    expect(a.hmm.maps).toBe(2 * (MSG / 4096)); // hmm_dma_map_pfn on both HCAs
+    expect(b.hmm.maps).toBe(0);
+  });
+});
