@@ -46,7 +46,7 @@ export function formatNvme(r: NvmeStackResult): string {
     table(['per I/O', 'count'], perIo),
     '',
     `driver: ${h.singleSegment} single-segment, ${h.iovaCoalesced} IOVA-coalesced, ${h.prpCommands} PRP, ${h.sglCommands} SGL, ${h.legacySg} legacy sgtable; ${h.smallDescriptors} small + ${h.largeDescriptors} large descriptors; ${h.resets} resets, ${h.requeued} requeued, ${h.timeouts} timeouts, ${h.aborts} aborts`,
-    `after teardown: ${r.leaks.poolBlocks} pool blocks, ${r.leaks.mappings} mappings, ${r.leaks.dmaDebugReports} dma-debug reports, ${r.iommuFaults} IOMMU faults`,
+    `after teardown: ${r.leaks.poolBlocks} pool blocks, ${r.leaks.mappings} mappings, ${r.leaks.iovaRanges} IOVA ranges, ${r.leaks.dmaDebugReports} dma-debug reports, ${r.iommuFaults} IOMMU faults`,
     '',
   ].join('\n');
 }

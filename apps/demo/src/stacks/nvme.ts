@@ -106,7 +106,7 @@ export interface NvmeStackResult {
   readonly iommuStats: IommuStats | null;
   readonly iommuFaults: number;
   /** Leftovers after teardown: pool blocks, streaming mappings, IOVA states, dma-debug reports. */
-  readonly leaks: { readonly poolBlocks: number; readonly mappings: number; readonly dmaDebugReports: number };
+  readonly leaks: { readonly poolBlocks: number; readonly mappings: number; readonly iovaRanges: number; readonly dmaDebugReports: number };
   readonly simulatedNs: number;
   readonly log: readonly string[];
 }
@@ -394,6 +394,8 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
   host.remove();
   for (const s of slots) for (const p of s.pages) m.memory.freePages(p, 0);
   iommu?.flushQueues();
+  const after = iommu?.stats();
+  const iovaRanges = after === undefined ? 0 : after.iovaAllocs - after.iovaFrees;
   const mappings = m.dmaDebug.enabled ? m.dmaDebug.dumpMappings(dev).length : 0;
   m.unbindDevice(dev);
 
@@ -451,7 +453,7 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
     blk: bs2,
     iommuStats,
     iommuFaults: iommu?.faults.length ?? 0,
-    leaks: { poolBlocks: liveBlocks, mappings, dmaDebugReports: m.dmaDebug.reports.length },
+    leaks: { poolBlocks: liveBlocks, mappings, iovaRanges, dmaDebugReports: m.dmaDebug.reports.length },
     simulatedNs: m.clock.now(),
     log: host.log.slice(0, 20),
   };

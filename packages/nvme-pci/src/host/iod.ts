@@ -23,6 +23,12 @@ export class NvmeIod {
   nrDescriptors = 0;
   /** Bytes mapped and described so far; the unmap length (`total_len`). */
   totalLen = 0;
+  /**
+   * Bytes the block iterator mapped (sum of the segments it returned). Model addition: on a failure
+   * midway the unmap length is this, not `totalLen` (bytes described so far), because the IOVA path
+   * links the whole payload up front and must unlink all of it.
+   */
+  mappedLen = 0;
   /** `dma_state`: zero means per-segment mode. */
   readonly dmaState = new DmaIovaState();
   /** The block layer's iterator (a stack variable in the kernel, kept here to allocate nothing). */
@@ -64,6 +70,7 @@ export class NvmeIod {
     this.flags = 0;
     this.nrDescriptors = 0;
     this.totalLen = 0;
+    this.mappedLen = 0;
     this.nrDmaVecs = -1;
     this.dmaState.reset();
     this.sgIdx = 0;

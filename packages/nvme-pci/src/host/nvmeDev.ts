@@ -884,6 +884,7 @@ export class NvmeDev {
     if (this.#opts.mapping === 'sg') return this.#mapDataSg(iod, req, useSgl);
     const it = iod.iter;
     if (!this.blk.blkRqDmaMapIterStart(req, this.device, iod.dmaState, it)) return it.status === BlkStatus.OK ? BlkStatus.IOERR : it.status;
+    iod.mappedLen = it.len;
     const coalesced = this.blk.blkRqDmaMapCoalesce(iod.dmaState);
     if (coalesced) this.stats.iovaCoalesced++;
     if (this.#wantSgl(useSgl, req, coalesced ? 1 : nseg)) return this.#setupDataSgl(iod, req, coalesced);
@@ -971,7 +972,9 @@ export class NvmeDev {
       iod.sgIdx++;
       return true;
     }
-    return this.blk.blkRqDmaMapIterNext(req, this.device, iod.dmaState, iod.iter);
+    if (!this.blk.blkRqDmaMapIterNext(req, this.device, iod.dmaState, iod.iter)) return false;
+    iod.mappedLen += iod.iter.len;
+    return true;
   }
 
   /** `nvme_pci_prp_iter_next`: advance when the current segment is used up, recording it for unmap. */
@@ -1180,7 +1183,7 @@ export class NvmeDev {
     }
     if ((iod.flags & IOD_LEGACY_SG) !== 0) {
       if (iod.sgt !== null) dmaUnmapSgtable(dev, iod.sgt, dir, 0);
-    } else if (!this.blk.blkRqDmaUnmap(req, dev, iod.dmaState, iod.totalLen)) {
+    } else if (!this.blk.blkRqDmaUnmap(req, dev, iod.dmaState, Math.max(iod.totalLen, iod.mappedLen))) {
       if (((iod.cmd[SQE.FLAGS] ?? 0) & 0xc0) !== 0) this.#freeSgls(iod, dir);
       else this.#freePrps(iod, dir);
     }
