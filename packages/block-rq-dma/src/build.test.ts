@@ -13,7 +13,10 @@ import {
   blkRqDma,
   blkRqFromBio,
   blkRqMapIterInit,
+  blkRqIntegrityMapIterInit,
   blkRqSetSpecialPayload,
+  bioIntegrityAddPhys,
+  bioIntegrityAlloc,
   blkRqsFromBios,
   blkValidateLimits,
   getMaxSegmentSize,
@@ -140,6 +143,24 @@ describe('building requests under the limits', () => {
     const unaligned = bioFromRanges(ReqOp.READ, 0, [0x100200, 3584])!;
     const next = bioFromRanges(ReqOp.READ, 8, [0x300000, P])!;
     expect(blkRqsFromBios(lim, [unaligned, next]).requests).toHaveLength(2);
+  });
+
+  it('splits the integrity payload in proportion to the data', () => {
+    const lim = queueLimits({ maxHwSectors: 8, integrityTupleSize: 8, maxIntegritySegments: 1 });
+    const bio = bioFromRanges(ReqOp.WRITE, 0, [0x100000, 16 * K])!;
+    bioIntegrityAlloc(bio, 1);
+    expect(bioIntegrityAddPhys(bio, 0x900000, 32 * 8)).toBe(256);
+    const r = blkRqsFromBios(lim, [bio]);
+    expect(r.requests).toHaveLength(4);
+    const it = blkMapIterCreate();
+    const v: BlkPhysVec = { paddr: 0, len: 0 };
+    r.requests.forEach((rq, i) => {
+      expect(rq.nrIntegritySegments).toBe(1);
+      expect(blkRqIntegrityMapIterInit(rq, it)).toBe(true);
+      expect(blkMapIterNext(rq, it, v)).toBe(true);
+      expect(v).toEqual({ paddr: 0x900000 + i * 64, len: 64 });
+      expect(blkMapIterNext(rq, it, v)).toBe(false);
+    });
   });
 
   it('fails misaligned bios with BLK_STS_INVAL and keeps the rest', () => {
