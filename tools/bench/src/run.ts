@@ -1,5 +1,6 @@
 /** `pnpm bench`: runs every suite, writes tools/bench/results/*.json + *.md, prints the summary. */
 import { runBlkRqDmaBenches } from './blkRqDma.bench.js';
+import { runDmabufBenches } from './dmabuf.bench.js';
 import { runDmaCoreBenches } from './dmaCore.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
@@ -10,6 +11,7 @@ const suites: [string, () => SuiteResult[]][] = [
   ['dma-core', runDmaCoreBenches],
   ['iommu-dma', runIommuDmaBenches],
   ['block-rq-dma', runBlkRqDmaBenches],
+  ['dmabuf', runDmabufBenches],
 ];
 
 const mds: string[] = [];
