@@ -141,6 +141,9 @@ function suite(withIommu: boolean): SuiteResult {
     figures[`${name}: metadata bytes iter (kernel sizes)`] = iterMeta;
     figures[`${name}: metadata bytes sg (kernel sizes)`] = sgMeta;
     figures[`${name}: metadata bytes sg (model typed arrays)`] = sgModelBytes;
+    const heapOps = Math.max(20, Math.floor(ops / 20));
+    figures[`${name}: JS heap bytes/request iter`] = heapPerOp(p.iter, heapOps);
+    figures[`${name}: JS heap bytes/request sg`] = heapPerOp(p.sg, heapOps);
     if (withIommu) {
       figures[`${name}: IOVA allocations/IO iter`] = delta(s0, s1, 'iovaAllocs');
       figures[`${name}: IOVA allocations/IO sg`] = delta(s1, s2, 'iovaAllocs');
@@ -155,6 +158,20 @@ function suite(withIommu: boolean): SuiteResult {
 }
 
 const sink = { v: 0 };
+
+/**
+ * JS heap bytes allocated per call of `fn`, measured between two forced GCs over a run short
+ * enough to stay inside the young generation (needs node --expose-gc; NaN without it).
+ */
+function heapPerOp(fn: () => number, ops: number): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) return Number.NaN;
+  gc();
+  const h0 = process.memoryUsage().heapUsed;
+  loop(ops, fn);
+  const h1 = process.memoryUsage().heapUsed;
+  return Math.max(0, (h1 - h0) / ops);
+}
 
 function loop(n: number, fn: () => number): number {
   let s = 0;
