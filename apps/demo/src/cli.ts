@@ -10,6 +10,8 @@ import { formatDirect } from './format.js';
 import { runDirectStack } from './stacks/direct.js';
 import { formatDmabufP2p, runDmabufP2pStack } from './stacks/dmabufP2p.js';
 import { NVME_CLI_OPTIONS, NVME_HELP, runNvmeCli } from './stacks/nvmeCli.js';
+import { RDMA_ODP_CLI_OPTIONS, RDMA_ODP_HELP, runRdmaOdpCli } from './stacks/rdmaOdp.js';
+import { formatGpuSvm, runGpuSvmStack } from './stacks/gpuSvm.js';
 import { recordTrace } from './traceFile.js';
 
 const HELP = `dmakit demo: run a simulated DMA stack and verify every byte.
@@ -20,11 +22,14 @@ Stacks:
   direct        A device without an IOMMU: streaming DMA, swiotlb bouncing for a 32-bit
                 device above 4 GiB, a coherent buffer, and the two-step IOVA API's fallback.
                 (default)
-${NVME_HELP}
+${NVME_HELP}${RDMA_ODP_HELP}
   dmabuf-p2p    GPU memory shared through dma-buf: an NVMe drive writes it peer-to-peer (bus
                 addresses), an RDMA NIC reads it through the host bridge (IOVA + MMIO), the GPU
                 evicts and restores it under traffic, a VFIO BAR export is revoked and restored,
                 and a host bridge off the P2P allow-list is refused. IOMMU strict by default.
+  gpu-svm       A GPU sharing a process's memory through HMM: it faults system pages in (one
+                IOVA window per 2 MiB), migrates hot pages to device-private memory, the CPU
+                touches one and it migrates back; DMA_MAPPED flags checked. IOMMU strict default.
 Options:
   --json              Print the result as JSON instead of a table.
   --trace FILE        Write a Chrome trace (JSON; open it in https://ui.perfetto.dev).
@@ -50,6 +55,7 @@ function main(argv: string[]): number {
         iommu: { type: 'string', default: 'off' },
         help: { type: 'boolean', short: 'h', default: false },
         ...NVME_CLI_OPTIONS,
+        ...RDMA_ODP_CLI_OPTIONS,
       },
     });
   } catch (err) {
@@ -97,8 +103,22 @@ function main(argv: string[]): number {
       process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatDmabufP2p(result));
       return result.verified ? 0 : 1;
     }
+    case 'gpu-svm': {
+      const mode = argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')) ? iommu : 'strict';
+      const machine = createMachine({ ramBytes: 4 * SZ_1G, seed, dmaDebug: 'warn' });
+      const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
+      const result = runGpuSvmStack({ machine, iommu: mode });
+      if (stopTrace !== undefined && values.trace !== undefined) {
+        const n = stopTrace(values.trace, writeFileSync);
+        if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
+      }
+      process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatGpuSvm(result));
+      return result.verified ? 0 : 1;
+    }
     case 'nvme':
       return runNvmeCli(values, seed, iommu);
+    case 'rdma-odp':
+      return runRdmaOdpCli(values, seed, iommu, argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')));
     default:
       process.stderr.write(`unknown stack "${stack}"\n\n${HELP}`);
       return 2;

@@ -25,6 +25,8 @@ import {
   PTE_PRESENT,
   PTE_WRITE,
   dmaMapPhys,
+  dmaUseIova,
+  hmmDmaMapMetadataBytes,
   dmaMappingError,
   dmaUnmapPhys,
   hmmPfnToMapOrder,
@@ -104,6 +106,15 @@ export interface DmirrorStats {
   migratedToSystem: number;
   devmemFaults: number;
   dmaFaults: number;
+}
+
+export interface DmirrorSummary {
+  chunks: number;
+  iovaWindows: number;
+  devicePtes: number;
+  localPtes: number;
+  dmaMapped: number;
+  metadataBytes: number;
 }
 
 export interface DmirrorDeviceOptions {
@@ -526,6 +537,7 @@ export class Dmirror {
     const cmd: DmirrorCmd = { ret: 0, cpages: 0, faults: 0, data: buf };
     const end = addr + npages * PAGE_SIZE;
     let done = 0;
+    let stuck = -1;
     // Bounded: each round either copies pages or faults them in.
     for (let round = 0; round < 2 * npages + 8; round++) {
       const r = this.#doCopy(addr, npages, buf, done, write);
@@ -535,6 +547,13 @@ export class Dmirror {
         cmd.cpages = done;
         return cmd;
       }
+      const a = addr + done * PAGE_SIZE;
+      if (write && stuck === done && this.lookup(a)?.local === true) {
+        // HMM reports our own read-only device page without faulting it (no write upgrade for
+        // device-private entries): bring it back to RAM so the write fault can break COW.
+        this.migrateToSystem(a, 1);
+      }
+      stuck = done;
       const f = this.fault(addr + done * PAGE_SIZE, end, write);
       if (f !== 0) {
         cmd.ret = f;
@@ -787,6 +806,27 @@ export class Dmirror {
       }
     }
     return out;
+  }
+
+  /**
+   * What the mirror holds: chunks, IOVA windows, device PTEs (local = device-private), PFN words
+   * with HMM_PFN_DMA_MAPPED, and the HMM mapping metadata in bytes (pfn words + dma lists).
+   */
+  summary(): DmirrorSummary {
+    const s: DmirrorSummary = { chunks: 0, iovaWindows: 0, devicePtes: 0, localPtes: 0, dmaMapped: 0, metadataBytes: 0 };
+    for (const c of this.#chunks.values()) {
+      s.chunks++;
+      if (dmaUseIova(c.map.state)) s.iovaWindows++;
+      s.metadataBytes += hmmDmaMapMetadataBytes(c.map);
+      const pfns = c.map.pfnList;
+      for (let i = 0; i < DMIRROR_CHUNK_PAGES; i++) {
+        const bits = c.pt[i] ?? 0;
+        if (bits !== 0) s.devicePtes++;
+        if ((bits & DPT_LOCAL) !== 0) s.localPtes++;
+        if (((pfns[2 * i + 1] ?? 0) & HMM_PFN_DMA_MAPPED) !== 0) s.dmaMapped++;
+      }
+    }
+    return s;
   }
 
   /** Close the mirror (file release): unmap everything, remove the notifiers, free the maps. */

@@ -41,4 +41,4 @@ export {
   HMM_DMIRROR_PROT_WRITE,
   HMM_DMIRROR_PROT_ZERO,
 } from './dmirror.js';
-export type { DmirrorCmd, DmirrorDeviceOptions, DmirrorStats } from './dmirror.js';
+export type { DmirrorCmd, DmirrorDeviceOptions, DmirrorStats, DmirrorSummary } from './dmirror.js';
