@@ -149,6 +149,53 @@ describe('block-rq-dma e2e with the IOMMU model', () => {
     });
   }
 
+  for (const site of ['iova', 'pgtable'] as const) {
+    it(`fault injection at '${site}': failed requests report a status, the rest move their bytes, nothing leaks`, () => {
+      const { m, dev, iommu } = stack('strict');
+      const mapper = createBlkRqDmaMapper();
+      const lim = nvmeQueueLimits();
+      const rqs: { rq: BlkRequest; data: Uint8Array }[] = [];
+      for (let n = 0; n < 60; n++) {
+        const { ranges, data } = writeBio(m, 1 + (n % 40), 0, P);
+        const rq = blkRqsFromBios(lim, [bioFromRanges(ReqOp.WRITE, 0, ranges)!]).requests[0]!;
+        rqs.push({ rq, data });
+      }
+      // Table pages get allocated by the first mappings and then reused: warm up, then inject.
+      m.faultInjection.arm(site, 3, true);
+      let failed = 0;
+      let moved = 0;
+      for (const { rq, data } of rqs) {
+        const state = new DmaIovaState();
+        const iter = blkDmaIterInit();
+        const segs: [number, number][] = [];
+        let ok = mapper.blkRqDmaMapIterStart(rq, dev, state, iter);
+        while (ok) {
+          segs.push([iter.addr, iter.len]);
+          ok = mapper.blkRqDmaMapIterNext(rq, dev, state, iter);
+        }
+        const total = segs.reduce((a, x) => a + x[1], 0);
+        if (iter.status !== BlkStatus.OK) {
+          failed++;
+          expect([BlkStatus.RESOURCE, BlkStatus.INVAL, BlkStatus.IOERR]).toContain(iter.status);
+        } else {
+          expect(same(read(dev, segs), data)).toBe(true);
+          moved++;
+        }
+        // The driver unmaps what it was given, whether the request failed half way or not.
+        if (!mapper.blkRqDmaUnmap(rq, dev, state, total)) for (const [a, l] of segs) dmaUnmapPhys(dev, a, l, rqDmaDir(rq));
+        if (failed + moved === 20) m.faultInjection.disarm(site);
+      }
+      expect(m.faultInjection.injected.get(site) ?? 0).toBeGreaterThan(0);
+      expect(failed).toBeGreaterThan(0);
+      expect(moved).toBeGreaterThanOrEqual(40); // everything after the disarm
+      const s = iommu!.stats();
+      expect(s.iovaAllocs).toBe(s.iovaFrees);
+      expect(m.dmaDebug.entries).toBe(0);
+      expect(m.dmaDebug.dumpIovaStates(dev).filter((x) => x.size > 0)).toEqual([]);
+      expect(m.dmaDebug.reports).toEqual([]);
+    });
+  }
+
   it('the device writes a READ through the IOVA range into every scattered page', () => {
     const { m, dev } = stack('strict');
     const mapper = createBlkRqDmaMapper();
