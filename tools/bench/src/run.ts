@@ -3,6 +3,7 @@ import { runBlkRqDmaBenches } from './blkRqDma.bench.js';
 import { runDmabufBenches } from './dmabuf.bench.js';
 import { runDmaCoreBenches } from './dmaCore.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
+import { runNvmeBenches } from './nvme.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
@@ -12,6 +13,7 @@ const suites: [string, () => SuiteResult[]][] = [
   ['iommu-dma', runIommuDmaBenches],
   ['block-rq-dma', runBlkRqDmaBenches],
   ['dmabuf', runDmabufBenches],
+  ['nvme', runNvmeBenches],
 ];
 
 const mds: string[] = [];
