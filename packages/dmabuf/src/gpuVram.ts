@@ -4,6 +4,8 @@
 // the GPU's copy engine (a kernel fence in the reservation object) and frees the old placement
 // only once the copy is done and no importer still maps it.
 import {
+  DMA_ATTR_DEBUGGING_IGNORE_CACHELINES,
+  DMA_ATTR_SKIP_CPU_SYNC,
   DmaResvUsage,
   Errno,
   GFP_ZERO,
@@ -29,6 +31,9 @@ import { dmaBufExport, dmaBufMoveNotify, toDmaBufObject } from './dmaBuf.js';
 import type { DmaBufAttachmentObject, DmaBufObject, DmaBufOps, IosysMap } from './dmaBuf.js';
 import { dmaBufFreeSgt, dmaBufPhysVecToSgt } from './physVec.js';
 import { dmaFenceContextAlloc, dmaFenceCreate, dmaResvAddFence, dmaResvLock, dmaResvUnlock, dmaResvWaitTimeout } from './resv.js';
+
+// Coherent GPU (no cache maintenance to skip); SKIP_CPU_SYNC is what exempts it from the overlap check.
+const COPY_ATTRS = DMA_ATTR_DEBUGGING_IGNORE_CACHELINES | DMA_ATTR_SKIP_CPU_SYNC;
 
 export type GpuPlacement = 'vram' | 'system';
 
@@ -264,7 +269,9 @@ export class GpuVramExporter {
    * ttm_bo_move_memcpy when the copy engine cannot be used; counted in `stats.cpuFallbacks`.
    */
   #dmaChunk(phys: number, len: number, dir: DmaDataDirection, fn: (addr: number) => void, cpu: () => void): void {
-    const addr = dmaMapPhys(this.gpu, phys, len, dir, 0);
+    // The copy engine's transient mapping overlaps importers' mappings of the same pages on
+    // purpose: tell dma-debug (DMA_ATTR_DEBUGGING_IGNORE_CACHELINES), as drivers do.
+    const addr = dmaMapPhys(this.gpu, phys, len, dir, COPY_ATTRS);
     if (dmaMappingError(this.gpu, addr) !== 0) {
       this.stats.cpuFallbacks++;
       cpu();
@@ -273,7 +280,7 @@ export class GpuVramExporter {
     try {
       fn(addr);
     } finally {
-      dmaUnmapPhys(this.gpu, addr, len, dir, 0);
+      dmaUnmapPhys(this.gpu, addr, len, dir, COPY_ATTRS);
     }
   }
 

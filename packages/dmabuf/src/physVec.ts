@@ -191,7 +191,8 @@ export function dmaBufPhysVecToSgt(
     if (ret === 0) ent = fillSgEntry(sgt, 0, mapped, state.addr, SG_DMA_MMIO);
   }
   if (ret !== 0) {
-    // err_unmap_dma
+    // err_unmap_dma. Model: the IOVA range is destroyed even when the first link failed (the
+    // snapshot read skips dma_iova_destroy when i == 0, which leaks the try_alloc'd range).
     if (state !== null) dmaIovaDestroy(dev, state, mapped, dir, DMA_ATTR_MMIO);
     else if (mode === 'map-phys') for (let j = 0; j < i; j++) dmaUnmapPhys(dev, rangeAddr[j] ?? 0, rangeLen[j] ?? 0, dir, DMA_ATTR_MMIO);
     return ret;
