@@ -1,20 +1,20 @@
 // kernel: mm/hmm.c (hmm_dma_map_alloc, hmm_dma_map_free, hmm_dma_map_pfn, hmm_dma_unmap_pfn),
 // include/linux/hmm-dma.h
 import {
-  DMA_ATTR_MMIO,
-  DMA_BIDIRECTIONAL,
-  DMA_MAPPING_ERROR,
+  DMA_ATTR_MMIO as DMA_ATTR_MMIO_,
+  DMA_BIDIRECTIONAL as DMA_BIDIRECTIONAL_,
+  DMA_MAPPING_ERROR as DMA_MAPPING_ERROR_,
   Errno,
-  HMM_PFN_DMA_MAPPED,
-  HMM_PFN_P2PDMA,
-  HMM_PFN_P2PDMA_BUS,
-  HMM_PFN_PFN_HI_MASK,
-  HMM_PFN_VALID,
+  HMM_PFN_DMA_MAPPED as HMM_PFN_DMA_MAPPED_,
+  HMM_PFN_P2PDMA as HMM_PFN_P2PDMA_,
+  HMM_PFN_P2PDMA_BUS as HMM_PFN_P2PDMA_BUS_,
+  HMM_PFN_PFN_HI_MASK as HMM_PFN_PFN_HI_MASK_,
+  HMM_PFN_VALID as HMM_PFN_VALID_,
   HmmDmaMap,
-  PAGE_SIZE,
-  PCI_P2PDMA_MAP_BUS_ADDR,
-  PCI_P2PDMA_MAP_NONE,
-  PCI_P2PDMA_MAP_THRU_HOST_BRIDGE,
+  PAGE_SIZE as PAGE_SIZE_,
+  PCI_P2PDMA_MAP_BUS_ADDR as PCI_P2PDMA_MAP_BUS_ADDR_,
+  PCI_P2PDMA_MAP_NONE as PCI_P2PDMA_MAP_NONE_,
+  PCI_P2PDMA_MAP_THRU_HOST_BRIDGE as PCI_P2PDMA_MAP_THRU_HOST_BRIDGE_,
   dmaAddressingLimited,
   dmaIovaFree,
   dmaIovaLink,
@@ -32,6 +32,21 @@ import {
   pciP2pdmaState,
 } from '@dmakit/dma-core';
 import type { Device, PciP2pdmaMapState } from '@dmakit/dma-core';
+
+// Module-local copies of the imported constants: toolchains that lower ESM to getters (tsx,
+// esbuild interop) would otherwise make every use on the hot path a property get.
+const DMA_ATTR_MMIO = DMA_ATTR_MMIO_;
+const DMA_BIDIRECTIONAL = DMA_BIDIRECTIONAL_;
+const DMA_MAPPING_ERROR = DMA_MAPPING_ERROR_;
+const HMM_PFN_DMA_MAPPED = HMM_PFN_DMA_MAPPED_;
+const HMM_PFN_P2PDMA = HMM_PFN_P2PDMA_;
+const HMM_PFN_P2PDMA_BUS = HMM_PFN_P2PDMA_BUS_;
+const HMM_PFN_PFN_HI_MASK = HMM_PFN_PFN_HI_MASK_;
+const HMM_PFN_VALID = HMM_PFN_VALID_;
+const PAGE_SIZE = PAGE_SIZE_;
+const PCI_P2PDMA_MAP_BUS_ADDR = PCI_P2PDMA_MAP_BUS_ADDR_;
+const PCI_P2PDMA_MAP_NONE = PCI_P2PDMA_MAP_NONE_;
+const PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = PCI_P2PDMA_MAP_THRU_HOST_BRIDGE_;
 
 const TWO32 = 0x1_0000_0000;
 const VALID_DMA = (HMM_PFN_VALID | HMM_PFN_DMA_MAPPED) >>> 0;

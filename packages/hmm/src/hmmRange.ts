@@ -1,28 +1,49 @@
 // kernel: mm/hmm.c (hmm_range_fault, hmm_vma_walk_*, hmm_pte_need_fault, hmm_vma_fault)
 import {
   Errno,
-  HMM_PFN_ERROR,
-  HMM_PFN_INOUT_FLAGS,
-  HMM_PFN_ORDER_SHIFT_HI,
-  HMM_PFN_PFN_HI_MASK,
-  HMM_PFN_REQ_FAULT,
-  HMM_PFN_REQ_WRITE,
-  HMM_PFN_VALID,
-  HMM_PFN_WRITE,
-  HPAGE_PMD_ORDER,
-  PAGE_SIZE,
-  PROT_READ,
-  PROT_WRITE,
-  PTE_DEVICE_PRIVATE,
-  PTE_HUGE,
-  PTE_PRESENT,
-  PTE_WRITE,
-  VM_IO,
-  VM_PFNMAP,
+  HMM_PFN_ERROR as HMM_PFN_ERROR_,
+  HMM_PFN_INOUT_FLAGS as HMM_PFN_INOUT_FLAGS_,
+  HMM_PFN_ORDER_SHIFT_HI as HMM_PFN_ORDER_SHIFT_HI_,
+  HMM_PFN_PFN_HI_MASK as HMM_PFN_PFN_HI_MASK_,
+  HMM_PFN_REQ_FAULT as HMM_PFN_REQ_FAULT_,
+  HMM_PFN_REQ_WRITE as HMM_PFN_REQ_WRITE_,
+  HMM_PFN_VALID as HMM_PFN_VALID_,
+  HMM_PFN_WRITE as HMM_PFN_WRITE_,
+  HPAGE_PMD_ORDER as HPAGE_PMD_ORDER_,
+  PAGE_SIZE as PAGE_SIZE_,
+  PROT_READ as PROT_READ_,
+  PROT_WRITE as PROT_WRITE_,
+  PTE_DEVICE_PRIVATE as PTE_DEVICE_PRIVATE_,
+  PTE_HUGE as PTE_HUGE_,
+  PTE_PRESENT as PTE_PRESENT_,
+  PTE_WRITE as PTE_WRITE_,
+  VM_IO as VM_IO_,
+  VM_PFNMAP as VM_PFNMAP_,
   mmuIntervalCheckRetry,
 } from '@dmakit/dma-core';
 import type { HmmPfns, HmmRange, MmStruct, VmArea } from '@dmakit/dma-core';
 import { pagePgmap } from './devmem.js';
+
+// Module-local copies of the imported constants: toolchains that lower ESM to getters (tsx,
+// esbuild interop) would otherwise make every use on the hot path a property get.
+const HMM_PFN_ERROR = HMM_PFN_ERROR_;
+const HMM_PFN_INOUT_FLAGS = HMM_PFN_INOUT_FLAGS_;
+const HMM_PFN_ORDER_SHIFT_HI = HMM_PFN_ORDER_SHIFT_HI_;
+const HMM_PFN_PFN_HI_MASK = HMM_PFN_PFN_HI_MASK_;
+const HMM_PFN_REQ_FAULT = HMM_PFN_REQ_FAULT_;
+const HMM_PFN_REQ_WRITE = HMM_PFN_REQ_WRITE_;
+const HMM_PFN_VALID = HMM_PFN_VALID_;
+const HMM_PFN_WRITE = HMM_PFN_WRITE_;
+const HPAGE_PMD_ORDER = HPAGE_PMD_ORDER_;
+const PAGE_SIZE = PAGE_SIZE_;
+const PROT_READ = PROT_READ_;
+const PROT_WRITE = PROT_WRITE_;
+const PTE_DEVICE_PRIVATE = PTE_DEVICE_PRIVATE_;
+const PTE_HUGE = PTE_HUGE_;
+const PTE_PRESENT = PTE_PRESENT_;
+const PTE_WRITE = PTE_WRITE_;
+const VM_IO = VM_IO_;
+const VM_PFNMAP = VM_PFNMAP_;
 
 const NEED_FAULT = 1;
 const NEED_WRITE_FAULT = 2;

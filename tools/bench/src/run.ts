@@ -2,6 +2,7 @@
 import { runBlkRqDmaBenches } from './blkRqDma.bench.js';
 import { runDmabufBenches } from './dmabuf.bench.js';
 import { runDmaCoreBenches } from './dmaCore.bench.js';
+import { runHmmBenches } from './hmm.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { runNvmeBenches } from './nvme.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
@@ -14,6 +15,7 @@ const suites: [string, () => SuiteResult[]][] = [
   ['block-rq-dma', runBlkRqDmaBenches],
   ['dmabuf', runDmabufBenches],
   ['nvme', runNvmeBenches],
+  ['hmm', runHmmBenches],
 ];
 
 const mds: string[] = [];
