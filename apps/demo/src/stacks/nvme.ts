@@ -58,6 +58,8 @@ export interface NvmeStackOptions {
   readonly sglThreshold?: number;
   /** I/O queue pairs. Default 1. */
   readonly ioQueues?: number;
+  /** External-facing device: the IOMMU gives it a strict domain and bounces sub-granule buffers through swiotlb. */
+  readonly untrusted?: boolean;
   readonly costModel?: NvmeCostModel;
   readonly controllerLatency?: NvmeControllerLatency;
   /** Called every 1% of the run with (completed, total). */
@@ -160,7 +162,7 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
   const m = opts.machine ?? createMachine({ ramBytes: 2 * SZ_1G, seed: opts.seed ?? 1, dmaDebug: 'warn' });
   const rng = m.rng;
   const maxQueues = Math.max(4, opts.ioQueues ?? 1);
-  const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, bars: [{ size: nvmeBarSize(maxQueues), is64: true }] });
+  const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, untrusted: opts.untrusted ?? false, bars: [{ size: nvmeBarSize(maxQueues), is64: true }] });
   let iommu: Iommu | null = null;
   if (mode !== 'off') {
     iommu = createIommu(m, { mode });

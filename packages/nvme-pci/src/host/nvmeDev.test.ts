@@ -504,6 +504,19 @@ describe('completion, timeouts, abort and reset', () => {
     expect(r.m.dmaDebug.dumpMappings(r.dev).filter((e) => e.type !== 'coherent')).toEqual([]);
   });
 
+  it('remove shuts down normally: in-flight commands finish first, then SHST reports complete', () => {
+    const r = live(rig());
+    const p = pages(r.m, 4);
+    const lim = r.host.queueLimits();
+    const reqs = [0, 1, 2].map((i) => makeReq(lim, ReqOp.WRITE, i * 8, [[p + i * PAGE, PAGE]], r.done));
+    for (const q of reqs) expect(r.host.queueRq(q)).toBe(BlkStatus.OK);
+    r.m.advance(LAT.fetch + 1); // fetched, still executing
+    r.host.remove();
+    for (const q of reqs) expect(r.ended.get(q)).toEqual([BlkStatus.OK]);
+    expect(r.host.log.some((l) => l.includes('shutdown incomplete'))).toBe(false);
+    expect(r.ctrl.ready).toBe(false);
+  });
+
   it('remove frees queues and pools; dma-debug finds no leak at unbind', () => {
     const r = live(rig());
     const p = pages(r.m, 1);

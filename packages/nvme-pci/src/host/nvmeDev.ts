@@ -43,6 +43,7 @@ import {
   NVME_REG_CC,
   NVME_REG_CSTS,
   NVME_CC_SHN_NORMAL,
+  NVME_CSTS_SHST_CMPLT,
   regGet,
   regSet,
 } from '../controller/registers.js';
@@ -174,6 +175,8 @@ export interface NvmeHostStats {
 }
 
 const DNR = NvmeStatus.DNR;
+/** `shutdown_timeout` module parameter default (5 s). */
+const NVME_SHUTDOWN_TIMEOUT_NS = 5e9;
 /** Set on an iod mapped through the legacy sgtable path (model flag, not in the kernel). */
 const IOD_LEGACY_SG = 1 << 8;
 /** `sizeof(struct scatterlist)` on 64-bit with CONFIG_NEED_SG_DMA_LENGTH: page_link, offset, length, dma_address, dma_length (+ flags). */
@@ -808,7 +811,17 @@ export class NvmeDev {
     const queues = [this.#adminq, ...this.#queues];
     for (const q of queues) if (q) q.enabled = false;
     const cc = bar.mmioRead32(NVME_REG_CC);
-    if (shutdown) bar.mmioWrite32(NVME_REG_CC, regSet(cc, CC.SHN, NVME_CC_SHN_NORMAL));
+    if (shutdown && (cc & 1) !== 0) {
+      // nvme_disable_ctrl(ctrl, shutdown = true): normal shutdown, then wait for CSTS.SHST
+      // complete (shutdown_timeout, 5 s by default). In-flight commands finish meanwhile.
+      bar.mmioWrite32(NVME_REG_CC, regSet(cc, CC.SHN, NVME_CC_SHN_NORMAL));
+      const deadline = this.machine.clock.now() + NVME_SHUTDOWN_TIMEOUT_NS;
+      while (regGet(bar.mmioRead32(NVME_REG_CSTS), CSTS.SHST) !== NVME_CSTS_SHST_CMPLT && this.machine.clock.now() < deadline) {
+        this.machine.advance(this.#opts.pollIntervalNs);
+      }
+      if (regGet(bar.mmioRead32(NVME_REG_CSTS), CSTS.SHST) !== NVME_CSTS_SHST_CMPLT) this.#log('Device shutdown incomplete; abort shutdown');
+    }
+    // Model: always clear CC.EN too, so the controller drops its queues before their memory is freed.
     bar.mmioWrite32(NVME_REG_CC, bar.mmioRead32(NVME_REG_CC) & ~1);
     // nvme_reap_pending_cqes
     for (const q of queues) if (q) this.#processCq(q);
