@@ -17,23 +17,23 @@ import {
   PCI_P2PDMA_MAP_THRU_HOST_BRIDGE as PCI_P2PDMA_MAP_THRU_HOST_BRIDGE_,
   dmaAddressingLimited,
   dmaIovaFree,
-  dmaIovaLink,
-  dmaIovaSync,
+  dmaIovaLink as dmaIovaLink_,
+  dmaIovaSync as dmaIovaSync_,
   dmaIovaTryAlloc,
-  dmaIovaUnlink,
-  dmaMapPhys,
-  dmaMappingError,
-  dmaNeedUnmap,
-  dmaUnmapPhys,
-  dmaUseIova,
+  dmaIovaUnlink as dmaIovaUnlink_,
+  dmaMapPhys as dmaMapPhys_,
+  dmaMappingError as dmaMappingError_,
+  dmaNeedUnmap as dmaNeedUnmap_,
+  dmaUnmapPhys as dmaUnmapPhys_,
+  dmaUseIova as dmaUseIova_,
   hmmPfnsAlloc,
-  pciP2pdmaBusAddrMap,
+  pciP2pdmaBusAddrMap as pciP2pdmaBusAddrMap_,
   pciP2pdmaMapStateInit,
-  pciP2pdmaState,
+  pciP2pdmaState as pciP2pdmaState_,
 } from '@dmakit/dma-core';
 import type { Device, PciP2pdmaMapState } from '@dmakit/dma-core';
 
-// Module-local copies of the imported constants: toolchains that lower ESM to getters (tsx,
+// Module-local copies of the imported constants and functions: toolchains that lower ESM to getters (tsx,
 // esbuild interop) would otherwise make every use on the hot path a property get.
 const DMA_ATTR_MMIO = DMA_ATTR_MMIO_;
 const DMA_BIDIRECTIONAL = DMA_BIDIRECTIONAL_;
@@ -47,6 +47,16 @@ const PAGE_SIZE = PAGE_SIZE_;
 const PCI_P2PDMA_MAP_BUS_ADDR = PCI_P2PDMA_MAP_BUS_ADDR_;
 const PCI_P2PDMA_MAP_NONE = PCI_P2PDMA_MAP_NONE_;
 const PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = PCI_P2PDMA_MAP_THRU_HOST_BRIDGE_;
+const dmaIovaLink = dmaIovaLink_;
+const dmaIovaSync = dmaIovaSync_;
+const dmaIovaUnlink = dmaIovaUnlink_;
+const dmaMapPhys = dmaMapPhys_;
+const dmaMappingError = dmaMappingError_;
+const dmaNeedUnmap = dmaNeedUnmap_;
+const dmaUnmapPhys = dmaUnmapPhys_;
+const dmaUseIova = dmaUseIova_;
+const pciP2pdmaBusAddrMap = pciP2pdmaBusAddrMap_;
+const pciP2pdmaState = pciP2pdmaState_;
 
 const TWO32 = 0x1_0000_0000;
 const VALID_DMA = (HMM_PFN_VALID | HMM_PFN_DMA_MAPPED) >>> 0;

@@ -19,7 +19,7 @@ import {
   PTE_WRITE as PTE_WRITE_,
   VM_IO as VM_IO_,
   VM_PFNMAP as VM_PFNMAP_,
-  mmuIntervalCheckRetry,
+  mmuIntervalCheckRetry as mmuIntervalCheckRetry_,
 } from '@dmakit/dma-core';
 import type { HmmPfns, HmmRange, MmStruct, VmArea } from '@dmakit/dma-core';
 import { pagePgmap } from './devmem.js';
@@ -44,6 +44,7 @@ const PTE_PRESENT = PTE_PRESENT_;
 const PTE_WRITE = PTE_WRITE_;
 const VM_IO = VM_IO_;
 const VM_PFNMAP = VM_PFNMAP_;
+const mmuIntervalCheckRetry = mmuIntervalCheckRetry_;
 
 const NEED_FAULT = 1;
 const NEED_WRITE_FAULT = 2;
