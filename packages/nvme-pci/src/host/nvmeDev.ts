@@ -1421,9 +1421,11 @@ export class NvmeDev {
       return;
     }
     if (this.#state === 'connecting' || this.#state === 'resetting') {
-      // A command of the bring-up itself: give up on it (the probe fails).
-      this.#log(`I/O tag ${iod.tag} QID ${q.qid} timeout, disable controller`);
-      this.#finishIod(q, iod, NVME_SC_HOST_ABORTED_CMD | DNR, 0);
+      if (q.qid === 0) {
+        // A command of the bring-up itself: give up on it (the probe fails).
+        this.#log(`I/O tag ${iod.tag} QID ${q.qid} timeout, disable controller`);
+        this.#finishIod(q, iod, NVME_SC_HOST_ABORTED_CMD | DNR, 0);
+      } else iod.deadline = now + timeoutNs; // the reset in progress cancels and requeues it
       return;
     }
     if (q.qid === 0 || (iod.flags & IOD_ABORTED) !== 0 || this.#abortsOutstanding >= this.#abortLimit) {
