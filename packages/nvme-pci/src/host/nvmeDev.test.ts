@@ -479,6 +479,23 @@ describe('completion, timeouts, abort and reset', () => {
     expect(r.ctrl.namespace(1)?.readLbas(0, 8)).toEqual(data);
   });
 
+  it('a command the controller never saw: abort finds nothing, the second timeout resets, the request is requeued', () => {
+    const r = live(rig({ ioTimeoutNs: 1_000_000 }));
+    const p = pages(r.m, 1);
+    const data = pattern(r.m, p, PAGE, 8);
+    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
+    // last = false and no commitRqs: the SQ doorbell is never rung for it.
+    expect(r.host.queueRq(w, 1, false)).toBe(BlkStatus.OK);
+    r.m.scheduler.runUntilIdle();
+    expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
+    expect(r.host.stats.timeouts).toBe(2);
+    expect(r.host.stats.aborts).toBe(1);
+    expect(r.host.stats.resets).toBe(1);
+    expect(r.host.log.some((l) => l.includes('reset controller'))).toBe(true);
+    expect(r.host.state).toBe('live');
+    expect(same(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
+  });
+
   it('reset in the middle of a run: every request ends exactly once, bytes verified', () => {
     const r = live(rig({ ioQueueDepth: 64 }));
     const lim = r.host.queueLimits();
