@@ -5,6 +5,7 @@ import { runDmaCoreBenches } from './dmaCore.bench.js';
 import { runHmmBenches } from './hmm.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { runNvmeBenches } from './nvme.bench.js';
+import { runRdmaOdpBenches } from './rdmaOdp.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
@@ -16,6 +17,7 @@ const suites: [string, () => SuiteResult[]][] = [
   ['dmabuf', runDmabufBenches],
   ['nvme', runNvmeBenches],
   ['hmm', runHmmBenches],
+  ['rdma-odp', runRdmaOdpBenches],
 ];
 
 const mds: string[] = [];
