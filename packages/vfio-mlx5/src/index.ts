@@ -1,7 +1,96 @@
 /**
- * @dmakit/vfio-mlx5: not implemented yet.
- *
- * Will model: VFIO migration uAPI v2 state machine and the mlx5 variant driver: page-array migration buffers registered through the two-step API, device dirty tracking, and a simulated mlx5 function.
- * Kernel counterpart: drivers/vfio/vfio_main.c, drivers/vfio/pci/mlx5/
+ * @dmakit/vfio-mlx5: the VFIO migration uAPI v2 (state machine, data fd, pre-copy info, DMA
+ * logging) and the mlx5 variant driver: page-array migration buffers registered through the
+ * two-step IOVA API (or the legacy scatterlist path), SAVE/LOAD_VHCA_STATE with chunk mode, the
+ * device dirty page tracker; plus a simulated mlx5 function and its firmware.
+ * Kernel counterpart: drivers/vfio/vfio_main.c, include/uapi/linux/vfio.h, drivers/vfio/pci/mlx5/.
  */
-export const NOT_IMPLEMENTED = true as const;
+export {
+  VfioDeviceMigState,
+  VFIO_DEVICE_NUM_STATES,
+  VFIO_MIGRATION_STOP_COPY,
+  VFIO_MIGRATION_P2P,
+  VFIO_MIGRATION_PRE_COPY,
+  VFIO_DEVICE_FEATURE_MIGRATION,
+  VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_START,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP,
+  VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT,
+  VFIO_DEVICE_FEATURE_MIG_DATA_SIZE,
+  vfioMigStateName,
+  isVfioDeviceMigState,
+  vfioMigStateSupported,
+  vfioMigGetNextState,
+  vfioMigLegalArcs,
+  vfioMigArcIsLegal,
+  vfioMigPath,
+} from './migState.js';
+export { IovaBitmap, vfioCombineIovaRanges, type VfioIovaRange } from './iovaBitmap.js';
+export {
+  VfioDevice,
+  ENOTTY,
+  VFIO_LOG_MAX_RANGES,
+  type VfioMigFile,
+  type VfioPrecopyInfo,
+  type VfioMigrationOps,
+  type VfioLogOps,
+  type VfioDmaLoggingReport,
+} from './vfioDevice.js';
+export {
+  MLX5_MIGF_HEADER_BYTES,
+  MLX5_MIGF_HEADER_FLAGS_TAG_MANDATORY,
+  MLX5_MIGF_HEADER_FLAGS_TAG_OPTIONAL,
+  MLX5_MIGF_HEADER_TAG_FW_DATA,
+  MLX5_MIGF_HEADER_TAG_STOP_COPY_SIZE,
+  MLX5_MIGF_STOP_COPY_SIZE_BYTES,
+  MLX5_SIM_IMAGE_MAGIC,
+  MLX5_SIM_IMAGE_VERSION,
+  MLX5_SIM_IMAGE_HEADER_BYTES,
+  readMigrationHeader,
+  writeMigrationHeader,
+  type Mlx5MigrationHeader,
+} from './stream.js';
+export {
+  Mlx5SimFunction,
+  MLX5_DEFAULT_CAPS,
+  MLX5_FAULT_SAVE,
+  MLX5_CMD_STAT_BAD_RES_STATE_ERR,
+  MLX5_CREATE_MKEY_IN_BYTES,
+  MLX5_SIM_STATE_BLOCK,
+  MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR,
+  MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER,
+  MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR,
+  MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER,
+  type Mlx5FunctionCaps,
+  type Mlx5SimFunctionOptions,
+  type Mlx5SimFunctionStats,
+  type Mlx5SaveCommand,
+  type Mlx5PageTrackerCreate,
+} from './mlx5Function.js';
+export {
+  Mlx5VhcaDataBuffer,
+  registerDmaPages,
+  unregisterDmaPages,
+  mlx5vfDmaDataBuffer,
+  mlx5vfAllocDataBuffer,
+  mlx5vfFreeDataBuffer,
+  mlx5vfGetDataBuffer,
+  mlx5vfPutDataBuffer,
+  newBufferStats,
+  type Mlx5BufferCtx,
+  type Mlx5BufferStats,
+} from './dataBuffer.js';
+export {
+  Mlx5VfPciCoreDevice,
+  Mlx5VfMigrationFile,
+  Mlx5VfMigfState,
+  Mlx5VfLoadState,
+  MLX5VF_MAX_NUM_CHUNKS,
+  MLX5VF_MAX_LOAD_SIZE,
+  MLX5VF_TRACKER_RECV_WRS,
+  ENOMSG,
+  ENOTCONN,
+  mlx5vfBufferDirection,
+  type Mlx5VfPciOptions,
+  type Mlx5VfStats,
+} from './mlx5Driver.js';
