@@ -1,7 +1,7 @@
 // drivers/vfio/pci/vfio_pci_dmabuf.c and dma-buf-mapping.c on dma-direct devices: creation rules,
 // P2P routing per topology, revoke and restore. (IOVA mode needs an IOMMU: apps/demo e2e.)
 import { describe, expect, it } from 'vitest';
-import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, Errno, PAGE_SIZE, SG_DMA_BUS_ADDRESS, SZ_1M, isErrPtr, toPciDev } from '@dmakit/dma-core';
+import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, Errno, PAGE_SIZE, PCI_ACS_CR, PCI_ACS_RR, PciExpType, SG_DMA_BUS_ADDRESS, SZ_1M, isErrPtr, toPciDev } from '@dmakit/dma-core';
 import type { Device, DmaBufAttachment, SgTable } from '@dmakit/dma-core';
 import {
   VfioPciCoreDevice,
@@ -130,6 +130,21 @@ describe('P2P routing per topology (dma-direct importers)', () => {
     expect(t.machine.dmaDebug.entries).toBe(0);
     dmaBufDetach(buf, imp.attach);
     dmaBufPut(buf);
+  });
+
+  it('ACS redirect on the switch ports sends the same-switch peer through the host bridge', () => {
+    const t = buildTopology();
+    const vdev = new VfioPciCoreDevice(t.machine, t.vfioDev);
+    for (const f of t.machine.pci.functions) if (f.pcieType === PciExpType.DOWNSTREAM) t.machine.pci.setAcsCtrl(f, PCI_ACS_RR | PCI_ACS_CR);
+    const buf = must(vdev.featureDmaBuf({ regionIndex: 1, dmaRanges: [{ offset: 0, length: PAGE_SIZE }] }));
+    const imp = new Importer(buf, t.peer);
+    const sgt = must(imp.map());
+    expect(dmaBufSgtMode(sgt)).toBe('map-phys');
+    expect(t.machine.pci.log.some((l) => l.includes('ACS redirect is set'))).toBe(true);
+    const data = pattern(PAGE_SIZE, 12);
+    t.peer.dmaWrite(sgt.dmaAddress[0]!, data);
+    expect(t.machine.memory.read(bar1(t.vfioDev).start, PAGE_SIZE)).toEqual(data);
+    imp.unmap();
   });
 
   it('host bridge not on the allow-list: the map fails with -EINVAL and the kernel warning is logged', () => {
