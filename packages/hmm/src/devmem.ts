@@ -2,7 +2,7 @@
 // Device-private memory: a range of physical address space the CPU cannot map. Pages are handed
 // out by their owner (the driver), mapped into processes as non-present device-private entries,
 // and migrated back to RAM by the pgmap's migrate_to_ram when the CPU touches one.
-import { Errno, PAGE_SIZE, PageFlag } from '@dmakit/dma-core';
+import { Errno, MMU_NOTIFY_EXCLUSIVE, PAGE_SIZE, PTE_DEVICE_PRIVATE, PTE_PRESENT, PTE_YOUNG, PageFlag } from '@dmakit/dma-core';
 import type { MemRegion, MmStruct, SystemMemory, VmArea } from '@dmakit/dma-core';
 
 /** `struct vm_fault` as migrate_to_ram sees it. */
@@ -170,7 +170,11 @@ export function installMigrateToRam(mm: MmStruct): void {
   const fn = (m: MmStruct, addr: number, devicePfn: number): number => {
     const page = devicePfn * PAGE_SIZE;
     const pgmap = pagePgmap(m.memory, page);
-    if (pgmap === undefined) return prev === undefined ? -Errno.EFAULT : prev(m, addr, devicePfn);
+    if (pgmap === undefined) {
+      // A RAM page behind a non-present device entry: a device-exclusive entry.
+      if (m.memory.isRam(page, PAGE_SIZE)) return restoreExclusivePte(m, addr - (addr % PAGE_SIZE), devicePfn);
+      return prev === undefined ? -Errno.EFAULT : prev(m, addr, devicePfn);
+    }
     const vma = m.findVma(addr);
     if (vma === undefined) return -Errno.EFAULT;
     return pgmap.ops.migrateToRam({ mm: m, vma, address: addr - (addr % PAGE_SIZE), page });
@@ -180,3 +184,21 @@ export function installMigrateToRam(mm: MmStruct): void {
 }
 
 const dispatchers = new WeakSet<object>();
+
+/**
+ * `remove_device_exclusive_entry` (mm/memory.c): the CPU touched a page a device holds exclusively;
+ * tell the mirrors (MMU_NOTIFY_EXCLUSIVE without owner, so the owner drops its atomic mapping too)
+ * and put the original mapping back. A page that fork shared meanwhile loses PageAnonExclusive so a
+ * later write breaks COW.
+ */
+function restoreExclusivePte(mm: MmStruct, addr: number, pfn: number): number {
+  const f = mm.pteFlags(addr);
+  if ((f & PTE_DEVICE_PRIVATE) === 0 || mm.walkPte(addr) !== pfn) return -Errno.EFAULT;
+  const range = mm.notifierRange(MMU_NOTIFY_EXCLUSIVE, addr, addr + PAGE_SIZE);
+  mm.invalidateRangeStart(range);
+  const phys = pfn * PAGE_SIZE;
+  if (mm.memory.getPageRef(phys) > 1) mm.memory.clearPageFlags(phys, PageFlag.ANON_EXCLUSIVE);
+  mm.setPte(addr, pfn, (f & ~PTE_DEVICE_PRIVATE) | PTE_PRESENT | PTE_YOUNG);
+  mm.invalidateRangeEnd(range);
+  return 0;
+}

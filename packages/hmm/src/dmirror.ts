@@ -29,6 +29,7 @@ import {
   hmmDmaMapMetadataBytes,
   dmaMappingError,
   dmaUnmapPhys,
+  hmmPfnSet,
   hmmPfnToMapOrder,
   hmmPfnToPhys,
   hmmPfnsAlloc,
@@ -42,6 +43,7 @@ import {
 } from '@dmakit/dma-core';
 import type { Device, HmmPort, HmmRange, MmStruct, MmuIntervalNotifierOps, MmuNotifierRange, SystemMemory } from '@dmakit/dma-core';
 import { memremapPages, pagePgmap } from './devmem.js';
+import { makeDeviceExclusive } from './exclusive.js';
 import type { DevPagemap, VmFault } from './devmem.js';
 import { hmmPort } from './port.js';
 import {
@@ -79,6 +81,8 @@ const MIGRATE_BATCH = 64;
 const DPT_READ = 1;
 const DPT_WRITE = 2;
 const DPT_LOCAL = 4;
+/** Atomic (device-exclusive) mapping of a system page. */
+const DPT_ATOMIC = 8;
 /** Retry budget for -EBUSY (the kernel's HMM_RANGE_DEFAULT_TIMEOUT, counted in attempts here). */
 const FAULT_RETRIES = 1000;
 
@@ -748,6 +752,62 @@ export class Dmirror {
     }
   }
 
+  /**
+   * HMM_DMIRROR_EXCLUSIVE: take the pages of [addr, +npages) for exclusive (atomic) device access
+   * with makeDeviceExclusive and map them; returns the data as the device sees it. The first CPU
+   * access to such a page restores the CPU mapping and revokes the device's.
+   */
+  exclusive(addr: number, npages: number): DmirrorCmd {
+    const bad = this.#checkArgs(addr, npages);
+    const cmd: DmirrorCmd = { ret: bad, cpages: 0, faults: 0, data: new Uint8Array(0) };
+    if (bad !== 0) return cmd;
+    const hmm = this.mdevice.hmm;
+    for (let p = 0; p < npages; p++) {
+      const a = addr + p * PAGE_SIZE;
+      const phys = makeDeviceExclusive(this.mm, a, this.mdevice.owner);
+      if (phys < 0) {
+        cmd.ret = phys;
+        return cmd;
+      }
+      const base = a - (a % CHUNK_BYTES);
+      const c = this.#chunk(base, true);
+      if (typeof c !== 'object') {
+        cmd.ret = typeof c === 'number' ? c : -Errno.ENOMEM;
+        return cmd;
+      }
+      const i = (a - base) / PAGE_SIZE;
+      // dmirror_atomic_map: the device PTE points at the page, tagged atomic.
+      hmmPfnSet(c.map.pfnList, i, phys / PAGE_SIZE, HMM_PFN_VALID | HMM_PFN_WRITE);
+      const dma = hmm.hmmDmaMapPfn(this.dev, c.map, i, this.#p2p);
+      if (dma === DMA_MAPPING_ERROR) {
+        cmd.ret = -Errno.EFAULT;
+        return cmd;
+      }
+      if (c.pt[i] === 0) c.live++;
+      c.pt[i] = DPT_READ | DPT_WRITE | DPT_ATOMIC;
+      c.addr[i] = dma;
+      cmd.cpages++;
+    }
+    const buf = new Uint8Array(npages * PAGE_SIZE);
+    const r = this.#doCopy(addr, npages, buf, 0, false);
+    cmd.ret = r.ret;
+    cmd.data = buf;
+    return cmd;
+  }
+
+  /** HMM_DMIRROR_CHECK_EXCLUSIVE: -EPERM if a page of the range is still mapped atomically. */
+  checkExclusive(addr: number, npages: number): number {
+    const bad = this.#checkArgs(addr, npages);
+    if (bad !== 0) return bad;
+    for (let p = 0; p < npages; p++) {
+      const a = addr + p * PAGE_SIZE;
+      const base = a - (a % CHUNK_BYTES);
+      const c = this.#chunks.get(base);
+      if (c !== undefined && ((c.pt[(a - base) / PAGE_SIZE] ?? 0) & DPT_ATOMIC) !== 0) return -Errno.EPERM;
+    }
+    return 0;
+  }
+
   /** HMM_DMIRROR_MIGRATE_TO_DEV: migrate system pages of [addr, +npages) into device memory. */
   migrateToDevice(addr: number, npages: number): DmirrorCmd {
     return this.#migrate(addr, npages, true);
@@ -798,6 +858,10 @@ export class Dmirror {
         if ((bits & DPT_LOCAL) !== 0) {
           if ((f & PTE_DEVICE_PRIVATE) === 0 || cpuPfn !== wantPfn) out.push(`0x${a.toString(16)}: device-local PTE but the CPU maps something else`);
           if (dmaMapped) out.push(`0x${a.toString(16)}: device-local page is DMA_MAPPED`);
+        } else if ((bits & DPT_ATOMIC) !== 0) {
+          if ((f & PTE_DEVICE_PRIVATE) === 0 || cpuPfn !== wantPfn) out.push(`0x${a.toString(16)}: atomic device PTE without the device-exclusive CPU entry`);
+          if (!dmaMapped) out.push(`0x${a.toString(16)}: atomic device PTE without DMA_MAPPED`);
+          continue;
         } else {
           if ((f & PTE_PRESENT) === 0 || cpuPfn !== wantPfn) out.push(`0x${a.toString(16)}: device maps pfn 0x${wantPfn.toString(16)} the CPU no longer maps`);
           if (!dmaMapped) out.push(`0x${a.toString(16)}: device PTE without DMA_MAPPED`);

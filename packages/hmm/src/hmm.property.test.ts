@@ -1,5 +1,5 @@
 // Property: under any interleaving of device faults, CPU accesses, munmap, mprotect, fork and
-// migration, the device never maps a page the CPU does not map (no DMA_MAPPED word without a
+// migration and device-exclusive access, the device never maps a page the CPU does not map (no DMA_MAPPED word without a
 // live mapping), every byte read is the last byte written, and nothing leaks.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -20,7 +20,8 @@ type Op =
   | { k: 'prot'; p: number; prot: number }
   | { k: 'toDev'; p: number; n: number }
   | { k: 'toSys'; p: number; n: number }
-  | { k: 'fork'; p: number; v: number };
+  | { k: 'fork'; p: number; v: number }
+  | { k: 'excl'; p: number };
 
 const page = fc.integer({ min: 0, max: NPAGES - 1 });
 const val = fc.integer({ min: 1, max: 255 });
@@ -35,6 +36,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant('toDev' as const), p: page, n: fc.integer({ min: 1, max: 6 }) }),
   fc.record({ k: fc.constant('toSys' as const), p: page, n: fc.integer({ min: 1, max: 6 }) }),
   fc.record({ k: fc.constant('fork' as const), p: page, v: val }),
+  fc.record({ k: fc.constant('excl' as const), p: page }),
 );
 
 function fillPage(v: number): Uint8Array {
@@ -108,6 +110,12 @@ describe('hmm property', () => {
               const n = Math.min(o.n, NPAGES - p);
               const r = o.k === 'toDev' ? f.mirror.migrateToDevice(at(p), n) : f.mirror.migrateToSystem(at(p), n);
               expect(r.ret === 0 || r.ret === -22 || r.ret === -2).toBe(true);
+              break;
+            }
+            case 'excl': {
+              const r = f.mirror.exclusive(at(p), 1);
+              expect(r.ret === 0).toBe(writable);
+              if (r.ret === 0) expect(r.data[0]).toBe(expected[p]);
               break;
             }
             case 'fork': {

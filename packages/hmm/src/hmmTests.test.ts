@@ -415,6 +415,55 @@ describe('hmm-tests (dmirror)', () => {
     leakFree(f);
   });
 
+  it('exclusive: atomic device access, revoked by the first CPU access', () => {
+    const f = setup();
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages);
+    f.proc.mm.write(addr, data);
+    const r = f.mirror.exclusive(addr, npages);
+    expect(r.ret).toBe(0);
+    expect(r.cpages).toBe(npages);
+    expect(sameBytes(r.data, data)).toBe(true);
+    expect(f.mirror.checkExclusive(addr, npages)).toBe(-Errno.EPERM);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    // The CPU faults the pages back, reading and incrementing.
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    const plus = pattern(npages, 1, 1);
+    f.proc.mm.write(addr, plus);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), plus)).toBe(true);
+    expect(f.mirror.checkExclusive(addr, npages)).toBe(0);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('exclusive_mprotect: after mprotect(PROT_READ) the device can no longer write', () => {
+    const f = setup();
+    const npages = 4;
+    const addr = mmapAnon(f.proc, npages);
+    f.proc.mm.write(addr, pattern(npages));
+    expect(f.mirror.exclusive(addr, npages).ret).toBe(0);
+    expect(f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ)).toBe(0);
+    expect(f.mirror.write(addr, pattern(npages, -1)).ret).toBe(-Errno.EPERM);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pattern(npages))).toBe(true);
+    leakFree(f);
+  });
+
+  it('exclusive_cow: fork after exclusive access, then both processes write their own copy', () => {
+    const f = setup();
+    const npages = 4;
+    const addr = mmapAnon(f.proc, npages);
+    f.proc.mm.write(addr, pattern(npages));
+    expect(f.mirror.exclusive(addr, npages).ret).toBe(0);
+    const child = f.proc.fork() as Process;
+    f.proc.mm.write(addr, pattern(npages, 1, 50));
+    child.mm.write(addr, pattern(npages, 1, 90));
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pattern(npages, 1, 50))).toBe(true);
+    expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), pattern(npages, 1, 90))).toBe(true);
+    child.exit();
+    leakFree(f);
+  });
+
   it('bad input: unaligned addresses, zero pages, and a closed mirror give -EINVAL', () => {
     const f = setup();
     expect(f.mirror.read(123, 1).ret).toBe(-Errno.EINVAL);

@@ -10,6 +10,7 @@ export type { HmmDmaStats } from './hmmDma.js';
 export { hmmPort, createHmmPort } from './port.js';
 export { DevPagemap, memremapPages, memunmapPages, pagePgmap, isDevicePrivatePage, installMigrateToRam } from './devmem.js';
 export type { DevPagemapOps, MemremapPagesOptions, VmFault } from './devmem.js';
+export { makeDeviceExclusive, exclusiveStats } from './exclusive.js';
 export {
   MIGRATE_PFN_MIGRATE,
   MIGRATE_PFN_SHIFT,
