@@ -172,6 +172,10 @@ export interface NvmeHostStats {
   dmaVecs: number;
   /** Metadata bytes the legacy path used per request, summed (scatterlist entries). */
   sgMetadataBytes: number;
+  /** Physical segments of the requests that went through the mapper (not the fast path), summed. */
+  physSegments: number;
+  /** DMA segments the mapper handed to the driver for them (1 per request when IOVA-coalesced), summed. */
+  dmaSegments: number;
 }
 
 const DNR = NvmeStatus.DNR;
@@ -249,6 +253,8 @@ export class NvmeDev {
     sglListDescriptors: 0,
     dmaVecs: 0,
     sgMetadataBytes: 0,
+    physSegments: 0,
+    dmaSegments: 0,
   };
   /** Kernel log lines (dev_warn, dev_err) the driver printed. */
   readonly log: string[] = [];
@@ -894,10 +900,12 @@ export class NvmeDev {
       const st = this.#setupDataSimple(iod, req, useSgl);
       if (st !== BlkStatus.AGAIN) return st;
     }
+    this.stats.physSegments += nseg;
     if (this.#opts.mapping === 'sg') return this.#mapDataSg(iod, req, useSgl);
     const it = iod.iter;
     if (!this.blk.blkRqDmaMapIterStart(req, this.device, iod.dmaState, it)) return it.status === BlkStatus.OK ? BlkStatus.IOERR : it.status;
     iod.mappedLen = it.len;
+    this.stats.dmaSegments++;
     const coalesced = this.blk.blkRqDmaMapCoalesce(iod.dmaState);
     if (coalesced) this.stats.iovaCoalesced++;
     if (this.#wantSgl(useSgl, req, coalesced ? 1 : nseg)) return this.#setupDataSgl(iod, req, coalesced);
@@ -959,6 +967,7 @@ export class NvmeDev {
     if (r !== 0) return r === -Errno.ENOMEM ? BlkStatus.RESOURCE : r === -Errno.EREMOTEIO ? BlkStatus.TARGET : BlkStatus.IOERR;
     iod.flags |= IOD_LEGACY_SG;
     this.stats.legacySg++;
+    this.stats.dmaSegments += sgt.nents;
     // Metadata the legacy path keeps per request: one scatterlist entry per segment.
     this.stats.sgMetadataBytes += n * SCATTERLIST_ENTRY_BYTES;
     const it = iod.iter;
@@ -987,6 +996,7 @@ export class NvmeDev {
     }
     if (!this.blk.blkRqDmaMapIterNext(req, this.device, iod.dmaState, iod.iter)) return false;
     iod.mappedLen += iod.iter.len;
+    this.stats.dmaSegments++;
     return true;
   }
 
