@@ -92,6 +92,14 @@ describe('PRP and SGL paths', () => {
   });
 });
 
+describe('several I/O queues', () => {
+  it('requests spread round robin over 4 queue pairs, verified', () => {
+    const r = runNvmeStack({ machine: strictMachine(), iommu: 'lazy', ioQueues: 4, ios: 2000, qd: 32, verify: true });
+    expectClean(r);
+    expect(r.perIo.interrupts).toBeGreaterThan(0);
+  });
+});
+
 describe('controller reset in the middle of a run', () => {
   for (const iommu of ['strict', 'off'] as const) {
     it(`iommu ${iommu}: requests requeued, none lost, none completed twice, bytes verified`, () => {
