@@ -238,7 +238,7 @@ export function configureAndRun(h: TestHost, steps: number): void {
 export function drain(fd: { read(out: Uint8Array): number }, chunk = 1000): { bytes: Uint8Array; ret: number; reads: number } {
   const parts: Uint8Array[] = [];
   const buf = new Uint8Array(chunk);
-  let ret = 0;
+  let ret: number;
   let reads = 0;
   for (;;) {
     ret = fd.read(buf);

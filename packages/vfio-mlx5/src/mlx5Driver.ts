@@ -7,7 +7,6 @@
 import { DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, Errno, PAGE_SIZE, isPowerOfTwo } from '@dmakit/dma-core';
 import type { Device, DmaDataDirection, Machine } from '@dmakit/dma-core';
 import {
-  Mlx5VhcaDataBuffer,
   mlx5vfAllocDataBuffer,
   mlx5vfDmaDataBuffer,
   mlx5vfFreeDataBuffer,
@@ -15,7 +14,8 @@ import {
   mlx5vfPutDataBuffer,
   newBufferStats,
 } from './dataBuffer.js';
-import type { Mlx5BufferCtx, Mlx5BufferStats } from './dataBuffer.js';
+import type { Mlx5BufferCtx, Mlx5BufferStats ,
+  Mlx5VhcaDataBuffer} from './dataBuffer.js';
 import { vfioCombineIovaRanges } from './iovaBitmap.js';
 import type { IovaBitmap, VfioIovaRange } from './iovaBitmap.js';
 import {
@@ -129,7 +129,8 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
   #hdrHave = 0;
   recordSize = 0;
   recordTag = 0;
-  #recordFlags = 0;
+  /** Flags of the record being parsed (TAG_OPTIONAL). */
+  recordFlags = 0;
   #recordHave = 0;
   readonly #hdrData = new Uint8Array(MLX5_MIGF_STOP_COPY_SIZE_BYTES);
   #imageBuf: Mlx5VhcaDataBuffer | null = null;
@@ -150,7 +151,17 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
   read(out: Uint8Array, off = 0, len = out.length - off): number {
     if (!this.saving) return -Errno.EINVAL;
     if (!(out instanceof Uint8Array) || !Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > out.length) return -Errno.EFAULT;
-    this.#drv.waitEvent(() => this.bufList.length > 0 || this.state === Mlx5VfMigfState.ERROR || this.state === Mlx5VfMigfState.PRE_COPY_ERROR || this.state === Mlx5VfMigfState.PRE_COPY || this.state === Mlx5VfMigfState.COMPLETE || this.disabled, this);
+    // The kernel's wait_event condition; in PRE_COPY the model also lets a SAVE in flight finish
+    // first, so -ENOMSG means "nothing more for now" rather than racing the firmware.
+    this.#drv.waitEvent(
+      () =>
+        this.bufList.length > 0 ||
+        this.state === Mlx5VfMigfState.ERROR ||
+        ((this.state === Mlx5VfMigfState.PRE_COPY_ERROR || this.state === Mlx5VfMigfState.PRE_COPY) && !this.saveInFlight) ||
+        this.state === Mlx5VfMigfState.COMPLETE ||
+        this.disabled,
+      this,
+    );
     if (this.state === Mlx5VfMigfState.ERROR || this.disabled) return -Errno.ENODEV;
     let done = 0;
     let first = true;
@@ -225,7 +236,7 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
           const h = readMigrationHeader(this.#hdr);
           this.recordSize = h.recordSize;
           this.recordTag = h.tag;
-          this.#recordFlags = h.flags;
+          this.recordFlags = h.flags;
           this.#recordHave = 0;
           if ((h.flags & ~MLX5_MIGF_HEADER_FLAGS_TAG_OPTIONAL) !== 0) return -Errno.EINVAL;
           if (h.tag === MLX5_MIGF_HEADER_TAG_FW_DATA) {
@@ -304,7 +315,6 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
       }
       if (p >= end && this.loadState !== Mlx5VfLoadState.LOAD_IMAGE && this.loadState !== Mlx5VfLoadState.PREP_IMAGE && this.loadState !== Mlx5VfLoadState.PREP_HEADER_DATA) break;
     }
-    void this.#recordFlags;
     return p - off;
   }
 

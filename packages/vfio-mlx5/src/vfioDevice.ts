@@ -84,7 +84,7 @@ export class VfioDevice {
   }
 
   /** `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` (GET). */
-  getMigDeviceState(): VfioDeviceMigState | number {
+  getMigDeviceState(): number {
     if (this.migOps === null) return -ENOTTY;
     return this.migOps.migrationGetState();
   }
@@ -114,7 +114,7 @@ export class VfioDevice {
    */
   dmaLoggingStart(ranges: readonly VfioIovaRange[], pageSize: number): number {
     if (this.logOps === null) return -ENOTTY;
-    if (!Array.isArray(ranges) || ranges.length === 0) return -Errno.EINVAL;
+    if (!(ranges as unknown instanceof Array) || ranges.length === 0) return -Errno.EINVAL;
     if (ranges.length > VFIO_LOG_MAX_RANGES) return -Errno.E2BIG;
     if (!isPowerOfTwo(pageSize)) return -Errno.EINVAL;
     const sorted = [...ranges].sort((a, b) => a.iova - b.iova);
