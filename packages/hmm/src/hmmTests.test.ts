@@ -6,6 +6,8 @@ import {
   MAP_HUGETLB,
   MAP_PRIVATE,
   MAP_SHARED,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
   PAGE_SIZE,
   PROT_NONE,
   PROT_READ,
@@ -305,7 +307,7 @@ describe('hmm-tests (dmirror)', () => {
     leakFree(f);
   });
 
-  it('mremap-like move (munmap + MAP_FIXED remap elsewhere): the old mirror entries are gone, the new range faults in', () => {
+  it('move by copy (mmap elsewhere, copy, munmap): the old mirror entries are gone, the new range faults in', () => {
     const f = setup();
     const mm = f.proc.mm;
     const npages = 8;
@@ -318,6 +320,28 @@ describe('hmm-tests (dmirror)', () => {
     expect(mm.munmap(addr, npages * PAGE_SIZE)).toBe(0);
     expect(f.mirror.read(addr, npages).ret).toBe(-Errno.EFAULT);
     expect(sameBytes(f.mirror.read(naddr, npages).data, data)).toBe(true);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('mremap: moving a mirrored buffer invalidates the old range, the device follows it to the new one', () => {
+    const f = setup();
+    const mm = f.proc.mm;
+    const npages = 16;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 6);
+    mm.write(addr, data);
+    expect(f.mirror.read(addr, npages).ret).toBe(0);
+    expect(f.mirror.migrateToDevice(addr, 4).cpages).toBe(4); // device-private pages move too
+    const dst = addr + 4 * SZ_2M;
+    expect(mm.mremap(addr, npages * PAGE_SIZE, 2 * npages * PAGE_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, dst)).toBe(dst);
+    expect(f.mirror.mappedPages).toBe(0);
+    expect(f.mirror.read(addr, 1).ret).toBe(-Errno.EFAULT);
+    const r = f.mirror.read(dst, npages);
+    expect(r.ret).toBe(0);
+    expect(sameBytes(r.data, data)).toBe(true);
+    expect(f.mirror.snapshot(dst, 1).data[0]).toBe(HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL | HMM_DMIRROR_PROT_WRITE);
+    expect(sameBytes(mm.read(dst, npages * PAGE_SIZE), data)).toBe(true); // migrate_to_ram at the new address
     expect(f.mirror.checkInvariants()).toEqual([]);
     leakFree(f);
   });

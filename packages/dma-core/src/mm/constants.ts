@@ -48,3 +48,7 @@ export const PTE_DEVICE_PRIVATE = 1 << 6;
 export const VM_IO = 0x0000_4000;
 /** Page-ranges managed without struct page, just pure PFN (remap_pfn_range). */
 export const VM_PFNMAP = 0x0000_0400;
+
+// kernel: include/uapi/linux/mman.h — mremap flags.
+export const MREMAP_MAYMOVE = 1;
+export const MREMAP_FIXED = 2;

@@ -18,6 +18,8 @@ import {
   MAP_TYPE,
   MMAP_BASE,
   MMAP_MIN_ADDR,
+  MREMAP_FIXED,
+  MREMAP_MAYMOVE,
   PROT_EXEC,
   PROT_NONE,
   PROT_READ,
@@ -341,6 +343,89 @@ export class MmStruct {
     if (notify) this.#rangeEnd(MMU_NOTIFY_UNMAP, addr, end);
     this.#flushPuts();
     return 0;
+  }
+
+  /**
+   * `mremap(old, oldLen, newLen, flags, newAddr)` of one VMA: shrink (the tail is unmapped), grow
+   * in place when the space after it is free, or move (MREMAP_MAYMOVE, or MREMAP_FIXED to
+   * `newAddr`): the PTEs move with their pages (mirrors see MMU_NOTIFY_UNMAP on the old range).
+   * Returns the new address or -EINVAL (bad flags or alignment, hugetlb), -EFAULT (the range is
+   * not inside one VMA), -ENOMEM (cannot grow in place without MREMAP_MAYMOVE, or no room).
+   */
+  mremap(oldAddr: number, oldLength: number, newLength: number, flags = 0, newAddr?: number): number {
+    if (this.#exited) return -Errno.ENOMEM;
+    if (!Number.isInteger(flags) || (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED)) !== 0) return -Errno.EINVAL;
+    if ((flags & MREMAP_FIXED) !== 0 && (flags & MREMAP_MAYMOVE) === 0) return -Errno.EINVAL;
+    if (!Number.isSafeInteger(oldAddr) || oldAddr < 0 || oldAddr % PAGE_SIZE !== 0) return -Errno.EINVAL;
+    if (!Number.isSafeInteger(oldLength) || oldLength <= 0 || !Number.isSafeInteger(newLength) || newLength <= 0) return -Errno.EINVAL;
+    const oldLen = alignUp(oldLength, PAGE_SIZE);
+    const newLen = alignUp(newLength, PAGE_SIZE);
+    const oldEnd = oldAddr + oldLen;
+    const v = this.findVma(oldAddr);
+    if (v === undefined || oldEnd > v.end) return -Errno.EFAULT;
+    // Model: hugetlb VMAs are not remapped (the kernel needs huge alignment for them).
+    if (v.hugetlb) return -Errno.EINVAL;
+    if ((flags & MREMAP_FIXED) !== 0) {
+      const a = newAddr ?? -1;
+      if (!Number.isSafeInteger(a) || a < MMAP_MIN_ADDR || a % PAGE_SIZE !== 0 || a + newLen > TASK_SIZE) return -Errno.EINVAL;
+      if (a < oldEnd && oldAddr < a + newLen) return -Errno.EINVAL; // overlapping ranges
+    }
+    if ((flags & MREMAP_FIXED) === 0) {
+      if (newLen <= oldLen) {
+        if (newLen < oldLen) {
+          const r = this.munmap(oldAddr + newLen, oldLen - newLen);
+          if (r < 0) return r;
+        }
+        return oldAddr;
+      }
+      // Grow in place when the old range ends the VMA and the space after it is free.
+      if (oldEnd === v.end && oldEnd + (newLen - oldLen) <= TASK_SIZE && this.#rangeFree(oldEnd, oldEnd + (newLen - oldLen))) {
+        v.end = oldEnd + (newLen - oldLen);
+        return oldAddr;
+      }
+      if ((flags & MREMAP_MAYMOVE) === 0) return -Errno.ENOMEM;
+    }
+    // Move: pick the destination, then carry the VMA part and its PTEs over.
+    let dst: number;
+    if ((flags & MREMAP_FIXED) !== 0) {
+      dst = newAddr ?? 0;
+      const r = this.munmap(dst, newLen);
+      if (r < 0) return r;
+    } else {
+      dst = this.#getUnmappedArea(newLen, PAGE_SIZE);
+      if (dst < 0) return dst;
+    }
+    this.#splitAt(oldAddr);
+    this.#splitAt(oldEnd);
+    const src = this.findVma(oldAddr);
+    if (src === undefined) return -Errno.EFAULT;
+    const keep = Math.min(oldLen, newLen);
+    const notify = this.#anyPresent(oldAddr, oldEnd);
+    if (notify) this.#rangeStart(MMU_NOTIFY_UNMAP, oldAddr, oldEnd);
+    // move_page_tables: every PTE of the kept part moves with its page reference.
+    const moved: number[] = [];
+    this.#forEachPte(oldAddr, oldAddr + keep, (c, s, vpn) => {
+      moved.push(vpn, c.pfn[s] ?? 0, c.flags[s] ?? 0);
+    });
+    for (let i = 0; i < moved.length; i += 3) {
+      const vpn = moved[i] ?? 0;
+      const ci = Math.floor(vpn / PTE_CHUNK);
+      const c = this.#pt.get(ci);
+      if (c !== undefined) this.#clearPte(c, vpn % PTE_CHUNK, ci);
+    }
+    for (let i = 0; i < moved.length; i += 3) {
+      const vpn = moved[i] ?? 0;
+      this.#setPte(dst / PAGE_SIZE + (vpn - oldAddr / PAGE_SIZE), moved[i + 1] ?? 0, moved[i + 2] ?? 0);
+    }
+    if (newLen < oldLen) this.#zapRange(oldAddr + keep, oldEnd);
+    const nv = new VmArea(dst, dst + newLen, src.prot, src.flags, src.order, src.shmem, src.pgoff);
+    nv.vmFlags = src.vmFlags;
+    const i = this.#vmas.indexOf(src);
+    if (i >= 0) this.#vmas.splice(i, 1);
+    this.#insertVma(nv);
+    if (notify) this.#rangeEnd(MMU_NOTIFY_UNMAP, oldAddr, oldEnd);
+    this.#flushPuts();
+    return dst;
   }
 
   #dropVmaObject(v: VmArea): void {
