@@ -318,9 +318,10 @@ export class Hca {
     b.state = 'RTS';
   }
 
-  /** `ib_post_send`: 0, or -EINVAL when the QP is not in RTS. */
+  /** `ib_post_send`: 0, or -EINVAL when the QP is not in RTS or the work request is malformed. */
   postSend(qp: HcaQp, wr: IbSendWr): number {
     if (qp.state !== 'RTS') return -Errno.EINVAL;
+    if (!validWr(wr, true)) return -Errno.EINVAL;
     qp.sq.push(wr);
     this.#kick(qp);
     return 0;
@@ -329,6 +330,7 @@ export class Hca {
   /** `ib_post_recv`: 0, or -EINVAL when the QP is in RESET. */
   postRecv(qp: HcaQp, wr: IbRecvWr): number {
     if (qp.state === 'RESET') return -Errno.EINVAL;
+    if (!validWr(wr, false)) return -Errno.EINVAL;
     qp.rq.push(wr);
     const peer = qp.peer;
     if (peer?.waitingRnr === true) {
@@ -570,6 +572,29 @@ export class Hca {
     this.stats.bytesMoved += total;
     return true;
   }
+}
+
+/** Maximum SGEs per work request (`max_send_sge`). */
+export const HCA_MAX_SGE = 30;
+
+function isU(x: unknown): boolean {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+/** Shape check of a work request from the caller (bad input is -EINVAL, never a crash). */
+function validWr(wr: unknown, send: boolean): boolean {
+  if (typeof wr !== 'object' || wr === null) return false;
+  const w = wr as { wrId?: unknown; opcode?: unknown; sgList?: unknown; remoteAddr?: unknown; rkey?: unknown };
+  if (!Array.isArray(w.sgList) || w.sgList.length > HCA_MAX_SGE) return false;
+  for (const sge of w.sgList as unknown[]) {
+    if (typeof sge !== 'object' || sge === null) return false;
+    const s = sge as { addr?: unknown; length?: unknown; lkey?: unknown };
+    if (!isU(s.addr) || !isU(s.length) || !isU(s.lkey)) return false;
+  }
+  if (!send) return true;
+  if (w.opcode !== IB_WR_RDMA_WRITE && w.opcode !== IB_WR_RDMA_READ && w.opcode !== IB_WR_SEND) return false;
+  if (w.opcode !== IB_WR_SEND && (!isU(w.remoteAddr) || !isU(w.rkey))) return false;
+  return true;
 }
 
 function wcOpcode(op: IbWrOpcode): IbWcOpcode {

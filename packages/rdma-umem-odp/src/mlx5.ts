@@ -294,6 +294,8 @@ export class Mlx5IbDev implements IbDevice {
     // pagefault_single_data_segment: fewer pages than the range covers is -EFAULT too.
     if (ret < 0) this.stats.pageFaultErrors++;
     else this.stats.faultPages += ret;
+    const trace = this.dmaDevice.host.trace;
+    if (trace.enabled) trace.emit('mlx5:odp_page_fault', this.dmaDevice.name, { mkey: pf.mkey, va: pf.va, bcnt: pf.bcnt, write: pf.write, responder: pf.responder, ret });
     this.hca.pageFaultResume(pf.token, ret < 0);
   }
 
@@ -478,7 +480,10 @@ export class Mlx5IbDev implements IbDevice {
     }
     if (inBlock) this.#zap(mr, blkStart, idx - blkStart + 1);
     this.stats.invalidations++;
+    const zapped0 = this.stats.invalidatedMtts;
     ibUmemOdpUnmapDmaPages(umem, start, end);
+    const trace = this.dmaDevice.host.trace;
+    if (trace.enabled) trace.emit('mlx5:odp_invalidate', this.dmaDevice.name, { mkey: mr.mkey.key, start, end, event: range.event, npages: umem.npages, zapped: this.stats.invalidatedMtts - zapped0 });
     if (mr.parent !== null && umem.npages === 0 && !mr.dead) {
       this.scheduler.schedule(0, () => {
         this.#destroyUnusedChild(mr);
@@ -517,6 +522,8 @@ export class Mlx5IbDev implements IbDevice {
       mrs.push(mr);
     }
     this.stats.prefetches++;
+    const trace = this.dmaDevice.host.trace;
+    if (trace.enabled) trace.emit('mlx5:odp_advise_mr', this.dmaDevice.name, { advice, flags, sges: sgl.length });
     if ((flags & IB_UVERBS_ADVISE_MR_FLAG_FLUSH) !== 0) {
       for (let i = 0; i < sgl.length; i++) {
         const sge = sgl[i];

@@ -390,3 +390,40 @@ describe('two-step vs legacy equivalence', () => {
     expect(b.hmm.maps).toBe(0);
   });
 });
+
+describe('malformed work requests and tracing', () => {
+  it('a malformed work request is -EINVAL, never a crash', () => {
+    const rig = createRig();
+    const qp = rig.a.qp;
+    const bad: unknown[] = [
+      null,
+      { wrId: 1, opcode: 99, sgList: [] },
+      { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: 'x' },
+      { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: -1, length: 1, lkey: 1 }], remoteAddr: 0, rkey: 1 },
+      { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: 0, length: 1.5, lkey: 1 }], remoteAddr: 0, rkey: 1 },
+      { wrId: 1, opcode: IB_WR_RDMA_READ, sgList: [], remoteAddr: Number.NaN, rkey: 1 },
+      { wrId: 1, opcode: IB_WR_SEND, sgList: new Array(64).fill({ addr: 0, length: 1, lkey: 1 }) },
+    ];
+    for (const wr of bad) expect(rig.a.ib.postSend(qp, wr as Parameters<typeof rig.a.ib.postSend>[1])).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.postRecv(rig.b.qp, { wrId: 1, sgList: [{ addr: 0, length: -4, lkey: 0 }] })).toBe(-Errno.EINVAL);
+    drain(rig);
+    expect(rig.a.cq.poll()).toEqual([]);
+  });
+
+  it('page faults, invalidations and prefetches are traced', () => {
+    const rig = createRig();
+    rig.machine.trace.record({ capacity: 4096 });
+    const src = mmapRw(rig.a.proc, MSG);
+    const dst = mmapRw(rig.b.proc, MSG);
+    const mrA = reg(rig, 'a', src, MSG);
+    const mrB = reg(rig, 'b', dst, MSG);
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+    drain(rig);
+    rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: dst, length: MSG, lkey: mrB.lkey }]);
+    dropPages(rig.b.proc, dst, MSG);
+    const names = new Set(rig.machine.trace.events().map((e) => e.name));
+    expect(names.has('mlx5:odp_page_fault')).toBe(true);
+    expect(names.has('mlx5:odp_invalidate')).toBe(true);
+    expect(names.has('mlx5:odp_advise_mr')).toBe(true);
+  });
+});
