@@ -228,6 +228,50 @@ describe('a DMA fault in the middle of a transfer', () => {
   });
 });
 
+describe('IOVA coalescing needs granule-aligned segment boundaries', () => {
+  /** Two-segment writes with SGLs forced; `unaligned` puts the segment boundaries inside pages (6.19, no virt boundary). */
+  function run(unaligned: boolean): { coalesced: number; directMaps: number; ok: boolean; iovaAllocs: number; sglList: number } {
+    const m = strictMachine();
+    const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, bars: [{ size: nvmeBarSize(4), is64: true }] });
+    const iommu = createIommu(m, { mode: 'strict' });
+    iommu.attachDevice(dev);
+    const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4 });
+    const blk = createBlkRqDmaMapper();
+    const host = new NvmeDev(m, dev, ctrl, blk, { forceSgl: true });
+    expect(host.probe()).toBe(0);
+    const before = iommu.stats().iovaAllocs;
+    const a = m.memory.allocPages(0);
+    m.memory.allocPages(0);
+    const b = m.memory.allocPages(0);
+    const segs = unaligned ? [a, 2048, b + 1024, 2048] : [a, PAGE, b, PAGE];
+    const total = (segs[1] ?? 0) + (segs[3] ?? 0);
+    const data = m.rng.fill(new Uint8Array(total));
+    m.memory.write(segs[0] ?? 0, data, 0, segs[1] ?? 0);
+    m.memory.write(segs[2] ?? 0, data, segs[1] ?? 0, segs[3] ?? 0);
+    const limits = { ...host.queueLimits(), virtBoundaryMask: unaligned ? 0 : PAGE - 1 };
+    const bio = bioFromRanges(ReqOp.WRITE, 0, segs);
+    const rq = bio === null ? null : blkRqFromBio(limits, bio);
+    if (rq === null) throw new Error('request');
+    let st: BlkStatus | undefined;
+    rq.endIo = (_r, s) => {
+      st = s;
+    };
+    expect(host.queueRq(rq)).toBe(BlkStatus.OK);
+    m.scheduler.runUntilIdle();
+    const ok = st === BlkStatus.OK && ctrl.namespace(1)?.readLbas(0, total / 512).every((x, i) => x === data[i]) === true;
+    return { coalesced: host.stats.iovaCoalesced, directMaps: blk.stats.directMaps, ok, iovaAllocs: iommu.stats().iovaAllocs - before, sglList: host.stats.sglListDescriptors };
+  }
+
+  it('page-aligned boundaries: one IOVA range, one inline SGL data block', () => {
+    expect(run(false)).toEqual({ coalesced: 1, directMaps: 0, ok: true, iovaAllocs: 1, sglList: 0 });
+  });
+
+  it('boundaries inside pages: the gap mask forbids it, one mapping per segment and an SGL list', () => {
+    // Two IOVA allocations for the two mappings, one for the descriptor pool's first coherent page.
+    expect(run(true)).toEqual({ coalesced: 0, directMaps: 2, ok: true, iovaAllocs: 3, sglList: 2 });
+  });
+});
+
 describe('the nvme-pci README example', () => {
   it('runs as written', () => {
     const m = createMachine();
