@@ -21,7 +21,8 @@ type Op =
   | { k: 'toDev'; p: number; n: number }
   | { k: 'toSys'; p: number; n: number }
   | { k: 'fork'; p: number; v: number }
-  | { k: 'excl'; p: number };
+  | { k: 'excl'; p: number }
+  | { k: 'race'; p: number; what: 'unmap' | 'ro' | 'cpuW'; v: number };
 
 const page = fc.integer({ min: 0, max: NPAGES - 1 });
 const val = fc.integer({ min: 1, max: 255 });
@@ -37,6 +38,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant('toSys' as const), p: page, n: fc.integer({ min: 1, max: 6 }) }),
   fc.record({ k: fc.constant('fork' as const), p: page, v: val }),
   fc.record({ k: fc.constant('excl' as const), p: page }),
+  fc.record({ k: fc.constant('race' as const), p: page, what: fc.constantFrom('unmap' as const, 'ro' as const, 'cpuW' as const), v: val }),
 );
 
 function fillPage(v: number): Uint8Array {
@@ -45,7 +47,7 @@ function fillPage(v: number): Uint8Array {
 
 describe('hmm property', () => {
   it('mirror consistency and no leaks over random interleavings', () => {
-    const seen = { devReads: 0, toDevice: 0, devmemFaults: 0, invalidations: 0 };
+    const seen = { devReads: 0, toDevice: 0, devmemFaults: 0, invalidations: 0, readRetries: 0 };
     fc.assert(
       fc.property(fc.array(op, { minLength: 1, maxLength: 40 }), (ops) => {
         const f = setup({ dmaDebug: 'warn', devmemBytes: 64 * PAGE_SIZE });
@@ -112,6 +114,30 @@ describe('hmm property', () => {
               expect(r.ret === 0 || r.ret === -22 || r.ret === -2).toBe(true);
               break;
             }
+            case 'race': {
+              // The CPU acts between hmm_range_fault and the driver lock (the notifier race).
+              let fired = false;
+              f.mirror.afterRangeFault = () => {
+                if (fired) return;
+                fired = true;
+                if (o.what === 'unmap') {
+                  mm.munmap(at(p), PAGE_SIZE);
+                  mapped[p] = false;
+                } else if (o.what === 'ro') {
+                  mm.mprotect(at(p), PAGE_SIZE, PROT_READ);
+                  prot[p] = PROT_READ;
+                } else if (writable) {
+                  mm.write(at(p), fillPage(o.v));
+                  expected[p] = o.v;
+                }
+              };
+              const r = f.mirror.read(at(p), 1);
+              f.mirror.afterRangeFault = undefined;
+              const ok = readable && !(fired && o.what === 'unmap');
+              expect(r.ret === 0).toBe(ok);
+              if (r.ret === 0) expect(r.data[0]).toBe(expected[p]);
+              break;
+            }
             case 'excl': {
               const r = f.mirror.exclusive(at(p), 1);
               expect(r.ret === 0).toBe(writable);
@@ -134,6 +160,7 @@ describe('hmm property', () => {
         seen.toDevice += f.mirror.stats.migratedToDevice;
         seen.devmemFaults += f.mirror.stats.devmemFaults;
         seen.invalidations += f.mirror.stats.invalidations;
+        seen.readRetries += f.mirror.stats.readRetries;
         f.mirror.close();
         f.proc.exit();
         expect(f.machine.dmaDebug.entries).toBe(0);
@@ -148,5 +175,6 @@ describe('hmm property', () => {
     expect(seen.toDevice).toBeGreaterThan(50);
     expect(seen.devmemFaults).toBeGreaterThan(10);
     expect(seen.invalidations).toBeGreaterThan(100);
+    expect(seen.readRetries).toBeGreaterThan(5);
   });
 });
