@@ -444,6 +444,20 @@ describe('completion, timeouts, abort and reset', () => {
     expect(r.host.stats.completedError).toBe(1);
   });
 
+  it('traces nvme_setup_cmd and nvme_complete_rq', () => {
+    const r = live(rig());
+    r.m.trace.record({ capacity: 64 });
+    const p = pages(r.m, 1);
+    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
+    expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
+    r.m.scheduler.runUntilIdle();
+    const names = r.m.trace.events().map((e) => e.name);
+    expect(names).toContain('nvme:nvme_setup_cmd');
+    expect(names).toContain('nvme:nvme_complete_rq');
+    const setup = r.m.trace.events().find((e) => e.name === 'nvme:nvme_setup_cmd');
+    expect(setup?.fields).toMatchObject({ qid: 1, opcode: 0x01, prp1: p });
+  });
+
   it('refuses a length that is not whole logical blocks (BLK_STS_INVAL) and unsupported ops', () => {
     const r = live(rig());
     const p = pages(r.m, 1);

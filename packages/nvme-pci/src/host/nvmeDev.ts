@@ -850,6 +850,21 @@ export class NvmeDev {
     iod.inflight = true;
     iod.status = 0;
     iod.deadline = this.machine.clock.now() + timeoutNs;
+    const trace = this.machine.trace;
+    if (trace.enabled) {
+      // kernel: drivers/nvme/host/trace.h (nvme_setup_cmd)
+      const dv = iod.cmdDv;
+      trace.emit('nvme:nvme_setup_cmd', this.device.name, {
+        qid: q.qid,
+        cid: dv.getUint16(SQE.CID, true),
+        nsid: dv.getUint32(SQE.NSID, true),
+        flags: iod.cmd[SQE.FLAGS] ?? 0,
+        opcode: iod.cmd[SQE.OPC] ?? 0,
+        cdw10: dv.getUint32(SQE.CDW10, true),
+        prp1: readLe64(dv, SQE.PRP1),
+        prp2: readLe64(dv, SQE.PRP2),
+      });
+    }
     this.#inflight++;
     if (this.#timeoutTimer === null) this.#timeoutTimer = this.machine.schedule(timeoutNs, this.#timeoutFn);
     q.copyCmd(this.machine, iod.cmd);
@@ -1307,6 +1322,11 @@ export class NvmeDev {
   #finishIod(q: NvmeQueue, iod: NvmeIod, status: number, dw0: number): void {
     iod.inflight = false;
     this.#inflight--;
+    const trace = this.machine.trace;
+    if (trace.enabled) {
+      // kernel: drivers/nvme/host/trace.h (nvme_complete_rq)
+      trace.emit('nvme:nvme_complete_rq', this.device.name, { qid: q.qid, cid: iod.cmdDv.getUint16(SQE.CID, true), result: dw0, retries: iod.retries, status });
+    }
     if (this.#inflight === 0 && this.#timeoutTimer !== null) {
       this.#timeoutTimer.cancel();
       this.#timeoutTimer = null;
