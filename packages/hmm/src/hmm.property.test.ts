@@ -116,10 +116,10 @@ describe('hmm property', () => {
             }
             case 'race': {
               // The CPU acts between hmm_range_fault and the driver lock (the notifier race).
-              let fired = false;
+              const hook = { fired: false };
               f.mirror.afterRangeFault = () => {
-                if (fired) return;
-                fired = true;
+                if (hook.fired) return;
+                hook.fired = true;
                 if (o.what === 'unmap') {
                   mm.munmap(at(p), PAGE_SIZE);
                   mapped[p] = false;
@@ -133,7 +133,7 @@ describe('hmm property', () => {
               };
               const r = f.mirror.read(at(p), 1);
               f.mirror.afterRangeFault = undefined;
-              const ok = readable && !(fired && o.what === 'unmap');
+              const ok = readable && !(hook.fired && o.what === 'unmap');
               expect(r.ret === 0).toBe(ok);
               if (r.ret === 0) expect(r.data[0]).toBe(expected[p]);
               break;
