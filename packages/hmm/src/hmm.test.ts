@@ -220,6 +220,24 @@ describe('HMM DMA helpers', () => {
     hmmDmaMapFree(dev, map);
   });
 
+  it('misuse is a dma-debug report: freeing the map with a linked entry', () => {
+    const { machine, mm } = proc();
+    machine.dmaDebug.mode = 'warn';
+    const dev = machine.pci.addDevice({ name: 'leaky', dmaMaskBits: 64 });
+    dev.dmaOps = fakeIommu();
+    const a = mm.mmap({ length: 2 * PAGE_SIZE, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS });
+    mm.write(a, new Uint8Array([1]));
+    const map = new HmmDmaMap();
+    expect(hmmDmaMapAlloc(dev, map, 2, PAGE_SIZE)).toBe(0);
+    const sub = notifierFor(mm, a, 2 * PAGE_SIZE);
+    expect(hmmRangeFault({ notifier: sub, notifierSeq: mmuIntervalReadBegin(sub), start: a, end: a + PAGE_SIZE, hmmPfns: map.pfnList, defaultFlags: HMM_PFN_REQ_FAULT, pfnFlagsMask: 0 })).toBe(0);
+    expect(hmmDmaMapPfn(dev, map, 0, null)).toBe(map.state.addr);
+    // Entry 1 was never faulted: mapping it is refused, not a crash.
+    expect(hmmDmaMapPfn(dev, map, 1, null)).toBe(DMA_MAPPING_ERROR);
+    hmmDmaMapFree(dev, map);
+    expect(machine.dmaDebug.reports.map((r) => r.rule)).toEqual(['invalid-argument', 'iova-free-with-links']);
+  });
+
   it('dma-direct with dma-debug: a dma list per entry, 16 bytes per page of metadata', () => {
     const { machine, mm } = proc();
     const dev = machine.pci.addDevice({ name: 'd', dmaMaskBits: 64 });
