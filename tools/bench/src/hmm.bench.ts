@@ -7,6 +7,8 @@
  *   of mapping metadata per page measured from the real array sizes (target: <= 8 vs 16);
  * - invalidation of the fully mapped range: time and IOTLB invalidations issued;
  * - hmm_range_fault snapshot of present pages (pages per second).
+ * Wall-clock figures are the model's own JS cost; the IOMMU cost-model figures (iommu-dma's
+ * deterministic per-operation costs) show the kernel-side cost structure.
  * Size: HMM_BENCH_MB (default 1024).
  */
 import {
@@ -52,8 +54,13 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)] ?? Number.NaN;
 }
 
-function delta(a: IommuStats, b: IommuStats): { iovaAllocs: number; iotlbSyncs: number; invalidations: number } {
-  return { iovaAllocs: b.iovaAllocs - a.iovaAllocs, iotlbSyncs: b.iotlbSyncs - a.iotlbSyncs, invalidations: b.iotlbInvalidationsRange + b.iotlbInvalidationsFull - (a.iotlbInvalidationsRange + a.iotlbInvalidationsFull) };
+function delta(a: IommuStats, b: IommuStats): { iovaAllocs: number; iotlbSyncs: number; invalidations: number; simulatedNs: number } {
+  return {
+    iovaAllocs: b.iovaAllocs - a.iovaAllocs,
+    iotlbSyncs: b.iotlbSyncs - a.iotlbSyncs,
+    invalidations: b.iotlbInvalidationsRange + b.iotlbInvalidationsFull - (a.iotlbInvalidationsRange + a.iotlbInvalidationsFull),
+    simulatedNs: b.simulatedNs - a.simulatedNs,
+  };
 }
 
 export function runHmmBenches(): SuiteResult[] {
@@ -205,6 +212,10 @@ export function runHmmBenches(): SuiteResult[] {
         'legacy IOTLB syncs (fault-in)': lIo.iotlbSyncs,
         'two-step metadata bytes/page': twoStepMeta,
         'legacy metadata bytes/page': legacyMeta,
+        'two-step IOMMU cost-model ns/page (fault-in)': tIo.simulatedNs / npages,
+        'legacy IOMMU cost-model ns/page (fault-in)': lIo.simulatedNs / npages,
+        'two-step IOMMU cost-model ns/page (invalidation)': tInv.simulatedNs / npages,
+        'legacy IOMMU cost-model ns/page (invalidation)': lInv.simulatedNs / npages,
         'two-step invalidation ms': median(ti) / 1e6,
         'legacy invalidation ms': median(li) / 1e6,
         'two-step IOTLB invalidations (invalidation)': tInv.invalidations,
