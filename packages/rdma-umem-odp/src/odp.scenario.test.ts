@@ -427,3 +427,23 @@ describe('malformed work requests and tracing', () => {
     expect(names.has('mlx5:odp_advise_mr')).toBe(true);
   });
 });
+
+describe('invalidation zaps the MTT in MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT blocks', () => {
+  it('a block ends at a non-present entry on an 8-entry boundary, or at the end of the range', () => {
+    const rig = createRig();
+    const len = 16 * 4096;
+    const buf = mmapRw(rig.b.proc, len);
+    const mr = reg(rig, 'b', buf, len);
+    // Pages 0-2 and 9-10 present and mapped, the rest never touched.
+    for (const p of [0, 1, 2, 9, 10]) rig.b.proc.mm.write(buf + p * 4096, new Uint8Array([p + 1]));
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: buf, length: len, lkey: mr.lkey }])).toBe(0);
+    expect(mr.umem.npages).toBe(5);
+    const umrs = rig.b.ib.stats.invalidationUmrs;
+    expect(rig.b.proc.mm.munmap(buf, len)).toBe(0);
+    // [0, 8) flushed at idx 8 (not present, aligned), then [9, 16) at the end.
+    expect(rig.b.ib.stats.invalidationUmrs - umrs).toBe(2);
+    expect(rig.b.ib.stats.invalidatedMtts).toBe(8 + 7);
+    expect(mr.umem.npages).toBe(0);
+    expect([...mr.mkey.mtt].every((e) => e === 0)).toBe(true);
+  });
+});
