@@ -42,7 +42,7 @@ import {
   pciP2pdmaMapStateInit,
 } from '@dmakit/dma-core';
 import type { Device, HmmPort, HmmRange, MmStruct, MmuIntervalNotifierOps, MmuNotifierRange, SystemMemory } from '@dmakit/dma-core';
-import { memremapPages, pagePgmap } from './devmem.js';
+import { memremapPages, memunmapPages, pagePgmap } from './devmem.js';
 import { makeDeviceExclusive } from './exclusive.js';
 import type { DevPagemap, VmFault } from './devmem.js';
 import { hmmPort } from './port.js';
@@ -186,6 +186,16 @@ export class DmirrorDevice {
     const m = new Dmirror(this, mm);
     this.mirrors.add(m);
     return m;
+  }
+
+  /**
+   * Driver removal (`dmirror_device_remove`): evict every device page still mapped back to RAM,
+   * close the mirrors, and unplug the device memory (memunmap_pages).
+   */
+  remove(): void {
+    this.evictAll();
+    for (const m of [...this.mirrors]) m.close();
+    memunmapPages(this.pagemap);
   }
 
   /** Device pages in use (reclaims freed ones first). */

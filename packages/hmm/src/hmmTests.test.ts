@@ -488,6 +488,21 @@ describe('hmm-tests (dmirror)', () => {
     leakFree(f);
   });
 
+  it('device removal evicts device pages back to RAM while the process keeps running', () => {
+    const f = setup();
+    const npages = 12;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 33);
+    f.proc.mm.write(addr, data);
+    expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
+    f.mdev.remove();
+    expect(f.mirror.closed).toBe(true);
+    expect(f.mdev.devicePagesInUse).toBe(0);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
+    f.proc.exit();
+    expect(f.machine.dmaDebug.entries).toBe(0);
+  });
+
   it('bad input: unaligned addresses, zero pages, and a closed mirror give -EINVAL', () => {
     const f = setup();
     expect(f.mirror.read(123, 1).ret).toBe(-Errno.EINVAL);
