@@ -12,6 +12,7 @@ import { formatDmabufP2p, runDmabufP2pStack } from './stacks/dmabufP2p.js';
 import { NVME_CLI_OPTIONS, NVME_HELP, runNvmeCli } from './stacks/nvmeCli.js';
 import { RDMA_ODP_CLI_OPTIONS, RDMA_ODP_HELP, runRdmaOdpCli } from './stacks/rdmaOdp.js';
 import { formatGpuSvm, runGpuSvmStack } from './stacks/gpuSvm.js';
+import { VFIO_MIGRATION_HELP, runVfioMigrationCli } from './stacks/vfioMigration.js';
 import { recordTrace } from './traceFile.js';
 
 const HELP = `dmakit demo: run a simulated DMA stack and verify every byte.
@@ -22,7 +23,7 @@ Stacks:
   direct        A device without an IOMMU: streaming DMA, swiotlb bouncing for a 32-bit
                 device above 4 GiB, a coherent buffer, and the two-step IOVA API's fallback.
                 (default)
-${NVME_HELP}${RDMA_ODP_HELP}
+${NVME_HELP}${RDMA_ODP_HELP}${VFIO_MIGRATION_HELP}
   dmabuf-p2p    GPU memory shared through dma-buf: an NVMe drive writes it peer-to-peer (bus
                 addresses), an RDMA NIC reads it through the host bridge (IOVA + MMIO), the GPU
                 evicts and restores it under traffic, a VFIO BAR export is revoked and restored,
@@ -119,6 +120,8 @@ function main(argv: string[]): number {
       return runNvmeCli(values, seed, iommu);
     case 'rdma-odp':
       return runRdmaOdpCli(values, seed, iommu, argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')));
+    case 'vfio-migration':
+      return runVfioMigrationCli(values, seed, iommu, argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')));
     default:
       process.stderr.write(`unknown stack "${stack}"\n\n${HELP}`);
       return 2;

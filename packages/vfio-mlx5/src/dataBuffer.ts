@@ -42,6 +42,7 @@ export interface Mlx5BufferStats {
   metadataBytes: number;
   peakMetadataBytes: number;
   livePages: number;
+  peakLivePages: number;
 }
 
 /** What the buffer helpers need from the driver (`mlx5vf_pci_core_device` + `mlx5_core_dev`). */
@@ -70,6 +71,7 @@ export function newBufferStats(): Mlx5BufferStats {
     metadataBytes: 0,
     peakMetadataBytes: 0,
     livePages: 0,
+    peakLivePages: 0,
   };
 }
 
@@ -280,6 +282,7 @@ export function mlx5vfAllocDataBuffer(ctx: Mlx5BufferCtx, npages: number, dir: D
   }
   ctx.stats.allocated++;
   ctx.stats.livePages += npages;
+  if (ctx.stats.livePages > ctx.stats.peakLivePages) ctx.stats.peakLivePages = ctx.stats.livePages;
   return buf;
 }
 
