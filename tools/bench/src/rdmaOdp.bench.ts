@@ -26,6 +26,8 @@ const ACCESS = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_REMOTE_WRITE | IB_ACCESS_ON_DEM
 /** Bytes per page fault (what one HCA fault covers here: a 64 KiB data segment). */
 const FAULT_BYTES = 64 * 1024;
 const BASE = 0x6000_0000_0000;
+/** Interleaved rounds per contender (the median is reported). */
+const ROUNDS = 5;
 
 function nowNs(): number {
   return Number(process.hrtime.bigint());
@@ -41,6 +43,7 @@ function gc(): void {
 }
 
 function heap(): number {
+  gc();
   gc();
   const u = process.memoryUsage();
   return u.heapUsed + u.arrayBuffers;
@@ -110,7 +113,7 @@ function faultIn(bytes: number): SuiteResult[] {
   const runs: Record<'two-step' | 'legacy', RunResult[]> = { 'two-step': [], legacy: [] };
   faultInOnce(false, Math.min(bytes, 64 * SZ_1M)); // warm-up (JIT)
   faultInOnce(true, Math.min(bytes, 64 * SZ_1M));
-  for (let r = 0; r < 3; r++) {
+  for (let r = 0; r < ROUNDS; r++) {
     // Interleaved so machine noise hits both alike.
     gc();
     runs['two-step'].push(faultInOnce(false, bytes));
@@ -125,10 +128,10 @@ function faultIn(bytes: number): SuiteResult[] {
   const a = pick('two-step');
   const b = pick('legacy');
   const measured: Measured[] = [
-    { name: 'fault-in, two-step (ns per page)', nsPerOp: a.faultNs / npages, opsPerSec: (npages * 1e9) / a.faultNs, samples: 3 },
-    { name: 'fault-in, legacy dma_map_page per page (ns per page)', nsPerOp: b.faultNs / npages, opsPerSec: (npages * 1e9) / b.faultNs, samples: 3 },
-    { name: 'invalidate 1 GiB MR, two-step (ns per page)', nsPerOp: median(runs['two-step'].map((x) => x.invalidateNs)) / npages, opsPerSec: (npages * 1e9) / median(runs['two-step'].map((x) => x.invalidateNs)), samples: 3 },
-    { name: 'invalidate 1 GiB MR, legacy (ns per page)', nsPerOp: median(runs.legacy.map((x) => x.invalidateNs)) / npages, opsPerSec: (npages * 1e9) / median(runs.legacy.map((x) => x.invalidateNs)), samples: 3 },
+    { name: 'fault-in, two-step (ns per page)', nsPerOp: a.faultNs / npages, opsPerSec: (npages * 1e9) / a.faultNs, samples: ROUNDS },
+    { name: 'fault-in, legacy dma_map_page per page (ns per page)', nsPerOp: b.faultNs / npages, opsPerSec: (npages * 1e9) / b.faultNs, samples: ROUNDS },
+    { name: 'invalidate 1 GiB MR, two-step (ns per page)', nsPerOp: median(runs['two-step'].map((x) => x.invalidateNs)) / npages, opsPerSec: (npages * 1e9) / median(runs['two-step'].map((x) => x.invalidateNs)), samples: ROUNDS },
+    { name: 'invalidate 1 GiB MR, legacy (ns per page)', nsPerOp: median(runs.legacy.map((x) => x.invalidateNs)) / npages, opsPerSec: (npages * 1e9) / median(runs.legacy.map((x) => x.invalidateNs)), samples: ROUNDS },
   ];
   const ratio = b.faultNs / a.faultNs;
   const faultInSuite: SuiteResult = {
