@@ -447,3 +447,29 @@ describe('invalidation zaps the MTT in MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT blocks
     expect([...mr.mkey.mtt].every((e) => e === 0)).toBe(true);
   });
 });
+
+describe('implicit ODP with prefetch (test_odp_implicit_prefetch_rc_traffic)', () => {
+  it('prefetching through the implicit key creates the child; traffic then takes no page fault', () => {
+    const rig = createRig();
+    const imr = rig.b.ib.regUserMr(rig.b.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, RW);
+    if (typeof imr === 'number') throw new Error(String(imr));
+    const dst = mmapRw(rig.b.proc, MSG);
+    const src = mmapRw(rig.a.proc, MSG);
+    const mrA = reg(rig, 'a', src, MSG);
+    for (let it = 0; it < 5; it++) {
+      dropPages(rig.b.proc, dst, MSG);
+      expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: dst, length: MSG, lkey: imr.lkey }])).toBe(0);
+      // Through another PD: -EPERM, nothing queued.
+      expect(rig.b.ib.adviseMr(rig.b.ib.allocPd(rig.b.proc.mm), IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, [{ addr: dst, length: MSG, lkey: imr.lkey }])).toBe(-Errno.EPERM);
+      const faults = rig.b.ib.stats.pageFaults;
+      const data = pattern(40 + it, MSG);
+      rig.a.proc.mm.write(src, data);
+      rig.a.ib.postSend(rig.a.qp, { wrId: it, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: imr.rkey });
+      drain(rig);
+      ok(rig, 'a');
+      expect(rig.b.ib.stats.pageFaults).toBe(faults);
+      expect(bytesEqual(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
+    }
+    expect(rig.b.ib.stats.implicitChildrenCreated).toBeGreaterThanOrEqual(1);
+  });
+});
