@@ -18,7 +18,9 @@ import {
   dmaMappingError,
   dmaUnmapPhys,
   dmaUnmapSgtable,
+  alignDown,
   pageAlign,
+  SZ_64K,
   pciP2pdmaMapType,
   pcimP2pdmaInit,
   pcimP2pdmaProvider,
@@ -34,6 +36,9 @@ import { dmaFenceContextAlloc, dmaFenceCreate, dmaResvAddFence, dmaResvLock, dma
 
 // Coherent GPU (no cache maintenance to skip); SKIP_CPU_SYNC is what exempts it from the overlap check.
 const COPY_ATTRS = DMA_ATTR_DEBUGGING_IGNORE_CACHELINES | DMA_ATTR_SKIP_CPU_SYNC;
+
+/** Largest sg entry the system-memory table builds (sg_dma_len is 32-bit, page aligned). */
+const MAX_SG_SEG = 0xffff_f000;
 
 export type GpuPlacement = 'vram' | 'system';
 
@@ -386,8 +391,22 @@ export class GpuVramExporter {
         if (b.kind === 'vram') {
           sgt = dmaBufPhysVecToSgt(attach, this.provider, b.ranges, b.ranges.length, bo.size, dir);
         } else {
+          // sg_alloc_table_from_pages_segment: physically contiguous pages share one entry, up to
+          // the importer's max segment size.
+          const maxSeg = Math.max(PAGE_SIZE, Math.min(MAX_SG_SEG, alignDown(attach.dev.dmaParms?.maxSegmentSize ?? SZ_64K, PAGE_SIZE)));
           const t = new SgTable(b.pages.length);
-          for (const p of b.pages) t.push(p, PAGE_SIZE);
+          let start = b.pages[0] ?? 0;
+          let len = 0;
+          for (const p of b.pages) {
+            if (p === start + len && len + PAGE_SIZE <= maxSeg) {
+              len += PAGE_SIZE;
+              continue;
+            }
+            if (len > 0) t.push(start, len);
+            start = p;
+            len = PAGE_SIZE;
+          }
+          if (len > 0) t.push(start, len);
           const ret = dmaMapSgtable(attach.dev, t, dir, 0);
           sgt = ret === 0 ? t : ret;
         }
