@@ -6,6 +6,7 @@ import { runHmmBenches } from './hmm.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { runNvmeBenches } from './nvme.bench.js';
 import { runRdmaOdpBenches } from './rdmaOdp.bench.js';
+import { runVfioMlx5Benches } from './vfioMlx5.bench.js';
 import { writeSuite, writeSummary } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
@@ -18,6 +19,7 @@ const suites: [string, () => SuiteResult[]][] = [
   ['nvme', runNvmeBenches],
   ['hmm', runHmmBenches],
   ['rdma-odp', runRdmaOdpBenches],
+  ['vfio-mlx5', runVfioMlx5Benches],
 ];
 
 const mds: string[] = [];
