@@ -11,6 +11,7 @@ import {
   HMM_PFN_REQ_WRITE,
   HMM_PFN_VALID,
   HMM_PFN_VALID_U64,
+  HMM_RANGE_DEFAULT_TIMEOUT,
   HMM_PFN_WRITE,
   HmmDmaMap,
   MAP_ANONYMOUS,
@@ -35,7 +36,7 @@ import {
   mmuIntervalSetSeq,
 } from '@dmakit/dma-core';
 import type { Device, DmaIovaState, DmaMapOps, HmmRange, Machine, MmStruct } from '@dmakit/dma-core';
-import { hmmDmaMapAlloc, hmmDmaMapFree, hmmDmaMapPfn, hmmDmaUnmapPfn, hmmPort, hmmRangeFault } from '@dmakit/hmm';
+import { hmmDmaMapAlloc, hmmDmaMapFree, hmmDmaMapPfn, hmmDmaUnmapPfn, hmmPort, hmmRangeFault, hmmRangeFaultUnlockedTimeout } from '@dmakit/hmm';
 
 function notifierFor(mm: MmStruct, start: number, len: number): MmuIntervalNotifier {
   const sub = new MmuIntervalNotifier();
@@ -120,6 +121,24 @@ describe('hmmRangeFault', () => {
     const w = rangeOf(sub, a, 1, HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE);
     expect(hmmRangeFault(w)).toBe(-Errno.EPERM);
     expect(hmmRangeFault({ ...w, start: a + 1 })).toBe(-Errno.EINVAL);
+  });
+
+  it('hmm_range_fault_unlocked_timeout: retries -EBUSY itself, gives up after the timeout', () => {
+    const { machine, mm } = proc();
+    const a = mm.mmap({ length: PAGE_SIZE, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS });
+    mm.read(a, 1);
+    const sub = notifierFor(mm, a, PAGE_SIZE);
+    const r = rangeOf(sub, a, 1, HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE);
+    expect(hmmRangeFaultUnlockedTimeout(r, HMM_RANGE_DEFAULT_TIMEOUT)).toBe(0); // the COW -EBUSY is absorbed
+    expect(hmmPfnFlags(r.hmmPfns, 0)).toBe((HMM_PFN_VALID | HMM_PFN_WRITE) >>> 0);
+    // An invalidation that never ends: every attempt is -EBUSY until the timeout.
+    const open = mm.notifierRange(0, a, a + PAGE_SIZE);
+    mm.invalidateRangeStart(open);
+    const t0 = machine.clock.now();
+    expect(hmmRangeFaultUnlockedTimeout(r, 5)).toBe(-Errno.EBUSY);
+    expect(machine.clock.now() - t0).toBeGreaterThanOrEqual(5e6);
+    mm.invalidateRangeEnd(open);
+    expect(hmmRangeFaultUnlockedTimeout(r, 5)).toBe(0);
   });
 
   it('a COW break during the fault invalidates the caller itself: -EBUSY, then success', () => {

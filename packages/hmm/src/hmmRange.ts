@@ -20,6 +20,7 @@ import {
   VM_IO as VM_IO_,
   VM_PFNMAP as VM_PFNMAP_,
   mmuIntervalCheckRetry as mmuIntervalCheckRetry_,
+  mmuIntervalReadBegin,
 } from '@dmakit/dma-core';
 import type { HmmPfns, HmmRange, MmStruct, VmArea } from '@dmakit/dma-core';
 import { pagePgmap } from './devmem.js';
@@ -299,4 +300,29 @@ export function hmmRangeFault(range: HmmRange): number {
   wLast = savedLast;
   wFaultPossible = savedFaultPossible;
   return ret;
+}
+
+/** Simulated time one -EBUSY retry costs (rescheduling before mmu_interval_read_begin again). */
+export const HMM_RETRY_COST_NS = 1_000;
+
+/**
+ * `hmm_range_fault_unlocked_timeout(range, timeout)` (2026 development trees): takes the mmap
+ * lock itself (implicit here), calls mmu_interval_read_begin before every attempt, and retries
+ * -EBUSY until `timeoutMs` of simulated time pass (0 = forever, bounded by the model's guard).
+ * Each retry charges HMM_RETRY_COST_NS to the simulation clock. The caller still checks
+ * mmu_interval_read_retry under its own lock afterwards. Returns what hmmRangeFault returns.
+ */
+export function hmmRangeFaultUnlockedTimeout(range: HmmRange, timeoutMs: number): number {
+  const mm = range.notifier.mm;
+  if (mm === undefined || !Number.isFinite(timeoutMs) || timeoutMs < 0) return -Errno.EINVAL;
+  const clock = mm.process.host.clock;
+  const deadline = clock.now() + timeoutMs * 1e6;
+  for (let attempt = 0; attempt < 1_000_000; attempt++) {
+    range.notifierSeq = mmuIntervalReadBegin(range.notifier);
+    const r = hmmRangeFault(range);
+    if (r !== -Errno.EBUSY) return r;
+    clock.charge(HMM_RETRY_COST_NS);
+    if (timeoutMs !== 0 && clock.now() >= deadline) return -Errno.EBUSY;
+  }
+  return -Errno.EBUSY;
 }

@@ -3,7 +3,7 @@
  * memory with migrate_vma, and the dmirror test device (lib/test_hmm.c).
  * Kernel counterpart: mm/hmm.c, mm/migrate_device.c, mm/memremap.c, lib/test_hmm.c.
  */
-export { hmmRangeFault, hmmStats, hmmStatsReset } from './hmmRange.js';
+export { HMM_RETRY_COST_NS, hmmRangeFault, hmmRangeFaultUnlockedTimeout, hmmStats, hmmStatsReset } from './hmmRange.js';
 export type { HmmStats } from './hmmRange.js';
 export { hmmDmaMapAlloc, hmmDmaMapFree, hmmDmaMapPfn, hmmDmaUnmapPfn, hmmDmaStats, hmmDmaStatsReset } from './hmmDma.js';
 export type { HmmDmaStats } from './hmmDma.js';
