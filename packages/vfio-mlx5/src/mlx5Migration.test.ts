@@ -327,3 +327,37 @@ describe('deferred reset', () => {
     expect(h.drv.stats.deferredResets).toBe(1);
   });
 });
+
+describe('allocation failures while building migration buffers', () => {
+  for (const site of ['alloc_pages', 'iova', 'fake_link'] as const) {
+    it(`fail-the-Nth sweep on '${site}' while entering STOP_COPY: the arc fails cleanly, nothing leaked`, () => {
+      let failures = 0;
+      let fallbacks = 0;
+      for (let nth = 1; nth <= 40; nth++) {
+        const h = makeHost({ iommu: true, stateBytes: 16 * 1024 });
+        configureAndRun(h, 20);
+        expect(setState(h, S.STOP).ret).toBe(0);
+        const pages0 = h.machine.memory.allocatedPageCount;
+        h.machine.faultInjection.arm(site, nth);
+        const r = setState(h, S.STOP_COPY);
+        h.machine.faultInjection.disarm();
+        if (r.ret !== 0) {
+          failures++;
+          expect(r.ret).toBe(-Errno.ENOMEM);
+          expect(h.drv.migState).toBe(S.STOP);
+        } else {
+          drain(r.dataFd!);
+          expect(setState(h, S.STOP).ret).toBe(0);
+        }
+        expect(h.machine.memory.allocatedPageCount).toBe(pages0);
+        expect(h.iommu!.mapped.size).toBe(0);
+        expect(h.fw.liveMkeys).toBe(0);
+        expect(h.drv.bufferStats.livePages).toBe(0);
+        fallbacks += h.drv.bufferStats.fallbackRegistrations;
+      }
+      // No IOVA range: register_dma_pages falls back to dma_map_page per page instead of failing.
+      if (site === 'iova') expect(fallbacks).toBeGreaterThan(0);
+      else expect(failures).toBeGreaterThan(0);
+    });
+  }
+});

@@ -12,6 +12,8 @@ describe('vfio-migration: live migration of an assigned mlx5 VF between two host
         expect(p.verification.targetContinued).toBe(true);
         expect(p.verification.deviceTrackerCoversIommuDirty).toBe(true);
         expect(p.verification.sourceBuffersFreed).toBe(true);
+        expect(p.verification.dmaDebugReports).toBe(0);
+        expect(p.verification.iommuFaults).toBe(0);
         expect(p.verified).toBe(true);
         // Pre-copy converges: the last live round leaves far fewer dirty pages than the first.
         const live = p.rounds.filter((x) => x.phase === 'pre-copy' && x.round > 0);

@@ -64,6 +64,10 @@ export interface VfioMigrationPathResult {
     readonly targetDmaFaults: number;
     readonly deviceTrackerCoversIommuDirty: boolean;
     readonly sourceBuffersFreed: boolean;
+    /** dma-debug reports on both hosts (the DMA API use of the migration buffers is clean). */
+    readonly dmaDebugReports: number;
+    /** IOMMU faults on both hosts (no device access was refused). */
+    readonly iommuFaults: number;
     readonly targetRefusedCorruptStream?: boolean;
   };
   readonly rounds: VfioMigrationRound[];
@@ -470,10 +474,12 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const bs = src.drv.bufferStats;
   const registrations = bs.iovaRegistrations + bs.fallbackRegistrations + bs.sgtRegistrations;
   const syncs = (pfDomainSrc?.stats().iotlbSyncMaps ?? 0) - syncs0;
+  const dmaDebugReports = src.machine.dmaDebug.reports.length + dst.machine.dmaDebug.reports.length;
+  const iommuFaults = src.iommu.faults.length + dst.iommu.faults.length;
   const verified =
     opts.corruptStream === true
       ? refused === true
-      : mismatched === 0 && stateEqual && continued && cover.ok && sourceBuffersFreed;
+      : mismatched === 0 && stateEqual && continued && cover.ok && sourceBuffersFreed && dmaDebugReports === 0 && iommuFaults === 0;
   return {
     path,
     verified,
@@ -487,6 +493,8 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
       targetDmaFaults: dst.fw.stats.dmaFaults,
       deviceTrackerCoversIommuDirty: cover.ok,
       sourceBuffersFreed,
+      dmaDebugReports,
+      iommuFaults,
       ...(refused !== undefined ? { targetRefusedCorruptStream: refused } : {}),
     },
     rounds,
@@ -554,6 +562,7 @@ export function formatVfioMigration(r: VfioMigrationResult): string {
     L.push(`    [${v.targetContinued ? ' ok ' : 'FAIL'}] workload continues on the target (${v.targetPacketsAfterResume} packets DMAed)`);
     L.push(`    [${v.deviceTrackerCoversIommuDirty ? ' ok ' : 'FAIL'}] device tracker saw every page the IOMMU marked dirty`);
     L.push(`    [${v.sourceBuffersFreed ? ' ok ' : 'FAIL'}] source migration buffers all freed`);
+    L.push(`    [${v.dmaDebugReports === 0 && v.iommuFaults === 0 ? ' ok ' : 'FAIL'}] no dma-debug report, no IOMMU fault (${v.dmaDebugReports} reports, ${v.iommuFaults} faults)`);
   }
   if (r.pathsIdentical !== null) L.push(`\n  [${r.pathsIdentical ? ' ok ' : 'FAIL'}] legacy path produced the identical stream and rounds`);
   L.push(`\n${r.verified ? 'verified' : 'NOT verified'}`);
