@@ -58,6 +58,10 @@ export const MLX5_IMR_KSM_ENTRIES = Math.ceil(TASK_SIZE / MLX5_IMR_MTT_SIZE);
 /** Entries per UMR translation update (one 4 KiB XLT page of 8-byte MTTs). */
 export const MLX5_XLT_CHUNK_ENTRIES = PAGE_SIZE / 8;
 
+function isUint(x: unknown): boolean {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
 /** A protection domain of one process context (`ib_pd` + the ucontext's mm). */
 export class IbPd {
   readonly pdn: number;
@@ -193,15 +197,21 @@ export class Mlx5IbDev implements IbDevice {
     return this.hca.createCq();
   }
 
+  /** `ib_create_qp` (RC). Throws on a PD of another device (a programming error, like the kernel's WARN). */
   createQp(pd: IbPd, sendCq: HcaCq, recvCq: HcaCq): HcaQp {
+    if (pd.dev !== this) throw new RangeError(`${this.name}: create_qp with a PD of ${pd.dev.name}`);
     return this.hca.createQp(pd.pdn, sendCq, recvCq);
   }
 
+  /** `ib_post_send`: 0 or -EINVAL (QP of another device or not in RTS, malformed request). */
   postSend(qp: HcaQp, wr: IbSendWr): number {
+    if (qp.hca !== this.hca) return -Errno.EINVAL;
     return this.hca.postSend(qp, wr);
   }
 
+  /** `ib_post_recv`: 0 or -EINVAL. */
   postRecv(qp: HcaQp, wr: IbRecvWr): number {
+    if (qp.hca !== this.hca) return -Errno.EINVAL;
     return this.hca.postRecv(qp, wr);
   }
 
@@ -221,7 +231,7 @@ export class Mlx5IbDev implements IbDevice {
    * modelled; or the device would need swiotlb), -EINVAL (bad flags or range), -EFAULT, -ENOMEM.
    */
   regUserMr(pd: IbPd, start: number, length: number, iova: number, access: number): Mlx5IbMr | number {
-    if (pd.deallocated) return -Errno.EINVAL;
+    if (!(pd instanceof IbPd) || pd.dev !== this || pd.deallocated) return -Errno.EINVAL;
     if (!Number.isInteger(access) || (access & ~IB_ACCESS_SUPPORTED) !== 0) return -Errno.EINVAL;
     if ((access & IB_ACCESS_ON_DEMAND) === 0) return -Errno.EOPNOTSUPP;
     if (start === 0 && length === IB_IMPLICIT_MR_LENGTH) {
@@ -511,7 +521,13 @@ export class Mlx5IbDev implements IbDevice {
     if (advice !== IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH && advice !== IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE && advice !== IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT) {
       return -Errno.EOPNOTSUPP;
     }
-    if ((flags & ~IB_UVERBS_ADVISE_MR_FLAG_FLUSH) !== 0) return -Errno.EOPNOTSUPP;
+    if (!Number.isInteger(flags) || (flags & ~IB_UVERBS_ADVISE_MR_FLAG_FLUSH) !== 0) return -Errno.EOPNOTSUPP;
+    const list: unknown = sgl;
+    if (!(pd instanceof IbPd) || pd.dev !== this || !Array.isArray(list)) return -Errno.EINVAL;
+    for (const sge of list as unknown[]) {
+      const x = sge as Partial<IbSge> | null;
+      if (typeof x !== 'object' || x === null || !isUint(x.addr) || !isUint(x.length) || !isUint(x.lkey)) return -Errno.EINVAL;
+    }
     let pfFlags = 0;
     if (advice === IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH) pfFlags = MLX5_PF_FLAGS_DOWNGRADE;
     else if (advice === IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT) pfFlags = MLX5_PF_FLAGS_SNAPSHOT;

@@ -473,3 +473,20 @@ describe('implicit ODP with prefetch (test_odp_implicit_prefetch_rc_traffic)', (
     expect(rig.b.ib.stats.implicitChildrenCreated).toBeGreaterThanOrEqual(1);
   });
 });
+
+describe('objects of the wrong device', () => {
+  it('a PD, QP or SGE list that does not belong to the device is -EINVAL', () => {
+    const rig = createRig();
+    const buf = mmapRw(rig.b.proc, MSG);
+    expect(rig.b.ib.regUserMr(rig.a.pd, buf, MSG, buf, RW)).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_SEND, sgList: [] })).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.postRecv(rig.a.qp, { wrId: 1, sgList: [] })).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.adviseMr(rig.a.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, [])).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, 'x' as unknown as [])).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, [{ addr: -1, length: 1, lkey: 1 }])).toBe(-Errno.EINVAL);
+    expect(() => rig.b.ib.createQp(rig.a.pd, rig.b.cq, rig.b.cq)).toThrow(RangeError);
+    const mr = reg(rig, 'b', buf, MSG);
+    expect(rig.a.ib.deregMr(mr)).toBe(-Errno.EINVAL);
+    expect(rig.b.ib.deregMr(mr)).toBe(0);
+  });
+});
