@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { Errno, PAGE_SIZE } from '@dmakit/dma-core';
 import {
   ENOMSG,
@@ -14,6 +15,8 @@ import {
   VFIO_MIGRATION_P2P,
   VFIO_MIGRATION_PRE_COPY,
   VFIO_MIGRATION_STOP_COPY,
+  vfioMigArcIsLegal,
+  vfioMigGetNextState,
 } from './index.js';
 import type { VfioMigFile } from './index.js';
 import { configureAndRun, drain, makeHost } from './fakes.testkit.js';
@@ -360,4 +363,29 @@ describe('allocation failures while building migration buffers', () => {
       else expect(failures).toBeGreaterThan(0);
     });
   }
+});
+
+describe('property: the driver only ever runs legal arcs', () => {
+  it('random request sequences on the mlx5 driver (each flag set): legal arcs, success reaches the target, refusal changes nothing', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom({}, { noP2p: true }, { noPreCopy: true }, { noP2p: true, noPreCopy: true }),
+        fc.array(fc.integer({ min: 0, max: 7 }), { minLength: 1, maxLength: 12 }),
+        (o, reqs) => {
+          const h = makeHost(o);
+          configureAndRun(h, 5);
+          for (const req of reqs) {
+            const before = h.drv.migState;
+            const arcsBefore = h.drv.arcLog.length;
+            const r = setState(h, req);
+            for (const [a, b] of h.drv.arcLog.slice(arcsBefore)) expect(vfioMigArcIsLegal(h.drv.migrationFlags, a, b)).toBe(true);
+            if (r.ret === 0) expect(h.drv.migState).toBe(req);
+            else if (vfioMigGetNextState(h.drv.migrationFlags, before, req) < 0) expect(h.drv.migState).toBe(before);
+            if (r.dataFd !== null && h.drv.savingMigf === r.dataFd) drain(r.dataFd);
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
 });
