@@ -409,7 +409,7 @@ export class Hca {
       if (mk.kind === 'ksm') {
         const ci = Math.floor(off / 2 ** MLX5_KSM_PAGE_SHIFT);
         const child = this.#mkeys.get(mk.ksm[ci] ?? 0);
-        if (child === undefined || !child.enabled) return { fault: true, mkey: key, va, bcnt: len, write };
+        if (child === undefined || !child.enabled) return { fault: true, mkey: key, va: a, bcnt: va + len - a, write };
         leaf = child;
         off = a - child.iova;
       }
@@ -417,7 +417,8 @@ export class Hca {
       const e = leaf.mtt[Math.floor(off / ps)] ?? 0;
       const bits = e % 4;
       if ((bits & MLX5_IB_MTT_READ) === 0 || (write && (bits & MLX5_IB_MTT_WRITE) === 0)) {
-        return { fault: true, mkey: key, va, bcnt: len, write };
+        // The EQE reports the first page that faulted and what is left of the access.
+        return { fault: true, mkey: key, va: a, bcnt: va + len - a, write };
       }
       const dma = e - bits + (off % ps);
       out.push(leaf, a, dma, n);

@@ -25,6 +25,7 @@ import {
   IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT,
   IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE,
   IB_UVERBS_ADVISE_MR_FLAG_FLUSH,
+  MAX_PREFETCH_LEN,
   MLX5_IB_MTT_READ,
   MLX5_IB_MTT_WRITE,
   MLX5_IMR_MTT_ENTRIES,
@@ -300,7 +301,10 @@ export class Mlx5IbDev implements IbDevice {
     this.stats.pageFaults++;
     const mr = this.#odpMkeys.get(pf.mkey);
     let ret = -Errno.EFAULT;
-    if (mr !== undefined && !mr.dead) ret = this.pagefaultMr(mr, pf.va, pf.bcnt, 0, false);
+    // mlx5_ib_mr_rdma_pfault_handler maps the faulting range plus a prefetch bounded by
+    // MAX_PREFETCH_LEN; WQE (requester) faults map the whole remaining data segment.
+    const bcnt = pf.responder ? Math.min(pf.bcnt, MAX_PREFETCH_LEN) : pf.bcnt;
+    if (mr !== undefined && !mr.dead) ret = this.pagefaultMr(mr, pf.va, bcnt, 0, false);
     // pagefault_single_data_segment: fewer pages than the range covers is -EFAULT too.
     if (ret < 0) this.stats.pageFaultErrors++;
     else this.stats.faultPages += ret;

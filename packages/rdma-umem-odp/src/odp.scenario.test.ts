@@ -490,3 +490,23 @@ describe('objects of the wrong device', () => {
     expect(rig.b.ib.deregMr(mr)).toBe(0);
   });
 });
+
+describe('responder RDMA faults map at most MAX_PREFETCH_LEN at a time', () => {
+  it('an 8 MiB RDMA WRITE into an untouched ODP MR takes two 4 MiB responder faults', () => {
+    const rig = createRig();
+    const len = 8 << 20;
+    const src = mmapRw(rig.a.proc, len);
+    const dst = mmapRw(rig.b.proc, len);
+    const mrA = reg(rig, 'a', src, len);
+    const mrB = reg(rig, 'b', dst, len);
+    const data = pattern(77, len);
+    rig.a.proc.mm.write(src, data);
+    rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: len, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
+    drain(rig);
+    ok(rig, 'a');
+    expect(rig.a.ib.stats.pageFaults).toBe(1); // the requester's data segment, whole
+    expect(rig.b.ib.stats.pageFaults).toBe(2);
+    expect(rig.b.ib.stats.faultPages).toBe(len / 4096);
+    expect(bytesEqual(rig.b.proc.mm.read(dst, len), data)).toBe(true);
+  });
+});
