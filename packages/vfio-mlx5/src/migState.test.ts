@@ -40,9 +40,9 @@ function bfs(flags: number, from: number, to: number): number {
   return -1;
 }
 
-/** Pairs the kernel refuses although a path exists: STOP_COPY/RESUMING may not reach pre-copy. */
+/** Pairs the kernel table refuses although a path exists: STOP_COPY may not reach pre-copy. */
 function refused(from: number, to: number): boolean {
-  return (from === S.STOP_COPY || from === S.RESUMING) && (to === S.PRE_COPY || to === S.PRE_COPY_P2P);
+  return from === S.STOP_COPY && (to === S.PRE_COPY || to === S.PRE_COPY_P2P);
 }
 
 describe('vfio_mig_get_next_state: the full transition table', () => {
@@ -78,6 +78,8 @@ describe('vfio_mig_get_next_state: the full transition table', () => {
     expect(vfioMigPath(all, S.RUNNING, S.STOP_COPY)).toEqual([S.RUNNING_P2P, S.STOP, S.STOP_COPY]);
     expect(vfioMigPath(all, S.PRE_COPY, S.STOP_COPY)).toEqual([S.PRE_COPY_P2P, S.STOP_COPY]);
     expect(vfioMigPath(all, S.RESUMING, S.RUNNING)).toEqual([S.STOP, S.RUNNING_P2P, S.RUNNING]);
+    expect(vfioMigPath(all, S.RESUMING, S.PRE_COPY)).toEqual([S.STOP, S.RUNNING_P2P, S.RUNNING, S.PRE_COPY]);
+    expect(vfioMigPath(all, S.RUNNING, S.PRE_COPY_P2P)).toEqual([S.RUNNING_P2P, S.PRE_COPY_P2P]);
     expect(vfioMigPath(VFIO_MIGRATION_STOP_COPY, S.RUNNING, S.STOP_COPY)).toEqual([S.STOP, S.STOP_COPY]);
     expect(vfioMigPath(VFIO_MIGRATION_STOP_COPY | VFIO_MIGRATION_PRE_COPY, S.PRE_COPY, S.STOP_COPY)).toEqual([S.STOP_COPY]);
     expect(vfioMigGetNextState(all, S.STOP_COPY, S.PRE_COPY)).toBe(-Errno.EINVAL);

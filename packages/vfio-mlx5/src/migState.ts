@@ -51,9 +51,9 @@ const { ERROR, STOP, RUNNING, STOP_COPY, RESUMING, RUNNING_P2P, PRE_COPY, PRE_CO
 const FSM: readonly (readonly VfioDeviceMigState[])[] = [
   /* ERROR        */ [ERROR, ERROR, ERROR, ERROR, ERROR, ERROR, ERROR, ERROR],
   /* STOP         */ [ERROR, STOP, RUNNING_P2P, STOP_COPY, RESUMING, RUNNING_P2P, RUNNING_P2P, RUNNING_P2P],
-  /* RUNNING      */ [ERROR, RUNNING_P2P, RUNNING, RUNNING_P2P, RUNNING_P2P, RUNNING_P2P, PRE_COPY, PRE_COPY],
+  /* RUNNING      */ [ERROR, RUNNING_P2P, RUNNING, RUNNING_P2P, RUNNING_P2P, RUNNING_P2P, PRE_COPY, RUNNING_P2P],
   /* STOP_COPY    */ [ERROR, STOP, STOP, STOP_COPY, STOP, STOP, ERROR, ERROR],
-  /* RESUMING     */ [ERROR, STOP, STOP, STOP, RESUMING, STOP, ERROR, ERROR],
+  /* RESUMING     */ [ERROR, STOP, STOP, STOP, RESUMING, STOP, STOP, STOP],
   /* RUNNING_P2P  */ [ERROR, STOP, RUNNING, STOP, STOP, RUNNING_P2P, RUNNING, PRE_COPY_P2P],
   /* PRE_COPY     */ [ERROR, RUNNING, RUNNING, PRE_COPY_P2P, RUNNING, RUNNING, PRE_COPY, PRE_COPY_P2P],
   /* PRE_COPY_P2P */ [ERROR, RUNNING_P2P, RUNNING_P2P, STOP_COPY, RUNNING_P2P, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P],
@@ -81,13 +81,14 @@ export function vfioMigStateSupported(migrationFlags: number, s: number): boolea
  * `vfio_mig_get_next_state(device, cur_fsm, new_fsm, &next_fsm)`: the next single arc the driver
  * must perform on the way from `cur` to `target`, skipping over optional states the device does
  * not support. Returns the next state, or -EINVAL (unsupported/invalid state, or no path: e.g.
- * STOP_COPY -> PRE_COPY, anything from or to ERROR).
+ * STOP_COPY -> PRE_COPY / PRE_COPY_P2P, anything from or to ERROR).
  */
 export function vfioMigGetNextState(migrationFlags: number, cur: number, target: number): number {
   if (!isVfioDeviceMigState(cur) || !vfioMigStateSupported(migrationFlags, cur)) return -Errno.EINVAL;
   if (!isVfioDeviceMigState(target) || !vfioMigStateSupported(migrationFlags, target)) return -Errno.EINVAL;
   // Arcs touching optional and unsupported states are skipped over. The walk stops at ERROR (the
-  // table's "no path" entry) so e.g. STOP_COPY -> PRE_COPY ends in -EINVAL instead of looping.
+  // table's "no path" entry): the kernel's loop has no such exit and would spin on
+  // STOP_COPY -> PRE_COPY (state_flags_table[ERROR] = ~0U is never satisfied); here it is -EINVAL.
   let next = FSM[cur]?.[target] ?? ERROR;
   while (next !== ERROR && !vfioMigStateSupported(migrationFlags, next)) next = FSM[next]?.[target] ?? ERROR;
   return next !== ERROR ? next : -Errno.EINVAL;

@@ -64,8 +64,8 @@ export type Mlx5VfLoadState = (typeof Mlx5VfLoadState)[keyof typeof Mlx5VfLoadSt
 
 /** `MAX_NUM_CHUNKS`. */
 export const MLX5VF_MAX_NUM_CHUNKS = 2;
-/** `MAX_LOAD_SIZE` (BIT_ULL(BITS_PER_TYPE(((struct mlx5_ifc_save_vhca_state_in_bits *)0)->size) - 1)). */
-export const MLX5VF_MAX_LOAD_SIZE = 2 ** 31;
+/** `MAX_LOAD_SIZE` = BIT_ULL(__mlx5_bit_sz(load_vhca_state_in, size)) - 1 (a 32-bit size field). */
+export const MLX5VF_MAX_LOAD_SIZE = 2 ** 32 - 1;
 /** Receive WQEs of the tracker's host QP. */
 export const MLX5VF_TRACKER_RECV_WRS = 4;
 
