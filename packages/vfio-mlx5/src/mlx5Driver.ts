@@ -491,6 +491,8 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
       if (typeof res === 'number') break;
       this.arcLog.push([this.migState, nextState]);
       this.stats.arcs++;
+      const trace = this.machine.trace;
+      if (trace.enabled) trace.emit('vfio:mig_arc', this.vdev.name, { from: this.migState, to: nextState });
       this.migState = nextState;
       if (res !== null && newState !== this.migState) {
         // WARN_ON(res && new_state != mvdev->mig_state): an fd only at the final state.
@@ -740,6 +742,8 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
     const hdr = header;
     migf.saveInFlight = true;
     this.stats.saves++;
+    const trace = this.machine.trace;
+    if (trace.enabled) trace.emit('mlx5_vfio:save_vhca_state', this.vdev.name, { mkey: buf.mkey, size: buf.npages * PAGE_SIZE, inc, track, chunk: buf.stopCopyChunkNum });
     const ret = this.fw.saveVhcaState({ mkey: buf.mkey, size: buf.npages * PAGE_SIZE, incremental: inc, setTrack: track }, (status, imageSize, next) => {
       this.#saveCallback(migf, buf, hdr, status, imageSize, next, stopCopyChunk, track);
     });
@@ -884,6 +888,8 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
       if (ret !== 0) return ret;
     }
     this.stats.loads++;
+    const trace = this.machine.trace;
+    if (trace.enabled) trace.emit('mlx5_vfio:load_vhca_state', this.vdev.name, { mkey: buf.mkey, size: buf.length });
     return this.fw.loadVhcaState(buf.mkey, buf.length);
   }
 
