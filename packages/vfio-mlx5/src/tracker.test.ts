@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Errno, PAGE_SIZE } from '@dmakit/dma-core';
-import { IovaBitmap, vfioCombineIovaRanges } from './index.js';
+import { ENOTTY, IovaBitmap, VfioDevice, vfioCombineIovaRanges } from './index.js';
 import { configureAndRun, makeHost } from './fakes.testkit.js';
 
 describe('vfio_combine_iova_ranges', () => {
@@ -88,5 +88,23 @@ describe('device dirty page tracker (VFIO_DEVICE_FEATURE_DMA_LOGGING_*)', () => 
     expect(bm.dirtyPages()).toEqual([0x1000, 0x2000]);
     bm.set(0, 0x800); // outside
     expect(bm.count()).toBe(2);
+  });
+});
+
+describe('a VFIO device without migration or logging support', () => {
+  it('answers -ENOTTY to every migration and DMA-logging feature', () => {
+    const v = new VfioDevice('plain', 0, null, null);
+    expect(v.featureMigration()).toBe(-ENOTTY);
+    expect(v.setMigDeviceState(1).ret).toBe(-ENOTTY);
+    expect(v.getMigDeviceState()).toBe(-ENOTTY);
+    expect(v.migDataSize()).toBe(-ENOTTY);
+    expect(v.dmaLoggingStart([{ iova: 0, length: PAGE_SIZE }], PAGE_SIZE)).toBe(-ENOTTY);
+    expect(v.dmaLoggingStop()).toBe(-ENOTTY);
+    expect(v.dmaLoggingReport({ iova: 0, length: PAGE_SIZE, pageSize: PAGE_SIZE })).toBe(-ENOTTY);
+  });
+
+  it('MIG_DATA_SIZE reports the stop-copy estimate', () => {
+    const h = makeHost({ stateBytes: 16 * 1024 });
+    expect(h.drv.vdev.migDataSize()).toBeGreaterThan(16 * 1024);
   });
 });

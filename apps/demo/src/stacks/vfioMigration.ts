@@ -412,6 +412,8 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
 
   // Stop: vCPUs paused, the function stopped (PRE_COPY -> PRE_COPY_P2P -> STOP_COPY).
   const tStop = src.machine.clock.now();
+  // The target's clock only moves for the target's own work (writes to its fd, LOAD commands).
+  const tDstStop = dst.machine.clock.now();
   const wallStop = performance.now();
   guest.stop();
   const st = vdev.setMigDeviceState(S.STOP_COPY);
@@ -431,9 +433,8 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const wireNs = Math.ceil((ramBytes - ramBefore) / LINK_BYTES_PER_NS) + Math.ceil(lastDev / LINK_BYTES_PER_NS);
   const sourceNs = src.machine.clock.now() - tStop - wireNs;
   // Target: leave RESUMING (load checks) and run.
-  const tTarget0 = dst.machine.clock.now();
   const run = targetWriteErr === 0 ? dst.drv.vdev.setMigDeviceState(S.RUNNING) : { ret: targetWriteErr, dataFd: null };
-  const targetNs = dst.machine.clock.now() - tTarget0;
+  const targetNs = dst.machine.clock.now() - tDstStop;
   const wallMs = performance.now() - wallStop;
 
   // Source cleanup.
