@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createMachine, SZ_1G } from '@dmakit/dma-core';
+import type { Machine } from '@dmakit/dma-core';
 import { formatDirect } from './format.js';
 import { runDirectStack } from './stacks/direct.js';
 import { formatDmabufP2p, runDmabufP2pStack } from './stacks/dmabufP2p.js';
@@ -35,7 +36,8 @@ Options:
   --json              Print the result as JSON instead of a table.
   --trace FILE        Write a Chrome trace (JSON; open it in https://ui.perfetto.dev).
   --seed N            Seed for every random choice (default 1).
-  --iommu MODE        Put the devices behind an IOMMU: strict, lazy or off (default off).
+  --iommu MODE        strict, lazy or off: the IOMMU the devices sit behind (default: off for
+                      direct and nvme; strict for the stacks that need one).
   --verify            Verify every byte (always on for the direct stack).
   -h, --help          Show this help.
 
@@ -53,7 +55,7 @@ function main(argv: string[]): number {
         trace: { type: 'string' },
         seed: { type: 'string', default: '1' },
         verify: { type: 'boolean', default: false },
-        iommu: { type: 'string', default: 'off' },
+        iommu: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         ...NVME_CLI_OPTIONS,
         ...RDMA_ODP_CLI_OPTIONS,
@@ -74,54 +76,39 @@ function main(argv: string[]): number {
     process.stderr.write(`--seed must be a non-negative integer, got ${values.seed}\n`);
     return 2;
   }
-  const iommu = values.iommu;
-  if (iommu !== 'strict' && iommu !== 'lazy' && iommu !== 'off') {
-    process.stderr.write(`--iommu must be strict, lazy or off, got ${iommu}\n`);
+  const given = values.iommu;
+  if (given !== undefined && given !== 'strict' && given !== 'lazy' && given !== 'off') {
+    process.stderr.write(`--iommu must be strict, lazy or off, got ${given}\n`);
     return 2;
   }
+  const iommu = given ?? 'off';
+  const iommuGiven = given !== undefined;
+  /** Build the machine, record a trace if asked, run the stack, print it; exit 0 iff verified. */
+  const runStack = <R extends { verified: boolean }>(ramBytes: number, run: (machine: Machine) => R, format: (r: R) => string): number => {
+    const machine = createMachine({ ramBytes, seed, dmaDebug: 'warn' });
+    const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
+    const result = run(machine);
+    if (stopTrace !== undefined && values.trace !== undefined) {
+      const n = stopTrace(values.trace, writeFileSync);
+      if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
+    }
+    process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : format(result));
+    return result.verified ? 0 : 1;
+  };
   switch (stack) {
-    case 'direct': {
-      const machine = createMachine({ ramBytes: 8 * SZ_1G, seed, dmaDebug: 'warn' });
-      const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
-      const result = runDirectStack({ machine, iommu });
-      if (stopTrace !== undefined && values.trace !== undefined) {
-        const n = stopTrace(values.trace, writeFileSync);
-        if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
-      }
-      process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatDirect(result));
-      return result.verified ? 0 : 1;
-    }
-    case 'dmabuf-p2p': {
+    case 'direct':
+      return runStack(8 * SZ_1G, (machine) => runDirectStack({ machine, iommu }), formatDirect);
+    case 'dmabuf-p2p':
       // The IOVA-with-MMIO path needs an IOMMU: strict unless --iommu was given.
-      const mode = argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')) ? iommu : 'strict';
-      const machine = createMachine({ ramBytes: SZ_1G, seed, dmaDebug: 'warn' });
-      const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
-      const result = runDmabufP2pStack({ machine, iommu: mode });
-      if (stopTrace !== undefined && values.trace !== undefined) {
-        const n = stopTrace(values.trace, writeFileSync);
-        if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
-      }
-      process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatDmabufP2p(result));
-      return result.verified ? 0 : 1;
-    }
-    case 'gpu-svm': {
-      const mode = argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')) ? iommu : 'strict';
-      const machine = createMachine({ ramBytes: 4 * SZ_1G, seed, dmaDebug: 'warn' });
-      const stopTrace = values.trace !== undefined ? recordTrace(machine) : undefined;
-      const result = runGpuSvmStack({ machine, iommu: mode });
-      if (stopTrace !== undefined && values.trace !== undefined) {
-        const n = stopTrace(values.trace, writeFileSync);
-        if (!values.json) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
-      }
-      process.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatGpuSvm(result));
-      return result.verified ? 0 : 1;
-    }
+      return runStack(SZ_1G, (machine) => runDmabufP2pStack({ machine, iommu: given ?? 'strict' }), formatDmabufP2p);
+    case 'gpu-svm':
+      return runStack(4 * SZ_1G, (machine) => runGpuSvmStack({ machine, iommu: given ?? 'strict' }), formatGpuSvm);
     case 'nvme':
       return runNvmeCli(values, seed, iommu);
     case 'rdma-odp':
-      return runRdmaOdpCli(values, seed, iommu, argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')));
+      return runRdmaOdpCli(values, seed, iommu, iommuGiven);
     case 'vfio-migration':
-      return runVfioMigrationCli(values, seed, iommu, argv.some((x) => x === '--iommu' || x.startsWith('--iommu=')));
+      return runVfioMigrationCli(values, seed, iommu, iommuGiven);
     default:
       process.stderr.write(`unknown stack "${stack}"\n\n${HELP}`);
       return 2;
