@@ -28,3 +28,4 @@ export { HCA_MAX_SGE, Hca, HcaCq, HcaMkey, HcaQp } from './hca.js';
 export type { HcaAccessObserver, HcaOptions, HcaPageFault, HcaQpState, HcaStats, IbRecvWr, IbSendWr, IbSge, IbWc } from './hca.js';
 export { IbPd, MLX5_IMR_KSM_ENTRIES, MLX5_XLT_CHUNK_ENTRIES, Mlx5IbDev, Mlx5IbMr } from './mlx5.js';
 export type { Mlx5DevReport, Mlx5IbDevOptions, Mlx5OdpStats } from './mlx5.js';
+export * from './dmabufMr.js';
