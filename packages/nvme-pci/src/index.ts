@@ -10,3 +10,4 @@
  */
 export * from './controller/index.js';
 export * from './host/index.js';
+export * from './host/premapped.js';
