@@ -10,6 +10,7 @@ import type { Machine } from '@dmakit/dma-core';
 import { formatDirect } from './format.js';
 import { runDirectStack } from './stacks/direct.js';
 import { formatDmabufP2p, runDmabufP2pStack } from './stacks/dmabufP2p.js';
+import { runNvmePremappedCli } from './stacks/dmabufP2pNvmePremapped.js';
 import { NVME_CLI_OPTIONS, NVME_HELP, runNvmeCli } from './stacks/nvmeCli.js';
 import { RDMA_ODP_CLI_OPTIONS, RDMA_ODP_HELP, runRdmaOdpCli } from './stacks/rdmaOdp.js';
 import { formatGpuSvm, runGpuSvmStack } from './stacks/gpuSvm.js';
@@ -24,7 +25,9 @@ Stacks:
   direct        A device without an IOMMU: streaming DMA, swiotlb bouncing for a 32-bit
                 device above 4 GiB, a coherent buffer, and the two-step IOVA API's fallback.
                 (default)
-${NVME_HELP}${RDMA_ODP_HELP}${VFIO_MIGRATION_HELP}
+${NVME_HELP}                --premapped: 4 KiB random reads into a pre-mapped dma-buf under strict, lazy
+                and no IOMMU, next to per-I/O mapping (simulated IOPS, IOTLB invalidations/IO).
+${RDMA_ODP_HELP}${VFIO_MIGRATION_HELP}
   dmabuf-p2p    GPU memory shared through dma-buf: an NVMe drive writes it peer-to-peer (bus
                 addresses), an RDMA NIC reads it through the host bridge (IOVA + MMIO), the GPU
                 evicts and restores it under traffic, a VFIO BAR export is revoked and restored,
@@ -58,6 +61,7 @@ function main(argv: string[]): number {
         iommu: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         ...NVME_CLI_OPTIONS,
+        premapped: { type: 'boolean', default: false },
         ...RDMA_ODP_CLI_OPTIONS,
       },
     });
@@ -104,6 +108,8 @@ function main(argv: string[]): number {
     case 'gpu-svm':
       return runStack(4 * SZ_1G, (machine) => runGpuSvmStack({ machine, iommu: given ?? 'strict' }), formatGpuSvm);
     case 'nvme':
+      // --premapped: the same 4 KiB random reads into a registered dma-buf, strict/lazy/off.
+      if (values.premapped) return runNvmePremappedCli(values, seed);
       return runNvmeCli(values, seed, iommu);
     case 'rdma-odp':
       return runRdmaOdpCli(values, seed, iommu, iommuGiven);

@@ -13,11 +13,14 @@
  *   5. a machine whose host bridge is not on the P2P allow-list refuses the NIC the way the kernel
  *      does (-EINVAL from dma_buf_map_attachment, "cannot be used for peer-to-peer DMA").
  *
- * The drive and NIC here are small device models that move bytes through their DMA ports at the
- * addresses the dma-buf mapping gave them (the real NVMe / RDMA importers live in nvme-pci and
- * rdma-umem-odp).
+ * The drive is the real NVMe stack (nvme-pci host driver + simulated controller) with the GPU
+ * buffer registered as a pre-mapped I/O buffer (`NvmePremappedMapper`: no per-I/O mapping); the
+ * NIC is the mlx5-like HCA with a dma-buf MR (`mlx5IbRegUserMrDmabuf`: mapped on first fault,
+ * zapped on move_notify), read by a second HCA over RC RDMA READ. The VFIO and allow-list steps
+ * use a small generic importer (`DmaBufImporter`) on the same devices.
  */
 import {
+  BlkStatus,
   createMachine,
   DMA_BIDIRECTIONAL,
   DMA_RESV_USAGE_KERNEL,
@@ -26,13 +29,41 @@ import {
   isErrPtr,
   MAX_SCHEDULE_TIMEOUT,
   PAGE_SIZE,
+  ReqOp,
   SZ_1G,
   SZ_1M,
 } from '@dmakit/dma-core';
 import type { Device, DmaBuf, DmaBufAttachment, DmaBufPort, Machine, SgTable } from '@dmakit/dma-core';
+import { bioFromRanges, blkRqFromBio, createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
+import { createHmmPort } from '@dmakit/hmm';
 import { createIommu } from '@dmakit/iommu-dma';
 import type { Iommu, IommuStats } from '@dmakit/iommu-dma';
-import { DmaBufFdTable, GpuVramExporter, VfioPciCoreDevice, createDmaBufPort, dmaBufFd, dmaBufMappingStats, dmaBufSgtMode } from '@dmakit/dmabuf';
+import {
+  DmaBufFdTable,
+  GpuVramExporter,
+  SystemHeap,
+  VfioPciCoreDevice,
+  createDmaBufPort,
+  dmaBufFd,
+  dmaBufMappingStats,
+  dmaBufSgtMode,
+  dmaBufVmapUnlocked,
+  dmaBufVunmapUnlocked,
+} from '@dmakit/dmabuf';
+import { NvmeController, NvmeDev, NvmePremappedMapper, nvmeBarSize } from '@dmakit/nvme-pci';
+import type { NvmePremappedBuffer } from '@dmakit/nvme-pci';
+import {
+  Hca,
+  IB_ACCESS_LOCAL_WRITE,
+  IB_ACCESS_REMOTE_READ,
+  IB_ACCESS_REMOTE_WRITE,
+  IB_WR_RDMA_READ,
+  IbWcStatus,
+  Mlx5IbDev,
+  mlx5IbDeregDmabufMr,
+  mlx5IbRegUserMrDmabuf,
+} from '@dmakit/rdma-umem-odp';
+import type { HcaCq, HcaQp, IbPd, Mlx5DmabufMr } from '@dmakit/rdma-umem-odp';
 
 export interface DmabufStepResult {
   readonly step: string;
@@ -149,10 +180,15 @@ interface Rig {
   gpuDev: Device;
   nvme: Device;
   nic: Device;
+  /** The remote HCA the NIC talks to (loopback fabric), under a third root port. */
+  peerNic: Device;
   vfioDev: Device;
 }
 
-/** The topology: hb0 (allow-listed) ── rpA ── switch ── {gpu0, nvme0, vfio0}; hb0 ── rpB ── mlx5_0. */
+/**
+ * The topology: hb0 (allow-listed) ── rpA ── switch ── {gpu0, nvme0, vfio0}; hb0 ── rpB ── mlx5_0;
+ * hb0 ── rpC ── mlx5_1 (the remote end of the RDMA connection).
+ */
 export function buildDmabufTopology(machine: Machine, mode: 'strict' | 'lazy' | 'off', allowListed = true): Rig {
   const pci = machine.pci;
   const hb = pci.addHostBridge({ p2pAllowed: allowListed, name: allowListed ? 'pci0000:00 (allow-listed)' : 'pci0000:00 (not on the allow-list)' });
@@ -160,22 +196,120 @@ export function buildDmabufTopology(machine: Machine, mode: 'strict' | 'lazy' | 
   const [d0, d1, d2] = sw.downstreamPorts;
   const seg = { dmaMaskBits: 64, maxSegmentSize: 0xffff_f000 };
   const gpuDev = pci.addDevice({ name: 'gpu0', ...seg, ...(d0 === undefined ? {} : { parent: d0 }), bars: [{ size: SZ_1M }, { size: 64 * SZ_1M, prefetch: true, p2p: true }] });
-  const nvme = pci.addDevice({ name: 'nvme0', ...seg, ...(d1 === undefined ? {} : { parent: d1 }), bars: [{ size: 16 * 1024 }] });
+  const nvme = pci.addDevice({ name: 'nvme0', ...seg, ...(d1 === undefined ? {} : { parent: d1 }), bars: [{ size: nvmeBarSize(4), is64: true }] });
   const vfioDev = pci.addDevice({ name: 'vfio0', ...seg, ...(d2 === undefined ? {} : { parent: d2 }), bars: [{ size: SZ_1M }, { size: 8 * SZ_1M, prefetch: true }] });
   const nic = pci.addDevice({ name: 'mlx5_0', ...seg, parent: pci.addRootPort(hb) });
+  const peerNic = pci.addDevice({ name: 'mlx5_1', ...seg, parent: pci.addRootPort(hb) });
   // x86: dma-debug's cacheline-overlap check is off (dma_get_cache_alignment() == 1).
   machine.dmaDebug.cacheAlignment = 1;
   const iommu = mode === 'off' ? null : createIommu(machine, { mode });
-  if (iommu !== null) for (const d of [gpuDev, nvme, vfioDev, nic]) iommu.attachDevice(d);
-  return { machine, iommu, gpuDev, nvme, nic, vfioDev };
+  if (iommu !== null) for (const d of [gpuDev, nvme, vfioDev, nic, peerNic]) iommu.attachDevice(d);
+  return { machine, iommu, gpuDev, nvme, nic, peerNic, vfioDev };
+}
+
+const RDMA_RW = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_REMOTE_READ | IB_ACCESS_REMOTE_WRITE;
+const GPU_IOVA = 0x1000_0000;
+const PEER_IOVA = 0x2000_0000;
+const LBA = 4096;
+
+/** The NVMe drive: controller + host driver whose block mapper resolves pre-mapped dma-bufs. */
+class Drive {
+  readonly ctrl: NvmeController;
+  readonly host: NvmeDev;
+  readonly mapper: NvmePremappedMapper;
+  readonly statuses: BlkStatus[] = [];
+  #tag = 0;
+  constructor(
+    readonly m: Machine,
+    readonly dev: Device,
+    lbas: number,
+  ) {
+    this.ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: LBA, capacityLbas: lbas }], maxQueues: 4 });
+    this.mapper = new NvmePremappedMapper(createBlkRqDmaMapper());
+    this.host = new NvmeDev(m, dev, this.ctrl, this.mapper, { ioQueues: 1 });
+    if (this.host.probe() !== 0) throw new Error(`nvme: probe failed: ${this.host.lastError}`);
+  }
+  /**
+   * Queue the commands moving `len` bytes between LBA `lba` and buffer offset `off`: one per
+   * DMA-contiguous run of the buffer's current mapping (re-mapped first if the exporter moved it).
+   */
+  submit(buf: NvmePremappedBuffer, op: ReqOp, lba: number, off: number, len: number): BlkStatus {
+    const rc = this.mapper.ensureMapped(buf);
+    if (rc === -Errno.EBUSY) return BlkStatus.RESOURCE;
+    if (rc !== 0) return BlkStatus.IOERR;
+    for (const [o, n] of buf.runs(off, len)) {
+      const bio = bioFromRanges(op, ((lba * LBA + (o - off)) / 512) | 0, [buf.addr(o), n]);
+      const rq = bio === null ? null : blkRqFromBio(this.host.queueLimits(), bio, this.#tag++ % 64);
+      if (rq === null) return BlkStatus.INVAL;
+      rq.endIo = (_r, st) => {
+        this.statuses.push(st);
+      };
+      const st = this.host.queueRq(rq);
+      if (st !== BlkStatus.OK) return st;
+      this.submitted++;
+    }
+    return BlkStatus.OK;
+  }
+  submitted = 0;
+  /** Submit and run to completion; OK when every command completed OK. */
+  io(buf: NvmePremappedBuffer, op: ReqOp, lba: number, off: number, len: number): BlkStatus {
+    const before = this.statuses.length;
+    let st = this.submit(buf, op, lba, off, len);
+    if (st === BlkStatus.RESOURCE) {
+      this.m.scheduler.runUntilIdle();
+      st = this.submit(buf, op, lba, off, len);
+    }
+    if (st !== BlkStatus.OK) return st;
+    this.m.scheduler.runUntilIdle();
+    const done = this.statuses.slice(before);
+    return done.length > 0 && done.every((x) => x === BlkStatus.OK) ? BlkStatus.OK : (done.find((x) => x !== BlkStatus.OK) ?? BlkStatus.IOERR);
+  }
+}
+
+/** Two HCAs connected by an RC QP pair: mlx5_0 exports the GPU buffer, mlx5_1 reads it. */
+class Fabric {
+  readonly local: Mlx5IbDev;
+  readonly remote: Mlx5IbDev;
+  readonly qpLocal: HcaQp;
+  readonly qpRemote: HcaQp;
+  readonly cqRemote: HcaCq;
+  readonly pdLocal: IbPd;
+  readonly pdRemote: IbPd;
+  #wr = 1;
+  constructor(
+    readonly m: Machine,
+    nic: Device,
+    peerNic: Device,
+  ) {
+    const hmm = createHmmPort();
+    const proc = m.createProcess();
+    this.local = new Mlx5IbDev({ dev: nic, hmm, scheduler: m.scheduler, name: 'mlx5_0' });
+    this.remote = new Mlx5IbDev({ dev: peerNic, hmm, scheduler: m.scheduler, name: 'mlx5_1' });
+    this.pdLocal = this.local.allocPd(proc.mm);
+    this.pdRemote = this.remote.allocPd(proc.mm);
+    const cqL = this.local.createCq();
+    this.cqRemote = this.remote.createCq();
+    this.qpLocal = this.local.createQp(this.pdLocal, cqL, cqL);
+    this.qpRemote = this.remote.createQp(this.pdRemote, this.cqRemote, this.cqRemote);
+    Hca.connect(this.qpLocal, this.qpRemote);
+  }
+  /** mlx5_1 RDMA-READs `len` bytes at `off` of `src` (mlx5_0's MR) into `dst` (its own MR). */
+  read(src: Mlx5DmabufMr, dst: Mlx5DmabufMr, off: number, len: number): number {
+    const wrId = this.#wr++;
+    const rc = this.remote.postSend(this.qpRemote, { wrId, opcode: IB_WR_RDMA_READ, sgList: [{ addr: dst.iova + off, length: len, lkey: dst.lkey }], remoteAddr: src.iova + off, rkey: src.rkey });
+    if (rc !== 0) return IbWcStatus.IB_WC_WR_FLUSH_ERR;
+    this.m.scheduler.runUntilIdle();
+    const wc = this.remote.pollCq(this.cqRemote).find((w) => w.wrId === wrId);
+    return wc?.status ?? IbWcStatus.IB_WC_WR_FLUSH_ERR;
+  }
 }
 
 export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult {
   const m = opts.machine ?? createMachine({ ramBytes: SZ_1G, seed: opts.seed ?? 1 });
   const mode = opts.iommu ?? 'strict';
   const fileBytes = opts.fileBytes ?? 4 * SZ_1M;
-  if (!Number.isSafeInteger(fileBytes) || fileBytes <= 0 || fileBytes % PAGE_SIZE !== 0 || fileBytes > 32 * SZ_1M) {
-    throw new RangeError(`dmabuf-p2p: fileBytes must be a page multiple up to 32 MiB, got ${fileBytes}`);
+  if (!Number.isSafeInteger(fileBytes) || fileBytes <= 0 || fileBytes % (256 * 1024) !== 0 || fileBytes > 32 * SZ_1M) {
+    throw new RangeError(`dmabuf-p2p: fileBytes must be a multiple of 256 KiB up to 32 MiB, got ${fileBytes}`);
   }
   const rig = buildDmabufTopology(m, mode);
   const { iommu, gpuDev, nvme, nic } = rig;
@@ -185,59 +319,79 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
   const fds = new DmaBufFdTable();
   const port = createDmaBufPort(fds);
   const gpu = new GpuVramExporter(m, gpuDev);
+  const heap = new SystemHeap(m);
 
-  // The "file" on the drive, and the GPU buffer it is read into (VRAM in 1 MiB ranges).
-  const file = m.rng.fill(new Uint8Array(fileBytes));
+  // The drive holds two files (A at LBA 0, B after it) and a scratch region; the GPU buffer
+  // (VRAM in 1 MiB ranges) is exported and handed around by fd, like userspace would.
+  const fileA = m.rng.fill(new Uint8Array(fileBytes));
+  const fileB = m.rng.fill(new Uint8Array(fileBytes));
+  const fileLbas = fileBytes / LBA;
+  const drive = new Drive(m, nvme, 3 * fileLbas);
+  drive.ctrl.namespace(1)?.writeLbas(0, fileA);
+  drive.ctrl.namespace(1)?.writeLbas(fileLbas, fileB);
   const exported = gpu.exportBuffer(fileBytes, { name: 'frame', maxRange: SZ_1M });
   if (isErrPtr(exported)) throw new Error(`gpu: export failed: ${errnoName(exported)}`);
   const fd = dmaBufFd(fds, exported);
-  // The importers get the buffer by fd, like a driver handed a dma-buf fd by userspace.
+  const sink = heap.allocate(fileBytes, 'rdma-sink');
+  if (isErrPtr(sink)) throw new Error('heap: allocation failed');
+  const sinkFd = dmaBufFd(fds, sink);
   const bufOrErr = port.dmaBufGet(fd);
   if (isErrPtr(bufOrErr)) throw new Error('dma_buf_get failed');
   const buf = bufOrErr;
-  const drive = new DmaBufImporter(port, buf, nvme);
-  const rdma = new DmaBufImporter(port, buf, nic);
 
-  // 1. The drive reads the file into GPU memory, 128 KiB per command, by PCI bus address.
+  // 1. The drive reads file A into GPU memory: 128 KiB READ commands into the pre-mapped buffer.
+  const pre = drive.mapper.register(port, nvme, fd);
+  if (isErrPtr(pre)) throw new Error(`nvme: registering the dma-buf failed: ${errnoName(pre)}`);
   {
     const before = stats();
-    const sgt = drive.ensure();
-    const modeName = sgt === null ? 'map failed' : (dmaBufSgtMode(sgt) ?? 'sg');
     const CMD = 128 * 1024;
-    let rc = 0;
-    for (let off = 0; off < fileBytes && rc === 0; off += CMD) rc = drive.transfer(off, Math.min(CMD, fileBytes - off), file.subarray(off, off + CMD), true);
+    let bad = 0;
+    for (let off = 0; off < fileBytes; off += CMD) if (drive.io(pre, ReqOp.READ, off / LBA, off, CMD) !== BlkStatus.OK) bad++;
     const after = stats();
-    const untouched = before === null || after === null || (after.maps === before.maps && after.iovaAllocs === before.iovaAllocs && after.iotlbWalks === before.iotlbWalks);
     const back = gpu.gpuRead(buf, 0, fileBytes);
-    const ok = rc === 0 && modeName === 'bus-addr' && untouched && back instanceof Uint8Array && same(back, file);
-    steps.push({ step: 'drive reads the file into GPU memory (P2P, same switch)', device: nvme.name, bytes: fileBytes, verified: ok, detail: `${modeName}, ${sgt?.nents ?? 0} segments, IOMMU untouched: ${untouched}` });
-  }
-
-  // 2. The NIC reads the same buffer through the host bridge: one IOVA range, MMIO links.
-  {
-    const before = stats();
-    const sgt = rdma.ensure();
-    const modeName = sgt === null ? `map failed ${errnoName(rdma.lastError)}` : (dmaBufSgtMode(sgt) ?? 'sg');
-    const after = stats();
-    const out = new Uint8Array(fileBytes);
-    const rc = rdma.transfer(0, fileBytes, out, false);
-    const d = (k: keyof IommuStats): number => (after === null || before === null ? 0 : after[k] - before[k]);
-    const ok = rc === 0 && modeName === (iommu === null ? 'map-phys' : 'iova') && same(out, file) && d('iovaAllocs') === (iommu === null ? 0 : 1);
+    const noIova = before === null || after === null || after.iovaAllocs - before.iovaAllocs <= 2; // PRP-list pool pages only
+    const ok = bad === 0 && pre.busAddr && noIova && back instanceof Uint8Array && same(back, fileA) && drive.mapper.stats.remaps === 0;
     steps.push({
-      step: `NIC reads the buffer through the host bridge (${iommu === null ? 'dma_map_phys + MMIO' : 'IOVA + MMIO'})`,
-      device: nic.name,
+      step: 'drive reads a file into GPU memory (P2P, same switch)',
+      device: nvme.name,
       bytes: fileBytes,
       verified: ok,
-      detail: `${modeName}: ${d('iovaAllocs')} IOVA alloc, ${d('pteWrites')} PTE writes, ${d('iotlbSyncMaps')} sync_map, ${sgt?.nents ?? 0} segment(s)`,
+      detail: `${fileBytes / CMD} READ commands, pre-mapped by ${pre.busAddr ? 'PCI bus address' : 'DMA address'} (${pre.sgt?.nents ?? 0} segments, mapped once), no per-I/O mapping`,
     });
   }
 
-  // 3. Traffic while the GPU evicts and restores: the NIC streams 256 KiB reads, the drive
-  //    rewrites chunks; every transfer after a move re-maps and waits for the copy fence.
+  // 2. The NIC exposes the same buffer as an RDMA MR; the peer HCA RDMA-READs it: the first access
+  //    faults and maps the whole buffer through the host bridge (one IOVA range, MMIO links).
+  const fabric = new Fabric(m, nic, rig.peerNic);
+  const mrGpu = mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, fileBytes, GPU_IOVA, fd, RDMA_RW);
+  const mrSink = mlx5IbRegUserMrDmabuf(fabric.remote, fabric.pdRemote, port, 0, fileBytes, PEER_IOVA, sinkFd, RDMA_RW);
+  if (isErrPtr(mrGpu) || isErrPtr(mrSink)) throw new Error('rdma: dma-buf MR registration failed');
+  const sinkMap = dmaBufVmapUnlocked(sink);
+  if (isErrPtr(sinkMap)) throw new Error('heap: vmap failed');
+  {
+    const before = stats();
+    const st = fabric.read(mrGpu, mrSink, 0, fileBytes);
+    const after = stats();
+    const mapMode = mrGpu.umem.sgt === null ? 'unmapped' : (dmaBufSgtMode(mrGpu.umem.sgt) ?? 'sg');
+    const d = (k: keyof IommuStats): number => (after === null || before === null ? 0 : after[k] - before[k]);
+    const want = iommu === null ? 'map-phys' : 'iova';
+    const ok = st === IbWcStatus.IB_WC_SUCCESS && mapMode === want && same(sinkMap.read(0, fileBytes), fileA) && mrGpu.stats.pageFaults === 1;
+    steps.push({
+      step: `NIC serves it as an RDMA MR through the host bridge (${iommu === null ? 'dma_map_phys + MMIO' : 'IOVA + MMIO'})`,
+      device: nic.name,
+      bytes: fileBytes,
+      verified: ok,
+      detail: `RDMA READ by mlx5_1: 1 page fault mapped ${mapMode} (${mrGpu.umem.sgt?.nents ?? 0} segment(s)); IOMMU: ${d('iovaAllocs')} IOVA allocs, ${d('pteWrites')} PTE writes`,
+    });
+  }
+
+  // 3. Traffic while the GPU evicts and restores: the drive reads file B chunks into the buffer
+  //    and writes chunks back to the scratch region, the peer RDMA-READs chunks; the eviction
+  //    lands while a drive READ is in flight (its unmap waits for the completion).
   {
     const CH = 256 * 1024;
-    const chunks = Math.max(1, Math.floor(fileBytes / CH));
-    const shadow = file.slice();
+    const chunks = fileBytes / CH;
+    const shadow = fileA.slice();
     const rounds = 24;
     let ok = true;
     let bytes = 0;
@@ -245,35 +399,50 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
     let restoreRc = 0;
     const placements: string[] = [];
     for (let r = 0; r < rounds; r++) {
+      const c = (r * 5) % chunks;
+      const off = c * CH;
       if (r === 8) {
+        // In flight: submit, then evict before the controller runs.
+        if (drive.submit(pre, ReqOp.READ, fileLbas + off / LBA, off, CH) !== BlkStatus.OK) ok = false;
         evictRc = gpu.evict(buf);
         placements.push(gpu.placement(buf) ?? '?');
+        const mark = drive.statuses.length;
+        m.scheduler.runUntilIdle();
+        if (drive.statuses.slice(mark).some((x) => x !== BlkStatus.OK)) ok = false;
+        shadow.set(fileB.subarray(off, off + CH), off);
+        bytes += CH;
+        continue;
       }
       if (r === 16) {
         restoreRc = gpu.restore(buf);
         placements.push(gpu.placement(buf) ?? '?');
       }
-      const c = (r * 5) % chunks;
-      const len = Math.min(CH, fileBytes - c * CH);
-      if (r % 3 === 2) {
-        const data = m.rng.fill(new Uint8Array(len));
-        if (drive.transfer(c * CH, len, data, true) !== 0) ok = false;
-        shadow.set(data, c * CH);
-      } else {
-        const out = new Uint8Array(len);
-        if (rdma.transfer(c * CH, len, out, false) !== 0) ok = false;
-        if (!same(out, shadow.subarray(c * CH, c * CH + len))) ok = false;
+      switch (r % 3) {
+        case 0:
+          if (drive.io(pre, ReqOp.READ, fileLbas + off / LBA, off, CH) !== BlkStatus.OK) ok = false;
+          shadow.set(fileB.subarray(off, off + CH), off);
+          break;
+        case 1: {
+          if (fabric.read(mrGpu, mrSink, off, CH) !== IbWcStatus.IB_WC_SUCCESS) ok = false;
+          if (!same(sinkMap.read(off, CH), shadow.subarray(off, off + CH))) ok = false;
+          break;
+        }
+        default: {
+          if (drive.io(pre, ReqOp.WRITE, 2 * fileLbas + off / LBA, off, CH) !== BlkStatus.OK) ok = false;
+          const onDisk = drive.ctrl.namespace(1)?.readLbas(2 * fileLbas + off / LBA, CH / LBA);
+          if (onDisk === undefined || !same(onDisk, shadow.subarray(off, off + CH))) ok = false;
+        }
       }
-      bytes += len;
+      bytes += CH;
     }
     const back = gpu.gpuRead(buf, 0, fileBytes);
-    ok = ok && evictRc === 0 && restoreRc === 0 && back instanceof Uint8Array && same(back, shadow) && drive.moveNotifies === 2 && rdma.moveNotifies === 2;
+    ok = ok && evictRc === 0 && restoreRc === 0 && back instanceof Uint8Array && same(back, shadow) && pre.stats.moveNotifies === 2 && mrGpu.umem.stats.moveNotifies === 2;
     steps.push({
       step: 'GPU evicts and restores the buffer under traffic',
       device: gpuDev.name,
       bytes,
       verified: ok,
-      detail: `placements ${placements.join(' → ')}; move_notify ${drive.moveNotifies}+${rdma.moveNotifies}, maps ${drive.maps}+${rdma.maps}; copied ${gpu.stats.bytesCopied} bytes`,
+      detail: `placements ${placements.join(' → ')}; move_notify nvme ${pre.stats.moveNotifies} (deferred ${pre.stats.deferredUnmaps}), rdma ${mrGpu.umem.stats.moveNotifies}; re-maps nvme ${pre.stats.maps - 1}, rdma ${mrGpu.umem.stats.maps - 1} (page faults ${mrGpu.stats.pageFaults}); copied ${gpu.stats.bytesCopied} bytes`,
     });
   }
 
@@ -283,12 +452,15 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
   // 5. A host bridge that is not on the allow-list.
   steps.push(notAllowListed(opts.seed ?? 1, mode));
 
-  const moveNotifies = drive.moveNotifies + rdma.moveNotifies;
-  const remaps = drive.maps + rdma.maps;
-  drive.close();
-  rdma.close();
+  const moveNotifies = pre.stats.moveNotifies + mrGpu.umem.stats.moveNotifies;
+  const remaps = pre.stats.maps + mrGpu.umem.stats.maps;
+  dmaBufVunmapUnlocked(sink, sinkMap);
+  mlx5IbDeregDmabufMr(mrGpu);
+  mlx5IbDeregDmabufMr(mrSink);
+  drive.mapper.unregister(pre);
+  drive.host.remove();
   port.dmaBufPut(buf);
-  fds.close(fd);
+  fds.closeAll();
   iommu?.flushQueues();
   const leaks = {
     mappings: dmaBufMappingStats.live - live0,
@@ -296,7 +468,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
     debugEntries: m.dmaDebug.entries,
     vramPages: gpu.stats.vramPagesUsed,
   };
-  const noLeak = leaks.mappings === 0 && leaks.iovaStates === 0 && leaks.debugEntries === 0 && leaks.vramPages === 0;
+  const noLeak = leaks.mappings === 0 && leaks.iovaStates === 0 && leaks.debugEntries === 0 && leaks.vramPages === 0 && heap.liveBuffers === 0;
   steps.push({ step: 'teardown: nothing leaked', device: '-', bytes: 0, verified: noLeak, detail: JSON.stringify(leaks) });
   const verified = steps.every((s) => s.verified);
   return {
