@@ -207,13 +207,13 @@ export function buildDmabufTopology(machine: Machine, mode: 'strict' | 'lazy' | 
   return { machine, iommu, gpuDev, nvme, nic, peerNic, vfioDev };
 }
 
-const RDMA_RW = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_REMOTE_READ | IB_ACCESS_REMOTE_WRITE;
+export const RDMA_RW = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_REMOTE_READ | IB_ACCESS_REMOTE_WRITE;
 const GPU_IOVA = 0x1000_0000;
 const PEER_IOVA = 0x2000_0000;
-const LBA = 4096;
+export const LBA = 4096;
 
 /** The NVMe drive: controller + host driver whose block mapper resolves pre-mapped dma-bufs. */
-class Drive {
+export class Drive {
   readonly ctrl: NvmeController;
   readonly host: NvmeDev;
   readonly mapper: NvmePremappedMapper;
@@ -267,7 +267,7 @@ class Drive {
 }
 
 /** Two HCAs connected by an RC QP pair: mlx5_0 exports the GPU buffer, mlx5_1 reads it. */
-class Fabric {
+export class Fabric {
   readonly local: Mlx5IbDev;
   readonly remote: Mlx5IbDev;
   readonly qpLocal: HcaQp;
