@@ -617,7 +617,7 @@ export class IommuDmaOps implements DmaMapOps {
     const g = this.cookie.granule;
     const addr = state.addr + offset;
     const pad = offsetIn(addr, g);
-    return this.domain.syncMap(addr - pad, alignUp(size + pad, g));
+    return this.domain.syncMap(addr - pad, pad === 0 && size === g ? g : alignUp(size + pad, g));
   }
 
   /** `iommu_dma_iova_unlink_range_slow`: release swiotlb bounce slots granule by granule. */

@@ -140,6 +140,27 @@ function dmaIovaLinkSlow(dev: Device, state: DmaIovaState, phys: number, offset:
 
 /** `dma_iova_sync(dev, state, offset, size)`: make the new IOMMU entries visible. 0 or -errno. */
 export function dmaIovaSync(dev: Device, state: DmaIovaState, offset: number, size: number): number {
+  const ops = dev.dmaOps;
+  const dbg = dev.host.dmaDebug;
+  // Hot path (HMM and ODP sync every page they fault in): the checks below in one test.
+  if (
+    ops !== null &&
+    state instanceof DmaIovaState &&
+    state.size !== 0 &&
+    Number.isSafeInteger(offset) &&
+    offset >= 0 &&
+    Number.isSafeInteger(size) &&
+    size > 0 &&
+    offset + size <= state.size
+  ) {
+    const ret = ops.iovaSync(dev, state, offset, size);
+    if (dbg.enabled) dbg.iovaSync(dev, state, offset, size);
+    return ret;
+  }
+  return dmaIovaSyncSlow(dev, state, offset, size);
+}
+
+function dmaIovaSyncSlow(dev: Device, state: DmaIovaState, offset: number, size: number): number {
   const rc = checkState(dev, state, 'dma_iova_sync');
   if (rc !== 0) return rc;
   if (!checkRange(dev, state, offset, size, 'dma_iova_sync')) return -Errno.EINVAL;
