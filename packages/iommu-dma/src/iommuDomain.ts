@@ -29,7 +29,8 @@ export function iommuIotlbGatherInit(g?: IommuIotlbGather): IommuIotlbGather {
   g.start = Number.MAX_SAFE_INTEGER;
   g.end = 0;
   g.pgsize = 0;
-  g.freelist.length = 0; // reused only once its tables were released or handed to the flush queue
+  // Reused only once its tables were released or handed to the flush queue (skip the builtin when empty).
+  if (g.freelist.length !== 0) g.freelist.length = 0;
   g.queued = false;
   return g;
 }

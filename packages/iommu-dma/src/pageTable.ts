@@ -143,6 +143,7 @@ export class IoPageTable {
 
   /** Return detached table pages to the pool (they were already unlinked from the tree). */
   releaseTables(list: number[]): void {
+    if (list.length === 0) return; // the common case: setting `length` is a builtin call
     for (const t of list) {
       this.#flags.fill(0, t * ENTRIES, (t + 1) * ENTRIES);
       this.#free.push(t);
