@@ -1,5 +1,6 @@
 import type { SimClock } from './clock.js';
 
+/** Callback run by the event scheduler. */
 export type SimEventFn = () => void;
 
 /** Handle returned by `schedule`; `cancel()` removes a pending event. */
@@ -29,6 +30,7 @@ export class EventScheduler {
     this.#clock = clock;
   }
 
+  /** Number of events still pending. */
   get pendingCount(): number {
     return this.#heap.filter((e) => e.pending).length;
   }
