@@ -15,6 +15,10 @@ export const DmaFaultReason = {
 } as const;
 export type DmaFaultReason = (typeof DmaFaultReason)[keyof typeof DmaFaultReason];
 
+/**
+ * A coherent DMA allocation: CPU address, physical address, DMA address, size (kernel: what
+ * dma_alloc_attrs() returns).
+ */
 export interface DmaCoherentBuffer {
   /** Kernel virtual address stand-in: the linear-map address (equal to `phys` here). */
   readonly cpuAddr: number;
