@@ -27,8 +27,8 @@ import { PAGE_SIZE } from '../units/page.js';
  * `range.defaultFlags` and `range.pfnFlagsMask` are high-word masks too.
  */
 /**
- * HMM PFN array: two 32-bit words per entry, see above (kernel: the unsigned long *hmm_pfns of struct
- * hmm_range).
+ * HMM PFN array: two 32-bit words per entry (low word: pfn bits 0..31; high word: the flags and pfn
+ * bits 32..52). Models the kernel's `unsigned long *hmm_pfns` of struct hmm_range (include/linux/hmm.h).
  */
 export type HmmPfns = Uint32Array;
 
