@@ -10,6 +10,10 @@ import type { IommuCostModel } from './costModel.js';
 import { IommuDomain } from './iommuDomain.js';
 import type { IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
 
+/**
+ * Options of createIommu(): default domain type, IOVA width, page sizes, IOTLB size, flush-queue layout,
+ * CPUs, cost model.
+ */
 export interface IommuOptions {
   /** Default domain type: 'strict' (IOMMU_DOMAIN_DMA) or 'lazy' (IOMMU_DOMAIN_DMA_FQ). */
   mode: IommuDomainType;
@@ -29,6 +33,7 @@ export interface IommuOptions {
   costModel?: Partial<IommuCostModel>;
 }
 
+/** Options of Iommu.attach(): share an existing domain (an IOMMU group). */
 export interface IommuAttachOptions {
   /** Share an existing domain (an IOMMU group); default: a new domain of the IOMMU's mode. */
   domain?: IommuDomain;
@@ -172,6 +177,7 @@ export class Iommu implements IommuDmaContext {
     this.onDetach(dev);
   }
 
+  /** The domain dev is attached to, or null (kernel: iommu_get_domain_for_dev()). */
   domainOf(dev: Device): IommuDomain | null {
     return this.#devDomain.get(dev)?.domain ?? null;
   }
@@ -181,6 +187,7 @@ export class Iommu implements IommuDmaContext {
     return this.#domains.get(domain)?.ops ?? null;
   }
 
+  /** Every domain of this IOMMU. */
   get domains(): readonly IommuDomain[] {
     return [...this.#domains.keys()];
   }
@@ -190,6 +197,7 @@ export class Iommu implements IommuDmaContext {
     for (const e of this.#domains.values()) e.cookie.fq?.drain();
   }
 
+  /** Counters summed over every domain, with the simulated time they cost. */
   stats(): IommuStats {
     const s: IommuStats = {
       domains: this.#domains.size,
@@ -255,6 +263,7 @@ export class Iommu implements IommuDmaContext {
   }
 
   // IommuDmaContext
+  /** Per-device IOMMU state (pci_32bit_workaround), created on first use. */
   devState(dev: Device): IommuDevState {
     let st = this.#devState.get(dev);
     if (st === undefined) {
@@ -268,6 +277,7 @@ export class Iommu implements IommuDmaContext {
     this.log.push(`${dev.name}: ${message}`);
   }
 
+  /** Forgets a device's domain and state after it detaches. */
   onDetach(dev: Device): void {
     this.#devDomain.delete(dev);
     this.#devState.delete(dev);

@@ -46,6 +46,7 @@ export interface IommuFaultRecord {
   readonly time: number;
 }
 
+/** Domain counters: PTE writes, table pages, range and full invalidations, IOTLB entries dropped. */
 export interface IommuDomainStats {
   pteWrites: number;
   tablePagesLive: number;
@@ -272,6 +273,7 @@ export class IommuDomain {
     return reason;
   }
 
+  /** Snapshot of the domain counters. */
   stats(): IommuDomainStats {
     const t = this.iotlb.stats;
     return {
