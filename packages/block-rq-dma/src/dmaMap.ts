@@ -45,6 +45,7 @@ export type IovaEligibility =
   /** Never use the IOVA path (always one mapping per segment). */
   | 'never';
 
+/** Options of createBlkRqDmaMapper(): when a request may use the IOVA path. */
 export interface BlkRqDmaMapperOptions {
   /** Default 'gap-mask'. */
   iovaEligibility?: IovaEligibility;
@@ -87,6 +88,7 @@ export class BlkRqDma implements BlkRqDmaMapper {
     this.eligibility = opts.iovaEligibility ?? 'gap-mask';
   }
 
+  /** Zeroes the mapper's counters. */
   resetStats(): void {
     Object.assign(this.stats, newStats());
   }

@@ -174,6 +174,7 @@ export interface BlkBuildResult {
   merges: number;
 }
 
+/** Options of blkRqsFromBios(): plug merging and the first tag. */
 export interface BlkBuildOptions {
   /** Back-merge contiguous bios into the previous request (plug merging). Default true. */
   merge?: boolean;

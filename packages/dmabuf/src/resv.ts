@@ -32,6 +32,7 @@ export class DmaFenceObject implements DmaFence {
     this.#onSignal = onSignal;
   }
 
+  /** The simulated clock the fence's signal time refers to. */
   get clock(): SimClock {
     return this.#clock;
   }
@@ -113,6 +114,7 @@ export class DmaResvObject implements DmaResv {
     return this.fences.length;
   }
 
+  /** The simulated clock of the device the object belongs to. */
   get clock(): SimClock {
     return this.dev.host.clock;
   }
@@ -123,6 +125,7 @@ export function dmaResvInit(dev: Device): DmaResvObject {
   return new DmaResvObject(dev);
 }
 
+/** True if x is a reservation object created by dmaResvInit(). */
 export function isResv(x: unknown): x is DmaResvObject {
   return x instanceof DmaResvObject;
 }

@@ -26,6 +26,10 @@ export interface DevPagemapOps {
   pageFree?(pagemap: DevPagemap, phys: number): void;
 }
 
+/**
+ * Options of memremapPages(): size of the device memory, pgmap owner and page ops. kernel: the struct
+ * dev_pagemap fields memremap_pages() takes.
+ */
 export interface MemremapPagesOptions {
   /** Bytes of device memory (rounded up to pages). */
   readonly size: number;
@@ -76,6 +80,7 @@ export class DevPagemap {
     return this.#allocated;
   }
 
+  /** True if phys is one of this pagemap's device pages. */
   contains(phys: number): boolean {
     return phys >= this.region.start && phys < this.region.start + this.nrPages * PAGE_SIZE;
   }
