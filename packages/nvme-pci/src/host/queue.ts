@@ -75,6 +75,7 @@ export class NvmeQueue {
     return this.iods[t] ?? null;
   }
 
+  /** Returns an iod's tag to the free list (blk-mq tag free). */
   putTag(iod: NvmeIod): void {
     this.#freeTags[this.#nrFree++] = iod.tag;
   }
