@@ -52,6 +52,10 @@ export const ENOTTY = 25;
 /** `LOG_MAX_RANGES` of vfio_main.c. */
 export const VFIO_LOG_MAX_RANGES = 256;
 
+/**
+ * One DMA-logging report request: IOVA range and page size. kernel: struct
+ * vfio_device_feature_dma_logging_report in include/uapi/linux/vfio.h.
+ */
 export interface VfioDmaLoggingReport {
   iova: number;
   length: number;
