@@ -143,6 +143,7 @@ export class PciTopology {
   get cpuSupportsP2pdma(): boolean {
     return this.#registry.cpuSupportsP2pdma;
   }
+  /** Sets cpu_supports_p2pdma() for later map-type computations. */
   set cpuSupportsP2pdma(v: boolean) {
     this.#registry.cpuSupportsP2pdma = v;
   }

@@ -6,6 +6,7 @@ export type SimEventFn = () => void;
 /** Handle returned by `schedule`; `cancel()` removes a pending event. */
 export interface SimTimer {
   readonly due: number;
+  /** Removes the event if it has not run yet. */
   cancel(): void;
   readonly pending: boolean;
 }
