@@ -53,6 +53,7 @@ export class BioIntegrity implements BioIntegrityPayload {
   readonly iter: BvecIter = { sector: 0, size: 0, idx: 0, bvecDone: 0 };
   flags = 0;
 
+  /** @internal use bioIntegrityAlloc */
   constructor(store: BvecStore) {
     this.#store = store;
   }

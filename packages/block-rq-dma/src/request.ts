@@ -81,8 +81,8 @@ export function reqPhysGapMask(rq: BlkRequest): number {
   return mask;
 }
 
-/** Result of `bioSplitIoAt`: 0 = fits whole, > 0 = split after that many sectors, < 0 = errno. */
-interface SplitResult {
+/** Result of `bioSplitIoAt`: `sectors` 0 = fits whole, > 0 = split after that many sectors, < 0 = errno; `segs` = segments counted. */
+export interface SplitResult {
   sectors: number;
   segs: number;
 }

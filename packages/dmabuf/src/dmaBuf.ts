@@ -53,7 +53,8 @@ export interface DmaBufExportInfo {
   resv?: DmaResv;
 }
 
-interface LiveMapping {
+/** One live mapping of an attachment: direction, the move sequence it was made at, pinned or not. */
+export interface LiveMapping {
   readonly dir: DmaDataDirection;
   /** `dmabuf.moveSeq` when mapped: older than the buffer's means move_notify has passed. */
   readonly seq: number;

@@ -92,7 +92,8 @@ export function dmaFenceWaitTimeout(fence: DmaFence, _intr: boolean, timeoutNs: 
   return timeoutNs === MAX_SCHEDULE_TIMEOUT ? MAX_SCHEDULE_TIMEOUT : Math.max(1, timeoutNs - wait);
 }
 
-interface ResvFence {
+/** A fence in a reservation object with its usage (kernel: one entry of struct dma_resv_list). */
+export interface ResvFence {
   readonly fence: DmaFenceObject;
   readonly usage: DmaResvUsage;
 }

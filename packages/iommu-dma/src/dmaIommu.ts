@@ -85,9 +85,11 @@ export interface IommuDmaContext {
   readonly machine: Machine;
   /** The simulated CPU the caller runs on (per-CPU rcaches and flush queues). */
   readonly cpu: number;
+  /** Per-device IOMMU state (the kernel's dev->iommu), created on first use. */
   devState(dev: Device): IommuDevState;
   /** A kernel WARN / dev_warn / dev_notice line. */
   warn(dev: Device, message: string): void;
+  /** Called after the ops are detached from dev. */
   onDetach(dev: Device): void;
 }
 

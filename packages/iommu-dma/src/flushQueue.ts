@@ -26,11 +26,13 @@ export interface FlushQueueStats {
   pending: number;
 }
 
+/** What a flush queue calls back into: the domain's IOTLB flush and the per-entry reclaim. */
 export interface FlushQueueHooks {
   /** The domain's flush_iotlb_all. */
   flushIotlbAll(): void;
   /** free_iova_fast + put_pages_list for one reclaimed entry. */
   reclaim(pfn: number, pages: number, freelist: number[] | null, cpu: number): void;
+  /** Arms the flush timer (kernel: the fq_timer timer of the cookie). */
   schedule(delayNs: number, fn: () => void): SimTimer;
 }
 

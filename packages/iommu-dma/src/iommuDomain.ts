@@ -70,7 +70,9 @@ export interface IommuDomainStats {
 export interface IommuDomainHost {
   readonly trace: Trace;
   readonly faultInjection: FaultInjection;
+  /** Current simulated time in ns (fault record timestamps). */
   now(): number;
+  /** Records a translation fault the domain refused (like the kernel's report_iommu_fault()). */
   recordFault(rec: IommuFaultRecord): void;
 }
 

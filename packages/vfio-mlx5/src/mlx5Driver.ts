@@ -125,7 +125,7 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
   readonly availList: Mlx5VhcaDataBuffer[] = [];
   /** Saves issued and not yet completed (save_comp held). */
   saveInFlight = false;
-  /** A save work item queued on the callback workqueue. */
+  /** @internal A save work item queued on the callback workqueue. */
   saveWork: SaveWork = null;
   #initialPreCopyDone = false;
   disabled = false;

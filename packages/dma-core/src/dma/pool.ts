@@ -30,7 +30,8 @@ export interface DmaPoolBlock {
   readonly dma: number;
 }
 
-interface PoolPage {
+/** One page of a DMA pool: its kernel virtual address stand-in, physical and DMA address (kernel: struct dma_page in mm/dmapool.c). */
+export interface PoolPage {
   readonly vaddr: number;
   readonly phys: number;
   readonly dma: number;
