@@ -47,7 +47,7 @@ class BvecStore implements BvecTable {
   }
 }
 
-/** Integrity (PI) payload of one bio. */
+/** Integrity (PI) payload of one bio. kernel: struct bio_integrity_payload. */
 export class BioIntegrity implements BioIntegrityPayload {
   readonly #store: BvecStore;
   readonly iter: BvecIter = { sector: 0, size: 0, idx: 0, bvecDone: 0 };

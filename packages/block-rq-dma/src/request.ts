@@ -320,7 +320,7 @@ export function blkRqsFromBios(limits: QueueLimits, bios: readonly BlkBio[], opt
   return res;
 }
 
-/** One request from one bio chain that must fit the limits without splitting; null if it does not. */
+/** One request from one bio chain that must fit the limits without splitting; null if it does not. dmakit helper (the kernel builds requests in blk_mq_submit_bio()). */
 export function blkRqFromBio(limits: QueueLimits, bio: BlkBio, tag = 0): BlkRq | null {
   const r = blkRqsFromBios(limits, [bio], { firstTag: tag });
   if (r.failed.length > 0 || r.requests.length !== 1 || r.splits > 0) return null;

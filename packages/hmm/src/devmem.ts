@@ -85,7 +85,7 @@ export class DevPagemap {
     return phys >= this.region.start && phys < this.region.start + this.nrPages * PAGE_SIZE;
   }
 
-  /** Allocate one zeroed device page with one reference; 0 when device memory is exhausted. */
+  /** Allocate one zeroed device page with one reference; 0 when device memory is exhausted. kernel: a driver's device-page allocator (e.g. dmirror_devmem_alloc_page() in lib/test_hmm.c) and zone_device_page_init(). */
   allocPage(): number {
     if (this.#nfree === 0) this.reclaim();
     if (this.#nfree === 0) return 0;

@@ -185,7 +185,7 @@ export class DmirrorDevice {
     this.#rmapAddr = new Float64Array(pagemap.nrPages);
   }
 
-  /** Create the device and hot-plug its device-private memory. Errno on failure. */
+  /** Create the device and hot-plug its device-private memory. Errno on failure. kernel: dmirror_device_init() in lib/test_hmm.c. */
   static create(opts: DmirrorDeviceOptions): DmirrorDevice | number {
     const holder: { self?: DmirrorDevice } = {};
     const owner = { name: opts.name ?? opts.dev.name };
@@ -202,7 +202,7 @@ export class DmirrorDevice {
     return holder.self;
   }
 
-  /** Open a mirror of `mm` (the test driver's open()). */
+  /** Open a mirror of `mm`. kernel: dmirror_fops_open() in lib/test_hmm.c. */
   open(mm: MmStruct): Dmirror {
     const m = new Dmirror(this, mm);
     this.mirrors.add(m);
@@ -930,7 +930,7 @@ export class Dmirror {
     return s;
   }
 
-  /** Close the mirror (file release): unmap everything, remove the notifiers, free the maps. */
+  /** Close the mirror (file release): unmap everything, remove the notifiers, free the maps. kernel: dmirror_fops_release() in lib/test_hmm.c. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

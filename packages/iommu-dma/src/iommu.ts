@@ -124,7 +124,7 @@ export class Iommu implements IommuDmaContext {
     this.#cpu = c;
   }
 
-  /** A new paging domain (with its dma-iommu cookie). `type` defaults to the IOMMU's mode. */
+  /** A new paging domain (with its dma-iommu cookie). `type` defaults to the IOMMU's mode. kernel: iommu_paging_domain_alloc() plus the dma-iommu cookie of drivers/iommu/dma-iommu.c. */
   allocDomain(type: IommuDomainType = this.mode): IommuDomain {
     const machine = this.machine;
     const domain = new IommuDomain(
@@ -150,7 +150,8 @@ export class Iommu implements IommuDmaContext {
   /**
    * Attach `dev` to a domain (a new one of the IOMMU's mode unless `domain` is given) and route its
    * DMA API through dma-iommu. Untrusted devices always get a strict domain (the IOMMU core's
-   * default-domain rule); putting one into a lazy domain is refused.
+   * default-domain rule); putting one into a lazy domain is refused. kernel: iommu_attach_device()
+   * and iommu_setup_dma_ops().
    */
   attachDevice(dev: Device, opts: IommuAttachOptions = {}): IommuDomain {
     if (this.#devDomain.has(dev)) throw new RangeError(`iommu: ${dev.name} is already attached`);
@@ -170,7 +171,7 @@ export class Iommu implements IommuDmaContext {
     return entry.domain;
   }
 
-  /** Back to dma-direct. */
+  /** Detach `dev`: its DMA API goes back to dma-direct. kernel: iommu_detach_device(). */
   detachDevice(dev: Device): void {
     if (!this.#devDomain.has(dev)) return;
     detachDmaOps(dev);
@@ -284,7 +285,7 @@ export class Iommu implements IommuDmaContext {
   }
 }
 
-/** Create an IOMMU on `machine`; attach devices to it with `iommu.attachDevice(dev)`. */
+/** Create an IOMMU on `machine`; attach devices to it with `iommu.attachDevice(dev)`. dmakit's model of an IOMMU unit probed with dma-iommu on top (kernel: iommu_device_register(), iommu_setup_dma_ops()). */
 export function createIommu(machine: Machine, opts: IommuOptions): Iommu {
   return new Iommu(machine, opts);
 }

@@ -102,7 +102,7 @@ export class Iotlb {
     this.stats.fills++;
   }
 
-  /** Invalidate every entry translating an IOVA in `[start, end]` (inclusive, bytes). */
+  /** Invalidate every entry translating an IOVA in `[start, end]` (inclusive, bytes): a ranged IOTLB invalidation (kernel: what ops->iotlb_sync() issues). */
   invalidateRange(start: number, end: number): void {
     this.stats.invalidationsRange++;
     if (this.#valid === 0 || end < start) return;

@@ -167,6 +167,7 @@ export class IoPageTable {
    * Map `count` leaves of `pgsize` starting at `iova` → `paddr`. Returns the bytes mapped, or a
    * negative errno after mapping `this.partial` bytes (the caller unmaps them): -EEXIST if any
    * target entry (or a covering large leaf) is present, -ENOMEM if a table page allocation failed.
+   * kernel: the map_pages() op of the generic IO page table (drivers/iommu/generic_pt/iommu_pt.h).
    */
   mapPages(iova: number, paddr: number, pgsize: number, count: number, prot: number): number {
     const level = pgsize === 4096 ? 0 : (Math.log2(pgsize) - GRANULE_SHIFT) / BITS_PER_LEVEL;
@@ -328,7 +329,7 @@ export class IoPageTable {
 
   /**
    * Translate `iova`: true if a leaf maps it, with `walkPhys` (the output address of `iova`),
-   * `walkProt` and `walkSize` (the leaf size) set.
+   * `walkProt` and `walkSize` (the leaf size) set. kernel: the iova_to_phys() op of the generic IO page table.
    */
   walk(iova: number): boolean {
     if (iova < 0 || iova >= this.iovaLimit) return false;

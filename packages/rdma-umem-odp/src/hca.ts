@@ -69,7 +69,7 @@ export interface HcaPageFault {
   readonly qpn: number;
 }
 
-/** One hardware memory key: MTT (direct) or KSM (indirect, 1 GiB entries of child keys). */
+/** One hardware memory key of the simulated HCA: MTT (direct) or KSM (indirect, 1 GiB entries of child keys). dmakit's device model of an mlx5 mkey. */
 export class HcaMkey {
   readonly key: number;
   readonly pdn: number;

@@ -147,7 +147,7 @@ export interface Mlx5DevReport {
   readonly iovaWindowBytes: number;
 }
 
-/** The mlx5-like ODP driver: the `IbDevice` of its umems and the verbs surface of its HCA. */
+/** The mlx5-like ODP driver: the `IbDevice` of its umems and the verbs surface of its HCA. kernel: drivers/infiniband/hw/mlx5/odp.c, mr.c (struct mlx5_ib_dev). */
 export class Mlx5IbDev implements IbDevice {
   readonly name: string;
   readonly dmaDevice: Device;

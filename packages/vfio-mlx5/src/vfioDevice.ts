@@ -54,7 +54,7 @@ export interface VfioLogOps {
   logReadAndClear(iova: number, length: number, dirty: IovaBitmap): number;
 }
 
-/** `ENOTTY` (not in dma-core's Errno list): the ioctl/feature is not supported. */
+/** `ENOTTY` (25, include/uapi/asm-generic/errno-base.h; not in dma-core's Errno list): the ioctl/feature is not supported. */
 export const ENOTTY = 25;
 
 /** `LOG_MAX_RANGES` of vfio_main.c. */

@@ -83,7 +83,7 @@ export const HMM_PFN_FLAGS_U64 = ~((1n << 53n) - 1n) & ((1n << 64n) - 1n);
 /** `HMM_RANGE_DEFAULT_TIMEOUT` (ms): how long a driver keeps retrying -EBUSY. */
 export const HMM_RANGE_DEFAULT_TIMEOUT = 1000;
 
-/** A zeroed PFN array of `nrEntries` words (kvcalloc). */
+/** A zeroed PFN array of `nrEntries` entries (what a driver kvcalloc()s for hmm_range.hmm_pfns). */
 export function hmmPfnsAlloc(nrEntries: number): HmmPfns {
   return new Uint32Array(nrEntries * 2);
 }

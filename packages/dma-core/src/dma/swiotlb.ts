@@ -13,7 +13,7 @@ import { dmaWarn } from './log.js';
 export const IO_TLB_SHIFT = 11;
 /** Bytes per swiotlb slot. kernel: IO_TLB_SIZE in include/linux/swiotlb.h. */
 export const IO_TLB_SIZE = 1 << IO_TLB_SHIFT;
-/** Max contiguous slots of one bounce (256 KiB). */
+/** Max contiguous slots of one bounce (256 KiB). kernel: IO_TLB_SEGSIZE in include/linux/swiotlb.h. */
 export const IO_TLB_SEGSIZE = 128;
 /** Default swiotlb pool size (64 MiB). kernel: IO_TLB_DEFAULT_SIZE in include/linux/swiotlb.h. */
 export const IO_TLB_DEFAULT_SIZE = 64 * 1024 * 1024;

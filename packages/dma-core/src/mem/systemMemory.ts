@@ -172,7 +172,7 @@ export class SystemMemory extends PhysicalMemory {
 
   // ---- buddy allocator --------------------------------------------------------------------
 
-  /** Allocate 2^order contiguous pages; returns the physical address or 0 (NULL) on failure. */
+  /** Allocate 2^order contiguous pages; returns the physical address or 0 (NULL) on failure. kernel: alloc_pages() in mm/page_alloc.c. */
   allocPages(order: number, gfp = 0): number {
     return this.allocPagesBelow(order, Number.POSITIVE_INFINITY, gfp);
   }

@@ -35,9 +35,9 @@ export const DMA_ATTR_NO_WARN = 1 << 8;
 export const DMA_ATTR_PRIVILEGED = 1 << 9;
 /** Physical address is not RAM (P2P BAR, MMIO): no cache sync, no swiotlb, IOMMU_MMIO. */
 export const DMA_ATTR_MMIO = 1 << 10;
-/** Tells dma-debug that overlapping cachelines are intended. */
+/** Tells dma-debug that overlapping cachelines are intended. kernel: DMA_ATTR_DEBUGGING_IGNORE_CACHELINES (~7.0) in include/linux/dma-mapping.h. */
 export const DMA_ATTR_DEBUGGING_IGNORE_CACHELINES = 1 << 11;
-/** Mapping must not use swiotlb or cache maintenance; fails on non-coherent devices. */
+/** Mapping must not use swiotlb or cache maintenance; fails on non-coherent devices. kernel: DMA_ATTR_REQUIRE_COHERENT in include/linux/dma-mapping.h. */
 export const DMA_ATTR_REQUIRE_COHERENT = 1 << 12;
 
 const ATTR_NAMES: readonly (readonly [number, string])[] = [

@@ -58,7 +58,7 @@ function lowBits(x: number, a: number): number {
   return a <= 0x4000_0000 ? x % a : x - Math.floor(x / a) * a;
 }
 
-/** Round `x` up to a multiple of the power of two `a` (`ALIGN`). */
+/** Round `x` up to a multiple of the power of two `a` (kernel: ALIGN() in include/linux/align.h). */
 export function alignUp(x: number, a: number): number {
   const r = lowBits(x, a);
   return r === 0 ? x : x + (a - r);
@@ -117,12 +117,12 @@ export function orderBase2(x: number): number {
   return x <= 1 ? 0 : Math.ceil(Math.log2(x));
 }
 
-/** `fls`-style: index (1-based) of the highest set bit, 0 for 0. */
+/** `fls()`: index (1-based) of the highest set bit, 0 for 0 (kernel: include/asm-generic/bitops/fls.h). */
 export function fls(x: number): number {
   return x <= 0 ? 0 : Math.floor(Math.log2(x)) + 1;
 }
 
-/** `__ffs`: index (0-based) of the lowest set bit of a positive integer. */
+/** `__ffs()`: index (0-based) of the lowest set bit of a positive integer (kernel: include/asm-generic/bitops/__ffs.h). */
 export function ffs0(x: number): number {
   if (x <= 0) return -1;
   let n = 0;
