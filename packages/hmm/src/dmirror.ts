@@ -1,4 +1,4 @@
-// kernel: lib/test_hmm.c (the dmirror test driver), include/uapi/linux/test_hmm.h
+// kernel: lib/test_hmm.c (the dmirror test driver), lib/test_hmm_uapi.h
 // A device that mirrors a process address space through HMM. Its page table is kept per 2 MiB
 // chunk: one mmu interval notifier and one HmmDmaMap (one IOVA window) per chunk, so the
 // HMM_PFN_* words of the map are the device's own record of what is mapped. System pages are
@@ -61,32 +61,32 @@ import {
   migrateVmaSetup,
 } from './migrate.js';
 
-// include/uapi/linux/test_hmm.h: the snapshot permission bytes.
+// lib/test_hmm_uapi.h: the snapshot permission bytes.
 /**
  * Snapshot byte: the page is inaccessible. kernel: HMM_DMIRROR_PROT_ERROR in
- * include/uapi/linux/test_hmm.h.
+ * lib/test_hmm_uapi.h.
  */
 export const HMM_DMIRROR_PROT_ERROR = 0xff;
-/** Snapshot byte: not mapped. kernel: HMM_DMIRROR_PROT_NONE in include/uapi/linux/test_hmm.h. */
+/** Snapshot byte: not mapped. kernel: HMM_DMIRROR_PROT_NONE in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_NONE = 0x00;
-/** Snapshot bit: readable. kernel: HMM_DMIRROR_PROT_READ in include/uapi/linux/test_hmm.h. */
+/** Snapshot bit: readable. kernel: HMM_DMIRROR_PROT_READ in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_READ = 0x01;
-/** Snapshot bit: writable. kernel: HMM_DMIRROR_PROT_WRITE in include/uapi/linux/test_hmm.h. */
+/** Snapshot bit: writable. kernel: HMM_DMIRROR_PROT_WRITE in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_WRITE = 0x02;
-/** Snapshot bit: mapped by a PMD (2 MiB). kernel: HMM_DMIRROR_PROT_PMD in include/uapi/linux/test_hmm.h. */
+/** Snapshot bit: mapped by a PMD (2 MiB). kernel: HMM_DMIRROR_PROT_PMD in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_PMD = 0x04;
-/** Snapshot bit: mapped by a PUD (1 GiB). kernel: HMM_DMIRROR_PROT_PUD in include/uapi/linux/test_hmm.h. */
+/** Snapshot bit: mapped by a PUD (1 GiB). kernel: HMM_DMIRROR_PROT_PUD in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_PUD = 0x08;
-/** Snapshot bit: the shared zero page. kernel: HMM_DMIRROR_PROT_ZERO in include/uapi/linux/test_hmm.h. */
+/** Snapshot bit: the shared zero page. kernel: HMM_DMIRROR_PROT_ZERO in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_ZERO = 0x10;
 /**
  * Snapshot value: device-private page of this device. kernel: HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL in
- * include/uapi/linux/test_hmm.h.
+ * lib/test_hmm_uapi.h.
  */
 export const HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20;
 /**
  * Snapshot value: device-private page of another device. kernel: HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE in
- * include/uapi/linux/test_hmm.h.
+ * lib/test_hmm_uapi.h.
  */
 export const HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30;
 
