@@ -47,22 +47,26 @@ class BvecStore implements BvecTable {
   }
 }
 
-/** Integrity (PI) payload of one bio. */
+/** Integrity (PI) payload of one bio. kernel: struct bio_integrity_payload. */
 export class BioIntegrity implements BioIntegrityPayload {
   readonly #store: BvecStore;
   readonly iter: BvecIter = { sector: 0, size: 0, idx: 0, bvecDone: 0 };
   flags = 0;
 
+  /** @internal use bioIntegrityAlloc */
   constructor(store: BvecStore) {
     this.#store = store;
   }
 
+  /** Physical address of each integrity bvec's page (kernel: bio_vec.bv_page). */
   get bvPage(): Float64Array {
     return this.#store.bvPage;
   }
+  /** Offset of each integrity bvec within its page (kernel: bio_vec.bv_offset). */
   get bvOffset(): Uint32Array {
     return this.#store.bvOffset;
   }
+  /** Length of each integrity bvec (kernel: bio_vec.bv_len). */
   get bvLen(): Uint32Array {
     return this.#store.bvLen;
   }
@@ -96,12 +100,15 @@ export class BlkBio implements Bio {
     this.parent = parent;
   }
 
+  /** Physical address of each bvec's page (kernel: bio_vec.bv_page). */
   get bvPage(): Float64Array {
     return this.#store.bvPage;
   }
+  /** Offset of each bvec within its page (kernel: bio_vec.bv_offset). */
   get bvOffset(): Uint32Array {
     return this.#store.bvOffset;
   }
+  /** Length of each bvec (kernel: bio_vec.bv_len). */
   get bvLen(): Uint32Array {
     return this.#store.bvLen;
   }

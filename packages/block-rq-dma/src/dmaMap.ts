@@ -45,6 +45,7 @@ export type IovaEligibility =
   /** Never use the IOVA path (always one mapping per segment). */
   | 'never';
 
+/** Options of createBlkRqDmaMapper(): when a request may use the IOVA path. */
 export interface BlkRqDmaMapperOptions {
   /** Default 'gap-mask'. */
   iovaEligibility?: IovaEligibility;
@@ -76,7 +77,7 @@ function newStats(): BlkRqDmaStats {
   return { starts: 0, iovaRequests: 0, iovaTryAllocs: 0, iovaLinks: 0, iovaSyncs: 0, iovaDestroys: 0, directMaps: 0, busSegments: 0, p2pRefused: 0, segments: 0, errors: 0 };
 }
 
-/** The implementation of the dma-core `BlkRqDmaMapper` contract, with counters. */
+/** The implementation of the dma-core `BlkRqDmaMapper` contract, with counters. kernel: block/blk-mq-dma.c (blk_rq_dma_map_iter_start(), blk_rq_dma_map_iter_next(), blk_rq_dma_unmap()). */
 export class BlkRqDma implements BlkRqDmaMapper {
   readonly name = 'blk-mq-dma';
   readonly eligibility: IovaEligibility;
@@ -87,6 +88,7 @@ export class BlkRqDma implements BlkRqDmaMapper {
     this.eligibility = opts.iovaEligibility ?? 'gap-mask';
   }
 
+  /** Zeroes the mapper's counters. */
   resetStats(): void {
     Object.assign(this.stats, newStats());
   }
@@ -307,7 +309,7 @@ function fillSg(req: BlkRequest, it: ReturnType<typeof blkMapIterCreate>, sgt: S
   return n;
 }
 
-/** A new mapper (own counters). */
+/** A new mapper (own counters); dmakit's wiring of the dma-core contract to block/blk-mq-dma.c. */
 export function createBlkRqDmaMapper(opts: BlkRqDmaMapperOptions = {}): BlkRqDma {
   return new BlkRqDma(opts);
 }

@@ -21,6 +21,7 @@ export {
 export { blkMapIterCreate, blkMapIterNext, blkRqIntegrityMapIterInit, blkRqMapIterInit } from './mapIter.js';
 export { BlkRq, bioSplitIoAt, bioWillGap, blkRqAlloc, blkRqFromBio, blkRqSetSpecialPayload, blkRqsFromBios, reqPhysGapMask } from './request.js';
 export type { BlkBuildOptions, BlkBuildResult } from './request.js';
+export type { SplitResult } from './request.js';
 export { BlkRqDma, blkRqDma, createBlkRqDmaMapper } from './dmaMap.js';
 export type { BlkRqDmaMapperOptions, BlkRqDmaStats, IovaEligibility } from './dmaMap.js';
 export { blkRqMapSgtable, blkRqUnmapSgtable } from './legacy.js';

@@ -75,7 +75,7 @@ export function blkValidateLimits(lim: Partial<QueueLimits> = {}): QueueLimits |
   };
 }
 
-/** `blkValidateLimits` for configuration code: throws a RangeError naming the limits on -EINVAL. */
+/** `blkValidateLimits` (kernel: blk_validate_limits() in block/blk-settings.c) for configuration code: throws a RangeError naming the limits on -EINVAL. */
 export function queueLimits(lim: Partial<QueueLimits> = {}): QueueLimits {
   const r = blkValidateLimits(lim);
   if (typeof r === 'number') throw new RangeError(`queueLimits: invalid queue limits ${JSON.stringify(lim)}`);

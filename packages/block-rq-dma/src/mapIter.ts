@@ -46,7 +46,7 @@ export function blkRqMapIterInit(rq: BlkRequest, it: BlkMapIter): void {
   }
 }
 
-/** The integrity stream's iterator start; false when the request's first bio has no PI payload. */
+/** The integrity stream's iterator start (the integrity side of blk_rq_map_iter_init() in block/blk-mq-dma.c); false when the request's first bio has no PI payload. */
 export function blkRqIntegrityMapIterInit(rq: BlkRequest, it: BlkMapIter): boolean {
   const bip = rq.bio?.integrity ?? null;
   it.isIntegrity = true;

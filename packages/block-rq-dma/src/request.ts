@@ -81,8 +81,8 @@ export function reqPhysGapMask(rq: BlkRequest): number {
   return mask;
 }
 
-/** Result of `bioSplitIoAt`: 0 = fits whole, > 0 = split after that many sectors, < 0 = errno. */
-interface SplitResult {
+/** Result of `bioSplitIoAt`: `sectors` 0 = fits whole, > 0 = split after that many sectors, < 0 = errno; `segs` = segments counted. */
+export interface SplitResult {
   sectors: number;
   segs: number;
 }
@@ -174,6 +174,7 @@ export interface BlkBuildResult {
   merges: number;
 }
 
+/** Options of blkRqsFromBios(): plug merging and the first tag. */
 export interface BlkBuildOptions {
   /** Back-merge contiguous bios into the previous request (plug merging). Default true. */
   merge?: boolean;
@@ -319,7 +320,7 @@ export function blkRqsFromBios(limits: QueueLimits, bios: readonly BlkBio[], opt
   return res;
 }
 
-/** One request from one bio chain that must fit the limits without splitting; null if it does not. */
+/** One request from one bio chain that must fit the limits without splitting; null if it does not. dmakit helper (the kernel builds requests in blk_mq_submit_bio()). */
 export function blkRqFromBio(limits: QueueLimits, bio: BlkBio, tag = 0): BlkRq | null {
   const r = blkRqsFromBios(limits, [bio], { firstTag: tag });
   if (r.failed.length > 0 || r.requests.length !== 1 || r.splits > 0) return null;

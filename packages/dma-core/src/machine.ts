@@ -15,6 +15,7 @@ import type { SimTimer } from './sim/scheduler.js';
 import { Trace } from './trace/trace.js';
 import { SZ_1G, SZ_1M, SZ_64M } from './units/page.js';
 
+/** Options of createMachine(): RAM size, seed, swiotlb size, physical address width, dma-debug mode. */
 export interface MachineOptions {
   /** System RAM in bytes (sparse: only touched pages cost memory). Default 1 GiB. */
   ramBytes?: number;
@@ -83,6 +84,7 @@ export class Machine implements DeviceHost {
     return this.scheduler.advance(ns);
   }
 
+  /** Runs fn after delayNs of simulated time (dmakit's event scheduler; no kernel counterpart). */
   schedule(delayNs: number, fn: () => void): SimTimer {
     return this.scheduler.schedule(delayNs, fn);
   }
@@ -103,11 +105,16 @@ export class Machine implements DeviceHost {
     return this.pci.p2pRoute(dev, dmaAddr);
   }
 
+  /** Records an IOMMU or DMA fault a device hit; the records are kept in faults. */
   recordFault(record: DmaFaultRecord): void {
     this.faults.push(record);
   }
 }
 
+/**
+ * Builds a simulated machine: RAM, PCI topology, swiotlb, dma-debug, clock, scheduler and trace. dmakit
+ * model; no kernel counterpart.
+ */
 export function createMachine(opts: MachineOptions = {}): Machine {
   return new Machine(opts);
 }

@@ -8,25 +8,35 @@ import { DmaResvObject, dmaResvAssertHeld, dmaResvInit, dmaResvLock, dmaResvUnlo
 export interface IosysMap {
   /** True for I/O memory (a BAR), false for system RAM. */
   readonly isIomem: boolean;
+  /** Copies len bytes at offset out of the mapping (kernel: iosys_map_memcpy_from()). */
   read(offset: number, len: number): Uint8Array;
+  /** Copies bytes into the mapping at offset (kernel: iosys_map_memcpy_to()). */
   write(offset: number, bytes: Uint8Array): void;
 }
 
 /** `struct dma_buf_ops`: what an exporter provides. `pin` and `unpin` come together or not at all. */
 export interface DmaBufOps {
+  /** `attach(dmabuf, attach)`: accept or refuse an importer; 0 or -errno. */
   attach?(dmabuf: DmaBufObject, attach: DmaBufAttachmentObject): number;
+  /** `detach(dmabuf, attach)`. */
   detach?(dmabuf: DmaBufObject, attach: DmaBufAttachmentObject): void;
   /** Keep the backing store where it is until unpin (resv held). 0 or -errno. */
   pin?(attach: DmaBufAttachmentObject): number;
+  /** `unpin(attach)`: release what pin() held. */
   unpin?(attach: DmaBufAttachmentObject): void;
   /** `map_dma_buf(attach, dir)`: a DMA-mapped table for `attach.dev`, or -errno (resv held). */
   mapDmaBuf(attach: DmaBufAttachmentObject, dir: DmaDataDirection): SgTable | number;
+  /** `unmap_dma_buf(attach, sgt, dir)` (resv held). */
   unmapDmaBuf(attach: DmaBufAttachmentObject, sgt: SgTable, dir: DmaDataDirection): void;
+  /** `release(dmabuf)`: the last reference is gone; free the backing store. */
   release(dmabuf: DmaBufObject): void;
+  /** `begin_cpu_access(dmabuf, dir)`: make the buffer coherent for the CPU; 0 or -errno. */
   beginCpuAccess?(dmabuf: DmaBufObject, dir: DmaDataDirection): number;
+  /** `end_cpu_access(dmabuf, dir)`: hand the buffer back to devices; 0 or -errno. */
   endCpuAccess?(dmabuf: DmaBufObject, dir: DmaDataDirection): number;
   /** resv held. A CPU view or -errno. */
   vmap?(dmabuf: DmaBufObject): IosysMap | number;
+  /** `vunmap(dmabuf, map)`: drop a CPU view from vmap() (resv held). */
   vunmap?(dmabuf: DmaBufObject, map: IosysMap): void;
 }
 
@@ -43,7 +53,8 @@ export interface DmaBufExportInfo {
   resv?: DmaResv;
 }
 
-interface LiveMapping {
+/** One live mapping of an attachment: direction, the move sequence it was made at, pinned or not. */
+export interface LiveMapping {
   readonly dir: DmaDataDirection;
   /** `dmabuf.moveSeq` when mapped: older than the buffer's means move_notify has passed. */
   readonly seq: number;

@@ -40,6 +40,7 @@ const COPY_ATTRS = DMA_ATTR_DEBUGGING_IGNORE_CACHELINES | DMA_ATTR_SKIP_CPU_SYNC
 /** Largest sg entry the system-memory table builds (sg_dma_len is 32-bit, page aligned). */
 const MAX_SG_SEG = 0xffff_f000;
 
+/** Where a GPU buffer lives: device VRAM (behind a P2P BAR) or system pages. */
 export type GpuPlacement = 'vram' | 'system';
 
 /** One placement of a buffer: VRAM ranges or system pages. Freed when retired, copied and unmapped. */
@@ -63,6 +64,7 @@ interface GpuBo {
   readonly maxRange: number;
 }
 
+/** Options of the GPU VRAM exporter: the VRAM BAR and the copy-engine bandwidth. */
 export interface GpuVramOptions {
   /** BAR index of VRAM (must be a P2P-published memory BAR). Default: the largest BAR. */
   bar?: number;
@@ -70,12 +72,17 @@ export interface GpuVramOptions {
   copyBytesPerNs?: number;
 }
 
+/** Options of one exported GPU buffer: name and the largest VRAM range (fragmentation). */
 export interface GpuExportOptions {
   name?: string;
   /** Split the VRAM allocation into ranges of at most this many bytes (fragmented VRAM). */
   maxRange?: number;
 }
 
+/**
+ * GPU exporter counters: evictions, restores, bytes copied, deferred frees, VRAM pages in use, CPU
+ * fallbacks.
+ */
 export interface GpuVramStats {
   evictions: number;
   restores: number;
@@ -117,6 +124,7 @@ export class GpuVramExporter {
     this.#used = new Uint8Array(bar.size / PAGE_SIZE);
   }
 
+  /** VRAM bytes still free. */
   get vramFreeBytes(): number {
     return (this.#used.length - this.stats.vramPagesUsed) * PAGE_SIZE;
   }

@@ -28,6 +28,7 @@ export const O_CLOEXEC = 0o2000000;
 export class DmaBufFdTable {
   readonly #files = new Map<number, DmaBufObject>();
 
+  /** Number of open dma-buf fds. */
   get openCount(): number {
     return this.#files.size;
   }

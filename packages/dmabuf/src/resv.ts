@@ -32,6 +32,7 @@ export class DmaFenceObject implements DmaFence {
     this.#onSignal = onSignal;
   }
 
+  /** The simulated clock the fence's signal time refers to. */
   get clock(): SimClock {
     return this.#clock;
   }
@@ -91,7 +92,8 @@ export function dmaFenceWaitTimeout(fence: DmaFence, _intr: boolean, timeoutNs: 
   return timeoutNs === MAX_SCHEDULE_TIMEOUT ? MAX_SCHEDULE_TIMEOUT : Math.max(1, timeoutNs - wait);
 }
 
-interface ResvFence {
+/** A fence in a reservation object with its usage (kernel: one entry of struct dma_resv_list). */
+export interface ResvFence {
   readonly fence: DmaFenceObject;
   readonly usage: DmaResvUsage;
 }
@@ -113,6 +115,7 @@ export class DmaResvObject implements DmaResv {
     return this.fences.length;
   }
 
+  /** The simulated clock of the device the object belongs to. */
   get clock(): SimClock {
     return this.dev.host.clock;
   }
@@ -123,6 +126,7 @@ export function dmaResvInit(dev: Device): DmaResvObject {
   return new DmaResvObject(dev);
 }
 
+/** True if x is a reservation object created by dmaResvInit(). */
 export function isResv(x: unknown): x is DmaResvObject {
   return x instanceof DmaResvObject;
 }

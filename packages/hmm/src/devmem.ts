@@ -26,6 +26,10 @@ export interface DevPagemapOps {
   pageFree?(pagemap: DevPagemap, phys: number): void;
 }
 
+/**
+ * Options of memremapPages(): size of the device memory, pgmap owner and page ops. kernel: the struct
+ * dev_pagemap fields memremap_pages() takes.
+ */
 export interface MemremapPagesOptions {
   /** Bytes of device memory (rounded up to pages). */
   readonly size: number;
@@ -76,11 +80,12 @@ export class DevPagemap {
     return this.#allocated;
   }
 
+  /** True if phys is one of this pagemap's device pages. */
   contains(phys: number): boolean {
     return phys >= this.region.start && phys < this.region.start + this.nrPages * PAGE_SIZE;
   }
 
-  /** Allocate one zeroed device page with one reference; 0 when device memory is exhausted. */
+  /** Allocate one zeroed device page with one reference; 0 when device memory is exhausted. kernel: a driver's device-page allocator (e.g. dmirror_devmem_alloc_page() in lib/test_hmm.c) and zone_device_page_init(). */
   allocPage(): number {
     if (this.#nfree === 0) this.reclaim();
     if (this.#nfree === 0) return 0;

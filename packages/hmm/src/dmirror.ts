@@ -1,4 +1,4 @@
-// kernel: lib/test_hmm.c (the dmirror test driver), include/uapi/linux/test_hmm.h
+// kernel: lib/test_hmm.c (the dmirror test driver), lib/test_hmm_uapi.h
 // A device that mirrors a process address space through HMM. Its page table is kept per 2 MiB
 // chunk: one mmu interval notifier and one HmmDmaMap (one IOVA window) per chunk, so the
 // HMM_PFN_* words of the map are the device's own record of what is mapped. System pages are
@@ -61,15 +61,33 @@ import {
   migrateVmaSetup,
 } from './migrate.js';
 
-// include/uapi/linux/test_hmm.h: the snapshot permission bytes.
+// lib/test_hmm_uapi.h: the snapshot permission bytes.
+/**
+ * Snapshot byte: the page is inaccessible. kernel: HMM_DMIRROR_PROT_ERROR in
+ * lib/test_hmm_uapi.h.
+ */
 export const HMM_DMIRROR_PROT_ERROR = 0xff;
+/** Snapshot byte: not mapped. kernel: HMM_DMIRROR_PROT_NONE in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_NONE = 0x00;
+/** Snapshot bit: readable. kernel: HMM_DMIRROR_PROT_READ in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_READ = 0x01;
+/** Snapshot bit: writable. kernel: HMM_DMIRROR_PROT_WRITE in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_WRITE = 0x02;
+/** Snapshot bit: mapped by a PMD (2 MiB). kernel: HMM_DMIRROR_PROT_PMD in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_PMD = 0x04;
+/** Snapshot bit: mapped by a PUD (1 GiB). kernel: HMM_DMIRROR_PROT_PUD in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_PUD = 0x08;
+/** Snapshot bit: the shared zero page. kernel: HMM_DMIRROR_PROT_ZERO in lib/test_hmm_uapi.h. */
 export const HMM_DMIRROR_PROT_ZERO = 0x10;
+/**
+ * Snapshot value: device-private page of this device. kernel: HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL in
+ * lib/test_hmm_uapi.h.
+ */
 export const HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20;
+/**
+ * Snapshot value: device-private page of another device. kernel: HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE in
+ * lib/test_hmm_uapi.h.
+ */
 export const HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30;
 
 /** Pages per device page-table chunk (2 MiB). */
@@ -98,6 +116,7 @@ export interface DmirrorCmd {
   data: Uint8Array;
 }
 
+/** dmirror counters: faults, retries, invalidations, pages mapped and migrated. */
 export interface DmirrorStats {
   faults: number;
   rangeFaultCalls: number;
@@ -112,6 +131,7 @@ export interface DmirrorStats {
   dmaFaults: number;
 }
 
+/** Size of a mirror's device page table: chunks, IOVA windows, PTEs, DMA-mapped pages, metadata bytes. */
 export interface DmirrorSummary {
   chunks: number;
   iovaWindows: number;
@@ -121,6 +141,7 @@ export interface DmirrorSummary {
   metadataBytes: number;
 }
 
+/** Options of a DmirrorDevice: the DMA device, the machine's memory, device-private memory size and more. */
 export interface DmirrorDeviceOptions {
   /** The DMA-capable device (its DMA port is how the mirror reaches system pages). */
   readonly dev: Device;
@@ -164,7 +185,7 @@ export class DmirrorDevice {
     this.#rmapAddr = new Float64Array(pagemap.nrPages);
   }
 
-  /** Create the device and hot-plug its device-private memory. Errno on failure. */
+  /** Create the device and hot-plug its device-private memory. Errno on failure. kernel: dmirror_device_init() in lib/test_hmm.c. */
   static create(opts: DmirrorDeviceOptions): DmirrorDevice | number {
     const holder: { self?: DmirrorDevice } = {};
     const owner = { name: opts.name ?? opts.dev.name };
@@ -181,7 +202,7 @@ export class DmirrorDevice {
     return holder.self;
   }
 
-  /** Open a mirror of `mm` (the test driver's open()). */
+  /** Open a mirror of `mm`. kernel: dmirror_fops_open() in lib/test_hmm.c. */
   open(mm: MmStruct): Dmirror {
     const m = new Dmirror(this, mm);
     this.mirrors.add(m);
@@ -203,6 +224,7 @@ export class DmirrorDevice {
     return this.pagemap.allocatedPages;
   }
 
+  /** Records which mm and address a device-private page backs (the model's reverse map, used to evict it). */
   recordRmap(phys: number, mm: MmStruct | undefined, addr: number): void {
     const idx = (phys - this.pagemap.region.start) / PAGE_SIZE;
     this.#rmapMm[idx] = mm;
@@ -358,10 +380,15 @@ export class Dmirror {
     this.#ops = { invalidate: (sub, range, curSeq) => (sub instanceof DmirrorChunk ? this.#invalidate(sub, range, curSeq) : true) };
   }
 
+  /** The DMA device behind the mirror. */
   get dev(): Device {
     return this.mdevice.dev;
   }
 
+  /**
+   * True once the mirror was closed (its file released; kernel: dmirror_fops_release() in
+   * lib/test_hmm.c).
+   */
   get closed(): boolean {
     return this.#closed;
   }
@@ -903,7 +930,7 @@ export class Dmirror {
     return s;
   }
 
-  /** Close the mirror (file release): unmap everything, remove the notifiers, free the maps. */
+  /** Close the mirror (file release): unmap everything, remove the notifiers, free the maps. kernel: dmirror_fops_release() in lib/test_hmm.c. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

@@ -76,8 +76,13 @@ export interface HmmDmaStats {
   errors: number;
 }
 
+/**
+ * Counters of the HMM DMA helpers (mapped, remapped, P2P, unmapped, errors); reset with
+ * hmmDmaStatsReset().
+ */
 export const hmmDmaStats: HmmDmaStats = { mapped: 0, remapped: 0, p2pBus: 0, p2pHostBridge: 0, unmapped: 0, errors: 0 };
 
+/** Zeroes hmmDmaStats. */
 export function hmmDmaStatsReset(): void {
   hmmDmaStats.mapped = 0;
   hmmDmaStats.remapped = 0;

@@ -20,14 +20,24 @@ import { installMigrateToRam, pagePgmap } from './devmem.js';
 
 // A migrate pfn word is `pfn << MIGRATE_PFN_SHIFT | flags`; the model stores it in a Float64Array
 // as `pfn * 64 + flags` (exact for pfn < 2^47), so no bigint is needed.
+/** The entry holds a valid pfn. kernel: MIGRATE_PFN_VALID in include/linux/migrate.h. */
 export const MIGRATE_PFN_VALID = 1 << 0;
+/** The page is to be migrated. kernel: MIGRATE_PFN_MIGRATE in include/linux/migrate.h. */
 export const MIGRATE_PFN_MIGRATE = 1 << 1;
+/** The page was mapped writable. kernel: MIGRATE_PFN_WRITE in include/linux/migrate.h. */
 export const MIGRATE_PFN_WRITE = 1 << 3;
+/** Shift of the pfn within a migrate pfn word. kernel: MIGRATE_PFN_SHIFT in include/linux/migrate.h. */
 export const MIGRATE_PFN_SHIFT = 6;
 const MPFN_MUL = 2 ** MIGRATE_PFN_SHIFT;
 
+/** Collect system-RAM pages. kernel: MIGRATE_VMA_SELECT_SYSTEM in include/linux/migrate.h. */
 export const MIGRATE_VMA_SELECT_SYSTEM = 1 << 0;
+/**
+ * Collect device-private pages of the pgmap owner. kernel: MIGRATE_VMA_SELECT_DEVICE_PRIVATE in
+ * include/linux/migrate.h.
+ */
 export const MIGRATE_VMA_SELECT_DEVICE_PRIVATE = 1 << 1;
+/** Collect device-coherent pages. kernel: MIGRATE_VMA_SELECT_DEVICE_COHERENT in include/linux/migrate.h. */
 export const MIGRATE_VMA_SELECT_DEVICE_COHERENT = 1 << 2;
 
 /** `migrate_pfn(pfn)`: pfn | MIGRATE_PFN_VALID. */
@@ -40,6 +50,7 @@ export function migratePfnToPfn(mpfn: number): number {
   return (migratePfnFlags(mpfn) & MIGRATE_PFN_VALID) === 0 ? -1 : Math.floor(mpfn / MPFN_MUL);
 }
 
+/** The MIGRATE_PFN_* flag bits of a migrate pfn word. */
 export function migratePfnFlags(mpfn: number): number {
   return mpfn % MPFN_MUL;
 }

@@ -28,6 +28,10 @@ export interface IommuCostModel {
   readonly iotlbInvalidateFullNs: number;
 }
 
+/**
+ * Default simulated costs of IOMMU work in ns: order-of-magnitude inputs for a VT-d / AMD-Vi class IOMMU
+ * (dmakit's cost model, not fitted to measurements).
+ */
 export const IOMMU_DEFAULT_COST_MODEL: IommuCostModel = Object.freeze({
   iovaTreeAllocNs: 250,
   iovaRcacheHitNs: 30,

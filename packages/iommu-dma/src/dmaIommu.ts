@@ -85,9 +85,11 @@ export interface IommuDmaContext {
   readonly machine: Machine;
   /** The simulated CPU the caller runs on (per-CPU rcaches and flush queues). */
   readonly cpu: number;
+  /** Per-device IOMMU state (the kernel's dev->iommu), created on first use. */
   devState(dev: Device): IommuDevState;
   /** A kernel WARN / dev_warn / dev_notice line. */
   warn(dev: Device, message: string): void;
+  /** Called after the ops are detached from dev. */
   onDetach(dev: Device): void;
 }
 
@@ -290,6 +292,7 @@ export class IommuDmaOps implements DmaMapOps {
     return dma;
   }
 
+  /** kernel: iommu_dma_unmap_phys() in drivers/iommu/dma-iommu.c. */
   unmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs: number): void {
     if ((attrs & (DMA_ATTR_MMIO | DMA_ATTR_REQUIRE_COHERENT)) !== 0) {
       this.#unmap(dev, dmaAddr, size);
@@ -304,12 +307,14 @@ export class IommuDmaOps implements DmaMapOps {
     if (isSwiotlbBuffer(dev, phys)) swiotlbTblUnmapSingle(dev, phys, size, dir, attrs);
   }
 
+  /** kernel: iommu_dma_sync_single_for_cpu() in drivers/iommu/dma-iommu.c. */
   syncSingleForCpu(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection): void {
     if (dev.coherent && !devUseSwiotlb(dev, size, dir)) return;
     const phys = this.domain.iovaToPhys(dmaAddr);
     if (phys !== 0 && isSwiotlbBuffer(dev, phys)) swiotlbSyncSingleForCpu(dev, phys, size, dir);
   }
 
+  /** kernel: iommu_dma_sync_single_for_device() in drivers/iommu/dma-iommu.c. */
   syncSingleForDevice(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection): void {
     if (dev.coherent && !devUseSwiotlb(dev, size, dir)) return;
     const phys = this.domain.iovaToPhys(dmaAddr);
@@ -466,6 +471,7 @@ export class IommuDmaOps implements DmaMapOps {
     return count;
   }
 
+  /** kernel: iommu_dma_unmap_sg() in drivers/iommu/dma-iommu.c. */
   unmapSg(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection, attrs: number): void {
     if (((sgt.dmaFlags[0] ?? 0) & SG_DMA_SWIOTLB) !== 0) {
       for (let i = 0; i < nents; i++) this.unmapPhys(dev, sgt.dmaAddress[i] ?? 0, sgt.dmaLength[i] ?? 0, dir, attrs);
@@ -491,12 +497,14 @@ export class IommuDmaOps implements DmaMapOps {
     if (start >= 0 && end !== 0) this.#unmap(dev, start, end - start);
   }
 
+  /** kernel: iommu_dma_sync_sg_for_cpu() in drivers/iommu/dma-iommu.c. */
   syncSgForCpu(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection): void {
     // No CPU cache model: only swiotlb-mapped lists have work to do.
     if (((sgt.dmaFlags[0] ?? 0) & SG_DMA_SWIOTLB) === 0) return;
     for (let i = 0; i < nents; i++) this.syncSingleForCpu(dev, sgt.dmaAddress[i] ?? 0, sgt.length[i] ?? 0, dir);
   }
 
+  /** kernel: iommu_dma_sync_sg_for_device() in drivers/iommu/dma-iommu.c. */
   syncSgForDevice(dev: Device, sgt: SgTable, nents: number, dir: DmaDataDirection): void {
     if (((sgt.dmaFlags[0] ?? 0) & SG_DMA_SWIOTLB) === 0) return;
     for (let i = 0; i < nents; i++) this.syncSingleForDevice(dev, sgt.dmaAddress[i] ?? 0, sgt.length[i] ?? 0, dir);
@@ -522,6 +530,10 @@ export class IommuDmaOps implements DmaMapOps {
     return { cpuAddr: phys, phys, dmaAddr: dma, size };
   }
 
+  /**
+   * Frees a coherent allocation: unmap, then free the pages. kernel: iommu_dma_free() in
+   * drivers/iommu/dma-iommu.c.
+   */
   free(dev: Device, buf: DmaCoherentBuffer, _attrs: number): void {
     const len = alignUp(buf.size, Math.max(this.cookie.granule, 4096));
     this.#unmap(dev, buf.dmaAddr, len);
@@ -593,6 +605,10 @@ export class IommuDmaOps implements DmaMapOps {
     return 0;
   }
 
+  /**
+   * Links a physically contiguous range into an IOVA allocation (bouncing partial granules for untrusted
+   * devices). kernel: dma_iova_link() in drivers/iommu/dma-iommu.c.
+   */
   iovaLink(dev: Device, state: DmaIovaState, phys: number, offset: number, size: number, dir: DmaDataDirection, attrs: number): number {
     const g = this.cookie.granule;
     const startPad = offsetIn(phys, g);
@@ -613,6 +629,7 @@ export class IommuDmaOps implements DmaMapOps {
     return this.#linkRange(dev, state.addr + offset - startPad, phys - startPad, alignUp(size + startPad, g), dir, attrs);
   }
 
+  /** Syncs the IOTLB for a linked range. kernel: dma_iova_sync() in drivers/iommu/dma-iommu.c. */
   iovaSync(_dev: Device, state: DmaIovaState, offset: number, size: number): number {
     const g = this.cookie.granule;
     const addr = state.addr + offset;
@@ -662,10 +679,18 @@ export class IommuDmaOps implements DmaMapOps {
     }
   }
 
+  /**
+   * Unlinks a range, always strictly (IOTLB invalidated before return). kernel: dma_iova_unlink() in
+   * drivers/iommu/dma-iommu.c.
+   */
   iovaUnlink(dev: Device, state: DmaIovaState, offset: number, size: number, dir: DmaDataDirection, attrs: number): void {
     this.#iovaUnlink(dev, state, offset, size, dir, attrs, false);
   }
 
+  /**
+   * Unlinks [0, mappedLen) and frees the IOVA range (lazily in a flush-queue domain). kernel:
+   * dma_iova_destroy() in drivers/iommu/dma-iommu.c.
+   */
   iovaDestroy(dev: Device, state: DmaIovaState, mappedLen: number, dir: DmaDataDirection, attrs: number): void {
     if (mappedLen > 0) this.#iovaUnlink(dev, state, 0, mappedLen, dir, attrs, true);
     else this.iovaFree(dev, state);
@@ -688,6 +713,10 @@ export class IommuDmaOps implements DmaMapOps {
     return this.cookie.granule - 1;
   }
 
+  /**
+   * Largest single mapping: the swiotlb limit for untrusted devices, else unlimited. kernel:
+   * iommu_dma_max_mapping_size() in drivers/iommu/dma-iommu.c.
+   */
   maxMappingSize(dev: Device): number {
     return devIsUntrusted(dev) ? swiotlbMaxMappingSize(dev) : SIZE_MAX;
   }

@@ -5,11 +5,16 @@ import type { SimTimer } from '@dmakit/dma-core';
 /** Per-CPU queues (256 entries, 10 ms) or one shared queue (32768 entries, 1000 ms). */
 export type FlushQueueKind = 'percpu' | 'single';
 
+/** Entries per per-CPU flush queue. kernel: IOVA_DEFAULT_FQ_SIZE in drivers/iommu/dma-iommu.c. */
 export const IOVA_DEFAULT_FQ_SIZE = 256;
+/** Per-CPU flush-queue timeout (ms). kernel: IOVA_DEFAULT_FQ_TIMEOUT in drivers/iommu/dma-iommu.c. */
 export const IOVA_DEFAULT_FQ_TIMEOUT_MS = 10;
+/** Entries of the single shared flush queue. kernel: IOVA_SINGLE_FQ_SIZE in drivers/iommu/dma-iommu.c. */
 export const IOVA_SINGLE_FQ_SIZE = 32768;
+/** Single flush-queue timeout (ms). kernel: IOVA_SINGLE_FQ_TIMEOUT in drivers/iommu/dma-iommu.c. */
 export const IOVA_SINGLE_FQ_TIMEOUT_MS = 1000;
 
+/** Flush-queue counters: queued and reclaimed IOVAs, flushes (timer and full), entries pending. */
 export interface FlushQueueStats {
   queued: number;
   reclaimed: number;
@@ -21,11 +26,13 @@ export interface FlushQueueStats {
   pending: number;
 }
 
+/** What a flush queue calls back into: the domain's IOTLB flush and the per-entry reclaim. */
 export interface FlushQueueHooks {
   /** The domain's flush_iotlb_all. */
   flushIotlbAll(): void;
   /** free_iova_fast + put_pages_list for one reclaimed entry. */
   reclaim(pfn: number, pages: number, freelist: number[] | null, cpu: number): void;
+  /** Arms the flush timer (kernel: the fq_timer timer of the cookie). */
   schedule(delayNs: number, fn: () => void): SimTimer;
 }
 

@@ -29,6 +29,10 @@ export { FlushQueue, IOVA_DEFAULT_FQ_SIZE, IOVA_DEFAULT_FQ_TIMEOUT_MS, IOVA_SING
 export type { FlushQueueKind, FlushQueueStats } from './flushQueue.js';
 export { IommuDmaOps, IommuDmaCookie, dmaInfoToProt } from './dmaIommu.js';
 export type { IommuDevState } from './dmaIommu.js';
+export type { IommuDmaContext } from './dmaIommu.js';
+export type { FlushQueueHooks } from './flushQueue.js';
+export type { IommuDomainHost } from './iommuDomain.js';
+export type { TableFreelist } from './pageTable.js';
 export { Iommu, createIommu } from './iommu.js';
 export { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
 export type { IommuCostModel, IommuCostCounters } from './costModel.js';

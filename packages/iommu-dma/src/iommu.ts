@@ -10,6 +10,10 @@ import type { IommuCostModel } from './costModel.js';
 import { IommuDomain } from './iommuDomain.js';
 import type { IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
 
+/**
+ * Options of createIommu(): default domain type, IOVA width, page sizes, IOTLB size, flush-queue layout,
+ * CPUs, cost model.
+ */
 export interface IommuOptions {
   /** Default domain type: 'strict' (IOMMU_DOMAIN_DMA) or 'lazy' (IOMMU_DOMAIN_DMA_FQ). */
   mode: IommuDomainType;
@@ -29,6 +33,7 @@ export interface IommuOptions {
   costModel?: Partial<IommuCostModel>;
 }
 
+/** Options of Iommu.attach(): share an existing domain (an IOMMU group). */
 export interface IommuAttachOptions {
   /** Share an existing domain (an IOMMU group); default: a new domain of the IOMMU's mode. */
   domain?: IommuDomain;
@@ -119,7 +124,7 @@ export class Iommu implements IommuDmaContext {
     this.#cpu = c;
   }
 
-  /** A new paging domain (with its dma-iommu cookie). `type` defaults to the IOMMU's mode. */
+  /** A new paging domain (with its dma-iommu cookie). `type` defaults to the IOMMU's mode. kernel: iommu_paging_domain_alloc() plus the dma-iommu cookie of drivers/iommu/dma-iommu.c. */
   allocDomain(type: IommuDomainType = this.mode): IommuDomain {
     const machine = this.machine;
     const domain = new IommuDomain(
@@ -145,7 +150,8 @@ export class Iommu implements IommuDmaContext {
   /**
    * Attach `dev` to a domain (a new one of the IOMMU's mode unless `domain` is given) and route its
    * DMA API through dma-iommu. Untrusted devices always get a strict domain (the IOMMU core's
-   * default-domain rule); putting one into a lazy domain is refused.
+   * default-domain rule); putting one into a lazy domain is refused. kernel: iommu_attach_device()
+   * and iommu_setup_dma_ops().
    */
   attachDevice(dev: Device, opts: IommuAttachOptions = {}): IommuDomain {
     if (this.#devDomain.has(dev)) throw new RangeError(`iommu: ${dev.name} is already attached`);
@@ -165,13 +171,14 @@ export class Iommu implements IommuDmaContext {
     return entry.domain;
   }
 
-  /** Back to dma-direct. */
+  /** Detach `dev`: its DMA API goes back to dma-direct. kernel: iommu_detach_device(). */
   detachDevice(dev: Device): void {
     if (!this.#devDomain.has(dev)) return;
     detachDmaOps(dev);
     this.onDetach(dev);
   }
 
+  /** The domain dev is attached to, or null (kernel: iommu_get_domain_for_dev()). */
   domainOf(dev: Device): IommuDomain | null {
     return this.#devDomain.get(dev)?.domain ?? null;
   }
@@ -181,6 +188,7 @@ export class Iommu implements IommuDmaContext {
     return this.#domains.get(domain)?.ops ?? null;
   }
 
+  /** Every domain of this IOMMU. */
   get domains(): readonly IommuDomain[] {
     return [...this.#domains.keys()];
   }
@@ -190,6 +198,7 @@ export class Iommu implements IommuDmaContext {
     for (const e of this.#domains.values()) e.cookie.fq?.drain();
   }
 
+  /** Counters summed over every domain, with the simulated time they cost. */
   stats(): IommuStats {
     const s: IommuStats = {
       domains: this.#domains.size,
@@ -255,6 +264,7 @@ export class Iommu implements IommuDmaContext {
   }
 
   // IommuDmaContext
+  /** Per-device IOMMU state (pci_32bit_workaround), created on first use. */
   devState(dev: Device): IommuDevState {
     let st = this.#devState.get(dev);
     if (st === undefined) {
@@ -268,13 +278,14 @@ export class Iommu implements IommuDmaContext {
     this.log.push(`${dev.name}: ${message}`);
   }
 
+  /** Forgets a device's domain and state after it detaches. */
   onDetach(dev: Device): void {
     this.#devDomain.delete(dev);
     this.#devState.delete(dev);
   }
 }
 
-/** Create an IOMMU on `machine`; attach devices to it with `iommu.attachDevice(dev)`. */
+/** Create an IOMMU on `machine`; attach devices to it with `iommu.attachDevice(dev)`. dmakit's model of an IOMMU unit probed with dma-iommu on top (kernel: iommu_device_register(), iommu_setup_dma_ops()). */
 export function createIommu(machine: Machine, opts: IommuOptions): Iommu {
   return new Iommu(machine, opts);
 }

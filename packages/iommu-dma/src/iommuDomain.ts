@@ -46,6 +46,7 @@ export interface IommuFaultRecord {
   readonly time: number;
 }
 
+/** Domain counters: PTE writes, table pages, range and full invalidations, IOTLB entries dropped. */
 export interface IommuDomainStats {
   pteWrites: number;
   tablePagesLive: number;
@@ -69,7 +70,9 @@ export interface IommuDomainStats {
 export interface IommuDomainHost {
   readonly trace: Trace;
   readonly faultInjection: FaultInjection;
+  /** Current simulated time in ns (fault record timestamps). */
   now(): number;
+  /** Records a translation fault the domain refused (like the kernel's report_iommu_fault()). */
   recordFault(rec: IommuFaultRecord): void;
 }
 
@@ -272,6 +275,7 @@ export class IommuDomain {
     return reason;
   }
 
+  /** Snapshot of the domain counters. */
   stats(): IommuDomainStats {
     const t = this.iotlb.stats;
     return {

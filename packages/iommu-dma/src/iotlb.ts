@@ -1,10 +1,6 @@
 // kernel: the IOMMU's translation cache (VT-d IOTLB / AMD IOTLB / SMMU TLB); invalidated through
 // ops->iotlb_sync (range) and ops->flush_iotlb_all (whole domain), drivers/iommu/iommu.c.
-/**
- * A bounded, set-associative, LRU translation cache for one domain, at 4 KiB granularity (a
- * large-page leaf fills the entry for the 4 KiB page that was touched). Tags, output addresses,
- * permissions and LRU stamps live in typed arrays.
- */
+/** IOTLB counters: hits, misses, walks, fills, evictions, invalidations. */
 export interface IotlbStats {
   hits: number;
   misses: number;
@@ -20,6 +16,12 @@ export interface IotlbStats {
 
 const PAGE = 4096;
 
+/**
+ * A bounded, set-associative, LRU translation cache for one domain, at 4 KiB granularity (a
+ * large-page leaf fills the entry for the 4 KiB page that was touched). Tags, output addresses,
+ * permissions and LRU stamps live in typed arrays.
+ * dmakit's model of the IOMMU's translation cache: stale entries stay visible until invalidated.
+ */
 export class Iotlb {
   readonly entries: number;
   readonly ways: number;
@@ -100,7 +102,7 @@ export class Iotlb {
     this.stats.fills++;
   }
 
-  /** Invalidate every entry translating an IOVA in `[start, end]` (inclusive, bytes). */
+  /** Invalidate every entry translating an IOVA in `[start, end]` (inclusive, bytes): a ranged IOTLB invalidation (kernel: what ops->iotlb_sync() issues). */
   invalidateRange(start: number, end: number): void {
     this.stats.invalidationsRange++;
     if (this.#valid === 0 || end < start) return;

@@ -7,10 +7,15 @@ import type { FaultInjection } from '@dmakit/dma-core';
 
 /** `IOMMU_*` prot bits (include/linux/iommu.h). */
 export const IOMMU_READ = 1 << 0;
+/** The device may write. kernel: IOMMU_WRITE in include/linux/iommu.h. */
 export const IOMMU_WRITE = 1 << 1;
+/** Cache-coherent access. kernel: IOMMU_CACHE in include/linux/iommu.h. */
 export const IOMMU_CACHE = 1 << 2;
+/** No instruction fetch. kernel: IOMMU_NOEXEC in include/linux/iommu.h. */
 export const IOMMU_NOEXEC = 1 << 3;
+/** Device memory (MMIO, P2P BAR). kernel: IOMMU_MMIO in include/linux/iommu.h. */
 export const IOMMU_MMIO = 1 << 4;
+/** Privileged access only. kernel: IOMMU_PRIV in include/linux/iommu.h. */
 export const IOMMU_PRIV = 1 << 5;
 const PROT_MASK = 0x3f;
 const PTE_PRESENT = 1 << 6;
@@ -22,6 +27,7 @@ const ENTRIES = 1 << BITS_PER_LEVEL;
 /** A table page is one 4 KiB page of 512 eight-byte PTEs. */
 export const TABLE_PAGE_BYTES = 4096;
 
+/** Options of an IO page table: IOVA width, leaf page sizes, fault injection. */
 export interface IoPageTableOptions {
   /** IOVA width in bits (default 48 → 4 levels). */
   iovaBits?: number;
@@ -106,6 +112,7 @@ export class IoPageTable {
   }
 
 
+  /** Bytes of table pages in use. */
   get tableBytes(): number {
     return this.tablePagesLive * TABLE_PAGE_BYTES;
   }
@@ -160,6 +167,7 @@ export class IoPageTable {
    * Map `count` leaves of `pgsize` starting at `iova` → `paddr`. Returns the bytes mapped, or a
    * negative errno after mapping `this.partial` bytes (the caller unmaps them): -EEXIST if any
    * target entry (or a covering large leaf) is present, -ENOMEM if a table page allocation failed.
+   * kernel: the map_pages() op of the generic IO page table (drivers/iommu/generic_pt/iommu_pt.h).
    */
   mapPages(iova: number, paddr: number, pgsize: number, count: number, prot: number): number {
     const level = pgsize === 4096 ? 0 : (Math.log2(pgsize) - GRANULE_SHIFT) / BITS_PER_LEVEL;
@@ -321,7 +329,7 @@ export class IoPageTable {
 
   /**
    * Translate `iova`: true if a leaf maps it, with `walkPhys` (the output address of `iova`),
-   * `walkProt` and `walkSize` (the leaf size) set.
+   * `walkProt` and `walkSize` (the leaf size) set. kernel: the iova_to_phys() op of the generic IO page table.
    */
   walk(iova: number): boolean {
     if (iova < 0 || iova >= this.iovaLimit) return false;

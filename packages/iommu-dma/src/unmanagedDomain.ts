@@ -18,6 +18,7 @@ import type { DmaCoherentBuffer, DmaMapOps, Device, IommuUnmanagedDomain } from 
 import type { Iommu } from './iommu.js';
 import type { IommuDomain } from './iommuDomain.js';
 
+/** Options of an unmanaged domain (whether the IOMMU tracks dirty pages). */
 export interface UnmanagedDomainOptions {
   /** The IOMMU tracks dirty pages for this domain (VT-d SLADS / AMD HD / SMMUv3 HTTU). Default true. */
   dirtyTracking?: boolean;
@@ -26,6 +27,7 @@ export interface UnmanagedDomainOptions {
 /** Granules per dirty-bitmap chunk (sparse: only chunks with a dirty page cost memory). */
 const CHUNK_PAGES = 32768;
 
+/** Unmanaged-domain counters: maps, unmaps, mapped bytes, dirty bits set and read, attached devices. */
 export interface UnmanagedDomainStats {
   maps: number;
   unmaps: number;
@@ -62,10 +64,12 @@ export class UnmanagedIommuDomain implements IommuUnmanagedDomain {
     this.#ops = this.#makeOps();
   }
 
+  /** True while dirty tracking is enabled (kernel: iommu_dirty_ops.set_dirty_tracking()). */
   get dirtyTracking(): boolean {
     return this.#tracking;
   }
 
+  /** Snapshot of the domain counters. */
   stats(): UnmanagedDomainStats {
     return { ...this.#stats, attachedDevices: this.#attached.size };
   }

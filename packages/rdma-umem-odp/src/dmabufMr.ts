@@ -205,9 +205,11 @@ export class Mlx5DmabufMr {
     this.length = length;
     this.access = access;
   }
+  /** Local key of the MR (kernel: ib_mr.lkey). */
   get lkey(): number {
     return this.mkey.key;
   }
+  /** Remote key of the MR (kernel: ib_mr.rkey). */
   get rkey(): number {
     return this.mkey.key;
   }
@@ -279,6 +281,7 @@ export function pagefaultDmabufMr(mr: Mlx5DmabufMr): number {
   return umem.dmaAddr.length;
 }
 
+/** Options of a dma-buf MR registration (kernel: mlx5_ib_reg_user_mr_dmabuf()): pinned or ODP. */
 export interface RegDmabufMrOptions {
   /** Pin the buffer and map at registration (`ib_umem_dmabuf_get_pinned`, no ODP). Default false. */
   pinned?: boolean;

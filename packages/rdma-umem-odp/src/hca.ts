@@ -69,7 +69,7 @@ export interface HcaPageFault {
   readonly qpn: number;
 }
 
-/** One hardware memory key: MTT (direct) or KSM (indirect, 1 GiB entries of child keys). */
+/** One hardware memory key of the simulated HCA: MTT (direct) or KSM (indirect, 1 GiB entries of child keys). dmakit's device model of an mlx5 mkey. */
 export class HcaMkey {
   readonly key: number;
   readonly pdn: number;
@@ -100,12 +100,17 @@ export class HcaMkey {
   }
 }
 
+/**
+ * A completion queue of the simulated HCA. dmakit's device model (kernel counterpart: struct ib_cq, mlx5
+ * CQ).
+ */
 export class HcaCq {
   readonly cqn: number;
   readonly #wcs: IbWc[] = [];
   constructor(cqn: number) {
     this.cqn = cqn;
   }
+  /** Queues a work completion (what the HCA writes as a CQE). */
   push(wc: IbWc): void {
     this.#wcs.push(wc);
   }
@@ -113,13 +118,19 @@ export class HcaCq {
   poll(n = Number.MAX_SAFE_INTEGER): IbWc[] {
     return this.#wcs.splice(0, n);
   }
+  /** Completions waiting to be polled. */
   get depth(): number {
     return this.#wcs.length;
   }
 }
 
+/** Queue-pair state the model uses (kernel: enum ib_qp_state IB_QPS_RESET, IB_QPS_RTS, IB_QPS_ERR). */
 export type HcaQpState = 'RESET' | 'RTS' | 'ERR';
 
+/**
+ * An RC queue pair of the simulated HCA: send and receive queues that move bytes through the device DMA
+ * port. dmakit's device model (kernel counterpart: struct ib_qp).
+ */
 export class HcaQp {
   readonly qpn: number;
   readonly hca: Hca;
@@ -184,6 +195,7 @@ function grow(a: Float64Array<ArrayBuffer>): Float64Array<ArrayBuffer> {
   return b;
 }
 
+/** HCA counters: work requests, completions, bytes moved, page faults, UMR posts, DMA port faults. */
 export interface HcaStats {
   wqes: number;
   completions: number;
@@ -201,6 +213,7 @@ export interface HcaStats {
 /** Per-chunk observer of every DMA the HCA issues (tests check invariants through it). */
 export type HcaAccessObserver = (mkey: HcaMkey, va: number, dma: number, len: number, write: boolean) => void;
 
+/** Options of the simulated HCA: time per work request, page-fault latency, fault budget per WQE. */
 export interface HcaOptions {
   /** Simulated time per work request (ns). Default 1000. */
   wqeNs?: number;
@@ -256,16 +269,19 @@ export class Hca {
     return mk;
   }
 
+  /** DESTROY_MKEY: disables the key and forgets it (firmware command of the simulated HCA). */
   destroyMkey(mk: HcaMkey): void {
     mk.destroyed = true;
     mk.enabled = false;
     this.#mkeys.delete(mk.key);
   }
 
+  /** The memory key with this key value, if it exists. */
   lookupMkey(key: number): HcaMkey | undefined {
     return this.#mkeys.get(key);
   }
 
+  /** Number of live memory keys. */
   get mkeyCount(): number {
     return this.#mkeys.size;
   }
@@ -292,16 +308,19 @@ export class Hca {
 
   // ---- CQs and QPs -------------------------------------------------------------------------
 
+  /** CREATE_CQ on the simulated HCA. */
   createCq(): HcaCq {
     return new HcaCq(this.#nextCqn++);
   }
 
+  /** CREATE_QP (RC, state RESET) on the simulated HCA. */
   createQp(pdn: number, sendCq: HcaCq, recvCq: HcaCq): HcaQp {
     const qp = new HcaQp(this.#nextQpn++, this, pdn, sendCq, recvCq);
     this.#qps.set(qp.qpn, qp);
     return qp;
   }
 
+  /** DESTROY_QP: flushes outstanding work requests and disconnects the peer. */
   destroyQp(qp: HcaQp): void {
     this.#flush(qp);
     qp.state = 'RESET';

@@ -100,14 +100,17 @@ export class Mlx5IbMr {
     this.implicit = implicit;
     this.parent = parent;
   }
+  /** Local key of the MR (kernel: ib_mr.lkey). */
   get lkey(): number {
     return this.mkey.key;
   }
+  /** Remote key of the MR (kernel: ib_mr.rkey). */
   get rkey(): number {
     return this.mkey.key;
   }
 }
 
+/** dmakit's counters of the mlx5 ODP flows: page faults, prefetches, invalidations, implicit children. */
 export interface Mlx5OdpStats {
   pageFaults: number;
   pageFaultErrors: number;
@@ -124,6 +127,7 @@ export interface Mlx5OdpStats {
   implicitChildrenDestroyed: number;
 }
 
+/** Options of Mlx5IbDev: the DMA device, the HMM port, the scheduler and the HCA options. */
 export interface Mlx5IbDevOptions extends HcaOptions {
   readonly dev: Device;
   readonly hmm: HmmPort;
@@ -143,7 +147,7 @@ export interface Mlx5DevReport {
   readonly iovaWindowBytes: number;
 }
 
-/** The mlx5-like ODP driver: the `IbDevice` of its umems and the verbs surface of its HCA. */
+/** The mlx5-like ODP driver: the `IbDevice` of its umems and the verbs surface of its HCA. kernel: drivers/infiniband/hw/mlx5/odp.c, mr.c (struct mlx5_ib_dev). */
 export class Mlx5IbDev implements IbDevice {
   readonly name: string;
   readonly dmaDevice: Device;
@@ -194,6 +198,7 @@ export class Mlx5IbDev implements IbDevice {
     return new IbPd(this.#nextPdn++, mm, this);
   }
 
+  /** \`ib_create_cq\`. */
   createCq(): HcaCq {
     return this.hca.createCq();
   }
@@ -216,6 +221,7 @@ export class Mlx5IbDev implements IbDevice {
     return this.hca.postRecv(qp, wr);
   }
 
+  /** \`ib_poll_cq\`: up to n completions, oldest first. */
   pollCq(cq: HcaCq, n?: number): IbWc[] {
     return cq.poll(n);
   }
@@ -589,6 +595,7 @@ export class Mlx5IbDev implements IbDevice {
     return out;
   }
 
+  /** Snapshot of the device: ODP and HCA counters, MR count, mapped pages, metadata and IOVA window bytes. */
   report(): Mlx5DevReport {
     let mapped = 0;
     let meta = 0;

@@ -66,13 +66,16 @@ export class UmemOdpError extends Error {
 /** `umem_mutex`. The model is single threaded; the mutex checks the locking rules. */
 export class UmemMutex {
   #held = false;
+  /** True while the mutex is held. */
   get held(): boolean {
     return this.#held;
   }
+  /** Takes the mutex (kernel: mutex_lock(&umem_odp->umem_mutex)); throws if already held. */
   lock(): void {
     if (this.#held) throw new UmemOdpError('umem_mutex: already held (the kernel would deadlock)');
     this.#held = true;
   }
+  /** Releases the mutex (kernel: mutex_unlock()); throws if not held. */
   unlock(): void {
     if (!this.#held) throw new UmemOdpError('umem_mutex: unlock of a mutex that is not held');
     this.#held = false;
@@ -161,6 +164,7 @@ export class IbUmemOdp {
     return this.notifier.last + 1;
   }
 
+  /** Bytes per ODP page (kernel: BIT(umem_odp->page_shift)). */
   get pageSize(): number {
     return 2 ** this.pageShift;
   }
@@ -178,6 +182,7 @@ export class IbUmemOdp {
     return v;
   }
 
+  /** Bytes held by the huge-page scratch PFN array. */
   get scratchBytes(): number {
     return this.#scratch?.byteLength ?? 0;
   }

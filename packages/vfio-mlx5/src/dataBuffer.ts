@@ -58,6 +58,7 @@ export interface Mlx5BufferCtx {
   readonly stats: Mlx5BufferStats;
 }
 
+/** Fresh zeroed buffer counters. */
 export function newBufferStats(): Mlx5BufferStats {
   return {
     allocated: 0,

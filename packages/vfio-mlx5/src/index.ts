@@ -66,6 +66,7 @@ export {
   type Mlx5SimFunctionStats,
   type Mlx5SaveCommand,
   type Mlx5PageTrackerCreate,
+  type Mlx5SaveCompletion,
 } from './mlx5Function.js';
 export {
   Mlx5VhcaDataBuffer,

@@ -37,6 +37,7 @@ export class IovaBitmap {
     for (let b = first; b <= last; b++) this.bits[b >> 3] = (this.bits[b >> 3] ?? 0) | (1 << (b & 7));
   }
 
+  /** True if the page holding iova is marked dirty. */
   test(iova: number): boolean {
     if (iova < this.iova || iova >= this.iova + this.length) return false;
     const b = Math.floor((iova - this.iova) / this.pageSize);

@@ -69,6 +69,10 @@ export const MLX5VF_MAX_LOAD_SIZE = 2 ** 32 - 1;
 /** Receive WQEs of the tracker's host QP. */
 export const MLX5VF_TRACKER_RECV_WRS = 4;
 
+/**
+ * Options of the mlx5 VFIO variant driver: machine, simulated function, PF, name, legacy scatterlist
+ * buffers, hidden optional states.
+ */
 export interface Mlx5VfPciOptions {
   machine: Machine;
   fw: Mlx5SimFunction;
@@ -82,6 +86,7 @@ export interface Mlx5VfPciOptions {
   noPreCopy?: boolean;
 }
 
+/** Driver counters: state arcs, saves, loads, bytes read and written, resets, tracker reports. */
 export interface Mlx5VfStats {
   arcs: number;
   saves: number;
@@ -120,7 +125,7 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
   readonly availList: Mlx5VhcaDataBuffer[] = [];
   /** Saves issued and not yet completed (save_comp held). */
   saveInFlight = false;
-  /** A save work item queued on the callback workqueue. */
+  /** @internal A save work item queued on the callback workqueue. */
   saveWork: SaveWork = null;
   #initialPreCopyDone = false;
   disabled = false;
@@ -325,6 +330,7 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
 
   // ---- shared ----
 
+  /** Records how many bytes the initial pre-copy image holds (once per file). */
   markPreCopyInitial(): void {
     if (!this.#initialPreCopyDone) {
       this.#initialPreCopyDone = true;
@@ -397,14 +403,17 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
     this.vdev = new VfioDevice(opts.name ?? `vfio-mlx5-${opts.fw.vf.name}`, flags, this.migrateCap ? this : null, this.migrateCap ? this : null);
   }
 
+  /** VFIO_MIGRATION_* flags the device advertises. */
   get migrationFlags(): number {
     return this.vdev.migrationFlags;
   }
 
+  /** Migration buffer counters. */
   get bufferStats(): Mlx5BufferStats {
     return this.bufCtx.stats;
   }
 
+  /** True when the device advertises VFIO_MIGRATION_PRE_COPY. */
   get preCopySupported(): boolean {
     return (this.migrationFlags & VFIO_MIGRATION_PRE_COPY) !== 0;
   }
@@ -462,6 +471,7 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
 
   // ---- VfioMigrationOps ----
 
+  /** Current migration state. kernel: mlx5vf_pci_get_device_state() in drivers/vfio/pci/mlx5/main.c. */
   migrationGetState(): VfioDeviceMigState {
     return this.migState;
   }
@@ -910,6 +920,10 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
     this.savingMigf = null;
   }
 
+  /**
+   * Frees every buffer a migration file holds and disables it (kernel: mlx5vf_disable_fd() plus
+   * mlx5fv_cmd_clean_migf_resources()).
+   */
   releaseFile(migf: Mlx5VfMigrationFile): void {
     if (migf.disabled) return;
     this.waitEvent(() => !migf.saveInFlight, migf);
@@ -963,6 +977,7 @@ export class Mlx5VfPciCoreDevice implements VfioMigrationOps, VfioLogOps {
     return this.#tracker?.ranges ?? [];
   }
 
+  /** Page size of the device dirty tracker, or 0 when not tracking. */
   get trackedPageSize(): number {
     return this.#tracker?.pageSize ?? 0;
   }

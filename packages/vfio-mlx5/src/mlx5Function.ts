@@ -6,9 +6,25 @@ import type { Device, Machine } from '@dmakit/dma-core';
 import { MLX5_SIM_IMAGE_FULL, MLX5_SIM_IMAGE_HEADER_BYTES, MLX5_SIM_IMAGE_INC, MLX5_SIM_IMAGE_MAGIC, MLX5_SIM_IMAGE_VERSION, fnv1a } from './stream.js';
 import type { VfioIovaRange } from './iovaBitmap.js';
 
+/**
+ * SUSPEND_VHCA op_mod: suspend the initiator side. kernel: MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR
+ * in include/linux/mlx5/mlx5_ifc.h.
+ */
 export const MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR = 0;
+/**
+ * SUSPEND_VHCA op_mod: suspend the responder side. kernel: MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER
+ * in include/linux/mlx5/mlx5_ifc.h.
+ */
 export const MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER = 1;
+/**
+ * RESUME_VHCA op_mod: resume the responder side. kernel: MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER in
+ * include/linux/mlx5/mlx5_ifc.h.
+ */
 export const MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER = 0;
+/**
+ * RESUME_VHCA op_mod: resume the initiator side. kernel: MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR in
+ * include/linux/mlx5/mlx5_ifc.h.
+ */
 export const MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR = 1;
 /** Command status the driver maps to PRE_COPY_ERROR (`MLX5_CMD_STAT_BAD_RES_STATE_ERR`). */
 export const MLX5_CMD_STAT_BAD_RES_STATE_ERR = 0x9;
@@ -19,6 +35,10 @@ export const MLX5_FAULT_SAVE = 'mlx5_save_vhca_state';
 /** Bytes of one state block (the granularity of incremental saves). */
 export const MLX5_SIM_STATE_BLOCK = 64;
 
+/**
+ * Migration capabilities of the simulated function: migratable, pre-copy, chunk mode, dirty-tracker
+ * limits (kernel: the mlx5_ifc HCA capability fields the driver reads).
+ */
 export interface Mlx5FunctionCaps {
   /** `migratable`. */
   migration: boolean;
@@ -37,6 +57,7 @@ export interface Mlx5FunctionCaps {
   pgTrackLogMaxAddrSpace: number;
 }
 
+/** Capabilities the simulated function has unless overridden: migratable with pre-copy and chunk mode. */
 export const MLX5_DEFAULT_CAPS: Mlx5FunctionCaps = {
   migration: true,
   preCopy: true,
@@ -51,6 +72,10 @@ export const MLX5_DEFAULT_CAPS: Mlx5FunctionCaps = {
   pgTrackLogMaxAddrSpace: 48,
 };
 
+/**
+ * Options of the simulated mlx5 function: machine, PF and VF devices, state size, queues, capabilities,
+ * firmware latency. dmakit's firmware model.
+ */
 export interface Mlx5SimFunctionOptions {
   machine: Machine;
   /** The PF: the firmware DMAs migration buffers and tracker reports through its mappings. */
@@ -68,6 +93,10 @@ export interface Mlx5SimFunctionOptions {
   fwBytesPerNs?: number;
 }
 
+/**
+ * A SAVE_VHCA_STATE command as the simulated firmware receives it: buffer mkey, size, incremental,
+ * set-track.
+ */
 export interface Mlx5SaveCommand {
   mkey: number;
   size: number;
@@ -78,6 +107,10 @@ export interface Mlx5SaveCommand {
 /** Completion of SAVE_VHCA_STATE: status 0 or a command status, the image bytes written, next chunk size. */
 export type Mlx5SaveCompletion = (status: number, imageSize: number, nextRequiredUmemSize: number) => void;
 
+/**
+ * Page-tracker object creation as the simulated firmware receives it: ranges, page and message sizes,
+ * receive buffer.
+ */
 export interface Mlx5PageTrackerCreate {
   ranges: readonly VfioIovaRange[];
   logPageSize: number;
@@ -87,6 +120,10 @@ export interface Mlx5PageTrackerCreate {
   recvNpages: number;
 }
 
+/**
+ * Counters of the simulated function: packets, DMA bytes and faults, saves, loads, tracker report
+ * messages.
+ */
 export interface Mlx5SimFunctionStats {
   packets: number;
   dmaBytes: number;
@@ -193,6 +230,7 @@ export class Mlx5SimFunction {
     return this.#state.slice();
   }
 
+  /** True while neither side is suspended and the function is not broken. */
   get running(): boolean {
     return !this.initiatorSuspended && !this.responderSuspended && !this.broken;
   }
@@ -277,6 +315,10 @@ export class Mlx5SimFunction {
 
   // ---- commands ----
 
+  /**
+   * SUSPEND_VHCA firmware command (opMod: initiator or responder); 0 or -EINVAL. dmakit's firmware model
+   * of the command the kernel's mlx5vf_cmd_suspend_vhca() sends.
+   */
   suspendVhca(opMod: number): number {
     if (opMod === MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR) this.initiatorSuspended = true;
     else if (opMod === MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER) this.responderSuspended = true;
@@ -285,6 +327,10 @@ export class Mlx5SimFunction {
     return 0;
   }
 
+  /**
+   * RESUME_VHCA firmware command; 0, -EINVAL or -EIO when broken. dmakit's firmware model of the command
+   * the kernel's mlx5vf_cmd_resume_vhca() sends.
+   */
   resumeVhca(opMod: number): number {
     if (this.broken) return -Errno.EIO;
     if (opMod === MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER) this.responderSuspended = false;
@@ -330,10 +376,12 @@ export class Mlx5SimFunction {
     return mkey;
   }
 
+  /** DESTROY_MKEY firmware command; 0 or -EINVAL for an unknown key. */
   destroyMkey(mkey: number): number {
     return this.#mkeys.delete(mkey) ? 0 : -Errno.EINVAL;
   }
 
+  /** Number of live memory keys. */
   get liveMkeys(): number {
     return this.#mkeys.size;
   }
@@ -443,6 +491,7 @@ export class Mlx5SimFunction {
     return 0;
   }
 
+  /** True while a SAVE_VHCA_STATE is running. */
   get saveInFlight(): boolean {
     return this.#saveInFlight;
   }
@@ -611,12 +660,14 @@ export class Mlx5SimFunction {
     return 0;
   }
 
+  /** Destroys the page-tracker object; 0 or -EINVAL when none exists. */
   destroyPageTracker(): number {
     if (this.#tracker === null) return -Errno.EINVAL;
     this.#tracker = null;
     return 0;
   }
 
+  /** True while a page-tracker object exists. */
   get trackerActive(): boolean {
     return this.#tracker !== null;
   }

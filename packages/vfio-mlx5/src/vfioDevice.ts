@@ -19,7 +19,9 @@ export interface VfioPrecopyInfo {
  * temporary end of pre-copy data, 0 from `read` is the end of the stream.
  */
 export interface VfioMigFile {
+  /** read() on the migration data fd: bytes copied into out, or -errno. */
   read(out: Uint8Array, off?: number, len?: number): number;
+  /** write() on the migration data fd: bytes consumed from src, or -errno. */
   write(src: Uint8Array, off?: number, len?: number): number;
   /** `ioctl(fd, VFIO_MIG_GET_PRECOPY_INFO)`. */
   precopyInfo(): VfioPrecopyInfo | number;
@@ -33,6 +35,7 @@ export interface VfioMigFile {
 export interface VfioMigrationOps {
   /** Drive the device to `newState`; the data fd if the final arc opened one, null, or -errno. */
   migrationSetState(newState: VfioDeviceMigState): VfioMigFile | null | number;
+  /** `migration_get_state`: the device's current migration state. */
   migrationGetState(): VfioDeviceMigState;
   /** `migration_get_data_size`: estimated STOP_COPY bytes, or -errno. */
   migrationGetDataSize(): number;
@@ -42,16 +45,25 @@ export interface VfioMigrationOps {
 export interface VfioLogOps {
   /** Returns the page size the device will track at (> 0) or -errno. */
   logStart(ranges: readonly VfioIovaRange[], pageSize: number): number;
+  /** `log_stop`: stop device dirty tracking; 0 or -errno. */
   logStop(): number;
+  /**
+   * `log_read_and_clear`: set the dirty pages of [iova, iova + length) in dirty and clear them on the
+   * device; 0 or -errno.
+   */
   logReadAndClear(iova: number, length: number, dirty: IovaBitmap): number;
 }
 
-/** `ENOTTY` (not in dma-core's Errno list): the ioctl/feature is not supported. */
+/** `ENOTTY` (25, include/uapi/asm-generic/errno-base.h; not in dma-core's Errno list): the ioctl/feature is not supported. */
 export const ENOTTY = 25;
 
 /** `LOG_MAX_RANGES` of vfio_main.c. */
 export const VFIO_LOG_MAX_RANGES = 256;
 
+/**
+ * One DMA-logging report request: IOVA range and page size. kernel: struct
+ * vfio_device_feature_dma_logging_report in include/uapi/linux/vfio.h.
+ */
 export interface VfioDmaLoggingReport {
   iova: number;
   length: number;

@@ -22,14 +22,20 @@ export const PciP2pdmaMapType = {
 } as const;
 export type PciP2pdmaMapType = (typeof PciP2pdmaMapType)[keyof typeof PciP2pdmaMapType];
 
+/** kernel: PCI_P2PDMA_MAP_UNKNOWN (enum pci_p2pdma_map_type in include/linux/pci-p2pdma.h). */
 export const PCI_P2PDMA_MAP_UNKNOWN = PciP2pdmaMapType.UNKNOWN;
+/** kernel: PCI_P2PDMA_MAP_NONE (enum pci_p2pdma_map_type in include/linux/pci-p2pdma.h). */
 export const PCI_P2PDMA_MAP_NONE = PciP2pdmaMapType.NONE;
+/** kernel: PCI_P2PDMA_MAP_NOT_SUPPORTED (enum pci_p2pdma_map_type in include/linux/pci-p2pdma.h). */
 export const PCI_P2PDMA_MAP_NOT_SUPPORTED = PciP2pdmaMapType.NOT_SUPPORTED;
+/** kernel: PCI_P2PDMA_MAP_BUS_ADDR (enum pci_p2pdma_map_type in include/linux/pci-p2pdma.h). */
 export const PCI_P2PDMA_MAP_BUS_ADDR = PciP2pdmaMapType.BUS_ADDR;
+/** kernel: PCI_P2PDMA_MAP_THRU_HOST_BRIDGE (enum pci_p2pdma_map_type in include/linux/pci-p2pdma.h). */
 export const PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = PciP2pdmaMapType.THRU_HOST_BRIDGE;
 
 const MAP_TYPE_NAMES = ['UNKNOWN', 'NONE', 'NOT_SUPPORTED', 'BUS_ADDR', 'THRU_HOST_BRIDGE'] as const;
 
+/** Name of a P2PDMA map type, e.g. 'BUS_ADDR'; dmakit helper for traces and messages. */
 export function pciP2pdmaMapTypeName(t: number): string {
   return MAP_TYPE_NAMES[t] ?? `INVALID(${t})`;
 }
@@ -54,6 +60,7 @@ export class P2pdmaProvider {
     this.busOffset = bar.busAddr - bar.start;
   }
 
+  /** The provider as "<bdf> BAR<n>". */
   toString(): string {
     return `${this.pdev.bdf} BAR${this.bar.index}`;
   }
@@ -132,14 +139,17 @@ export class P2pdmaRegistry {
     registries.set(host, this);
   }
 
+  /** Every P2PDMA pagemap registered, sorted by start address. */
   get pagemaps(): readonly P2pdmaPagemap[] {
     return this.#pagemaps;
   }
 
+  /** Logs a warning about a function (the model's pci_warn()). */
   warn(pdev: PciDev, msg: string): void {
     this.log.push(`${pdev.bdf}: ${msg}`);
   }
 
+  /** Registers a P2PDMA pagemap for physical-address look-ups (part of pci_p2pdma_add_resource()). */
   addPagemap(pgmap: P2pdmaPagemap): void {
     this.#pagemaps.push(pgmap);
     this.#pagemaps.sort((a, b) => a.start - b.start);

@@ -7,11 +7,17 @@ import type { PciP2pdma, P2pdmaRegistry } from './p2pdma.js';
 
 /** ACS Control register bits (`PCI_ACS_*`, pci_regs.h). */
 export const PCI_ACS_SV = 0x0001; // Source Validation
+/** ACS Translation Blocking. kernel: PCI_ACS_TB in include/uapi/linux/pci_regs.h. */
 export const PCI_ACS_TB = 0x0002; // Translation Blocking
+/** ACS P2P Request Redirect. kernel: PCI_ACS_RR in include/uapi/linux/pci_regs.h. */
 export const PCI_ACS_RR = 0x0004; // P2P Request Redirect
+/** ACS P2P Completion Redirect. kernel: PCI_ACS_CR in include/uapi/linux/pci_regs.h. */
 export const PCI_ACS_CR = 0x0008; // P2P Completion Redirect
+/** ACS Upstream Forwarding. kernel: PCI_ACS_UF in include/uapi/linux/pci_regs.h. */
 export const PCI_ACS_UF = 0x0010; // Upstream Forwarding
+/** ACS P2P Egress Control. kernel: PCI_ACS_EC in include/uapi/linux/pci_regs.h. */
 export const PCI_ACS_EC = 0x0020; // P2P Egress Control
+/** ACS Direct Translated P2P. kernel: PCI_ACS_DT in include/uapi/linux/pci_regs.h. */
 export const PCI_ACS_DT = 0x0040; // Direct Translated P2P
 
 /** PCIe Device/Port Type (`PCI_EXP_TYPE_*`, pci_regs.h). */
@@ -48,6 +54,7 @@ export class PciTopologyError extends Error {
   }
 }
 
+/** Options of a host bridge: PCI domain and whether it is on the P2P allow-list. */
 export interface PciHostBridgeOptions {
   /** PCI domain (segment) number; default: the next free one. */
   domain?: number;
@@ -83,6 +90,7 @@ export class PciHostBridge {
     this.rootBus = new PciBus(this, 0, null);
   }
 
+  /** The host bridge name. */
   toString(): string {
     return this.name;
   }
@@ -153,10 +161,12 @@ export class PciDev {
     this.bdf = `${hex(bus.hostBridge.domain, 4)}:${hex(bus.number, 2)}:${hex(pciSlot(devfn), 2)}.${pciFunc(devfn)}`;
   }
 
+  /** The host bridge above this function (kernel: pci_find_host_bridge()). */
   get hostBridge(): PciHostBridge {
     return this.bus.hostBridge;
   }
 
+  /** True for a bridge or port (it has a subordinate bus). */
   get isBridge(): boolean {
     return this.subordinate !== null;
   }
@@ -171,6 +181,7 @@ export class PciDev {
     return this.bars.find((b) => b.index === index);
   }
 
+  /** The function's address, e.g. "0000:01:00.0" (kernel: pci_name()). */
   toString(): string {
     return this.bdf;
   }

@@ -31,10 +31,12 @@ export interface PciHost extends DeviceHost {
 
 /** Non-prefetchable 32-bit MMIO window (below 4 GiB, above low RAM). */
 export const PCI_MMIO32_START = 3 * SZ_1G;
+/** End of the non-prefetchable 32-bit MMIO window (4 GiB); dmakit's address layout. */
 export const PCI_MMIO32_END = SZ_4G;
 /** Preferred start of the prefetchable 64-bit window (when the physical space is large enough). */
 export const PCI_MMIO64_START = 2 ** 40;
 
+/** A memory BAR to give a function: size, prefetchable, 64-bit, P2P publication and index. */
 export interface PciBarOptions {
   /** Size in bytes: a power of two, at least 16 (PCI memory BAR rule). */
   size: number;
@@ -48,6 +50,10 @@ export interface PciBarOptions {
   index?: number;
 }
 
+/**
+ * Options of a PCI function added to the topology: its device options plus where it sits, its BARs and
+ * ACS.
+ */
 export interface AddDeviceOptions extends DeviceOptions {
   /**
    * Where the function sits: a root port or switch downstream port (device 0 on its secondary
@@ -64,6 +70,7 @@ export interface AddDeviceOptions extends DeviceOptions {
   acsCtrl?: number;
 }
 
+/** ACS settings of a root or switch port. */
 export interface PortOptions {
   /** Enable ACS P2P Request and Completion Redirect on the port. */
   acsRedirect?: boolean;
@@ -71,6 +78,7 @@ export interface PortOptions {
   acsCtrl?: number;
 }
 
+/** A PCIe switch to add: downstream port count and ACS settings. */
 export interface SwitchOptions extends PortOptions {
   /** Number of downstream ports (1..32). */
   downstreamPorts: number;
@@ -78,11 +86,13 @@ export interface SwitchOptions extends PortOptions {
   upstreamAcsCtrl?: number;
 }
 
+/** A PCIe switch: its upstream port and downstream ports. */
 export interface PciSwitch {
   readonly upstreamPort: PciDev;
   readonly downstreamPorts: readonly PciDev[];
 }
 
+/** Options of the PCI topology (whether the CPU supports P2P through any root complex). */
 export interface PciTopologyOptions {
   /** `cpu_supports_p2pdma()`: P2P through any root complex (e.g. AMD Zen). Default false. */
   cpuSupportsP2pdma?: boolean;
@@ -133,6 +143,7 @@ export class PciTopology {
   get cpuSupportsP2pdma(): boolean {
     return this.#registry.cpuSupportsP2pdma;
   }
+  /** Sets cpu_supports_p2pdma() for later map-type computations. */
   set cpuSupportsP2pdma(v: boolean) {
     this.#registry.cpuSupportsP2pdma = v;
   }
@@ -142,6 +153,7 @@ export class PciTopology {
     return this.#registry.log;
   }
 
+  /** P2PDMA counters (map-type calculations, provider state updates). */
   get p2pdmaStats(): Readonly<P2pdmaStats> {
     return this.#registry.stats;
   }
@@ -156,6 +168,7 @@ export class PciTopology {
     return this.functions.find((f) => f.bdf === bdf);
   }
 
+  /** Adds a host bridge (root complex) with its root bus. */
   addHostBridge(opts: PciHostBridgeOptions = {}): PciHostBridge {
     const domain = opts.domain ?? (this.hostBridges.reduce((m, h) => Math.max(m, h.domain + 1), 0));
     if (!Number.isInteger(domain) || domain < 0 || domain > 0xffff) throw pciInvalid(`host bridge: bad domain ${domain}`);

@@ -34,9 +34,16 @@ export const BlkStatus = {
 } as const;
 export type BlkStatus = (typeof BlkStatus)[keyof typeof BlkStatus];
 
+/** Success. kernel: BLK_STS_OK in include/linux/blk_types.h. */
 export const BLK_STS_OK = BlkStatus.OK;
+/** Out of a resource; retry later. kernel: BLK_STS_RESOURCE in include/linux/blk_types.h. */
 export const BLK_STS_RESOURCE = BlkStatus.RESOURCE;
+/** I/O error. kernel: BLK_STS_IOERR in include/linux/blk_types.h. */
 export const BLK_STS_IOERR = BlkStatus.IOERR;
+/**
+ * Invalid request (size, alignment or unreachable P2P memory). kernel: BLK_STS_INVAL in
+ * include/linux/blk_types.h.
+ */
 export const BLK_STS_INVAL = BlkStatus.INVAL;
 
 /** `enum req_op` (the values used here). */
@@ -69,7 +76,9 @@ export const RQF_SPECIAL_PAYLOAD = 1 << 0;
 /** `bip_flags`: `BIP_P2P_DMA`, integrity mapped with bus addresses. */
 export const BIP_P2P_DMA = 1 << 0;
 
+/** log2 of a 512-byte sector. kernel: SECTOR_SHIFT in include/linux/blk_types.h. */
 export const SECTOR_SHIFT = 9;
+/** Bytes per sector. kernel: SECTOR_SIZE in include/linux/blk_types.h. */
 export const SECTOR_SIZE = 512;
 
 /** `struct phys_vec { phys_addr_t paddr; u32 len; }` (file-local in block/blk-mq-dma.c; dma-buf has its own PhysVec). */

@@ -26,9 +26,13 @@ export const DmaResvUsage = {
 } as const;
 export type DmaResvUsage = (typeof DmaResvUsage)[keyof typeof DmaResvUsage];
 
+/** kernel: DMA_RESV_USAGE_KERNEL (enum dma_resv_usage in include/linux/dma-resv.h). */
 export const DMA_RESV_USAGE_KERNEL = DmaResvUsage.KERNEL;
+/** kernel: DMA_RESV_USAGE_WRITE (enum dma_resv_usage in include/linux/dma-resv.h). */
 export const DMA_RESV_USAGE_WRITE = DmaResvUsage.WRITE;
+/** kernel: DMA_RESV_USAGE_READ (enum dma_resv_usage in include/linux/dma-resv.h). */
 export const DMA_RESV_USAGE_READ = DmaResvUsage.READ;
+/** kernel: DMA_RESV_USAGE_BOOKKEEP (enum dma_resv_usage in include/linux/dma-resv.h). */
 export const DMA_RESV_USAGE_BOOKKEEP = DmaResvUsage.BOOKKEEP;
 
 /** `MAX_SCHEDULE_TIMEOUT` for `dmaResvWaitTimeout` (wait as long as it takes). */

@@ -26,6 +26,10 @@ import { PAGE_SIZE } from '../units/page.js';
  * masks (kernel bit b = high-word bit b - 32); `HMM_PFN_*_U64` give the kernel's 64-bit values.
  * `range.defaultFlags` and `range.pfnFlagsMask` are high-word masks too.
  */
+/**
+ * HMM PFN array: two 32-bit words per entry (low word: pfn bits 0..31; high word: the flags and pfn
+ * bits 32..52). Models the kernel's `unsigned long *hmm_pfns` of struct hmm_range (include/linux/hmm.h).
+ */
 export type HmmPfns = Uint32Array;
 
 /** Output: the pfn field is valid and the page is at least readable. (kernel bit 63) */
@@ -44,6 +48,7 @@ export const HMM_PFN_P2PDMA_BUS = 0x0400_0000;
 export const HMM_PFN_RESERVED_57 = 0x0200_0000;
 /** `HMM_PFN_ORDER_SHIFT` = 53 in the kernel word = 21 in the high word. */
 export const HMM_PFN_ORDER_SHIFT = 53;
+/** HMM_PFN_ORDER_SHIFT in the high word (21). */
 export const HMM_PFN_ORDER_SHIFT_HI = HMM_PFN_ORDER_SHIFT - 32;
 /** The 5-bit order field, high-word mask. */
 export const HMM_PFN_ORDER_MASK = 0x1f << HMM_PFN_ORDER_SHIFT_HI;
@@ -62,17 +67,23 @@ export const HMM_PFN_PFN_HI_MASK = 0x001f_ffff;
 
 /** The kernel's 64-bit values (display, tests, exports; never on hot paths). */
 export const HMM_PFN_VALID_U64 = 1n << 63n;
+/** Kernel 64-bit value of HMM_PFN_WRITE (include/linux/hmm.h). */
 export const HMM_PFN_WRITE_U64 = 1n << 62n;
+/** Kernel 64-bit value of HMM_PFN_ERROR (include/linux/hmm.h). */
 export const HMM_PFN_ERROR_U64 = 1n << 61n;
+/** Kernel 64-bit value of HMM_PFN_DMA_MAPPED (include/linux/hmm.h). */
 export const HMM_PFN_DMA_MAPPED_U64 = 1n << 60n;
+/** Kernel 64-bit value of HMM_PFN_P2PDMA (include/linux/hmm.h). */
 export const HMM_PFN_P2PDMA_U64 = 1n << 59n;
+/** Kernel 64-bit value of HMM_PFN_P2PDMA_BUS (include/linux/hmm.h). */
 export const HMM_PFN_P2PDMA_BUS_U64 = 1n << 58n;
+/** Kernel 64-bit value of HMM_PFN_FLAGS (include/linux/hmm.h). */
 export const HMM_PFN_FLAGS_U64 = ~((1n << 53n) - 1n) & ((1n << 64n) - 1n);
 
 /** `HMM_RANGE_DEFAULT_TIMEOUT` (ms): how long a driver keeps retrying -EBUSY. */
 export const HMM_RANGE_DEFAULT_TIMEOUT = 1000;
 
-/** A zeroed PFN array of `nrEntries` words (kvcalloc). */
+/** A zeroed PFN array of `nrEntries` entries (what a driver kvcalloc()s for hmm_range.hmm_pfns). */
 export function hmmPfnsAlloc(nrEntries: number): HmmPfns {
   return new Uint32Array(nrEntries * 2);
 }

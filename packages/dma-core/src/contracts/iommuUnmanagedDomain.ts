@@ -5,6 +5,7 @@ import type { Device } from '../device/device.js';
 
 /** `IOMMU_READ` / `IOMMU_WRITE` as the unmanaged-domain port takes them (same bits as iommu-dma). */
 export const IOMMU_UNMANAGED_READ = 1 << 0;
+/** IOMMU_WRITE as the unmanaged-domain port takes it. */
 export const IOMMU_UNMANAGED_WRITE = 1 << 1;
 
 /** `IOMMU_DIRTY_NO_CLEAR`: report dirty bits without clearing them. */

@@ -14,6 +14,7 @@ export interface DmaParms {
   minAlignMask: number;
 }
 
+/** Options of a simulated device: name, DMA masks, coherence, untrusted, DMA parameters and bus limit. */
 export interface DeviceOptions {
   name: string;
   /** Streaming DMA mask width in bits. Default 32, as the PCI core sets before a driver raises it. */
@@ -96,6 +97,7 @@ export class Device {
     return dmaBitMask(this.dmaMaskBits);
   }
 
+  /** Coherent DMA mask as a value. kernel: dev->coherent_dma_mask. */
   get coherentDmaMask(): number {
     return dmaBitMask(this.coherentDmaMaskBits);
   }
@@ -105,6 +107,7 @@ export class Device {
     return this.dmaOps !== null;
   }
 
+  /** The device name. */
   toString(): string {
     return this.name;
   }

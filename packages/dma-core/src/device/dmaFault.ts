@@ -1,5 +1,6 @@
 import type { DmaFaultReason } from '../contracts/dmaMapOps.js';
 
+/** Whether a device access reads or writes memory. */
 export type DmaAccessKind = 'read' | 'write';
 
 /** One refused device access, like `iommu_report_device_fault`'s record. */

@@ -30,5 +30,6 @@ export interface DeviceHost {
    * the root complex (BUS_ADDR), the physical address behind it; otherwise -1.
    */
   p2pRoute(dev: Device, dmaAddr: number): number;
+  /** Records a DMA or IOMMU fault a device hit (kept in Machine.faults). */
   recordFault(record: DmaFaultRecord): void;
 }

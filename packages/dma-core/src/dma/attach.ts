@@ -7,7 +7,7 @@ export function attachDmaOps(dev: Device, ops: DmaMapOps): void {
   dev.dmaOps = ops;
 }
 
-/** Back to dma-direct. */
+/** Back to dma-direct (the device leaves its IOMMU DMA domain; kernel: dev->dma_iommu = false). */
 export function detachDmaOps(dev: Device): void {
   const ops = dev.dmaOps;
   dev.dmaOps = null;

@@ -24,6 +24,10 @@ import type { DmaIovaState } from './iovaState.js';
 import { SG_DMA_BUS_ADDRESS } from './scatterlist.js';
 import type { SgTable } from './scatterlist.js';
 
+/**
+ * dma-debug mode: off, warn (record reports) or strict (also throw). kernel: the dma_debug= boot option,
+ * plus dmakit's strict mode.
+ */
 export type DmaDebugMode = 'off' | 'warn' | 'strict';
 
 /** The rules dma-debug checks. Numbers refer to kernel-core.md section 8. */
@@ -128,6 +132,7 @@ export interface DmaDebugIovaInfo {
   readonly origin: DmaDebugOrigin;
 }
 
+/** One scatterlist segment as dma-debug reports it (lengths and the device's segment limits). */
 export interface DmaDebugSgSegment {
   readonly index: number;
   readonly length: number;
@@ -345,6 +350,7 @@ class IovaTrack {
   }
 }
 
+/** dma-debug: tracks every mapping and reports misuse of the DMA API. kernel: kernel/dma/debug.c. */
 export class DmaDebug {
   mode: DmaDebugMode;
   /** Collected reports, newest last (bounded by `maxReports`). */
@@ -388,6 +394,7 @@ export class DmaDebug {
     this.mode = mode;
   }
 
+  /** True unless the mode is 'off'. */
   get enabled(): boolean {
     return this.mode !== 'off';
   }
@@ -551,24 +558,28 @@ export class DmaDebug {
   // ---------------------------------------------------------------------------------------------
   // Sync
 
+  /** kernel: debug_dma_sync_single_for_cpu() in kernel/dma/debug.c. */
   syncSingleForCpu(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection): void {
     if (this.mode === 'off') return;
     this.#checkSync(dev, dmaAddr, size, 'single', dir, 0, true);
     this.#done();
   }
 
+  /** kernel: debug_dma_sync_single_for_device() in kernel/dma/debug.c. */
   syncSingleForDevice(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection): void {
     if (this.mode === 'off') return;
     this.#checkSync(dev, dmaAddr, size, 'single', dir, 0, false);
     this.#done();
   }
 
+  /** kernel: debug_dma_sync_sg_for_cpu() in kernel/dma/debug.c. */
   syncSgForCpu(dev: Device, sgt: SgTable, nelems: number, dir: DmaDataDirection): void {
     if (this.mode === 'off') return;
     this.#syncSg(dev, sgt, nelems, dir, true);
     this.#done();
   }
 
+  /** kernel: debug_dma_sync_sg_for_device() in kernel/dma/debug.c. */
   syncSgForDevice(dev: Device, sgt: SgTable, nelems: number, dir: DmaDataDirection): void {
     if (this.mode === 'off') return;
     this.#syncSg(dev, sgt, nelems, dir, false);
@@ -653,12 +664,20 @@ export class DmaDebug {
     this.#done();
   }
 
+  /**
+   * After dma_iova_sync: checks the range is linked. dmakit's check; the kernel has no dma-debug hook
+   * for the IOVA API.
+   */
   iovaSync(dev: Device, state: DmaIovaState, offset: number, size: number): void {
     if (this.mode === 'off') return;
     this.#iovaGet(dev, state, 'dma_iova_sync', offset, size);
     this.#done();
   }
 
+  /**
+   * After dma_iova_unlink: checks the range was linked. dmakit's check; the kernel has no dma-debug hook
+   * for the IOVA API.
+   */
   iovaUnlink(dev: Device, state: DmaIovaState, offset: number, size: number, _dir: DmaDataDirection): void {
     if (this.mode === 'off') return;
     const t = this.#iovaGet(dev, state, 'dma_iova_unlink', offset, size);
@@ -677,6 +696,10 @@ export class DmaDebug {
     this.#done();
   }
 
+  /**
+   * After dma_iova_destroy: checks mapped_len matches what is linked. dmakit's check; the kernel has no
+   * dma-debug hook for the IOVA API.
+   */
   iovaDestroy(dev: Device, state: DmaIovaState, mappedLen: number, _dir: DmaDataDirection): void {
     if (this.mode === 'off') return;
     const t = this.#iovaGet(dev, state, 'dma_iova_destroy', 0, mappedLen);
@@ -695,6 +718,10 @@ export class DmaDebug {
     this.#done();
   }
 
+  /**
+   * After dma_iova_free: checks nothing is still linked. dmakit's check; the kernel has no dma-debug
+   * hook for the IOVA API.
+   */
   iovaFree(dev: Device, state: DmaIovaState): void {
     if (this.mode === 'off') return;
     const t = this.#iovaGet(dev, state, 'dma_iova_free', 0, 0);

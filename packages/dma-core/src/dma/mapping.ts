@@ -139,6 +139,7 @@ export function dmaUnmapPageAttrs(dev: Device, dmaAddr: number, size: number, di
 
 /** `dma_map_page(dev, page, offset, size, dir)` (attrs allowed for convenience). */
 export const dmaMapPage = dmaMapPageAttrs;
+/** `dma_unmap_page(dev, addr, size, dir)` (attrs allowed for convenience). */
 export const dmaUnmapPage = dmaUnmapPageAttrs;
 
 /** `dma_map_single_attrs(dev, ptr, size, dir, attrs)`: the CPU address is the linear-map phys here. */
@@ -147,6 +148,7 @@ export function dmaMapSingle(dev: Device, cpuAddr: number, size: number, dir: Dm
   return mapPage(dev, cpuAddr - off, off, size, dir, attrs, 'dma_map_single_attrs');
 }
 
+/** `dma_unmap_single_attrs(dev, addr, size, dir, attrs)`. kernel: include/linux/dma-mapping.h. */
 export function dmaUnmapSingle(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs = 0): void {
   dmaUnmapPageAttrs(dev, dmaAddr, size, dir, attrs);
 }
@@ -157,6 +159,10 @@ export function dmaMapResource(dev: Device, phys: number, size: number, dir: Dma
   return mapPhys(dev, phys, size, dir, attrs | DMA_ATTR_MMIO, 'dma_map_resource');
 }
 
+/**
+ * `dma_unmap_resource(dev, addr, size, dir, attrs)`: unmaps a dma_map_resource() mapping. kernel:
+ * kernel/dma/mapping.c.
+ */
 export function dmaUnmapResource(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs = 0): void {
   if (badAttrs(dev, attrs, 'dma_unmap_resource')) return;
   dmaUnmapPhys(dev, dmaAddr, size, dir, attrs | DMA_ATTR_MMIO);
@@ -317,6 +323,7 @@ export function dmaSyncSingleRangeForCpu(dev: Device, dmaAddr: number, offset: n
   syncSingle(dev, dmaAddr + offset, size, dir, true);
 }
 
+/** `dma_sync_single_range_for_device(dev, addr, offset, size, dir)` = sync at addr + offset. */
 export function dmaSyncSingleRangeForDevice(dev: Device, dmaAddr: number, offset: number, size: number, dir: DmaDataDirection): void {
   syncSingle(dev, dmaAddr + offset, size, dir, false);
 }
@@ -347,6 +354,7 @@ export function dmaSyncSgForCpu(dev: Device, sgt: SgTable, nelems: number, dir: 
   syncSg(dev, sgt, nelems, dir, true);
 }
 
+/** `dma_sync_sg_for_device(dev, sg, nelems, dir)` (nelems = the original count). */
 export function dmaSyncSgForDevice(dev: Device, sgt: SgTable, nelems: number, dir: DmaDataDirection): void {
   syncSg(dev, sgt, nelems, dir, false);
 }
@@ -360,6 +368,7 @@ export function dmaSyncSgtableForCpu(dev: Device, sgt: SgTable, dir: DmaDataDire
   syncSg(dev, sgt, sgt.origNents, dir, true);
 }
 
+/** `dma_sync_sgtable_for_device(dev, sgt, dir)`: uses orig_nents. */
 export function dmaSyncSgtableForDevice(dev: Device, sgt: SgTable, dir: DmaDataDirection): void {
   if (!(sgt instanceof SgTable)) {
     invalid(dev, 'dma_sync_sgtable_for_device', 'not an SgTable');

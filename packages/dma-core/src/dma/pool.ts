@@ -14,6 +14,10 @@ export const DMA_POOL_GFP_ZERO = GFP_ZERO;
 
 /** `POOL_POISON_FREED` / `POOL_POISON_ALLOCATED` (mm/dmapool.c, DMAPOOL_DEBUG). */
 export const POOL_POISON_FREED = 0xa7;
+/**
+ * Byte written over a block when it is handed out (DMAPOOL_DEBUG). kernel: POOL_POISON_ALLOCATED in
+ * mm/dmapool.c.
+ */
 export const POOL_POISON_ALLOCATED = 0xa9;
 
 /** `sizeof(struct dma_block)`: the free-list link stored in a free block. */
@@ -26,7 +30,8 @@ export interface DmaPoolBlock {
   readonly dma: number;
 }
 
-interface PoolPage {
+/** One page of a DMA pool: its kernel virtual address stand-in, physical and DMA address (kernel: struct dma_page in mm/dmapool.c). */
+export interface PoolPage {
   readonly vaddr: number;
   readonly phys: number;
   readonly dma: number;

@@ -29,6 +29,7 @@ export class SgTable {
     this.dmaFlags = new Uint8Array(capacity);
   }
 
+  /** Entries the table can hold. */
   get capacity(): number {
     return this.phys.length;
   }

@@ -9,16 +9,23 @@ import { DMA_MAPPING_ERROR } from '../units/dmaAddr.js';
 import { PAGE_SIZE, alignUp, isPowerOfTwo, offsetIn } from '../units/page.js';
 import { dmaWarn } from './log.js';
 
+/** log2 of a swiotlb slot (2 KiB). kernel: IO_TLB_SHIFT in include/linux/swiotlb.h. */
 export const IO_TLB_SHIFT = 11;
+/** Bytes per swiotlb slot. kernel: IO_TLB_SIZE in include/linux/swiotlb.h. */
 export const IO_TLB_SIZE = 1 << IO_TLB_SHIFT;
-/** Max contiguous slots of one bounce (256 KiB). */
+/** Max contiguous slots of one bounce (256 KiB). kernel: IO_TLB_SEGSIZE in include/linux/swiotlb.h. */
 export const IO_TLB_SEGSIZE = 128;
+/** Default swiotlb pool size (64 MiB). kernel: IO_TLB_DEFAULT_SIZE in include/linux/swiotlb.h. */
 export const IO_TLB_DEFAULT_SIZE = 64 * 1024 * 1024;
 
 const INVALID_PHYS_ADDR = -1;
 /** Keep at most this many log lines per pool (the kernel ratelimits). */
 const MAX_LOG = 256;
 
+/**
+ * swiotlb pool counters: slots, high water, bounces, bytes copied, failures (kernel: the swiotlb debugfs
+ * counters).
+ */
 export interface SwiotlbStats {
   /** `is_swiotlb_active`: the pool has at least one slot. */
   readonly active: boolean;
@@ -120,6 +127,7 @@ export class Swiotlb {
     return phys >= this.base && phys < this.base + this.nslabs * IO_TLB_SIZE;
   }
 
+  /** Snapshot of the pool's counters. */
   stats(): SwiotlbStats {
     return {
       active: this.active,
@@ -132,6 +140,7 @@ export class Swiotlb {
     };
   }
 
+  /** Logs a warning for dev (kept in log, bounded like the kernel's ratelimited dev_warn). */
   warn(dev: Device, msg: string): void {
     if (this.log.length >= MAX_LOG) this.log.shift();
     const line = `${dev.name}: ${msg}`;
@@ -230,6 +239,7 @@ export class Swiotlb {
     return this.base + index * IO_TLB_SIZE + offset;
   }
 
+  /** Counts a failed slot search ("swiotlb buffer is full"). */
   failed(): void {
     this.#mapFailures++;
   }

@@ -62,12 +62,14 @@ export class PhysicalMemory {
     }
   }
 
+  /** Copies len bytes from physical memory (untouched pages read as zero). */
   read(phys: number, len: number): Uint8Array {
     const out = new Uint8Array(len);
     this.readInto(phys, out, 0, len);
     return out;
   }
 
+  /** Copies bytes into physical memory at phys. */
   write(phys: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
     this.#check(phys, len);
     let done = 0;
@@ -81,6 +83,7 @@ export class PhysicalMemory {
     }
   }
 
+  /** Fills len bytes of physical memory with value (like memset on the direct map). */
   fill(phys: number, len: number, value: number): void {
     this.#check(phys, len);
     let done = 0;
@@ -108,4 +111,8 @@ export class PhysicalMemory {
   }
 }
 
+/**
+ * Shift from a physical address to its page frame number (equals PAGE_SHIFT; kernel: PHYS_PFN() shifts
+ * by PAGE_SHIFT).
+ */
 export const PFN_SHIFT = PAGE_SHIFT;

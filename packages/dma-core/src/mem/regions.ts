@@ -1,4 +1,5 @@
 // kernel: include/linux/ioport.h (resources), include/linux/memremap.h (dev_pagemap types)
+/** What occupies a physical range: RAM, device-private memory, a PCI BAR usable for P2P, or MMIO. */
 export type MemRegionKind = 'ram' | 'device-private' | 'p2p-bar' | 'mmio';
 
 /** A range of the physical address space and what sits there. */
@@ -15,10 +16,12 @@ export interface MemRegion {
 export class RegionMap {
   readonly #regions: MemRegion[] = [];
 
+  /** Every region, sorted by start address. */
   get all(): readonly MemRegion[] {
     return this.#regions;
   }
 
+  /** Adds a region; throws if it is malformed or overlaps another. */
   add(region: MemRegion): MemRegion {
     if (!Number.isSafeInteger(region.start) || !Number.isSafeInteger(region.size) || region.start < 0 || region.size <= 0) {
       throw new RangeError(`region ${region.name}: bad range start=${region.start} size=${region.size}`);
@@ -34,6 +37,7 @@ export class RegionMap {
     return region;
   }
 
+  /** Removes a region previously added. */
   remove(region: MemRegion): void {
     const i = this.#regions.indexOf(region);
     if (i >= 0) this.#regions.splice(i, 1);

@@ -7,6 +7,7 @@ import type { MemRegion, MemRegionKind } from './regions.js';
 import { FreeArea, MAX_BUDDY_ORDER, buddyPfn, largestFittingOrder } from './buddy.js';
 import { PageFlag, PageMetaStore, slot } from './pageMeta.js';
 
+/** Options of SystemMemory: RAM size, physical address width and the fault-injection sites. */
 export interface SystemMemoryOptions {
   ramBytes: number;
   /** Physical address width; the address space is [0, 2^physBits). */
@@ -18,8 +19,10 @@ export interface SystemMemoryOptions {
 export const GFP_ZERO = 0x100;
 
 // kernel: include/linux/mm.h — pin_user_pages() adds this to the refcount of an order-0 folio.
+/** Refcount bias a pin adds to an order-0 page. kernel: GUP_PIN_COUNTING_BIAS in include/linux/mm.h. */
 export const GUP_PIN_COUNTING_BIAS = 1024;
 
+/** Kind of page-allocator misuse reported by PageAllocError (dmakit's checks). */
 export type PageAllocErrorCode = 'bad-address' | 'bad-order' | 'not-allocated' | 'double-free' | 'wrong-order' | 'refcount';
 
 /**
@@ -60,6 +63,7 @@ export interface PageInfo {
   readonly order: number;
 }
 
+/** Page-allocator counters: total, free, allocated and reserved pages, free blocks per order. */
 export interface PageAllocStats {
   readonly totalPages: number;
   readonly freePages: number;
@@ -143,19 +147,23 @@ export class SystemMemory extends PhysicalMemory {
     return undefined;
   }
 
+  /** The memory region containing phys, if any. */
   regionOf(phys: number): MemRegion | undefined {
     return this.regions.find(phys);
   }
 
+  /** True when [phys, phys + len) is all system RAM. */
   isRam(phys: number, len: number): boolean {
     return this.regions.covers(phys, len, 'ram');
   }
 
+  /** True when [phys, phys + len) lies inside one region that is not MMIO (RAM, device memory or a BAR). */
   isAccessible(phys: number, len: number): boolean {
     const r = this.regions.find(phys);
     return r !== undefined && r.kind !== 'mmio' && phys + len <= r.start + r.size;
   }
 
+  /** One past the highest RAM address. */
   ramTop(): number {
     let top = 0;
     for (const r of this.regions.all) if (r.kind === 'ram') top = Math.max(top, r.start + r.size);
@@ -164,7 +172,7 @@ export class SystemMemory extends PhysicalMemory {
 
   // ---- buddy allocator --------------------------------------------------------------------
 
-  /** Allocate 2^order contiguous pages; returns the physical address or 0 (NULL) on failure. */
+  /** Allocate 2^order contiguous pages; returns the physical address or 0 (NULL) on failure. kernel: alloc_pages() in mm/page_alloc.c. */
   allocPages(order: number, gfp = 0): number {
     return this.allocPagesBelow(order, Number.POSITIVE_INFINITY, gfp);
   }
@@ -367,6 +375,7 @@ export class SystemMemory extends PhysicalMemory {
     return -1;
   }
 
+  /** Snapshot of the page allocator's counters (like /proc/buddyinfo and /proc/meminfo). */
   stats(): PageAllocStats {
     return {
       totalPages: this.#totalPages,
@@ -377,10 +386,12 @@ export class SystemMemory extends PhysicalMemory {
     };
   }
 
+  /** Pages currently free in the buddy allocator. */
   get freePageCount(): number {
     return this.#freePages;
   }
 
+  /** Pages currently allocated. */
   get allocatedPageCount(): number {
     return this.#allocatedPages;
   }
@@ -444,6 +455,7 @@ export class SystemMemory extends PhysicalMemory {
     this.#meta.chunk(pfn).owner[slot(pfn)] = owner === undefined ? 0 : this.#meta.ownerId(owner);
   }
 
+  /** Sets page flags on the page at phys (kernel: SetPageXxx() helpers in include/linux/page-flags.h). */
   setPageFlags(phys: number, flags: number): void {
     const pfn = this.#pfnChecked(phys);
     const c = this.#meta.chunk(pfn);
@@ -451,6 +463,7 @@ export class SystemMemory extends PhysicalMemory {
     c.flags[s] = (c.flags[s] ?? 0) | (flags & ~PageFlag.HEAD);
   }
 
+  /** Clears page flags on the page at phys (kernel: ClearPageXxx() helpers in include/linux/page-flags.h). */
   clearPageFlags(phys: number, flags: number): void {
     const pfn = this.#pfnChecked(phys);
     const c = this.#meta.peek(pfn);
@@ -459,6 +472,7 @@ export class SystemMemory extends PhysicalMemory {
     c.flags[s] = (c.flags[s] ?? 0) & ~(flags & ~PageFlag.HEAD);
   }
 
+  /** Flags of the page at phys (0 for a page without metadata). */
   pageFlags(phys: number): number {
     const pfn = Math.floor(phys / PAGE_SIZE);
     return this.#meta.peek(pfn)?.flags[slot(pfn)] ?? 0;

@@ -1,18 +1,43 @@
 // kernel: include/uapi/asm-generic/mman-common.h, include/uapi/linux/mman.h, arch/x86 (TASK_SIZE)
 
+/** Page may not be accessed. kernel: PROT_NONE in include/uapi/asm-generic/mman-common.h. */
 export const PROT_NONE = 0x0;
+/** Page may be read. kernel: PROT_READ in include/uapi/asm-generic/mman-common.h. */
 export const PROT_READ = 0x1;
+/** Page may be written. kernel: PROT_WRITE in include/uapi/asm-generic/mman-common.h. */
 export const PROT_WRITE = 0x2;
+/** Page may be executed. kernel: PROT_EXEC in include/uapi/asm-generic/mman-common.h. */
 export const PROT_EXEC = 0x4;
 
+/** Share changes with other mappings of the object. kernel: MAP_SHARED in include/uapi/linux/mman.h. */
 export const MAP_SHARED = 0x01;
+/** Private copy-on-write mapping. kernel: MAP_PRIVATE in include/uapi/linux/mman.h. */
 export const MAP_PRIVATE = 0x02;
+/** MAP_SHARED that fails on unknown flags. kernel: MAP_SHARED_VALIDATE in include/uapi/linux/mman.h. */
 export const MAP_SHARED_VALIDATE = 0x03;
+/** Mask of the mapping-type bits. kernel: MAP_TYPE in include/uapi/linux/mman.h. */
 export const MAP_TYPE = 0x0f;
+/**
+ * Place the mapping exactly at the hint, replacing what is there. kernel: MAP_FIXED in
+ * include/uapi/asm-generic/mman-common.h.
+ */
 export const MAP_FIXED = 0x10;
+/**
+ * Mapping not backed by a file, zero-filled. kernel: MAP_ANONYMOUS in
+ * include/uapi/asm-generic/mman-common.h.
+ */
 export const MAP_ANONYMOUS = 0x20;
+/** Fault the pages in at mmap time. kernel: MAP_POPULATE in include/uapi/asm-generic/mman-common.h. */
 export const MAP_POPULATE = 0x8000;
+/**
+ * Back the mapping with huge pages (2 MiB here). kernel: MAP_HUGETLB in
+ * include/uapi/asm-generic/mman-common.h.
+ */
 export const MAP_HUGETLB = 0x40000;
+/**
+ * Like MAP_FIXED but fail with -EEXIST instead of replacing. kernel: MAP_FIXED_NOREPLACE in
+ * include/uapi/asm-generic/mman-common.h.
+ */
 export const MAP_FIXED_NOREPLACE = 0x100000;
 
 /** Flags the model understands; others make mmap fail with -EINVAL. */
@@ -33,8 +58,11 @@ export const HPAGE_PMD_ORDER = 9;
  * is_zero_pfn, pmd huge, is_device_private_entry).
  */
 export const PTE_PRESENT = 1 << 0;
+/** Model PTE bit: the CPU may write through the entry (kernel: pte_write()). */
 export const PTE_WRITE = 1 << 1;
+/** Model PTE bit: the page was written (kernel: pte_dirty()). */
 export const PTE_DIRTY = 1 << 2;
+/** Model PTE bit: the page was accessed (kernel: pte_young()). */
 export const PTE_YOUNG = 1 << 3;
 /** Maps the shared zero page (read-only). */
 export const PTE_ZERO = 1 << 4;
@@ -50,5 +78,7 @@ export const VM_IO = 0x0000_4000;
 export const VM_PFNMAP = 0x0000_0400;
 
 // kernel: include/uapi/linux/mman.h — mremap flags.
+/** mremap may move the mapping. kernel: MREMAP_MAYMOVE in include/uapi/linux/mman.h. */
 export const MREMAP_MAYMOVE = 1;
+/** mremap to the given new address. kernel: MREMAP_FIXED in include/uapi/linux/mman.h. */
 export const MREMAP_FIXED = 2;

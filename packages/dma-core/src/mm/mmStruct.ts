@@ -104,15 +104,18 @@ export class VmArea {
     this.pgoff = pgoff;
   }
 
+  /** True for a shared mapping (MAP_SHARED). */
   get shared(): boolean {
     return this.shmem !== undefined;
   }
 
+  /** True for a huge-page mapping (MAP_HUGETLB). */
   get hugetlb(): boolean {
     return this.order > 0;
   }
 }
 
+/** Arguments of mmap: length, protection, flags and an optional address hint. */
 export interface MmapArgs {
   length: number;
   prot: number;
@@ -160,6 +163,7 @@ export class MmStruct {
     this.#owner = owner;
   }
 
+  /** Pid of the owning process. */
   get pid(): number {
     return this.#owner.pid;
   }
@@ -174,6 +178,7 @@ export class MmStruct {
     return this.#owner.fork();
   }
 
+  /** True once the owning process has exited (the mm is torn down). */
   get exited(): boolean {
     return this.#exited;
   }
@@ -183,6 +188,7 @@ export class MmStruct {
     return this.#rss;
   }
 
+  /** The VMAs of this address space, sorted by start. */
   get vmas(): readonly VmArea[] {
     return this.#vmas;
   }
@@ -803,6 +809,10 @@ export class MmStruct {
     return out;
   }
 
+  /**
+   * Copies user memory at addr into out, as the CPU would read it (faults pages in; throws SegvError on
+   * a bad address).
+   */
   readInto(addr: number, out: Uint8Array, len = out.length): void {
     this.#checkUser(addr, len, false);
     let done = 0;

@@ -3,18 +3,52 @@ import { Errno } from '../units/errno.js';
 import type { MmStruct } from './mmStruct.js';
 
 // kernel: include/linux/mmu_notifier.h enum mmu_notifier_event
+/**
+ * Munmap of the range. kernel: MMU_NOTIFY_UNMAP in include/linux/mmu_notifier.h (enum
+ * mmu_notifier_event).
+ */
 export const MMU_NOTIFY_UNMAP = 0;
+/**
+ * Pages cleared, e.g. by madvise or truncation. kernel: MMU_NOTIFY_CLEAR in include/linux/mmu_notifier.h
+ * (enum mmu_notifier_event).
+ */
 export const MMU_NOTIFY_CLEAR = 1;
+/**
+ * Protection of the whole VMA changes (mprotect). kernel: MMU_NOTIFY_PROTECTION_VMA in
+ * include/linux/mmu_notifier.h (enum mmu_notifier_event).
+ */
 export const MMU_NOTIFY_PROTECTION_VMA = 2;
+/**
+ * Protection of individual pages changes. kernel: MMU_NOTIFY_PROTECTION_PAGE in
+ * include/linux/mmu_notifier.h (enum mmu_notifier_event).
+ */
 export const MMU_NOTIFY_PROTECTION_PAGE = 3;
+/**
+ * Soft-dirty tracking clears the write bits. kernel: MMU_NOTIFY_SOFT_DIRTY in
+ * include/linux/mmu_notifier.h (enum mmu_notifier_event).
+ */
 export const MMU_NOTIFY_SOFT_DIRTY = 4;
+/**
+ * The mm is going away (process exit). kernel: MMU_NOTIFY_RELEASE in include/linux/mmu_notifier.h (enum
+ * mmu_notifier_event).
+ */
 export const MMU_NOTIFY_RELEASE = 5;
+/**
+ * Pages are migrating (migrate_vma). kernel: MMU_NOTIFY_MIGRATE in include/linux/mmu_notifier.h (enum
+ * mmu_notifier_event).
+ */
 export const MMU_NOTIFY_MIGRATE = 6;
+/**
+ * Pages become device-exclusive (make_device_exclusive). kernel: MMU_NOTIFY_EXCLUSIVE in
+ * include/linux/mmu_notifier.h (enum mmu_notifier_event).
+ */
 export const MMU_NOTIFY_EXCLUSIVE = 7;
+/** Why a range is invalidated. kernel: enum mmu_notifier_event in include/linux/mmu_notifier.h. */
 export type MmuNotifierEvent = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7;
 
 const EVENT_NAMES = ['UNMAP', 'CLEAR', 'PROTECTION_VMA', 'PROTECTION_PAGE', 'SOFT_DIRTY', 'RELEASE', 'MIGRATE', 'EXCLUSIVE'];
 
+/** Name of an MMU notifier event, e.g. 'MMU_NOTIFY_UNMAP'; dmakit helper for traces and messages. */
 export function mmuNotifierEventName(ev: MmuNotifierEvent): string {
   return `MMU_NOTIFY_${EVENT_NAMES[ev] ?? String(ev)}`;
 }
@@ -29,6 +63,10 @@ export interface MmuNotifierRange {
   readonly owner?: unknown;
 }
 
+/**
+ * Callbacks of an interval notifier. kernel: struct mmu_interval_notifier_ops in
+ * include/linux/mmu_notifier.h.
+ */
 export interface MmuIntervalNotifierOps {
   /**
    * Called under the (modelled) invalidation: the driver must stop using the range and call
@@ -67,10 +105,18 @@ export class MmuNotifierSubscriptions {
   readonly itree: MmuIntervalNotifier[] = [];
   readonly deferredList: MmuIntervalNotifier[] = [];
 
+  /**
+   * True while an invalidation is open (odd sequence). kernel: mn_itree_is_invalidating() in
+   * mm/mmu_notifier.c.
+   */
   isInvalidating(): boolean {
     return this.invalidateSeq % 2 === 1;
   }
 
+  /**
+   * Inserts a notifier into the mm's interval tree (kernel: interval_tree_insert() on
+   * subscriptions->itree).
+   */
   treeInsert(sub: MmuIntervalNotifier): void {
     const t = this.itree;
     let lo = 0;
@@ -84,6 +130,10 @@ export class MmuNotifierSubscriptions {
     sub.inTree = true;
   }
 
+  /**
+   * Removes a notifier from the mm's interval tree (kernel: interval_tree_remove() on
+   * subscriptions->itree).
+   */
   treeRemove(sub: MmuIntervalNotifier): void {
     const i = this.itree.indexOf(sub);
     if (i >= 0) this.itree.splice(i, 1);

@@ -26,6 +26,7 @@ export class Process {
     this.mm = new MmStruct(host.memory, this);
   }
 
+  /** True once the process has exited. */
   get exited(): boolean {
     return this.mm.exited;
   }

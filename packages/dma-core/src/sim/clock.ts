@@ -5,6 +5,7 @@
 export class SimClock {
   #now = 0;
 
+  /** Current simulated time in ns (dmakit's virtual clock; never wall time). */
   now(): number {
     return this.#now;
   }

@@ -15,6 +15,7 @@ export class FaultInjection {
     this.#armed.set(site, { nth, every, seen: 0 });
   }
 
+  /** Disarms one site, or every site when none is given. */
   disarm(site?: string): void {
     if (site === undefined) this.#armed.clear();
     else this.#armed.delete(site);

@@ -1,10 +1,12 @@
 import type { SimClock } from './clock.js';
 
+/** Callback run by the event scheduler. */
 export type SimEventFn = () => void;
 
 /** Handle returned by `schedule`; `cancel()` removes a pending event. */
 export interface SimTimer {
   readonly due: number;
+  /** Removes the event if it has not run yet. */
   cancel(): void;
   readonly pending: boolean;
 }
@@ -29,6 +31,7 @@ export class EventScheduler {
     this.#clock = clock;
   }
 
+  /** Number of events still pending. */
   get pendingCount(): number {
     return this.#heap.filter((e) => e.pending).length;
   }

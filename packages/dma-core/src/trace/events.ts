@@ -7,6 +7,7 @@
 
 /** A field value: numbers (addresses, sizes, dir, attrs), strings, flags, or per-segment arrays. */
 export type TraceFieldValue = number | string | boolean | readonly number[];
+/** The fields of one event, by the kernel's field names. */
 export type TraceFields = Readonly<Record<string, TraceFieldValue>>;
 
 /** dma.h `dma_map` class (dma_map_phys). */
@@ -66,6 +67,10 @@ export type IommuUnmapTraceFields = { readonly iova: number; readonly size: numb
 /** iommu.h `io_page_fault` (`driver` is dev_driver_string). */
 export type IommuIoPageFaultTraceFields = { readonly iova: number; readonly flags: number; readonly driver: string };
 
+/**
+ * Every event the model emits, by "system:event" name, with its field type. Packages extend it by
+ * declaration merging.
+ */
 export interface TraceEventMap {
   'dma:dma_map_phys': DmaMapTraceFields;
   'dma:dma_unmap_phys': DmaUnmapTraceFields;
@@ -89,6 +94,7 @@ export interface TraceEventMap {
   'iommu:io_page_fault': IommuIoPageFaultTraceFields;
 }
 
+/** Name of a known event ("system:event"). */
 export type TraceEventName = keyof TraceEventMap;
 
 /** The fields of a named event: typed for known names, free-form for others. */
@@ -162,6 +168,7 @@ export function splitTraceEventName(name: string): readonly [system: string, eve
  */
 export type TraceEventFilter = string | readonly string[] | ((name: string) => boolean);
 
+/** Compiles an event filter into a predicate (null means "everything"), like ftrace's set_event parsing. */
 export function compileTraceFilter(filter: TraceEventFilter | undefined): ((name: string) => boolean) | null {
   if (filter === undefined) return null;
   if (typeof filter === 'function') return filter;

@@ -43,6 +43,7 @@ function x016(x: number): string {
 // ------------------------------------------------------------------------------------------------
 // Chrome Trace Event format
 
+/** One event of the Chrome Trace Event format (what Perfetto and chrome://tracing load). */
 export interface ChromeTraceEvent {
   readonly name: string;
   readonly ph: 'i' | 'X' | 'M';
@@ -56,12 +57,14 @@ export interface ChromeTraceEvent {
   readonly args: Readonly<Record<string, unknown>>;
 }
 
+/** A whole Chrome trace: the events plus display metadata. */
 export interface ChromeTrace {
   readonly traceEvents: ChromeTraceEvent[];
   readonly displayTimeUnit: 'ns' | 'ms';
   readonly otherData: Readonly<Record<string, string>>;
 }
 
+/** Options of the Chrome trace exporter: process name and pid. */
 export interface ChromeTraceOptions {
   /** Process name shown in Perfetto (default "dmakit"). */
   processName?: string;
@@ -213,6 +216,7 @@ function ftraceTime(ns: number): string {
   return `${String(sec).padStart(5, ' ')}.${String(frac).padStart(6, '0')}`;
 }
 
+/** Options of the ftrace text exporter (the format of /sys/kernel/tracing/trace). */
 export interface FtraceTextOptions {
   /** Print the "# tracer: nop" header block (default true). */
   header?: boolean;

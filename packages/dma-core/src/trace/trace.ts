@@ -2,8 +2,10 @@
 import { compileTraceFilter } from './events.js';
 import type { TraceEvent, TraceEventFilter, TraceFieldsFor } from './events.js';
 
+/** Callback that receives each trace event. */
 export type TraceSubscriber = (ev: TraceEvent) => void;
 
+/** Options of Trace.record(): ring capacity and an event filter. */
 export interface TraceRecordOptions {
   /** Ring size in events (default 65536). A full ring overwrites the oldest event. */
   capacity?: number;
@@ -11,6 +13,7 @@ export interface TraceRecordOptions {
   events?: TraceEventFilter;
 }
 
+/** Options of Trace.subscribe(): an event filter. */
 export interface TraceSubscribeOptions {
   events?: TraceEventFilter;
 }
@@ -35,6 +38,10 @@ export class Trace {
   #recording = false;
   #recordFilter: ((name: string) => boolean) | null = null;
 
+  /**
+   * Calls fn for every event (optionally filtered); returns the unsubscribe function. Like attaching a
+   * probe to a tracepoint.
+   */
   subscribe(fn: TraceSubscriber, opts?: TraceSubscribeOptions): () => void {
     const filter = compileTraceFilter(opts?.events);
     const sub: TraceSubscriber =
@@ -51,6 +58,7 @@ export class Trace {
     };
   }
 
+  /** Emits an event to the subscribers and the ring (kernel: a trace_<event>() call site). */
   emit<N extends string>(name: N, device: string, fields: TraceFieldsFor<N>): void {
     const ev: TraceEvent = { name, ts: this.now(), device, fields };
     for (const fn of this.#subs) fn(ev);
@@ -79,6 +87,7 @@ export class Trace {
     this.#updateEnabled();
   }
 
+  /** True while recording into the ring. */
   get recording(): boolean {
     return this.#recording;
   }
@@ -93,6 +102,7 @@ export class Trace {
     return this.#written;
   }
 
+  /** Ring size in events. */
   get capacity(): number {
     return this.#ring.length;
   }

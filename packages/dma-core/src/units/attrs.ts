@@ -1,17 +1,43 @@
 // kernel: include/linux/dma-mapping.h (DMA_ATTR_* bit numbers)
+/** Allow the bus to reorder the transfer. kernel: DMA_ATTR_WEAK_ORDERING in include/linux/dma-mapping.h. */
 export const DMA_ATTR_WEAK_ORDERING = 1 << 1;
+/** Map the buffer write-combined. kernel: DMA_ATTR_WRITE_COMBINE in include/linux/dma-mapping.h. */
 export const DMA_ATTR_WRITE_COMBINE = 1 << 2;
+/**
+ * Coherent allocation needs no kernel virtual mapping. kernel: DMA_ATTR_NO_KERNEL_MAPPING in
+ * include/linux/dma-mapping.h.
+ */
 export const DMA_ATTR_NO_KERNEL_MAPPING = 1 << 4;
+/**
+ * Skip the CPU cache sync (and the swiotlb bounce copy) on map and unmap. kernel: DMA_ATTR_SKIP_CPU_SYNC
+ * in include/linux/dma-mapping.h.
+ */
 export const DMA_ATTR_SKIP_CPU_SYNC = 1 << 5;
+/**
+ * Allocate physically contiguous memory even behind an IOMMU. kernel: DMA_ATTR_FORCE_CONTIGUOUS in
+ * include/linux/dma-mapping.h.
+ */
 export const DMA_ATTR_FORCE_CONTIGUOUS = 1 << 6;
+/**
+ * Hint to build an allocation from single pages. kernel: DMA_ATTR_ALLOC_SINGLE_PAGES in
+ * include/linux/dma-mapping.h.
+ */
 export const DMA_ATTR_ALLOC_SINGLE_PAGES = 1 << 7;
+/**
+ * Do not warn when the mapping or allocation fails. kernel: DMA_ATTR_NO_WARN in
+ * include/linux/dma-mapping.h.
+ */
 export const DMA_ATTR_NO_WARN = 1 << 8;
+/**
+ * Buffer is only accessible at elevated device privilege (IOMMU_PRIV). kernel: DMA_ATTR_PRIVILEGED in
+ * include/linux/dma-mapping.h.
+ */
 export const DMA_ATTR_PRIVILEGED = 1 << 9;
 /** Physical address is not RAM (P2P BAR, MMIO): no cache sync, no swiotlb, IOMMU_MMIO. */
 export const DMA_ATTR_MMIO = 1 << 10;
-/** Tells dma-debug that overlapping cachelines are intended. */
+/** Tells dma-debug that overlapping cachelines are intended. kernel: DMA_ATTR_DEBUGGING_IGNORE_CACHELINES (~7.0) in include/linux/dma-mapping.h. */
 export const DMA_ATTR_DEBUGGING_IGNORE_CACHELINES = 1 << 11;
-/** Mapping must not use swiotlb or cache maintenance; fails on non-coherent devices. */
+/** Mapping must not use swiotlb or cache maintenance; fails on non-coherent devices. kernel: DMA_ATTR_REQUIRE_COHERENT in include/linux/dma-mapping.h. */
 export const DMA_ATTR_REQUIRE_COHERENT = 1 << 12;
 
 const ATTR_NAMES: readonly (readonly [number, string])[] = [

@@ -1,4 +1,5 @@
 // kernel: include/linux/dma-direction.h
+/** Direction of a DMA transfer. kernel: enum dma_data_direction in include/linux/dma-direction.h. */
 export const DmaDataDirection = {
   DMA_BIDIRECTIONAL: 0,
   DMA_TO_DEVICE: 1,
@@ -7,9 +8,13 @@ export const DmaDataDirection = {
 } as const;
 export type DmaDataDirection = (typeof DmaDataDirection)[keyof typeof DmaDataDirection];
 
+/** Data may move both ways. kernel: DMA_BIDIRECTIONAL in include/linux/dma-direction.h. */
 export const DMA_BIDIRECTIONAL = DmaDataDirection.DMA_BIDIRECTIONAL;
+/** The device reads memory. kernel: DMA_TO_DEVICE in include/linux/dma-direction.h. */
 export const DMA_TO_DEVICE = DmaDataDirection.DMA_TO_DEVICE;
+/** The device writes memory. kernel: DMA_FROM_DEVICE in include/linux/dma-direction.h. */
 export const DMA_FROM_DEVICE = DmaDataDirection.DMA_FROM_DEVICE;
+/** No transfer (used for debugging only). kernel: DMA_NONE in include/linux/dma-direction.h. */
 export const DMA_NONE = DmaDataDirection.DMA_NONE;
 
 const DIR_NAMES = ['BIDIRECTIONAL', 'TO_DEVICE', 'FROM_DEVICE', 'NONE'] as const;

@@ -35,6 +35,7 @@ export function isValidDmaSize(size: unknown): size is number {
   return typeof size === 'number' && Number.isSafeInteger(size) && size > 0;
 }
 
+/** Formats an address as hex for messages and traces (DMA_MAPPING_ERROR by name); dmakit helper. */
 export function hex(x: number): string {
   if (x === DMA_MAPPING_ERROR) return 'DMA_MAPPING_ERROR';
   return Number.isFinite(x) && x >= 0 ? `0x${x.toString(16)}` : String(x);

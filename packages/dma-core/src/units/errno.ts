@@ -26,7 +26,9 @@ export const Errno = {
   ENOLINK: 67,
   ECANCELED: 125,
 } as const;
+/** Name of an errno, e.g. 'ENOMEM' (kernel: include/uapi/asm-generic/errno-base.h, errno.h). */
 export type ErrnoName = keyof typeof Errno;
+/** Numeric value of an errno (positive; calls return it negated, as in the kernel). */
 export type ErrnoValue = (typeof Errno)[ErrnoName];
 
 const NAMES = new Map<number, ErrnoName>(Object.entries(Errno).map(([k, v]) => [v, k as ErrnoName]));

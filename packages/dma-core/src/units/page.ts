@@ -1,24 +1,42 @@
 // kernel: include/asm-generic/page.h, include/linux/align.h, include/linux/sizes.h
+/** log2 of the page size (4 KiB pages). kernel: PAGE_SHIFT (x86-64). */
 export const PAGE_SHIFT = 12;
+/** Page size in bytes. kernel: PAGE_SIZE. */
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 /** Low bits inside a page (the kernel's PAGE_MASK is the complement; we keep the offset mask). */
 export const PAGE_OFFSET_MASK = PAGE_SIZE - 1;
+/** log2 of a PMD huge page (2 MiB). kernel: HPAGE_PMD_SHIFT (x86-64). */
 export const HPAGE_PMD_SHIFT = 21;
+/** PMD huge page size in bytes. kernel: HPAGE_PMD_SIZE. */
 export const HPAGE_PMD_SIZE = 1 << HPAGE_PMD_SHIFT;
+/** log2 of a PUD huge page (1 GiB). kernel: HPAGE_PUD_SHIFT (x86-64). */
 export const HPAGE_PUD_SHIFT = 30;
 
+/** 1 KiB. kernel: SZ_1K in include/linux/sizes.h. */
 export const SZ_1K = 1024;
+/** 2 KiB. kernel: SZ_2K in include/linux/sizes.h. */
 export const SZ_2K = 2048;
+/** 4 KiB. kernel: SZ_4K in include/linux/sizes.h. */
 export const SZ_4K = 4096;
+/** 64 KiB. kernel: SZ_64K in include/linux/sizes.h. */
 export const SZ_64K = 64 * 1024;
+/** 128 KiB. kernel: SZ_128K in include/linux/sizes.h. */
 export const SZ_128K = 128 * 1024;
+/** 256 KiB. kernel: SZ_256K in include/linux/sizes.h. */
 export const SZ_256K = 256 * 1024;
+/** 1 MiB. kernel: SZ_1M in include/linux/sizes.h. */
 export const SZ_1M = 1024 * 1024;
+/** 2 MiB. kernel: SZ_2M in include/linux/sizes.h. */
 export const SZ_2M = 2 * 1024 * 1024;
+/** 4 MiB. kernel: SZ_4M in include/linux/sizes.h. */
 export const SZ_4M = 4 * 1024 * 1024;
+/** 64 MiB. kernel: SZ_64M in include/linux/sizes.h. */
 export const SZ_64M = 64 * 1024 * 1024;
+/** 1 GiB. kernel: SZ_1G in include/linux/sizes.h. */
 export const SZ_1G = 1024 * 1024 * 1024;
+/** 4 GiB. kernel: SZ_4G in include/linux/sizes.h. */
 export const SZ_4G = 4 * SZ_1G;
+/** 1 TiB. kernel: SZ_1T in include/linux/sizes.h. */
 export const SZ_1T = 1024 * SZ_1G;
 
 /**
@@ -40,7 +58,7 @@ function lowBits(x: number, a: number): number {
   return a <= 0x4000_0000 ? x % a : x - Math.floor(x / a) * a;
 }
 
-/** Round `x` up to a multiple of the power of two `a` (`ALIGN`). */
+/** Round `x` up to a multiple of the power of two `a` (kernel: ALIGN() in include/linux/align.h). */
 export function alignUp(x: number, a: number): number {
   const r = lowBits(x, a);
   return r === 0 ? x : x + (a - r);
@@ -81,6 +99,10 @@ export function pageAlign(x: number): number {
   return alignUp(x, PAGE_SIZE);
 }
 
+/**
+ * True for a positive safe integer that is a power of two. kernel: is_power_of_2() in
+ * include/linux/log2.h.
+ */
 export function isPowerOfTwo(x: number): boolean {
   return Number.isSafeInteger(x) && x > 0 && Number.isInteger(Math.log2(x));
 }
@@ -95,12 +117,12 @@ export function orderBase2(x: number): number {
   return x <= 1 ? 0 : Math.ceil(Math.log2(x));
 }
 
-/** `fls`-style: index (1-based) of the highest set bit, 0 for 0. */
+/** `fls()`: index (1-based) of the highest set bit, 0 for 0 (kernel: include/asm-generic/bitops/fls.h). */
 export function fls(x: number): number {
   return x <= 0 ? 0 : Math.floor(Math.log2(x)) + 1;
 }
 
-/** `__ffs`: index (0-based) of the lowest set bit of a positive integer. */
+/** `__ffs()`: index (0-based) of the lowest set bit of a positive integer (kernel: include/asm-generic/bitops/__ffs.h). */
 export function ffs0(x: number): number {
   if (x <= 0) return -1;
   let n = 0;

@@ -1,7 +1,7 @@
 // kernel: include/linux/iova.h — the inline helpers, on numbers exact below 2^53.
 import { Errno, errnoName } from '@dmakit/dma-core';
 
-/** log of the largest IOVA range size (in granules) the rcaches hold: bins 2^0..2^5. */
+/** log of the largest IOVA range size (in granules) the rcaches hold: bins 2^0..2^5. kernel: IOVA_RANGE_CACHE_MAX_SIZE in drivers/iommu/iova.c. */
 export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
 /** pfns per magazine, so that `struct iova_magazine` is 1024 bytes. */
 export const IOVA_MAG_SIZE = 127;

@@ -372,6 +372,7 @@ export class IovaDomain {
     return this.#depotWorkPending;
   }
 
+  /** Snapshot of the allocator counters (allocations, failures, rcache hits and misses, depot). */
   stats(): IovaStats {
     let depotMagazines = 0;
     for (const d of this.#depot) depotMagazines += d.length;

@@ -86,6 +86,10 @@ export interface NvmeControllerLatency {
   shutdown?: number;
 }
 
+/**
+ * Options of the simulated NVMe controller: namespaces, queue limits, MSI-X vectors, latencies, MDTS,
+ * doorbell stride, SGL support, identity strings. dmakit's device model (after QEMU hw/nvme).
+ */
 export interface NvmeControllerOptions {
   namespaces: readonly NvmeNamespaceOptions[];
   /** Entries per queue supported (CAP.MQES + 1), 2..65536. Default 1024. */
@@ -333,6 +337,7 @@ export class NvmeController {
     return this.#ns.get(nsid);
   }
 
+  /** Every attached namespace. */
   get namespaces(): readonly NvmeNamespace[] {
     return [...this.#ns.values()];
   }
@@ -384,6 +389,7 @@ export class NvmeController {
 
   // ---- MMIO -----------------------------------------------------------------------------------
 
+  /** Reads a 32-bit controller register at BAR0 offset off (reserved and write-only registers read 0). */
   mmioRead32(off: number): number {
     if (!Number.isInteger(off) || off < 0 || off % 4 !== 0 || off + 4 > this.barSize) {
       this.stats.badMmio++;
@@ -419,6 +425,7 @@ export class NvmeController {
     }
   }
 
+  /** Writes a 32-bit controller register or doorbell at BAR0 offset off. */
   mmioWrite32(off: number, value: number): void {
     if (!Number.isInteger(off) || off < 0 || off % 4 !== 0 || off + 4 > this.barSize || !Number.isInteger(value)) {
       this.stats.badMmio++;
@@ -462,6 +469,7 @@ export class NvmeController {
     }
   }
 
+  /** Reads a 64-bit controller register (CAP, ASQ, ACQ) as two 32-bit reads. */
   mmioRead64(off: number): number {
     return this.mmioRead32(off + 4) * 0x1_0000_0000 + this.mmioRead32(off);
   }
@@ -1170,4 +1178,5 @@ function putAscii(dv: DataView, off: number, len: number, s: string, pad = 0x20)
 
 /** The page size constants the controller accepts, for drivers that size PRP lists. */
 export const NVME_CTRL_PAGE_SIZE_MIN = 4096 << MPSMIN;
+/** Largest memory page size the controller accepts (CAP.MPSMAX). */
 export const NVME_CTRL_PAGE_SIZE_MAX = 4096 << MPSMAX;

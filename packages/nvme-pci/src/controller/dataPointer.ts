@@ -61,6 +61,7 @@ export class NvmeDataWalker {
     return this.#addrs[i] ?? 0;
   }
 
+  /** Length of piece i. */
   len(i: number): number {
     return this.#lens[i] ?? 0;
   }

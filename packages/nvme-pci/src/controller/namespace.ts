@@ -1,6 +1,10 @@
 // A sparse NVMe namespace: logical blocks with real bytes, stored by chunk.
 // QEMU keeps namespace data in a block backend (hw/nvme/ns.c); here the backend is a Map of chunks.
 
+/**
+ * Options of a simulated namespace: id, logical block size, capacity. dmakit's model (QEMU hw/nvme/ns.c
+ * keeps the data in a block backend).
+ */
 export interface NvmeNamespaceOptions {
   /** Namespace id, 1 .. 0xfffffffe. */
   nsid: number;

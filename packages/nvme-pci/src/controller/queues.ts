@@ -29,6 +29,7 @@ export class NvmeSubQueue {
     };
   }
 
+  /** Guest-physical address of submission queue entry i. */
   entryAddr(i: number): number {
     return this.base + i * NVME_SQE_SIZE;
   }

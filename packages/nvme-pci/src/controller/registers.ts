@@ -3,16 +3,27 @@
 
 /** Register offsets in BAR0 (`enum nvme_regs` NVME_REG_*). */
 export const NVME_REG_CAP = 0x00; // 64-bit Controller Capabilities
+/** Version register. kernel: NVME_REG_VS in include/linux/nvme.h. */
 export const NVME_REG_VS = 0x08; // Version
+/** Interrupt Mask Set register. kernel: NVME_REG_INTMS in include/linux/nvme.h. */
 export const NVME_REG_INTMS = 0x0c; // Interrupt Mask Set
+/** Interrupt Mask Clear register. kernel: NVME_REG_INTMC in include/linux/nvme.h. */
 export const NVME_REG_INTMC = 0x10; // Interrupt Mask Clear
+/** Controller Configuration register. kernel: NVME_REG_CC in include/linux/nvme.h. */
 export const NVME_REG_CC = 0x14; // Controller Configuration
+/** Controller Status register. kernel: NVME_REG_CSTS in include/linux/nvme.h. */
 export const NVME_REG_CSTS = 0x1c; // Controller Status
+/** NVM Subsystem Reset register. kernel: NVME_REG_NSSR in include/linux/nvme.h. */
 export const NVME_REG_NSSR = 0x20; // NVM Subsystem Reset
+/** Admin Queue Attributes register. kernel: NVME_REG_AQA in include/linux/nvme.h. */
 export const NVME_REG_AQA = 0x24; // Admin Queue Attributes
+/** Admin Submission Queue base address (64-bit). kernel: NVME_REG_ASQ in include/linux/nvme.h. */
 export const NVME_REG_ASQ = 0x28; // 64-bit Admin SQ Base Address
+/** Admin Completion Queue base address (64-bit). kernel: NVME_REG_ACQ in include/linux/nvme.h. */
 export const NVME_REG_ACQ = 0x30; // 64-bit Admin CQ Base Address
+/** Controller Memory Buffer Location register. kernel: NVME_REG_CMBLOC in include/linux/nvme.h. */
 export const NVME_REG_CMBLOC = 0x38; // Controller Memory Buffer Location
+/** Controller Memory Buffer Size register. kernel: NVME_REG_CMBSZ in include/linux/nvme.h. */
 export const NVME_REG_CMBSZ = 0x3c; // Controller Memory Buffer Size
 /** First doorbell: SQ y tail at 0x1000 + (2y) * (4 << CAP.DSTRD), CQ y head at 0x1000 + (2y + 1) * (4 << CAP.DSTRD). */
 export const NVME_REG_DBS = 0x1000;
@@ -81,8 +92,11 @@ export const CC = {
 
 /** Bits of CC the host may write (the rest is reserved and reads as zero). */
 export const CC_WRITABLE_MASK = 0x00fffff1;
+/** CC.SHN field value: no shutdown notification (the kernel's NVME_CC_SHN_NONE, unshifted). */
 export const NVME_CC_SHN_NONE = 0;
+/** CC.SHN field value: normal shutdown (the kernel's NVME_CC_SHN_NORMAL, unshifted). */
 export const NVME_CC_SHN_NORMAL = 1;
+/** CC.SHN field value: abrupt shutdown (the kernel's NVME_CC_SHN_ABRUPT, unshifted). */
 export const NVME_CC_SHN_ABRUPT = 2;
 
 /** CSTS, Controller Status (read-only to the host). */
@@ -99,8 +113,11 @@ export const CSTS = {
   PP: { shift: 5, width: 1 },
 } as const satisfies Record<string, RegField>;
 
+/** CSTS.SHST field value: normal operation (the kernel's NVME_CSTS_SHST_NORMAL, unshifted). */
 export const NVME_CSTS_SHST_NORMAL = 0;
+/** CSTS.SHST field value: shutdown processing (the kernel's NVME_CSTS_SHST_OCCUR, unshifted). */
 export const NVME_CSTS_SHST_OCCUR = 1;
+/** CSTS.SHST field value: shutdown complete (the kernel's NVME_CSTS_SHST_CMPLT, unshifted). */
 export const NVME_CSTS_SHST_CMPLT = 2;
 
 /** AQA, Admin Queue Attributes (sizes are 0's based; at least 2 entries each). */

@@ -6,7 +6,9 @@
 export const NVME_SQE_SIZE = 64;
 /** Completion queue entry size in bytes (CC.IOCQES = 4). */
 export const NVME_CQE_SIZE = 16;
+/** log2 of the submission queue entry size (CC.IOSQES). kernel: NVME_NVM_IOSQES in include/linux/nvme.h. */
 export const NVME_SQES_LOG2 = 6;
+/** log2 of the completion queue entry size (CC.IOCQES). kernel: NVME_NVM_IOCQES in include/linux/nvme.h. */
 export const NVME_CQES_LOG2 = 4;
 
 /** Byte offsets in a submission queue entry (`struct nvme_common_command`). */
@@ -36,7 +38,15 @@ export const SQE = {
 
 /** CDW0.PSDT: PRP or SGL for Data Transfer (`NVME_CMD_SGL_*` in the kernel, shifted to bits 15:14). */
 export const NVME_PSDT_PRP = 0;
+/**
+ * PSDT 01b: SGL for data, metadata pointer to a contiguous buffer (the kernel's NVME_CMD_SGL_METABUF,
+ * shifted).
+ */
 export const NVME_PSDT_SGL_MPTR_CONTIG = 1;
+/**
+ * PSDT 10b: SGL for data, metadata pointer to an SGL segment (the kernel's NVME_CMD_SGL_METASEG,
+ * shifted).
+ */
 export const NVME_PSDT_SGL_MPTR_SGL = 2;
 
 /** Byte offsets in a completion queue entry (`struct nvme_completion`). */
@@ -99,6 +109,7 @@ export const NvmeFeat = {
 
 /** Create I/O SQ/CQ CDW11 flags (`NVME_QUEUE_PHYS_CONTIG`, `NVME_CQ_IRQ_ENABLED`). */
 export const NVME_QUEUE_PHYS_CONTIG = 1 << 0;
+/** Create I/O CQ CDW11: interrupts enabled. kernel: NVME_CQ_IRQ_ENABLED in include/linux/nvme.h. */
 export const NVME_CQ_IRQ_ENABLED = 1 << 1;
 
 /** Dataset Management CDW11 attribute: deallocate (`NVME_DSMGMT_AD`). */
@@ -122,10 +133,12 @@ export const NvmeSglType = {
 } as const;
 /** SGL descriptor subtype "Address" (low nibble of byte 15), the only one valid over PCIe. */
 export const NVME_SGL_FMT_ADDRESS = 0x0;
+/** Bytes per SGL descriptor (sizeof(struct nvme_sgl_desc) in include/linux/nvme.h). */
 export const NVME_SGL_DESC_SIZE = 16;
 
 /** Identify Controller SGLS: SGLs supported, no alignment requirement, bit bucket supported. */
 export const NVME_CTRL_SGLS_SUPPORTED = 1 << 0;
+/** Identify Controller SGLS bit 16: SGL Bit Bucket descriptors supported (NVMe Base Specification). */
 export const NVME_CTRL_SGLS_BITBUCKET = 1 << 16;
 
 /**

@@ -3,6 +3,7 @@ import { SZ_1M } from '@dmakit/dma-core';
 
 /** Controller memory page, independent of the CPU page size (`NVME_CTRL_PAGE_SIZE`). */
 export const NVME_CTRL_PAGE_SHIFT = 12;
+/** Controller memory page size in bytes (4 KiB). kernel: NVME_CTRL_PAGE_SIZE in drivers/nvme/host/nvme.h. */
 export const NVME_CTRL_PAGE_SIZE = 1 << NVME_CTRL_PAGE_SHIFT;
 /** "optimisation for I/Os between 4k and 128k": 32 PRP entries or 16 SGL descriptors. */
 export const NVME_SMALL_POOL_SIZE = 256;
@@ -26,6 +27,7 @@ export const NVME_MAX_SEGS = NVME_CTRL_PAGE_SIZE / 16;
 export const NVME_DEFAULT_SGL_THRESHOLD = 32 * 1024;
 /** blk-mq request timeout (`nvme_io_timeout`, 30 s) and admin timeout (`nvme_admin_timeout`, 60 s), in ns. */
 export const NVME_IO_TIMEOUT_NS = 30e9;
+/** Admin command timeout in ns (60 s; kernel: nvme_admin_timeout / NVME_ADMIN_TIMEOUT). */
 export const NVME_ADMIN_TIMEOUT_NS = 60e9;
 /** `nvme_max_retries` module parameter. */
 export const NVME_MAX_RETRIES = 5;
@@ -35,17 +37,35 @@ export const NVME_AQ_DEPTH = 32;
 export const NVME_IO_QUEUE_DEPTH = 1024;
 /** Command identifier: tag in bits 11:0, generation counter in bits 15:12 (`nvme_cid`, `NVME_CID_GENCTR`). */
 export const NVME_CID_TAG_BITS = 12;
+/**
+ * Mask of the 12 tag bits of a command identifier (kernel: nvme_tag_from_cid() in
+ * drivers/nvme/host/nvme.h).
+ */
 export const NVME_CID_TAG_MASK = (1 << NVME_CID_TAG_BITS) - 1;
+/**
+ * Mask of the 4-bit generation counter of a command identifier (kernel: nvme_genctr_mask() in
+ * drivers/nvme/host/nvme.h).
+ */
 export const NVME_CID_GENCTR_MASK = 0xf;
 
 /** `iod->flags` (`enum nvme_iod_flags`). */
 export const IOD_ABORTED = 1 << 0;
+/**
+ * iod flag: the command's descriptors came from the small DMA pool. kernel: IOD_SMALL_DESCRIPTOR in
+ * drivers/nvme/host/pci.c.
+ */
 export const IOD_SMALL_DESCRIPTOR = 1 << 1;
+/**
+ * iod flag: the request maps as a single DMA segment. kernel: IOD_SINGLE_SEGMENT in
+ * drivers/nvme/host/pci.c.
+ */
 export const IOD_SINGLE_SEGMENT = 1 << 2;
 
 /** `enum nvme_use_sgl`. */
 export const SGL_UNSUPPORTED = 0;
+/** SGLs usable but not required. kernel: SGL_SUPPORTED (enum nvme_use_sgl) in drivers/nvme/host/pci.c. */
 export const SGL_SUPPORTED = 1;
+/** SGLs required for this command. kernel: SGL_FORCED (enum nvme_use_sgl) in drivers/nvme/host/pci.c. */
 export const SGL_FORCED = 2;
 
 /** `NVME_SC_HOST_ABORTED_CMD`: the host cancelled the command (reset, teardown). */

@@ -109,6 +109,10 @@ export interface NvmeNsInfo {
   readonly lbaSize: number;
 }
 
+/**
+ * Options of the NVMe host driver: I/O queues, queue depth, SGL threshold, timeouts, retries, polling
+ * and the request-mapping path.
+ */
 export interface NvmeDevOptions {
   /** I/O queue pairs to ask for (Set Features, Number of Queues). Default 1. */
   ioQueues?: number;
@@ -340,6 +344,10 @@ export class NvmeDev {
 
   // ---- public surface ---------------------------------------------------------------------------
 
+  /**
+   * Controller state. kernel: enum nvme_ctrl_state (NVME_CTRL_NEW, _RESETTING, _CONNECTING, _LIVE,
+   * _DELETING, _DEAD) in drivers/nvme/host/nvme.h.
+   */
   get state(): NvmeCtrlState {
     return this.#state;
   }

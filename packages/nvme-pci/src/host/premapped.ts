@@ -183,6 +183,7 @@ export class NvmePremappedMapper implements BlkRqDmaMapper {
     return this.#map(buf, true);
   }
 
+  /** Number of registered buffers. */
   get registeredCount(): number {
     return this.#bufs.length;
   }

@@ -8,9 +8,13 @@ import { NvmeIod } from './iod.js';
 
 /** The controller's register file as the driver reaches it (BAR0 ioremapped) plus its MSI-X vectors. */
 export interface NvmeBar {
+  /** Reads a 32-bit register at BAR0 offset off (kernel: readl()). */
   mmioRead32(off: number): number;
+  /** Writes a 32-bit register or doorbell at BAR0 offset off (kernel: writel()). */
   mmioWrite32(off: number, value: number): void;
+  /** Reads a 64-bit register at BAR0 offset off (kernel: lo_hi_readq()). */
   mmioRead64(off: number): number;
+  /** Writes a 64-bit register at BAR0 offset off (kernel: lo_hi_writeq()). */
   mmioWrite64(off: number, value: number): void;
   /** Register the driver's interrupt handler (`pci_request_irq`); returns the unregister function. */
   onInterrupt(fn: (vector: number) => void): () => void;
@@ -75,6 +79,7 @@ export class NvmeQueue {
     return this.iods[t] ?? null;
   }
 
+  /** Returns an iod's tag to the free list (blk-mq tag free). */
   putTag(iod: NvmeIod): void {
     this.#freeTags[this.#nrFree++] = iod.tag;
   }
