@@ -157,7 +157,9 @@ export function formatNumber(v: number): string {
   ];
   for (const [u, sfx] of units) if (a >= u) return `${trim((v / u).toPrecision(3))}${sfx}`;
   if (a >= 1) return trim(v.toPrecision(3));
-  return trim(v.toPrecision(2));
+  if (a >= 1e-3) return trim(v.toPrecision(2));
+  // toPrecision would switch to an exponent here; fixed notation with two significant digits.
+  return trim(v.toFixed(Math.min(100, 1 - Math.floor(Math.log10(a)))));
 }
 
 function trim(s: string): string {
@@ -203,7 +205,11 @@ function sane(lo: number, hi: number, kind: ScaleKind): [number, number] {
   if (!Number.isFinite(a)) a = Number.isFinite(b) ? b - 1 : 0;
   if (!Number.isFinite(b)) b = a + 1;
   if (a > b) [a, b] = [b, a];
-  if (a === b) return a === 0 ? [0, 1] : [a - Math.abs(a) * 0.5, b + Math.abs(b) * 0.5];
+  // A span too small to divide into ticks (equal, or within rounding of each other): pad it.
+  if (b - a <= Math.max(Math.abs(a), Math.abs(b)) * 1e-12 || b - a < 1e-250) {
+    const c = a / 2 + b / 2;
+    return Math.abs(c) < 1e-250 ? [a < 0 ? -1 : 0, 1] : [c - Math.abs(c) * 0.5, c + Math.abs(c) * 0.5];
+  }
   return [a, b];
 }
 
@@ -216,8 +222,13 @@ export function linearScale(lo: number, hi: number, range: readonly [number, num
   const count = opts.count ?? 5;
   const step = niceStep(b - a, count);
   if (opts.nice !== false) {
-    a = Math.floor(a / step + 1e-9) * step;
-    b = Math.ceil(b / step - 1e-9) * step;
+    const lo0 = a;
+    const hi0 = b;
+    a = Math.floor(a / step) * step;
+    b = Math.ceil(b / step) * step;
+    // Rounding may land a hair inside the data; step outward (bounded).
+    for (let k = 0; k < 2 && a > lo0; k++) a -= step;
+    for (let k = 0; k < 2 && b < hi0; k++) b += step;
     if (a === b) b = a + step;
   }
   const [r0, r1] = range;
@@ -236,12 +247,28 @@ export function linearScale(lo: number, hi: number, range: readonly [number, num
   return { kind: 'linear', domain: [a, b], range, map, ticks, minorTicks: () => [] };
 }
 
+/** The largest power of ten <= v (v > 0), robust to log10 rounding. */
+function decadeAtOrBelow(v: number): number {
+  let e = Math.floor(Math.log10(v));
+  if (10 ** (e + 1) <= v) e++;
+  if (10 ** e > v) e--;
+  return 10 ** e;
+}
+
+/** The smallest power of ten >= v (v > 0). */
+function decadeAtOrAbove(v: number): number {
+  let e = Math.ceil(Math.log10(v));
+  if (10 ** (e - 1) >= v) e--;
+  if (10 ** e < v) e++;
+  return 10 ** e;
+}
+
 /** A log10 scale over [lo, hi] widened to whole decades; non-positive input is ignored. */
 export function logScale(lo: number, hi: number, range: readonly [number, number], opts: { nice?: boolean } = {}): Scale {
   let [a, b] = sane(lo, hi, 'log');
   if (opts.nice !== false) {
-    a = 10 ** Math.floor(Math.log10(a) + 1e-9);
-    b = 10 ** Math.ceil(Math.log10(b) - 1e-9);
+    a = decadeAtOrBelow(a);
+    b = decadeAtOrAbove(b);
     if (a === b) b = a * 10;
   }
   const la = Math.log10(a);
