@@ -229,7 +229,7 @@ function metadata(r: Results): ClaimChart {
       { name: 'measured: bytes of the model\'s arrays that hold the mappings ÷ pages', values: rows.map((x) => x.measured), color: 0, labels: rows.map((x) => (x.measured === null ? '—' : fmt(x.measured))) },
     ],
     notes: [
-      'HMM and RDMA ODP measured over 1 GiB; vfio-mlx5 over a 1 GiB migration buffer; blk-rq-dma per 1 MiB request of 256 discontiguous pages (strict IOMMU). The model keeps pfn words in a Uint32Array (4 B, kernel 8 B) and a SgTable in typed arrays (25 B per entry, kernel 32 B).',
+      'HMM and RDMA ODP measured over 1 GiB; vfio-mlx5 over a 1 GiB migration buffer; blk-rq-dma per 1 MiB request of 256 discontiguous pages (strict IOMMU). Measured legacy sg is smaller than derived: the model SgTable holds 25 B per entry in typed arrays (phys 8, length 4, DMA address 8, DMA length 4, flags 1) where struct scatterlist is 32 B.',
       '— = not measured: blk-rq-dma two-step keeps one 16-byte struct dma_iova_state per request (0.06 B/page), derived only, since the model holds it in a JS object, not a sized array.',
     ],
     source: MEASURED,
