@@ -514,6 +514,7 @@ function invalidationsPerIo(): SuiteResult {
     if (mode === 'strict') checks.push(check('strict: per-page / two-step invalidations per I/O', `== ${PAGES}`, per / Math.max(two, 1e-9), two === 1 && per === PAGES));
     if (mode === 'off') checks.push(check('no IOMMU: no invalidations', '== 0', two + per, two + per === 0));
   }
+  figures['I/Os counted per mode and path'] = IOS;
   return { suite: 'iommu-invalidations-per-io', measured: [], figures, checks };
 }
 
@@ -579,6 +580,7 @@ function iovaAllocatorSweep(): SuiteResult {
     figures[`live=${n} rbtree: ns per alloc+free`] = tree.nsPerOp;
     figures[`live=${n} rcache: ns per alloc+free`] = fast.nsPerOp;
     figures[`live=${n} tree nodes`] = st.treeNodes;
+    figures['operations per round'] = churnOps;
     if (n === SWEEP_LIVE[SWEEP_LIVE.length - 1]) {
       const first = figures[`live=${SWEEP_LIVE[0] ?? 0} rbtree: ns per alloc+free`];
       const growth = typeof first === 'number' ? tree.nsPerOp / first : Number.NaN;

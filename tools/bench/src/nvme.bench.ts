@@ -206,6 +206,7 @@ function simulated(): SuiteResult {
     figures[`${mode}: iommu ns/IO`] = r.simulated.nsPerIo.iommu;
     figures[`${mode}: published IOPS`] = pub[mode];
     figures[`${mode}: IOTLB invalidations/IO`] = r.perIo.iotlbInvalidations;
+    figures[`${mode}: I/Os`] = r.ios;
   }
   figures['published IOPS source'] = PUBLISHED_IOPS_SOURCE;
   const s = sim.strict ?? 0;

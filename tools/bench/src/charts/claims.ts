@@ -42,6 +42,12 @@ export class Results {
     return typeof v === 'number' && Number.isFinite(v) ? v : null;
   }
 
+  /** Rounds behind the first measurement of `suite` whose name contains `part` (null if none). */
+  samples(suite: string, part: string): number | null {
+    const m = this.#bySuite.get(suite)?.measured.find((x) => x.name.includes(part));
+    return m !== undefined && Number.isFinite(m.samples) ? m.samples : null;
+  }
+
   str(suite: string, key: string): string | null {
     const v = this.#bySuite.get(suite)?.figures[key];
     return typeof v === 'string' ? v : null;
@@ -122,7 +128,7 @@ function twoStepSweep(r: Results): ClaimChart {
     series,
     callout,
     notes: [
-      'Per I/O: dma_iova_try_alloc + N dma_iova_link + one dma_iova_sync + dma_iova_destroy, against N dma_map_phys + N dma_unmap_phys. Wall: median of 7 interleaved rounds of the model (JavaScript).',
+      `Per I/O: dma_iova_try_alloc + N dma_iova_link + one dma_iova_sync + dma_iova_destroy, against N dma_map_phys + N dma_unmap_phys. Wall: median of ${int(r.samples(suite, 'two-step'))} interleaved rounds of the model (JavaScript).`,
       `Simulated: iommu-dma IOMMU_DEFAULT_COST_MODEL (IOTLB invalidation ${formatNumber(cm.iotlbInvalidateRangeNs)} ns, PTE write ${cm.pteWriteNs} ns, IOVA alloc rcache/tree ${cm.iovaRcacheHitNs}/${cm.iovaTreeAllocNs} ns), an input chosen before any run.`,
     ],
     source: MEASURED,
@@ -191,7 +197,7 @@ function odpFaultIn(r: Results): ClaimChart {
       { name: 'legacy (one dma_map_page per page + page/DMA lists)', values: leg, color: 1 },
     ],
     notes: [
-      `RDMA: a ${int(mb)} MiB MR touched sequentially, ${int(pagesPerFault)} pages per fault, median of 5 rounds. HMM: ${int(hmmPages)} pages in 512-page hmm_range_fault windows, median of 3 rounds. Wall clock of the model.`,
+      `RDMA: a ${int(mb)} MiB MR touched sequentially, ${int(pagesPerFault)} pages per fault, median of ${int(r.samples(rdma, 'fault-in'))} rounds. HMM: ${int(hmmPages)} pages in 512-page hmm_range_fault windows, median of ${int(r.samples(hmm, 'fault-in'))} rounds. Wall clock of the model.`,
     ],
     source: MEASURED,
     run: r.runLine([rdma, hmm]),
@@ -261,7 +267,7 @@ function invalidations(r: Results): ClaimChart {
       { name: 'NVMe stack end to end, 4 KiB random read', values: e2e, color: 2, labels: e2e.map(label) },
     ],
     notes: [
-      'Range and full-domain invalidations, counted over 64 I/Os (NVMe: 20,000) and divided; lazy includes the flush-queue flushes, with one final drain of the queue (a kernel would flush on its 10 ms timer). No IOMMU: nothing to invalidate (0).',
+      `Range and full-domain invalidations, counted over ${int(r.fig(inv, 'I/Os counted per mode and path'))} I/Os (NVMe: ${int(r.fig(nvme, 'lazy: I/Os'))}) and divided; lazy includes the flush-queue flushes, with one final drain of the queue (a kernel would flush on its 10 ms timer). No IOMMU: nothing to invalidate (0).`,
     ],
     source: MEASURED,
     run: r.runLine([inv, nvme]),
@@ -301,7 +307,9 @@ function allocator(r: Results): ClaimChart {
       lastTree === undefined || growth === null
         ? []
         : [`rbtree at ${int(lastTree[0])} live: ${int(lastTree[1])} ns, ${times(growth)} its cost at ${int(tree[0]?.[0] ?? null)} live`, `rcache: ${fast.length === 0 ? 'n/a' : `${int(Math.min(...fast.map(([, y]) => y)))}-${int(Math.max(...fast.map(([, y]) => y)))} ns`} at every size`],
-    notes: ['One-granule (4 KiB) ranges below a 36-bit limit; each point is the median of 5 interleaved rounds of 6,000 operations on one IovaDomain (drivers/iommu/iova.c model). Wall clock of the model.'],
+    notes: [
+      `One-granule (4 KiB) ranges below a 36-bit limit; each point is the median of ${int(r.samples(suite, 'rbtree'))} interleaved rounds of ${int(r.fig(suite, 'operations per round'))} operations on one IovaDomain (drivers/iommu/iova.c model). Wall clock of the model.`,
+    ],
     source: MEASURED,
     run: r.runLine([suite]),
     desc: 'Line chart, both axes logarithmic.',

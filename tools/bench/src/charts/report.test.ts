@@ -42,12 +42,14 @@ function sample(): SuiteResult[] {
       'lazy: IOTLB invalidations/IO': 0.004,
       'off: IOTLB invalidations/IO': 0,
       'published IOPS source': 'the <doc> comment & "its" words',
+      'lazy: I/Os': 20_000,
     }),
     suite('iommu-invalidations-per-io', {
       'strict two-step: IOTLB invalidations per 2 MiB I/O': 1,
       'strict per-page: IOTLB invalidations per 2 MiB I/O': 512,
       'lazy two-step: IOTLB invalidations per 2 MiB I/O': 0.0156,
       'lazy per-page: IOTLB invalidations per 2 MiB I/O': 2,
+      'I/Os counted per mode and path': 64,
       'off two-step: IOTLB invalidations per 2 MiB I/O': 0,
       'off per-page: IOTLB invalidations per 2 MiB I/O': 0,
     }),
@@ -118,6 +120,8 @@ describe('claim charts', () => {
     expect(iops.chart.source).toBe('Published figures: the <doc> comment & "its" words.');
     expect(iops.chart.categories[0]).toContain('0.111 simulated · 0.114 published');
     expect(odp.chart.categories[0]).toContain('7.4×');
+    const inv = claimCharts(sample())[4]?.chart;
+    expect(inv?.notes?.join(' ')).toContain('counted over 64 I/Os (NVMe: 20,000)');
   });
 
   it('labels derived-only metadata honestly and converts per-request figures to per page', () => {
