@@ -3,6 +3,7 @@
  * "Report figures as ratios measured side by side"): the contenders of a comparison run in
  * interleaved rounds so that machine noise hits both alike, and the median round is reported.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,39 @@ export interface SuiteResult {
   readonly measured: Measured[];
   readonly figures: Record<string, number | string>;
   readonly checks: Check[];
+  /** The run that produced it (added by writeSuite). */
+  readonly run?: RunInfo;
+}
+
+/** When and from what source a result was measured. */
+export interface RunInfo {
+  /** ISO 8601 UTC time the bench process started. */
+  readonly date: string;
+  /** Short commit hash of the worktree, or 'unknown' outside git. */
+  readonly commit: string;
+  /** The worktree had uncommitted changes. */
+  readonly dirty: boolean;
+  readonly node: string;
+}
+
+function git(args: string[]): string | null {
+  try {
+    return execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return null;
+  }
+}
+
+let runInfoCache: RunInfo | null = null;
+
+/** This process's run: start time and the commit being measured (read once). */
+export function runInfo(): RunInfo {
+  if (runInfoCache === null) {
+    const commit = git(['rev-parse', '--short=10', 'HEAD']);
+    const status = commit === null ? null : git(['status', '--porcelain', '--untracked-files=no']);
+    runInfoCache = { date: new Date().toISOString(), commit: commit ?? 'unknown', dirty: status !== null && status !== '', node: process.version };
+  }
+  return runInfoCache;
 }
 
 function nowNs(): number {
@@ -71,7 +105,7 @@ export function check(name: string, target: string, value: number, pass: boolean
   return { name, target, value, pass };
 }
 
-const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
 function fmt(x: number | string): string {
   if (typeof x === 'string') return x;
@@ -84,7 +118,7 @@ function fmt(x: number | string): string {
 /** Write `results/<suite>.json` and `results/<suite>.md`; returns the markdown. */
 export function writeSuite(result: SuiteResult): string {
   mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, `${result.suite}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(join(resultsDir, `${result.suite}.json`), `${JSON.stringify({ ...result, run: result.run ?? runInfo() }, null, 2)}\n`);
   const lines = [`## ${result.suite}`, '', '| contender | ns/op | ops/s |', '| --- | ---: | ---: |'];
   for (const m of result.measured) lines.push(`| ${m.name} | ${fmt(m.nsPerOp)} | ${fmt(m.opsPerSec)} |`);
   if (Object.keys(result.figures).length > 0) {
@@ -102,5 +136,9 @@ export function writeSuite(result: SuiteResult): string {
 
 export function writeSummary(mds: readonly string[]): void {
   mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, 'SUMMARY.md'), `# dmakit benchmark results\n\nNode ${process.version}, ${process.platform}/${process.arch}.\n\n${mds.join('\n')}`);
+  const r = runInfo();
+  writeFileSync(
+    join(resultsDir, 'SUMMARY.md'),
+    `# dmakit benchmark results\n\nNode ${process.version}, ${process.platform}/${process.arch}; run ${r.date}, commit ${r.commit}${r.dirty ? ' (with uncommitted changes)' : ''}. Charts: charts/*.svg (index in charts/index.json).\n\n${mds.join('\n')}`,
+  );
 }

@@ -45,6 +45,15 @@ import type { Measured, SuiteResult } from './harness.js';
 
 const BATCH = 512; // pages per hmm_range_fault call (one 2 MiB fault window)
 
+/**
+ * Kernel element sizes (64-bit) for the derived metadata figures: one `unsigned long` pfn word
+ * per page in `struct hmm_dma_map.pfn_list` (include/linux/hmm-dma.h); the legacy path keeps a
+ * `struct page *` and a `dma_addr_t` per page.
+ */
+const KERNEL_PFN_WORD = 8;
+const KERNEL_PAGE_PTR = 8;
+const KERNEL_DMA_ADDR = 8;
+
 function nowNs(): number {
   return Number(process.hrtime.bigint());
 }
@@ -212,6 +221,8 @@ export function runHmmBenches(): SuiteResult[] {
         'legacy IOTLB syncs (fault-in)': lIo.iotlbSyncs,
         'two-step metadata bytes/page': twoStepMeta,
         'legacy metadata bytes/page': legacyMeta,
+        'two-step metadata bytes/page, derived (kernel: unsigned long pfn word)': KERNEL_PFN_WORD,
+        'legacy metadata bytes/page, derived (kernel: struct page * + dma_addr_t)': KERNEL_PAGE_PTR + KERNEL_DMA_ADDR,
         'two-step IOMMU cost-model ns/page (fault-in)': tIo.simulatedNs / npages,
         'legacy IOMMU cost-model ns/page (fault-in)': lIo.simulatedNs / npages,
         'two-step IOMMU cost-model ns/page (invalidation)': tInv.simulatedNs / npages,

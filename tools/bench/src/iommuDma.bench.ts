@@ -7,6 +7,9 @@
  * - strict vs lazy 4 KiB map+unmap: wall-clock and simulated-cost ratios, invalidations per op.
  * - scale: 1 GiB as 4 KiB pages and as 2 MiB pages (time, table memory).
  * - the IOVA allocator: rcache fast path, the tree, and a fragmented space.
+ * - sweeps for the claims charts: two-step vs per-page cost per page against the I/O size
+ *   (1..4096 pages, wall and simulated); IOTLB invalidations per 2 MiB I/O in strict, lazy and
+ *   no-IOMMU mode for both paths; IOVA allocator cost against the number of live ranges.
  */
 import {
   createMachine,
@@ -26,7 +29,7 @@ import type { Device, Machine } from '@dmakit/dma-core';
 import { createIommu, IOMMU_READ, IOMMU_WRITE, IommuDomain, iommuMap, iommuUnmap, IovaDomain } from '@dmakit/iommu-dma';
 import type { Iommu, IommuStats } from '@dmakit/iommu-dma';
 import { check, once, sideBySide } from './harness.js';
-import type { SuiteResult } from './harness.js';
+import type { Check, Measured, SuiteResult } from './harness.js';
 
 const PAGES = 512;
 
@@ -37,14 +40,14 @@ interface Rig {
   pages: Float64Array;
 }
 
-function rig(mode: 'strict' | 'lazy'): Rig {
+function rig(mode: 'strict' | 'lazy', npages = PAGES): Rig {
   const machine = createMachine({ ramBytes: SZ_1G, dmaDebug: 'off' });
   const iommu = createIommu(machine, { mode });
   const dev = machine.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64 });
   iommu.attachDevice(dev);
-  const pages = new Float64Array(PAGES);
+  const pages = new Float64Array(npages);
   // Every other page, so nothing is physically contiguous (no accidental large mappings).
-  for (let i = 0; i < PAGES; i++) {
+  for (let i = 0; i < npages; i++) {
     pages[i] = machine.memory.allocPages(0);
     machine.memory.allocPages(0);
   }
@@ -385,6 +388,224 @@ function iovaAllocator(): SuiteResult {
   };
 }
 
+/** I/O sizes (pages) of the two-step vs per-page sweep. */
+export const SWEEP_PAGES: readonly number[] = [1, 8, 64, 512, 4096];
+
+/**
+ * Two-step vs per-page against the I/O size (strict): for each size, one I/O is either
+ * try_alloc + N links + one sync + destroy, or N dmaMapPhys + N dmaUnmapPhys. Wall ns/page
+ * side by side, and simulated ns/page from iommu-dma's cost model over counted I/Os.
+ */
+function twoStepSweep(): SuiteResult {
+  const maxPages = SWEEP_PAGES[SWEEP_PAGES.length - 1] ?? PAGES;
+  const { iommu, dev, pages } = rig('strict', maxPages);
+  const state = new DmaIovaState();
+  const dmas = new Float64Array(maxPages);
+  const twoStepIo = (n: number): void => {
+    if (!dmaIovaTryAlloc(dev, state, 0, n * SZ_4K)) throw new Error('try_alloc failed');
+    for (let i = 0; i < n; i++) dmaIovaLink(dev, state, pages[i] ?? 0, i * SZ_4K, SZ_4K, DMA_BIDIRECTIONAL, 0);
+    dmaIovaSync(dev, state, 0, n * SZ_4K);
+    dmaIovaDestroy(dev, state, n * SZ_4K, DMA_BIDIRECTIONAL, 0);
+  };
+  const perPageIo = (n: number): void => {
+    for (let i = 0; i < n; i++) dmas[i] = dmaMapPhys(dev, pages[i] ?? 0, SZ_4K, DMA_BIDIRECTIONAL, 0);
+    for (let i = 0; i < n; i++) dmaUnmapPhys(dev, dmas[i] ?? 0, SZ_4K, DMA_BIDIRECTIONAL, 0);
+  };
+  const figures: Record<string, number | string> = {};
+  const measured: Measured[] = [];
+  let ratioAtMax = 0;
+  // Warm both paths at every size first, so the first point is not the JIT's.
+  for (let w = 0; w < 3; w++) {
+    for (const n of SWEEP_PAGES) {
+      for (let k = 0; k < Math.max(2, 2048 / n); k++) {
+        twoStepIo(n);
+        perPageIo(n);
+      }
+    }
+  }
+  for (const n of SWEEP_PAGES) {
+    // Simulated: counters over enough I/Os that rcache warm-up does not dominate.
+    const ios = Math.max(8, Math.floor(4096 / n));
+    const sim = (io: (k: number) => void): number => {
+      const a = iommu.stats();
+      for (let k = 0; k < ios; k++) io(n);
+      return iommuSimulatedDelta(a, iommu.stats()) / (ios * n);
+    };
+    const simTwo = sim(twoStepIo);
+    const simPer = sim(perPageIo);
+    // Short rounds (about a millisecond) and many of them: a preempted round is an outlier the
+    // median drops, even on a busy machine.
+    const ops = Math.max(n, 2048);
+    const [mt, mp] = sideBySide(
+      [
+        {
+          name: `two-step, ${n}-page I/O (per page)`,
+          run: (o) => {
+            for (let i = 0; i < o; i += n) twoStepIo(n);
+          },
+        },
+        {
+          name: `per-page, ${n}-page I/O (per page)`,
+          run: (o) => {
+            for (let i = 0; i < o; i += n) perPageIo(n);
+          },
+        },
+      ],
+      ops,
+      15,
+    );
+    if (mt === undefined || mp === undefined) throw new Error('no measurement');
+    measured.push(mt, mp);
+    figures[`pages=${n} two-step: wall ns/page`] = mt.nsPerOp;
+    figures[`pages=${n} per-page: wall ns/page`] = mp.nsPerOp;
+    figures[`pages=${n} two-step: simulated ns/page`] = simTwo;
+    figures[`pages=${n} per-page: simulated ns/page`] = simPer;
+    if (n === maxPages) ratioAtMax = mp.nsPerOp / mt.nsPerOp;
+  }
+  return {
+    suite: 'iommu-two-step-sweep',
+    measured,
+    figures,
+    checks: [check(`two-step cheaper per page than per-page at ${maxPages} pages (wall)`, '> 1x', ratioAtMax, ratioAtMax > 1)],
+  };
+}
+
+type SweepMode = 'strict' | 'lazy' | 'off';
+
+/**
+ * IOTLB invalidations per 2 MiB I/O (512 pages) in each IOMMU mode, two-step vs per-page.
+ * Counted over `IOS` I/Os, then the flush queues are drained, so a lazy mode's deferred flushes
+ * are included (kernel: drivers/iommu/dma-iommu.c queue_iova / fq_flush_timeout).
+ * With no IOMMU, dma_iova_try_alloc fails and the two-step path falls back to dma_map_phys per
+ * page, as drivers do; nothing is ever invalidated.
+ */
+function invalidationsPerIo(): SuiteResult {
+  const IOS = 64;
+  const figures: Record<string, number | string> = {};
+  const checks: Check[] = [];
+  for (const mode of ['strict', 'lazy', 'off'] as const satisfies readonly SweepMode[]) {
+    const machine = createMachine({ ramBytes: SZ_1G, dmaDebug: 'off' });
+    const iommu = mode === 'off' ? null : createIommu(machine, { mode });
+    const dev = machine.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64 });
+    iommu?.attachDevice(dev);
+    const pages = new Float64Array(PAGES);
+    for (let i = 0; i < PAGES; i++) {
+      pages[i] = machine.memory.allocPages(0);
+      machine.memory.allocPages(0);
+    }
+    const state = new DmaIovaState();
+    const dmas = new Float64Array(PAGES);
+    const inv = (): number => {
+      const st = iommu?.stats();
+      return st === undefined ? 0 : st.iotlbInvalidationsRange + st.iotlbInvalidationsFull;
+    };
+    const count = (io: () => void): number => {
+      const a = inv();
+      for (let k = 0; k < IOS; k++) io();
+      iommu?.flushQueues();
+      return (inv() - a) / IOS;
+    };
+    const perPage = (): void => {
+      for (let i = 0; i < PAGES; i++) dmas[i] = dmaMapPhys(dev, pages[i] ?? 0, SZ_4K, DMA_BIDIRECTIONAL, 0);
+      for (let i = 0; i < PAGES; i++) dmaUnmapPhys(dev, dmas[i] ?? 0, SZ_4K, DMA_BIDIRECTIONAL, 0);
+    };
+    const twoStep = (): void => {
+      if (!dmaIovaTryAlloc(dev, state, 0, PAGES * SZ_4K)) {
+        perPage(); // no IOMMU: the driver's fallback
+        return;
+      }
+      for (let i = 0; i < PAGES; i++) dmaIovaLink(dev, state, pages[i] ?? 0, i * SZ_4K, SZ_4K, DMA_BIDIRECTIONAL, 0);
+      dmaIovaSync(dev, state, 0, PAGES * SZ_4K);
+      dmaIovaDestroy(dev, state, PAGES * SZ_4K, DMA_BIDIRECTIONAL, 0);
+    };
+    const two = count(twoStep);
+    const per = count(perPage);
+    figures[`${mode} two-step: IOTLB invalidations per 2 MiB I/O`] = two;
+    figures[`${mode} per-page: IOTLB invalidations per 2 MiB I/O`] = per;
+    if (mode === 'strict') checks.push(check('strict: per-page / two-step invalidations per I/O', `== ${PAGES}`, per / Math.max(two, 1e-9), two === 1 && per === PAGES));
+    if (mode === 'off') checks.push(check('no IOMMU: no invalidations', '== 0', two + per, two + per === 0));
+  }
+  figures['I/Os counted per mode and path'] = IOS;
+  return { suite: 'iommu-invalidations-per-io', measured: [], figures, checks };
+}
+
+/** Live-range counts of the allocator sweep (10^2 .. 10^5, half decades). */
+export const SWEEP_LIVE: readonly number[] = [100, 316, 1000, 3162, 10_000, 31_623, 100_000];
+
+/**
+ * IOVA allocator cost against the number of live allocations. For each N: a domain with N live
+ * one-granule ranges, then churn that keeps N live: allocate one range and free a random live
+ * one (alloc_iova/free_iova through the rbtree; drivers/iommu/iova.c), and the rcache path
+ * (alloc_iova_fast + free_iova_fast of the same size) on the same domain.
+ */
+function iovaAllocatorSweep(): SuiteResult {
+  const figures: Record<string, number | string> = {};
+  const measured: Measured[] = [];
+  const checks: Check[] = [];
+  const limit = 2 ** 36 - 1;
+  const sink = new Float64Array(1);
+  let seed = 0x2545f491;
+  const rand = (n: number): number => {
+    // xorshift32: deterministic, no Math.random.
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  for (const n of SWEEP_LIVE) {
+    const d = new IovaDomain({ granule: 4096, startPfn: 1 });
+    const live = new Float64Array(n);
+    for (let i = 0; i < n; i++) live[i] = d.allocIova(1, limit, false)?.pfnLo ?? 0;
+    // Rounds of a few milliseconds, many of them: the median drops the rounds a busy machine preempts.
+    const churnOps = 1000;
+    const [tree, fast] = sideBySide(
+      [
+        {
+          name: `alloc_iova + free_iova (rbtree), ${n} live`,
+          run: (ops) => {
+            for (let i = 0; i < ops; i++) {
+              const k = rand(n);
+              d.freeIova(live[k] ?? 0);
+              const r = d.allocIova(1, limit, false);
+              if (r === null) throw new Error('alloc_iova failed');
+              live[k] = r.pfnLo;
+            }
+          },
+        },
+        {
+          name: `alloc_iova_fast + free_iova_fast (rcache), ${n} live`,
+          run: (ops) => {
+            for (let i = 0; i < ops; i++) {
+              const pfn = d.allocIovaFast(1, limit, true);
+              sink[0] = pfn;
+              d.freeIovaFast(pfn, 1);
+            }
+          },
+        },
+      ],
+      churnOps,
+      11,
+    );
+    if (tree === undefined || fast === undefined) throw new Error('no measurement');
+    measured.push(tree, fast);
+    const st = d.stats();
+    figures[`live=${n} rbtree: ns per alloc+free`] = tree.nsPerOp;
+    figures[`live=${n} rcache: ns per alloc+free`] = fast.nsPerOp;
+    figures[`live=${n} tree nodes`] = st.treeNodes;
+    figures['operations per round'] = churnOps;
+    if (n === SWEEP_LIVE[SWEEP_LIVE.length - 1]) {
+      const first = figures[`live=${SWEEP_LIVE[0] ?? 0} rbtree: ns per alloc+free`];
+      const growth = typeof first === 'number' ? tree.nsPerOp / first : Number.NaN;
+      figures['rbtree cost growth, 10^5 vs 10^2 live'] = growth;
+      // O(log n): 1000x more live ranges must not cost anything like 1000x per operation (a walk
+      // over the ranges would). The bound leaves room for cache misses in a 10^5-node tree, which
+      // grow with the tree and with a busy machine.
+      checks.push(check('rbtree alloc+free, 10^5 live vs 10^2 live', '<= 30x', growth, growth <= 30));
+    }
+  }
+  return { suite: 'iommu-iova-allocator-sweep', measured, figures, checks };
+}
+
 export function runIommuDmaBenches(): SuiteResult[] {
-  return [twoStepVsPerPage(), ...linkFloorAndTranslate(), strictVsLazy(), scale(), iovaAllocator()];
+  return [twoStepVsPerPage(), twoStepSweep(), ...linkFloorAndTranslate(), strictVsLazy(), invalidationsPerIo(), scale(), iovaAllocator(), iovaAllocatorSweep()];
 }

@@ -28,6 +28,14 @@ const FAULT_BYTES = 64 * 1024;
 const BASE = 0x6000_0000_0000;
 /** Interleaved rounds per contender (the median is reported). */
 const ROUNDS = 5;
+/**
+ * Kernel element sizes (64-bit) for the derived metadata figures: the two-step umem keeps one
+ * `unsigned long` pfn word per page (`ib_umem_odp.map.pfn_list`, include/rdma/ib_umem_odp.h);
+ * the pre-6.16 umem kept `page_list` (struct page *) and `dma_list` (dma_addr_t) per page.
+ */
+const KERNEL_PFN_WORD = 8;
+const KERNEL_PAGE_PTR = 8;
+const KERNEL_DMA_ADDR = 8;
 
 function nowNs(): number {
   return Number(process.hrtime.bigint());
@@ -151,6 +159,8 @@ function faultIn(bytes: number): SuiteResult[] {
       'legacy IOTLB syncs': b.iotlbSyncs,
       'two-step metadata bytes per page': a.metaPerPage,
       'legacy metadata bytes per page': b.metaPerPage,
+      'two-step metadata bytes per page, derived (kernel: unsigned long pfn word)': KERNEL_PFN_WORD,
+      'legacy metadata bytes per page, derived (kernel: page_list + dma_list)': KERNEL_PAGE_PTR + KERNEL_DMA_ADDR,
     },
     checks: [
       check('fault-in pages/s two-step vs legacy', '>= 3x', ratio, ratio >= 3),

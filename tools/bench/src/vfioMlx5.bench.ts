@@ -17,6 +17,14 @@ import { runVfioMigrationStack } from '../../../apps/demo/src/stacks/vfioMigrati
 import { check, once, sideBySide } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
+/**
+ * Kernel element sizes (64-bit) for the derived metadata figures: a `struct page *` in the page
+ * array, a 64-bit MTT entry (struct mlx5_mtt), a `struct scatterlist` (include/linux/scatterlist.h).
+ */
+const KERNEL_PAGE_PTR = 8;
+const KERNEL_MTT = 8;
+const KERNEL_SCATTERLIST = 32;
+
 interface Rig {
   machine: Machine;
   iommu: Iommu;
@@ -68,7 +76,8 @@ function metadata1G(): SuiteResult {
   figures['1 GiB image: pages'] = npages;
   figures['IOVA path: metadata bytes/page (page array 8 + MTT 8)'] = iova.perPage;
   figures['legacy path: metadata bytes/page (model SgTable 25 + MTT 8)'] = legacy.perPage;
-  figures['legacy path, kernel layout: bytes/page (struct scatterlist 32 + MTT 8)'] = 40;
+  figures['legacy path, kernel layout: bytes/page (struct scatterlist 32 + MTT 8)'] = KERNEL_SCATTERLIST + KERNEL_MTT;
+  figures['IOVA path, kernel layout: bytes/page (struct page * 8 + MTT 8)'] = KERNEL_PAGE_PTR + KERNEL_MTT;
   figures['IOVA path: metadata MiB for 1 GiB'] = (iova.perPage * npages) / SZ_1M;
   figures['legacy path: metadata MiB for 1 GiB'] = (legacy.perPage * npages) / SZ_1M;
   figures['IOVA path: IOTLB syncs per buffer'] = iova.syncs;
