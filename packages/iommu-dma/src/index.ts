@@ -9,7 +9,7 @@ export * from './iova/index.js';
 export { iommuPgsize } from './pgsize.js';
 export type { PgsizeResult } from './pgsize.js';
 export { IoPageTable, IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV, TABLE_PAGE_BYTES } from './pageTable.js';
-export type { IoPageTableOptions } from './pageTable.js';
+export type { IoPageTableOptions, IoPageTableOccupancy, IoPageTableLevelOccupancy } from './pageTable.js';
 export { Iotlb } from './iotlb.js';
 export type { IotlbStats } from './iotlb.js';
 export {
@@ -29,7 +29,7 @@ export { FlushQueue, IOVA_DEFAULT_FQ_SIZE, IOVA_DEFAULT_FQ_TIMEOUT_MS, IOVA_SING
 export type { FlushQueueKind, FlushQueueStats } from './flushQueue.js';
 export { IommuDmaOps, IommuDmaCookie, dmaInfoToProt } from './dmaIommu.js';
 export type { IommuDevState } from './dmaIommu.js';
-export { Iommu, createIommu } from './iommu.js';
+export { Iommu, createIommu, iommuDeviceList } from './iommu.js';
 export { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
 export type { IommuCostModel, IommuCostCounters } from './costModel.js';
 export type { IommuOptions, IommuAttachOptions, IommuStats } from './iommu.js';
