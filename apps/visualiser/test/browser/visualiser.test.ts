@@ -1,0 +1,275 @@
+/**
+ * The visualiser in a real browser (Debian's chromium via playwright-core), against the built site
+ * served from a static server: every stack in every IOMMU mode it accepts runs in the page, the
+ * views show content, the numbers equal the CLI's --json, the lazy window shows only in lazy mode,
+ * bad input is refused with a message, and nothing reaches the console.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ARTIFACTS, DIST, REPO, launch, runInPage, serveStatic, watchProblems } from './harness.js';
+import type { PageProblems, StaticServer } from './harness.js';
+
+const run = promisify(execFile);
+const SEED = '7';
+/** Result fields measured on the wall clock (they differ between any two runs, CLI or page). */
+const WALL_CLOCK = /^wall/i;
+
+interface Combo {
+  readonly stack: string;
+  readonly iommu: string;
+}
+
+interface PageRun extends Combo {
+  readonly wallMs: number;
+  readonly runMs: number;
+  readonly result: Record<string, unknown>;
+  readonly grid: Record<string, string>;
+  readonly lazyWindows: number;
+}
+
+let server: StaticServer;
+let browser: Browser;
+let page: Page;
+let problems: PageProblems;
+const combos: Combo[] = [];
+const pageRuns: PageRun[] = [];
+
+/** Drop wall-clock fields, recursively. */
+function deterministic(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(deterministic);
+  if (typeof v === 'object' && v !== null) {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) if (!WALL_CLOCK.test(k)) out[k] = deterministic(x);
+    return out;
+  }
+  return v;
+}
+
+async function cliJson(stack: string, iommu: string, extra: string[] = []): Promise<Record<string, unknown>> {
+  const { stdout } = await run('pnpm', ['--silent', 'demo', stack, '--seed', SEED, '--iommu', iommu, '--json', ...extra], { cwd: REPO, maxBuffer: 64 << 20 });
+  return JSON.parse(stdout) as Record<string, unknown>;
+}
+
+async function shoot(name: string, selector?: string): Promise<void> {
+  const path = join(ARTIFACTS, `${name}.png`);
+  if (selector === undefined) await page.screenshot({ path, fullPage: true });
+  else await page.locator(selector).screenshot({ path });
+}
+
+beforeAll(async () => {
+  if (!existsSync(join(DIST, 'index.html'))) throw new Error(`no built site in ${DIST}: run vite build first (pnpm test:browser does)`);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  server = await serveStatic();
+  browser = await launch();
+  page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  problems = watchProblems(page);
+  await page.goto(server.url);
+  await page.waitForSelector('#app[data-state=ready]', { timeout: 15_000 });
+  const stacks = await page.$$eval('[data-testid=stack] option', (os) => os.map((o) => (o as HTMLOptionElement).value));
+  for (const stack of stacks) {
+    await page.selectOption('[data-testid=stack]', stack);
+    const modes = await page.$$eval('[data-testid=iommu] option', (os) => os.map((o) => (o as HTMLOptionElement).value));
+    for (const iommu of modes) combos.push({ stack, iommu });
+  }
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+describe('the visualiser runs every stack live', () => {
+  it('lists the registry’s stacks and their IOMMU modes', () => {
+    expect(combos.map((c) => c.stack)).toEqual(expect.arrayContaining(['direct', 'nvme', 'rdma-odp', 'gpu-svm', 'vfio-migration', 'dmabuf-p2p']));
+    expect(combos.length).toBeGreaterThanOrEqual(6);
+  });
+
+  it('runs each stack in each IOMMU mode in under 3 s, with every view drawn', async () => {
+    const shot = new Set<string>();
+    for (const c of combos) {
+      const t = await runInPage(page, { stack: c.stack, iommu: c.iommu, seed: SEED });
+      const result = JSON.parse((await page.textContent('#result-json')) ?? 'null') as Record<string, unknown>;
+      const grid = Object.fromEntries(await page.$$eval('[data-testid=result-grid] [data-key]', (els) => els.map((e) => [e.getAttribute('data-key') ?? '', e.querySelector('[data-value]')?.getAttribute('data-value') ?? ''])));
+      const lazyWindows = await page.locator('[data-testid=lazy-window]').count();
+      pageRuns.push({ ...c, ...t, result, grid, lazyWindows });
+      const tag = `${c.stack}-${c.iommu}`;
+      // What a person sees: the views have content.
+      expect(await page.getAttribute('[data-testid=status]', 'data-state'), tag).toBe('done');
+      expect(Number(await page.getAttribute('[data-testid=timeline-canvas]', 'data-events')), tag).toBeGreaterThan(0);
+      expect(Number(await page.getAttribute('[data-testid=timeline-canvas]', 'data-lanes')), tag).toBeGreaterThan(0);
+      expect(await page.locator('[data-testid=counters-table] tbody tr').count(), tag).toBeGreaterThan(0);
+      expect((await page.textContent('[data-testid=cli-table]'))?.trim().length, tag).toBeGreaterThan(20);
+      expect(await page.locator('[data-testid=request-flow]').count(), tag).toBe(1);
+      if (c.iommu === 'off') {
+        await expect.poll(() => page.textContent('[data-testid=view-iova]')).toContain('No IOMMU domain');
+      } else {
+        expect(Number(await page.getAttribute('[data-testid=iova-plot]', 'data-mappings')), tag).toBeGreaterThan(0);
+        expect(await page.locator('[data-testid=view-pagetable] [data-testid^=pt-level-]').count(), tag).toBeGreaterThanOrEqual(3);
+        expect(Number(await page.textContent('[data-testid=tlb-hits] .stat-value').then((s) => (s ?? '').replace(/,/g, ''))), tag).toBeGreaterThanOrEqual(0);
+        await expect.poll(() => page.locator('[data-testid=tlb-grid]').count()).toBe(1);
+      }
+      // The lazy-mode window: only in lazy mode.
+      if (c.iommu === 'lazy') expect(lazyWindows, `${tag}: lazy windows`).toBeGreaterThan(0);
+      else expect(lazyWindows, `${tag}: no lazy window outside lazy mode`).toBe(0);
+      if (c.iommu === 'strict') await expect.poll(() => page.locator('[data-testid=strict-summary]').count()).toBe(1);
+      // Performance: a default-size run completes in the page in under 3 s (page timing marks).
+      expect(t.wallMs, `${tag} took ${Math.round(t.wallMs)} ms in the page`).toBeLessThan(3000);
+      await shoot(`run-${tag}`);
+      if (!shot.has(c.stack)) {
+        shot.add(c.stack);
+        for (const v of ['iova', 'pagetable', 'iotlb', 'request', 'timeline', 'counters']) await shoot(`view-${c.stack}-${c.iommu}-${v}`, `[data-testid=view-${v}]`);
+      }
+    }
+    console.log(`page run times (ms, page wall / worker):\n${pageRuns.map((r) => `  ${r.stack.padEnd(15)} ${r.iommu.padEnd(7)} ${Math.round(r.wallMs)} / ${Math.round(r.runMs)}`).join('\n')}`);
+    expect(problems.errors).toEqual([]);
+  });
+
+  it('shows the same numbers as the CLI’s --json for the same stack and seed', async () => {
+    expect(pageRuns.length).toBe(combos.length);
+    // Two CLI processes at a time (the machine has two cores).
+    const queue = [...pageRuns];
+    const check = async (): Promise<void> => {
+      for (let r = queue.shift(); r !== undefined; r = queue.shift()) {
+        const cli = await cliJson(r.stack, r.iommu);
+        const tag = `${r.stack}-${r.iommu}`;
+        expect(deterministic(r.result), tag).toEqual(deterministic(cli));
+        // The visible cells show the same values (wall-clock fields aside).
+        expect(Object.keys(r.grid).length, tag).toBeGreaterThan(0);
+        for (const [k, v] of Object.entries(r.grid)) if (!WALL_CLOCK.test(k)) expect(JSON.parse(v), `${tag}.${k}`).toEqual(cli[k]);
+        expect(r.grid.verified, tag).toBe(JSON.stringify(cli.verified));
+      }
+    };
+    await Promise.all([check(), check()]);
+  });
+
+  it('stays responsive while a run is in progress (frames keep coming)', async () => {
+    await page.selectOption('[data-testid=stack]', 'nvme');
+    await page.selectOption('[data-testid=iommu]', 'lazy');
+    await page.evaluate(() => {
+      const w = window as unknown as { __gaps: number[]; __hb: boolean };
+      w.__gaps = [];
+      w.__hb = true;
+      let last = performance.now();
+      const tick = (now: number): void => {
+        w.__gaps.push(now - last);
+        last = now;
+        if (w.__hb) requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    });
+    const before = await page.evaluate(() => window.__dmakitRuns?.length ?? 0);
+    await page.click('[data-testid=run]');
+    // While it runs, the page still answers: pausing the views works mid-run.
+    await page.waitForFunction(() => document.querySelector('[data-testid=status]')?.textContent?.includes('events') === true);
+    await page.waitForFunction((n) => (window.__dmakitRuns?.length ?? 0) > n, before, { timeout: 30_000 });
+    const gaps = await page.evaluate(() => {
+      const w = window as unknown as { __gaps: number[]; __hb: boolean };
+      w.__hb = false;
+      return w.__gaps;
+    });
+    const worst = Math.max(...gaps);
+    console.log(`responsiveness: ${gaps.length} frames during the run, worst gap ${Math.round(worst)} ms`);
+    expect(gaps.length).toBeGreaterThan(10);
+    expect(worst).toBeLessThan(500);
+  });
+
+  it('pause freezes the views at the current event and step advances them', async () => {
+    const events = async (): Promise<number> => Number(await page.getAttribute('[data-testid=timeline-canvas]', 'data-events'));
+    const total = await events();
+    await page.click('[data-testid=pause]');
+    await page.evaluate(() => undefined);
+    // Paused after a finished run: the cursor sits at the end; step past it is a no-op, so rewind via a fresh run paused early.
+    await page.selectOption('[data-testid=stack]', 'direct');
+    await page.selectOption('[data-testid=iommu]', 'lazy');
+    await page.click('[data-testid=run]');
+    await page.waitForSelector('[data-testid=status][data-state=done]');
+    await page.waitForFunction(() => document.querySelector('#result-json') !== null);
+    const all = await events();
+    expect(all).toBeGreaterThan(0);
+    expect(total).toBeGreaterThan(0);
+    await page.click('[data-testid=pause]');
+    await expect.poll(() => page.textContent('[data-testid=pause]')).toBe('Resume');
+    await page.click('[data-testid=step]');
+    await expect.poll(events).toBe(all); // already at the end: stays
+    await page.click('[data-testid=pause]'); // resume
+    await expect.poll(() => page.textContent('[data-testid=pause]')).toBe('Pause');
+  });
+});
+
+describe('bad input', () => {
+  it('refuses a seed that is not an integer and a size out of range, keeping the previous run', async () => {
+    const before = await page.textContent('#result-json');
+    await page.fill('[data-testid=seed]', 'abc');
+    await page.click('[data-testid=run]');
+    await expect.poll(() => page.textContent('[data-testid=message]')).toContain('Seed must be a non-negative integer');
+    expect(await page.isVisible('[data-testid=message]')).toBe(true);
+    expect(await page.textContent('#result-json')).toBe(before);
+    await page.fill('[data-testid=seed]', '1.5');
+    await page.click('[data-testid=run]');
+    await expect.poll(() => page.textContent('[data-testid=message]')).toContain('"1.5"');
+    await page.fill('[data-testid=seed]', SEED);
+    const hint = (await page.textContent('.hint')) ?? '';
+    const max = Number(/–(\d+)/.exec(hint)?.[1]);
+    expect(max).toBeGreaterThan(0);
+    await page.fill('[data-testid=size]', String(max + 1));
+    await page.click('[data-testid=run]');
+    await expect.poll(() => page.textContent('[data-testid=message]')).toMatch(/must be in \d+\.\.\d+/);
+    await page.fill('[data-testid=size]', '-3');
+    await page.click('[data-testid=run]');
+    await expect.poll(() => page.textContent('[data-testid=message]')).toContain('must be an integer');
+    expect(await page.textContent('#result-json')).toBe(before);
+    expect(await page.getAttribute('[data-testid=status]', 'data-state')).toBe('done');
+    await shoot('bad-input-size');
+    expect(problems.errors).toEqual([]);
+  });
+
+  it('opens a CLI trace file on the timeline, and refuses one that is not a trace or is truncated', async () => {
+    const file = join(ARTIFACTS, 'cli-direct-lazy.trace.json');
+    await run('pnpm', ['--silent', 'demo', 'direct', '--seed', SEED, '--iommu', 'lazy', '--trace', file], { cwd: REPO });
+    const text = readFileSync(file, 'utf8');
+    const instants = (JSON.parse(text) as { traceEvents: { ph: string }[] }).traceEvents.filter((e) => e.ph !== 'M').length;
+    await page.setInputFiles('[data-testid=trace-file]', { name: 'direct.trace.json', mimeType: 'application/json', buffer: Buffer.from(text) });
+    await expect.poll(() => page.getAttribute('[data-testid=timeline-canvas]', 'data-events')).toBe(String(instants));
+    expect(await page.textContent('[data-testid=message]')).toContain('Opened direct.trace.json');
+    await shoot('trace-file-opened', '[data-testid=view-timeline]');
+
+    await page.setInputFiles('[data-testid=trace-file]', { name: 'notes.json', mimeType: 'application/json', buffer: Buffer.from('{"hello": "world"}') });
+    await expect.poll(() => page.textContent('[data-testid=message]')).toContain('Not a Chrome trace');
+    expect(await page.getAttribute('[data-testid=timeline-canvas]', 'data-events')).toBe(String(instants));
+
+    await page.setInputFiles('[data-testid=trace-file]', { name: 'cut.json', mimeType: 'application/json', buffer: Buffer.from(text.slice(0, Math.floor(text.length / 2))) });
+    await expect.poll(() => page.textContent('[data-testid=message]')).toContain('truncated');
+    expect(await page.getAttribute('[data-testid=timeline-canvas]', 'data-events')).toBe(String(instants));
+
+    await page.setInputFiles('[data-testid=trace-file]', { name: 'image.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2]) });
+    await expect.poll(() => page.textContent('[data-testid=message]')).toContain('not JSON');
+    await shoot('bad-trace-file');
+    expect(problems.errors).toEqual([]);
+  });
+});
+
+describe('claims page', () => {
+  it('shows the bench charts with their sources, or says to run pnpm bench', async () => {
+    const p = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const pr = watchProblems(p);
+    await p.goto(`${server.url}claims.html`);
+    await p.waitForSelector('#claims:not([data-state=loading])');
+    const index = JSON.parse(readFileSync(join(DIST, 'charts/index.json'), 'utf8')) as { title: string; source: string }[];
+    if (index.length === 0) {
+      expect(await p.textContent('[data-testid=no-charts]')).toContain('pnpm bench');
+    } else {
+      expect(await p.locator('[data-testid=chart]').count()).toBe(index.length);
+      const first = index[0]!;
+      expect(await p.textContent('[data-testid=chart] h2')).toBe(first.title);
+      expect(await p.textContent('[data-testid=chart] figcaption')).toContain(first.source);
+      await p.waitForFunction(() => [...document.images].every((i) => i.complete && i.naturalWidth > 0));
+    }
+    await p.screenshot({ path: join(ARTIFACTS, 'claims.png'), fullPage: true });
+    expect(pr.errors).toEqual([]);
+    await p.close();
+  });
+});
