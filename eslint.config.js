@@ -1,4 +1,5 @@
 // One flat config for the whole monorepo (typescript-eslint strict, type-checked).
+import { builtinModules } from 'node:module';
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -23,6 +24,26 @@ const subsystemBoundary = SUBSYSTEMS.map((pkg) => ({
   },
 }));
 
+/** apps/demo/src/stacks/ runs in the CLI and in the browser visualiser: no Node built-ins, no process, no Buffer. */
+const PLATFORM_NEUTRAL = 'apps/demo/src/stacks/ is platform-neutral (the browser visualiser runs it): keep Node APIs and file output in the CLI (apps/demo/src/cli*).';
+const platformNeutralStacks = {
+  files: ['apps/demo/src/stacks/**/*.ts'],
+  ignores: ['apps/demo/src/stacks/**/*.test.ts'],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          { regex: '^@dmakit/[^/]+/src', message: 'Import the package surface, not its src.' },
+          { regex: `^(node:|(${builtinModules.filter((m) => !m.startsWith('_')).join('|')})(/|$))`, message: PLATFORM_NEUTRAL },
+          { regex: '(^|/)cli(/|\\.|$)', message: PLATFORM_NEUTRAL },
+        ],
+      },
+    ],
+    'no-restricted-globals': ['error', { name: 'process', message: PLATFORM_NEUTRAL }, { name: 'Buffer', message: PLATFORM_NEUTRAL }, { name: 'require', message: PLATFORM_NEUTRAL }],
+  },
+};
+
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', '**/.turbo/**', '**/coverage/**', '**/results/**'] },
   js.configs.recommended,
@@ -45,6 +66,7 @@ export default tseslint.config(
     },
   },
   ...subsystemBoundary,
+  platformNeutralStacks,
   {
     files: ['**/*.test.ts', '**/*.bench.ts', 'tools/**/*.ts'],
     rules: {

@@ -29,8 +29,11 @@ import {
 import type { Device, Machine } from '@dmakit/dma-core';
 import { createIommu } from '@dmakit/iommu-dma';
 import type { Iommu, IommuStats } from '@dmakit/iommu-dma';
+import { formatDirect } from './format.js';
+import { checkRequest } from './types.js';
+import type { IommuMode, StackDef } from './types.js';
 
-export type IommuMode = 'strict' | 'lazy' | 'off';
+export type { IommuMode } from './types.js';
 
 export interface StepResult {
   readonly step: string;
@@ -57,6 +60,8 @@ export interface DirectStackOptions {
   readonly machine?: Machine;
   /** Put both devices behind an IOMMU in this mode (default 'off': dma-direct). */
   readonly iommu?: IommuMode;
+  /** Progress in steps (5 with dma-direct, 6 behind an IOMMU). */
+  readonly onProgress?: (done: number, total: number) => void;
 }
 
 function pattern(m: Machine, len: number): Uint8Array {
@@ -92,12 +97,17 @@ export function runDirectStack(opts: DirectStackOptions = {}): DirectStackResult
     iommu.attachDevice(legacy);
   }
 
-  steps.push(streamToDevice(m, nic, iommu !== null));
-  steps.push(iommu === null ? bounceFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)) : remapFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)));
-  steps.push(bidirectionalRoundTrip(m, legacy, allocAbove(m, 0, SZ_4G)));
-  steps.push(coherentBuffer(m, legacy));
-  steps.push(iovaApiWithFallback(m, nic));
-  if (iommu !== null) steps.push(iommuFaultOnPurpose(m, iommu, nic));
+  const total = iommu === null ? 5 : 6;
+  const step = (r: StepResult): void => {
+    steps.push(r);
+    opts.onProgress?.(steps.length, total);
+  };
+  step(streamToDevice(m, nic, iommu !== null));
+  step(iommu === null ? bounceFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)) : remapFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)));
+  step(bidirectionalRoundTrip(m, legacy, allocAbove(m, 0, SZ_4G)));
+  step(coherentBuffer(m, legacy));
+  step(iovaApiWithFallback(m, nic));
+  if (iommu !== null) step(iommuFaultOnPurpose(m, iommu, nic));
 
   return {
     stack: 'direct',
@@ -266,3 +276,30 @@ function iovaApiWithFallback(m: Machine, dev: Device): StepResult {
   m.memory.freePages(phys, 3);
   return { step: 'two-step IOVA API (or its fallback)', device: dev.name, bytes: pages * PAGE_SIZE, verified: ok, detail };
 }
+
+export const directStack: StackDef<DirectStackResult> = {
+  name: 'direct',
+  summary: 'dma-direct streaming DMA, swiotlb bouncing, a coherent buffer and the two-step API fallback (or the same behind an IOMMU).',
+  help: `  direct        A device without an IOMMU: streaming DMA, swiotlb bouncing for a 32-bit
+                device above 4 GiB, a coherent buffer, and the two-step IOVA API's fallback;
+                with --iommu strict|lazy the same behind an IOMMU plus one fault on purpose.
+                (default stack; a fixed workload)
+`,
+  defaultIommu: 'off',
+  iommuModes: ['strict', 'lazy', 'off'],
+  mappings: ['iova'],
+  comparesMappings: false,
+  verifyOption: false,
+  size: { label: 'workload', unit: 'run', default: 1, min: 1, max: 1 },
+  options: [],
+  validate(req) {
+    checkRequest(directStack, req);
+  },
+  run(req) {
+    const c = checkRequest(directStack, req);
+    const machine = createMachine({ ramBytes: 8 * SZ_1G, seed: c.seed, dmaDebug: 'warn' });
+    req.onMachine?.(machine, 'host');
+    return runDirectStack({ machine, iommu: c.iommu, ...(req.onProgress !== undefined ? { onProgress: req.onProgress } : {}) });
+  },
+  format: formatDirect,
+};

@@ -64,6 +64,8 @@ import {
   mlx5IbRegUserMrDmabuf,
 } from '@dmakit/rdma-umem-odp';
 import type { HcaCq, HcaQp, IbPd, Mlx5DmabufMr } from '@dmakit/rdma-umem-odp';
+import { checkRequest, progressReporter } from './types.js';
+import type { StackDef } from './types.js';
 
 export interface DmabufStepResult {
   readonly step: string;
@@ -93,9 +95,16 @@ export interface DmabufP2pOptions {
   readonly machine?: Machine;
   /** IOMMU mode for every device (default strict); 'off' = dma-direct. */
   readonly iommu?: 'strict' | 'lazy' | 'off';
-  /** Bytes of the "file" the drive reads into GPU memory (page multiple, default 4 MiB). */
+  /** Bytes of the "file" the drive reads into GPU memory (a multiple of 256 KiB up to 32 MiB, default 4 MiB). */
   readonly fileBytes?: number;
+  /** Called with every machine the stack creates itself, before any DMA ('host' unless `machine` is given; 'not-allow-listed host'). */
+  readonly onMachine?: (m: Machine, role: string) => void;
+  /** Progress in units of work: steps 1 and 2, the 24 traffic rounds of step 3, steps 4, 5 and the teardown. */
+  readonly onProgress?: (done: number, total: number) => void;
 }
+
+const TRAFFIC_ROUNDS = 24;
+const DMABUF_P2P_UNITS = TRAFFIC_ROUNDS + 5;
 
 /**
  * A dynamic importer as NVMe and RDMA drivers do it: map the whole buffer on first use, wait for
@@ -305,12 +314,21 @@ export class Fabric {
 }
 
 export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult {
-  const m = opts.machine ?? createMachine({ ramBytes: SZ_1G, seed: opts.seed ?? 1 });
   const mode = opts.iommu ?? 'strict';
   const fileBytes = opts.fileBytes ?? 4 * SZ_1M;
   if (!Number.isSafeInteger(fileBytes) || fileBytes <= 0 || fileBytes % (256 * 1024) !== 0 || fileBytes > 32 * SZ_1M) {
     throw new RangeError(`dmabuf-p2p: fileBytes must be a multiple of 256 KiB up to 32 MiB, got ${fileBytes}`);
   }
+  let m = opts.machine;
+  if (m === undefined) {
+    m = createMachine({ ramBytes: SZ_1G, seed: opts.seed ?? 1 });
+    opts.onMachine?.(m, 'host');
+  }
+  const progress = progressReporter(opts.onProgress, DMABUF_P2P_UNITS);
+  let unit = 0;
+  const tick = (): void => {
+    progress(++unit);
+  };
   const rig = buildDmabufTopology(m, mode);
   const { iommu, gpuDev, nvme, nic } = rig;
   const stats = (): IommuStats | null => (iommu === null ? null : iommu.stats());
@@ -357,7 +375,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
       bytes: fileBytes,
       verified: ok,
       detail: `${fileBytes / CMD} READ commands, pre-mapped by ${pre.busAddr ? 'PCI bus address' : 'DMA address'} (${pre.sgt?.nents ?? 0} segments, mapped once), no per-I/O mapping`,
-    });
+    });  tick();
   }
 
   // 2. The NIC exposes the same buffer as an RDMA MR; the peer HCA RDMA-READs it: the first access
@@ -382,7 +400,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
       bytes: fileBytes,
       verified: ok,
       detail: `RDMA READ by mlx5_1: 1 page fault mapped ${mapMode} (${mrGpu.umem.sgt?.nents ?? 0} segment(s)); IOMMU: ${d('iovaAllocs')} IOVA allocs, ${d('pteWrites')} PTE writes`,
-    });
+    });  tick();
   }
 
   // 3. Traffic while the GPU evicts and restores: the drive reads file B chunks into the buffer
@@ -392,7 +410,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
     const CH = 256 * 1024;
     const chunks = fileBytes / CH;
     const shadow = fileA.slice();
-    const rounds = 24;
+    const rounds = TRAFFIC_ROUNDS;
     let ok = true;
     let bytes = 0;
     let evictRc = 0;
@@ -411,6 +429,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
         if (drive.statuses.slice(mark).some((x) => x !== BlkStatus.OK)) ok = false;
         shadow.set(fileB.subarray(off, off + CH), off);
         bytes += CH;
+        tick();
         continue;
       }
       if (r === 16) {
@@ -434,6 +453,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
         }
       }
       bytes += CH;
+      tick();
     }
     const back = gpu.gpuRead(buf, 0, fileBytes);
     ok = ok && evictRc === 0 && restoreRc === 0 && back instanceof Uint8Array && same(back, shadow) && pre.stats.moveNotifies === 2 && mrGpu.umem.stats.moveNotifies === 2;
@@ -448,9 +468,11 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
 
   // 4. The VFIO exporter: BAR ranges shared with the NIC; revoked by memory decode off.
   steps.push(vfioRevoke(m, port, rig));
+  tick();
 
   // 5. A host bridge that is not on the allow-list.
-  steps.push(notAllowListed(opts.seed ?? 1, mode));
+  steps.push(notAllowListed(opts.seed ?? 1, mode, opts.onMachine));
+  tick();
 
   const moveNotifies = pre.stats.moveNotifies + mrGpu.umem.stats.moveNotifies;
   const remaps = pre.stats.maps + mrGpu.umem.stats.maps;
@@ -470,6 +492,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
   };
   const noLeak = leaks.mappings === 0 && leaks.iovaStates === 0 && leaks.debugEntries === 0 && leaks.vramPages === 0 && heap.liveBuffers === 0;
   steps.push({ step: 'teardown: nothing leaked', device: '-', bytes: 0, verified: noLeak, detail: JSON.stringify(leaks) });
+  tick();
   const verified = steps.every((s) => s.verified);
   return {
     stack: 'dmabuf-p2p',
@@ -515,8 +538,9 @@ function vfioRevoke(m: Machine, port: DmaBufPort, rig: Rig): DmabufStepResult {
   };
 }
 
-function notAllowListed(seed: number, mode: 'strict' | 'lazy' | 'off'): DmabufStepResult {
+function notAllowListed(seed: number, mode: 'strict' | 'lazy' | 'off', onMachine: DmabufP2pOptions['onMachine']): DmabufStepResult {
   const m = createMachine({ ramBytes: 256 * SZ_1M, seed, dmaDebug: 'warn' });
+  onMachine?.(m, 'not-allow-listed host');
   const rig = buildDmabufTopology(m, mode, false);
   const port = createDmaBufPort(new DmaBufFdTable());
   const fail = (detail: string): DmabufStepResult => ({ step: 'host bridge not on the P2P allow-list', device: rig.nic.name, bytes: 0, verified: false, detail });
@@ -568,3 +592,38 @@ export function formatDmabufP2p(r: DmabufP2pResult): string {
   lines.push(`  verified ${r.verifiedBytes} bytes in ${(r.simulatedNs / 1000).toFixed(1)} us simulated; dma-debug reports: ${r.dmaDebugReports}`);
   return `${lines.join('\n')}\n`;
 }
+
+export const dmabufP2pStack: StackDef<DmabufP2pResult> = {
+  name: 'dmabuf-p2p',
+  summary: 'A GPU buffer shared through dma-buf, written peer-to-peer by a disk and read by a NIC.',
+  help: `  dmabuf-p2p    GPU memory shared through dma-buf: an NVMe drive writes it peer-to-peer (bus
+                addresses), an RDMA NIC reads it through the host bridge (IOVA + MMIO), the GPU
+                evicts and restores it under traffic, a VFIO BAR export is revoked and restored,
+                and a host bridge off the P2P allow-list is refused. IOMMU strict by default.
+                --size N: the file read into GPU memory, in MiB (1..32, default 4).
+`,
+  defaultIommu: 'strict',
+  iommuModes: ['strict', 'lazy', 'off'],
+  mappings: ['iova'],
+  comparesMappings: false,
+  verifyOption: false,
+  size: { label: 'file', unit: 'MiB', default: 4, min: 1, max: 32 },
+  options: [],
+  validate(req) {
+    checkRequest(dmabufP2pStack, req);
+  },
+  run(req) {
+    const c = checkRequest(dmabufP2pStack, req);
+    const machine = createMachine({ ramBytes: SZ_1G, seed: c.seed, dmaDebug: 'warn' });
+    req.onMachine?.(machine, 'host');
+    return runDmabufP2pStack({
+      machine,
+      seed: c.seed,
+      iommu: c.iommu,
+      fileBytes: c.size * SZ_1M,
+      ...(req.onMachine !== undefined ? { onMachine: req.onMachine } : {}),
+      ...(req.onProgress !== undefined ? { onProgress: req.onProgress } : {}),
+    });
+  },
+  format: formatDmabufP2p,
+};

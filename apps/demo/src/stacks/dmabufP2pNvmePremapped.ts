@@ -1,5 +1,5 @@
 /**
- * `pnpm demo nvme --premapped`: the NVMe 4 KiB random-read workload into a pre-mapped dma-buf
+ * `dmakit nvme --premapped`: the NVMe 4 KiB random-read workload into a pre-mapped dma-buf
  * (a system-heap buffer registered once with `NvmePremappedMapper`), under strict, lazy and no
  * IOMMU, next to the same workload with per-I/O mapping (the nvme stack). The headline of the
  * dma-buf registered-buffer work: with pre-mapped buffers, NVMe throughput no longer depends on
@@ -19,6 +19,12 @@ import type { NvmeIommuMode, NvmeStackResult } from './nvme.js';
 import { NVME_DEFAULT_COST_MODEL, nvmeSimulatedCost, PUBLISHED_IOPS } from './nvmeCost.js';
 import type { NvmeSimulatedCost } from './nvmeCost.js';
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Published pre-mapped IOPS (all three IOMMU modes). */
 export const PUBLISHED_PREMAPPED_IOPS = 5_010_000;
 
@@ -35,6 +41,8 @@ export interface NvmePremappedOptions {
   readonly qd?: number;
   /** Check every read against the namespace. Default true. */
   readonly verify?: boolean;
+  /** Called every 1% of the run with (completed, total). */
+  readonly onProgress?: (done: number, total: number) => void;
 }
 
 export interface NvmePremappedResult {
@@ -98,6 +106,7 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   let mismatched = 0;
   let verifiedBytes = 0;
   const lbaOf = new Float64Array(qd);
+  const progressStep = Math.max(1, Math.ceil(total / 100));
   const t0 = performance.now();
   const next = (slot: number): void => {
     if (issued >= total) return;
@@ -112,9 +121,10 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
       else if (verify) {
         ns.readBytes((lbaOf[slot] ?? 0) * LBA, expect, 0, BS);
         const got = view.read(slot * BS, BS);
-        if (Buffer.compare(got, expect) !== 0) mismatched++;
+        if (!sameBytes(got, expect)) mismatched++;
         else verifiedBytes += BS;
       }
+      if (opts.onProgress !== undefined && (completed % progressStep === 0 || completed === total)) opts.onProgress(completed, total);
       next(slot);
     };
     issued++;
@@ -193,15 +203,42 @@ export interface NvmePremappedCompare {
 
 const MODES: readonly NvmeIommuMode[] = ['strict', 'lazy', 'off'];
 
+export interface NvmePremappedCompareOptions {
+  readonly seed?: number;
+  readonly ios?: number;
+  readonly qd?: number;
+  readonly verify?: boolean;
+  /** Called with each machine before it runs (roles 'strict premapped', 'strict per-I/O', ...). */
+  readonly onMachine?: (machine: Machine, role: string) => void;
+  /** Progress over the six runs, in completed I/Os. */
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
 /** The pre-mapped workload and the nvme stack's per-I/O workload (4 KiB randread), per IOMMU mode. */
-export function compareNvmePremapped(opts: { readonly seed?: number; readonly ios?: number; readonly qd?: number; readonly verify?: boolean } = {}): NvmePremappedCompare {
+export function compareNvmePremapped(opts: NvmePremappedCompareOptions = {}): NvmePremappedCompare {
   const premapped = {} as Record<NvmeIommuMode, NvmePremappedResult>;
   const perIo = {} as Record<NvmeIommuMode, NvmeStackResult>;
-  for (const mode of MODES) {
-    const common = { ...(opts.seed === undefined ? {} : { seed: opts.seed }), ...(opts.ios === undefined ? {} : { ios: opts.ios }), ...(opts.qd === undefined ? {} : { qd: opts.qd }), ...(opts.verify === undefined ? {} : { verify: opts.verify }) };
-    premapped[mode] = runNvmePremapped({ iommu: mode, ...common });
-    perIo[mode] = runNvmeStack({ iommu: mode, bs: BS, rw: 'randread', spanBytes: 16 * SZ_1M, ...common });
-  }
+  const seed = opts.seed ?? 1;
+  const ios = opts.ios ?? 2000;
+  const onProgress = opts.onProgress;
+  const progress = (run: number): { onProgress?: (done: number) => void } =>
+    onProgress === undefined
+      ? {}
+      : {
+          onProgress: (done: number) => {
+            onProgress(run * ios + done, 2 * MODES.length * ios);
+          },
+        };
+  MODES.forEach((mode, i) => {
+    const common = { seed, ios, ...(opts.qd === undefined ? {} : { qd: opts.qd }), ...(opts.verify === undefined ? {} : { verify: opts.verify }) };
+    // The same machines runNvmePremapped and runNvmeStack build by default, made here so the caller sees them.
+    const m1 = createMachine({ ramBytes: SZ_1G, seed, dmaDebug: 'warn' });
+    opts.onMachine?.(m1, `${mode} premapped`);
+    premapped[mode] = runNvmePremapped({ iommu: mode, machine: m1, ...common, ...progress(2 * i) });
+    const m2 = createMachine({ ramBytes: 2 * SZ_1G, seed, dmaDebug: 'warn' });
+    opts.onMachine?.(m2, `${mode} per-I/O`);
+    perIo[mode] = runNvmeStack({ iommu: mode, bs: BS, rw: 'randread', spanBytes: 16 * SZ_1M, machine: m2, ...common, ...progress(2 * i + 1) });
+  });
   const verified = MODES.every((mo) => premapped[mo].verified && perIo[mo].verified);
   return { premapped, perIo, published: { perIo: PUBLISHED_IOPS, premapped: PUBLISHED_PREMAPPED_IOPS }, verified };
 }
@@ -227,19 +264,4 @@ export function formatNvmePremapped(c: NvmePremappedCompare): string {
   }
   lines.push('', '  Simulated IOPS: min(CPU-bound, device-bound) from the nvme stack cost model (nvmeCost.ts) over each run\'s counters.');
   return `${lines.join('\n')}\n`;
-}
-
-type Values = Readonly<Record<string, string | boolean | (string | boolean)[] | undefined>>;
-
-/** `pnpm demo nvme --premapped [--ios N] [--qd N] [--json]`: exit status 0 when every read verified. */
-export function runNvmePremappedCli(values: Values, seed: number): number {
-  const ios = Number(values.ios ?? 2000);
-  const qd = Number(values.qd ?? 32);
-  if (!Number.isSafeInteger(ios) || ios < 1 || !Number.isSafeInteger(qd) || qd < 1 || qd > 1023) {
-    process.stderr.write('--ios must be >= 1 and --qd 1..1023\n');
-    return 2;
-  }
-  const c = compareNvmePremapped({ seed, ios, qd, verify: true });
-  process.stdout.write(values.json === true ? `${JSON.stringify(c, null, 2)}\n` : formatNvmePremapped(c));
-  return c.verified ? 0 : 1;
 }

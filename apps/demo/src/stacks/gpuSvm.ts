@@ -21,6 +21,8 @@ import {
   hmmStatsReset,
 } from '@dmakit/hmm';
 import type { Dmirror, DmirrorStats, DmirrorSummary, HmmDmaStats, HmmStats } from '@dmakit/hmm';
+import { checkRequest } from './types.js';
+import type { StackDef } from './types.js';
 
 export interface GpuSvmStep {
   readonly step: string;
@@ -54,7 +56,12 @@ export interface GpuSvmOptions {
   readonly pages?: number;
   /** Pages the GPU migrates to its memory (default a quarter of the buffer). */
   readonly hotPages?: number;
+  /** Progress in steps (GPU_SVM_STEPS of them). */
+  readonly onProgress?: (done: number, total: number) => void;
 }
+
+/** The steps the stack runs (each one pushes a GpuSvmStep). */
+export const GPU_SVM_STEPS = 8;
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -85,6 +92,7 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   const push = (step: string, bytes: number, ok: boolean, detail: string): void => {
     const inv = mirror.checkInvariants();
     steps.push({ step, bytes, verified: ok && inv.length === 0, detail: inv.length === 0 ? detail : `${detail}; invariant broken: ${inv[0] ?? ''}`, mirror: mirror.summary() });
+    opts.onProgress?.(steps.length, GPU_SVM_STEPS);
   };
 
   // 1. The CPU fills the buffer.
@@ -224,3 +232,30 @@ export function formatGpuSvm(r: GpuSvmResult): string {
     '',
   ].join('\n');
 }
+
+export const gpuSvmStack: StackDef<GpuSvmResult> = {
+  name: 'gpu-svm',
+  summary: 'A GPU mirroring a process through HMM, migrating pages to device-private memory and back.',
+  help: `  gpu-svm       A GPU sharing a process's memory through HMM: it faults system pages in (one
+                IOVA window per 2 MiB), migrates hot pages to device-private memory, the CPU
+                touches one and it migrates back; DMA_MAPPED flags checked. IOMMU strict default.
+                --size N: the shared buffer in pages (16..16384, default 1024).
+`,
+  defaultIommu: 'strict',
+  iommuModes: ['strict', 'lazy', 'off'],
+  mappings: ['iova'],
+  comparesMappings: false,
+  verifyOption: false,
+  size: { label: 'shared buffer', unit: 'pages', default: 1024, min: 16, max: 16384 },
+  options: [],
+  validate(req) {
+    checkRequest(gpuSvmStack, req);
+  },
+  run(req) {
+    const c = checkRequest(gpuSvmStack, req);
+    const machine = createMachine({ ramBytes: 4 * SZ_1G, seed: c.seed, dmaDebug: 'warn' });
+    req.onMachine?.(machine, 'host');
+    return runGpuSvmStack({ machine, iommu: c.iommu, pages: c.size, ...(req.onProgress !== undefined ? { onProgress: req.onProgress } : {}) });
+  },
+  format: formatGpuSvm,
+};

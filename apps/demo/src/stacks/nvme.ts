@@ -186,7 +186,8 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
 
   // ---- buffers: QD slots of up to the largest block size, pages interleaved across slots ----
   const maxBs = bs === 'mixed' ? Math.max(...MIXED_BSSPLIT.map((x) => x[0])) : bs;
-  const pagesPerSlot = maxBs / 4096 + 1;
+  // Enough pages for the largest I/O at its largest in-page offset (sub-page I/Os never cross a page).
+  const pagesPerSlot = Math.floor(maxBs / 4096) + 1;
   const slots: Slot[] = Array.from({ length: qd }, (_, idx) => ({ idx, pages: new Float64Array(pagesPerSlot), busy: false, op: ReqOp.READ, lba: 0, bytes: 0, offset: 0, submittedAt: 0 }));
   for (let p = 0; p < pagesPerSlot; p++) {
     for (const s of slots) {
@@ -219,7 +220,7 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
   let mismatched = 0;
   let bytesTotal = 0;
   const waiting: Slot[] = [];
-  const progressStep = Math.max(1, Math.floor(total / 100));
+  const progressStep = Math.max(1, Math.ceil(total / 100));
   const bsWeights = MIXED_BSSPLIT.reduce((t, x) => t + x[1], 0);
 
   const pickBs = (): number => {
@@ -260,8 +261,9 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
     s.op = readOnly ? ReqOp.READ : mix ? (rng.nextInt(2) === 0 ? ReqOp.READ : ReqOp.WRITE) : ReqOp.WRITE;
     s.lba = pos / lbaSize;
     s.bytes = bytes;
-    // Small I/Os sometimes start inside a page (PRP1 unaligned); the rest start on a page.
-    s.offset = bytes < 4096 ? rng.nextInt(4096 / bytes) * bytes : 0;
+    // Small I/Os sometimes start inside a page (PRP1 unaligned) but never cross into the next
+    // one (3 KiB: offset 0 only); the rest start on a page.
+    s.offset = bytes < 4096 ? rng.nextInt(Math.floor(4096 / bytes)) * bytes : 0;
     setBusy(pos, bytes, 1);
     return true;
   };
@@ -349,7 +351,7 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
       bytesWritten += len;
     }
     setBusy(s.lba * lbaSize, len, 0);
-    if (opts.onProgress !== undefined && completed % progressStep === 0) opts.onProgress(completed, total);
+    if (opts.onProgress !== undefined && (completed % progressStep === 0 || completed === total)) opts.onProgress(completed, total);
     if (resetAfter > 0 && completed === resetAfter) host.resetCtrl();
     // Slots that could not start (range busy, queue full) get another try first.
     if (waiting.length > 0) for (const w of waiting.splice(0)) next(w);

@@ -18,7 +18,6 @@
  * `--legacy` runs the pre-6.16 ODP path (page list + dma_addr_t list, one dma_map_page per page)
  * for comparison: same bytes, different IOVA / IOTLB / metadata counters.
  */
-import { writeFileSync } from 'node:fs';
 import { createMachine, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, PTE_PRESENT, PTE_WRITE, SZ_1G, SZ_1M } from '@dmakit/dma-core';
 import type { Machine, Process } from '@dmakit/dma-core';
 import { createHmmPort } from '@dmakit/hmm';
@@ -39,7 +38,8 @@ import {
   Mlx5IbDev,
 } from '@dmakit/rdma-umem-odp';
 import type { HcaCq, HcaQp, IbPd } from '@dmakit/rdma-umem-odp';
-import { recordTrace } from '../traceFile.js';
+import { checkRequest, extraBool, extraInt, progressReporter } from './types.js';
+import type { StackDef } from './types.js';
 
 export type RdmaOdpIommuMode = 'strict' | 'lazy' | 'off';
 
@@ -53,6 +53,8 @@ export interface RdmaOdpOptions {
   readonly mrBytes?: number;
   /** Traffic rounds. Default 8. */
   readonly rounds?: number;
+  /** Progress in phases: the first-touch pass, each round, the final check (rounds + 2). */
+  readonly onProgress?: (done: number, total: number) => void;
 }
 
 export interface RdmaOdpStep {
@@ -122,6 +124,7 @@ export function runRdmaOdpStack(opts: RdmaOdpOptions = {}): RdmaOdpResult {
   const legacy = opts.legacy ?? false;
   const mrBytes = Math.max(SRC_BYTES, Math.ceil((opts.mrBytes ?? 32 * SZ_1M) / PAGE_SIZE) * PAGE_SIZE);
   const rounds = opts.rounds ?? 8;
+  const progress = progressReporter(opts.onProgress, rounds + 2);
   const rng = m.rng.fork();
   const iommu: Iommu | null = mode === 'off' ? null : createIommu(m, { mode });
   const hmm = createHmmPort();
@@ -210,6 +213,7 @@ export function runRdmaOdpStack(opts: RdmaOdpOptions = {}): RdmaOdpResult {
     }
     metaNow();
     steps.push({ step: 'RDMA WRITE the whole buffer (first touch: page faults)', bytes: mrBytes, verified: ok, detail: `${server.ib.stats.pageFaults} faults, ${server.ib.stats.faultPages} pages mapped` });
+    progress(1);
   }
 
   // 3. rounds of traffic while the process changes its mappings
@@ -264,11 +268,13 @@ export function runRdmaOdpStack(opts: RdmaOdpOptions = {}): RdmaOdpResult {
       verified: ok,
       detail: `${server.ib.stats.invalidations - inv0} invalidations, ${server.ib.stats.pageFaults - pf0} faults`,
     });
+    progress(r + 2);
   }
 
   // 4. every byte
   const finalOk = bytesEqual(server.proc.mm.read(buf, mrBytes), shadow);
   steps.push({ step: 'verify every byte of the server buffer', bytes: mrBytes, verified: finalOk, detail: finalOk ? 'matches the model' : 'MISMATCH' });
+  progress(rounds + 2);
   const verifiedBytes = steps.reduce((s, x) => s + (x.verified ? x.bytes : 0), 0);
 
   const umemStats = server.ib.umems().reduce((acc, u) => ({ seq: acc.seq + u.stats.seqRetries, busy: acc.busy + u.stats.busyRetries }), { seq: 0, busy: 0 });
@@ -344,26 +350,7 @@ export function runRdmaOdpStack(opts: RdmaOdpOptions = {}): RdmaOdpResult {
   };
 }
 
-// ---- CLI ---------------------------------------------------------------------------------------
-
-export const RDMA_ODP_HELP = `  rdma-odp      RDMA on-demand paging: two mlx5-like HCAs behind the IOMMU (strict unless
-                --iommu), a large ODP MR over a process buffer written by the peer while the
-                process munmaps, remaps and writes it; page faults, prefetch, invalidation,
-                IOVA and metadata counters; every byte verified.
-                Options: --implicit (implicit ODP over the whole address space)
-                --legacy (pre-6.16 path: dma_addr_t list, dma_map_page per page)
-                --mr-mib N (buffer size, default 32)  --rounds N (default 8)
-`;
-
-/** Options the rdma-odp stack adds to the CLI's parseArgs table. */
-export const RDMA_ODP_CLI_OPTIONS = {
-  implicit: { type: 'boolean', default: false },
-  legacy: { type: 'boolean', default: false },
-  'mr-mib': { type: 'string', default: '32' },
-  rounds: { type: 'string', default: '8' },
-} as const;
-
-type Values = Readonly<Record<string, string | boolean | (string | boolean)[] | undefined>>;
+// ---- registry entry -----------------------------------------------------------------------------
 
 export function formatRdmaOdp(r: RdmaOdpResult): string {
   const lines: string[] = [];
@@ -387,33 +374,45 @@ export function formatRdmaOdp(r: RdmaOdpResult): string {
   return `${lines.join('\n')}\n`;
 }
 
-/** Run the rdma-odp stack from parsed CLI values; returns the exit status. */
-export function runRdmaOdpCli(values: Values, seed: number, iommu: RdmaOdpIommuMode, iommuGiven: boolean): number {
-  const mib = Number(values['mr-mib']);
-  const rounds = Number(values.rounds);
-  if (!Number.isSafeInteger(mib) || mib < 4 || mib > 1024) {
-    process.stderr.write(`--mr-mib must be an integer in [4, 1024], got ${String(values['mr-mib'])}\n`);
-    return 2;
-  }
-  if (!Number.isSafeInteger(rounds) || rounds < 0) {
-    process.stderr.write(`--rounds must be a non-negative integer, got ${String(values.rounds)}\n`);
-    return 2;
-  }
-  const machine = createMachine({ ramBytes: Math.max(SZ_1G, 2 * mib * SZ_1M + 256 * SZ_1M), seed, dmaDebug: 'warn' });
-  const stopTrace = typeof values.trace === 'string' ? recordTrace(machine) : undefined;
-  const result = runRdmaOdpStack({
-    machine,
-    iommu: iommuGiven ? iommu : 'strict',
-    implicit: values.implicit === true,
-    legacy: values.legacy === true,
-    mrBytes: mib * SZ_1M,
-    rounds,
-  });
-  if (stopTrace !== undefined && typeof values.trace === 'string') {
-    const n = stopTrace(values.trace, writeFileSync);
-    if (values.json !== true) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
-  }
-  process.stdout.write(values.json === true ? `${JSON.stringify(result, null, 2)}\n` : formatRdmaOdp(result));
-  if (!result.verified) process.stderr.write(`rdma-odp: verification failed (${result.steps.filter((s) => !s.verified).map((s) => s.step).join('; ') || 'leaks or stale accesses'})\n`);
-  return result.verified ? 0 : 1;
-}
+export const rdmaOdpStack: StackDef<RdmaOdpResult> = {
+  name: 'rdma-odp',
+  summary: 'RDMA on-demand paging: an ODP memory region faulted in on demand and invalidated while the process remaps its buffer.',
+  help: `  rdma-odp      RDMA on-demand paging: two mlx5-like HCAs behind the IOMMU (strict unless
+                --iommu), a large ODP MR over a process buffer written by the peer while the
+                process munmaps, remaps and writes it; page faults, prefetch, invalidation,
+                IOVA and metadata counters; every byte verified.
+                Options: --implicit (implicit ODP over the whole address space)
+                --mapping legacy, or --legacy (pre-6.16 path: dma_addr_t list, dma_map_page
+                per page)  --mr-mib N (buffer size, 4..1024, default 32)  --rounds N (default 8)
+`,
+  defaultIommu: 'strict',
+  iommuModes: ['strict', 'lazy', 'off'],
+  mappings: ['iova', 'legacy'],
+  comparesMappings: false,
+  verifyOption: false,
+  size: { label: 'ODP buffer', unit: 'MiB', default: 32, min: 4, max: 1024, option: 'mr-mib' },
+  options: [
+    { key: 'implicit', flag: 'implicit', type: 'boolean', description: 'an implicit ODP MR over the whole address space' },
+    { key: 'rounds', flag: 'rounds', type: 'value', valueName: 'N', description: 'traffic rounds while the process remaps its buffer (0..10000, default 8)' },
+  ],
+  validate(req) {
+    checkRequest(rdmaOdpStack, req);
+    extraInt(rdmaOdpStack, req, 'rounds', 8, 0, 10_000);
+  },
+  run(req) {
+    const c = checkRequest(rdmaOdpStack, req);
+    const rounds = extraInt(rdmaOdpStack, req, 'rounds', 8, 0, 10_000);
+    const machine = createMachine({ ramBytes: Math.max(SZ_1G, 2 * c.size * SZ_1M + 256 * SZ_1M), seed: c.seed, dmaDebug: 'warn' });
+    req.onMachine?.(machine, 'host');
+    return runRdmaOdpStack({
+      machine,
+      iommu: c.iommu,
+      implicit: extraBool(req, 'implicit'),
+      legacy: c.mapping === 'legacy',
+      mrBytes: c.size * SZ_1M,
+      rounds,
+      ...(req.onProgress !== undefined ? { onProgress: req.onProgress } : {}),
+    });
+  },
+  format: formatRdmaOdp,
+};

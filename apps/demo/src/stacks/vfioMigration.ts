@@ -8,14 +8,14 @@
  * memory and function state equal the source's at the moment of stop, byte for byte. Run once on
  * the two-step IOVA path and once on the legacy scatterlist path; both must give identical bytes.
  */
-import { writeFileSync } from 'node:fs';
 import { IOMMU_UNMANAGED_READ, IOMMU_UNMANAGED_WRITE, PAGE_SIZE, Rng, SZ_1M, SZ_2M, createMachine } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
 import { createIommu, createUnmanagedDomain } from '@dmakit/iommu-dma';
 import type { Iommu, UnmanagedIommuDomain } from '@dmakit/iommu-dma';
 import { ENOMSG, IovaBitmap, Mlx5SimFunction, Mlx5VfPciCoreDevice, VfioDeviceMigState as S } from '@dmakit/vfio-mlx5';
 import type { VfioMigFile } from '@dmakit/vfio-mlx5';
-import { recordTrace } from '../traceFile.js';
+import { checkRequest, StackUsageError } from './types.js';
+import type { StackDef } from './types.js';
 
 export type VfioMigrationIommuMode = 'strict' | 'lazy';
 
@@ -35,8 +35,10 @@ export interface VfioMigrationOptions {
   readonly path?: 'iova' | 'legacy' | 'both';
   /** Corrupt the device stream on the wire (tests the target's refusal). */
   readonly corruptStream?: boolean;
-  /** Called with the source machine right after it is created (tracing). */
-  readonly onSourceMachine?: (m: Machine) => void;
+  /** Called with each host's machine right after it is created, before any DMA: role 'source' or 'target' (once per path, iova first). */
+  readonly onMachine?: (m: Machine, role: string) => void;
+  /** Progress in migration phases: round 0, each pre-copy round, stop-copy (maxRounds + 2 per path run). */
+  readonly onProgress?: (done: number, total: number) => void;
 }
 
 export interface VfioMigrationRound {
@@ -121,8 +123,14 @@ function regionGpa(i: number, regionBytes: number): number {
   return i * 2 * regionBytes; // a hole as large as each region between them
 }
 
-function buildHost(name: string, seed: number, o: Required<Pick<VfioMigrationOptions, 'guestMiB' | 'stateBytes' | 'chunkBytes'>> & { iommu: VfioMigrationIommuMode; legacy: boolean }): Host {
+function buildHost(
+  name: 'src' | 'dst',
+  seed: number,
+  o: Required<Pick<VfioMigrationOptions, 'guestMiB' | 'stateBytes' | 'chunkBytes'>> & { iommu: VfioMigrationIommuMode; legacy: boolean },
+  onMachine: VfioMigrationOptions['onMachine'],
+): Host {
   const machine = createMachine({ ramBytes: 512 * SZ_1M, seed, dmaDebug: 'warn' });
+  onMachine?.(machine, name === 'src' ? 'source' : 'target');
   const iommu = createIommu(machine, { mode: o.iommu });
   const pf = machine.pci.addDevice({ name: `${name}/mlx5_core_pf`, dmaMaskBits: 64 });
   iommu.attachDevice(pf); // the host driver's default DMA domain (strict or lazy)
@@ -293,9 +301,10 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const cfg = { guestMiB: opts.guestMiB ?? 16, stateBytes: opts.stateBytes ?? 256 * 1024, chunkBytes: opts.chunkBytes ?? 64 * 1024, iommu: opts.iommu ?? 'strict', legacy: path === 'legacy' } as const;
   const maxRounds = opts.maxRounds ?? 8;
   const threshold = opts.dirtyThreshold ?? 32;
-  const src = buildHost('src', seed * 2 + 1, cfg);
-  opts.onSourceMachine?.(src.machine);
-  const dst = buildHost('dst', seed * 2 + 2, cfg);
+  const phases = maxRounds + 2;
+  const progress = (done: number): void => opts.onProgress?.(done, phases);
+  const src = buildHost('src', seed * 2 + 1, cfg, opts.onMachine);
+  const dst = buildHost('dst', seed * 2 + 2, cfg, opts.onMachine);
   const wireRng = new Rng(seed + 99);
   const guest = new Guest(src, seed + 5);
   configureGuestDriver(src);
@@ -399,6 +408,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
     const sent = sendPages(all);
     const dev = sendDevice();
     rounds.push({ round: 0, phase: 'pre-copy', cpuDirtyPages: 0, deviceDirtyPages: 0, iommuDirtyPages: 0, pagesSent: sent, deviceBytes: dev, precopyDirtyBytes: 0 });
+    progress(1);
   }
   for (let round = 1; round <= maxRounds; round++) {
     const d = collectDirty();
@@ -407,6 +417,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
     const dirtyBytes = typeof info === 'number' ? 0 : info.dirtyBytes;
     const dev = sendDevice();
     rounds.push({ round, phase: 'pre-copy', cpuDirtyPages: d.cpu, deviceDirtyPages: d.device, iommuDirtyPages: d.iommu, pagesSent: sent, deviceBytes: dev, precopyDirtyBytes: dirtyBytes });
+    progress(round + 1);
     if (d.set.size <= threshold) break;
   }
 
@@ -428,6 +439,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const lastSent = sendPages(last.set);
   const lastDev = sendDevice();
   rounds.push({ round: rounds.length, phase: 'stop-copy', cpuDirtyPages: last.cpu, deviceDirtyPages: last.device, iommuDirtyPages: last.iommu, pagesSent: lastSent, deviceBytes: lastDev, precopyDirtyBytes: 0 });
+  progress(phases);
   const afterStopBytes = ramBytes - ramBefore + (deviceStream.reduce((t2, p) => t2 + p.length, 0) - devBefore);
   // The sends above advanced the source clock by the link time of what they moved.
   const wireNs = Math.ceil((ramBytes - ramBefore) / LINK_BYTES_PER_NS) + Math.ceil(lastDev / LINK_BYTES_PER_NS);
@@ -531,8 +543,19 @@ function corrupt(p: Uint8Array): Uint8Array {
 export function runVfioMigrationStack(opts: VfioMigrationOptions = {}): VfioMigrationResult {
   const which = opts.path ?? 'both';
   const paths: VfioMigrationPathResult[] = [];
-  if (which !== 'legacy') paths.push(runVfioMigrationPath('iova', opts));
-  if (which !== 'iova') paths.push(runVfioMigrationPath('legacy', opts));
+  const runs: ('iova' | 'legacy')[] = which === 'both' ? ['iova', 'legacy'] : [which];
+  const onProgress = opts.onProgress;
+  runs.forEach((path, i) => {
+    const progress =
+      onProgress === undefined
+        ? {}
+        : {
+            onProgress: (done: number, total: number) => {
+              onProgress(i * total + done, runs.length * total);
+            },
+          };
+    paths.push(runVfioMigrationPath(path, { ...opts, ...progress }));
+  });
   const a = paths[0];
   const b = paths[1];
   const identical = a !== undefined && b !== undefined ? a.streamDigest === b.streamDigest && JSON.stringify(a.rounds) === JSON.stringify(b.rounds) : null;
@@ -570,35 +593,40 @@ export function formatVfioMigration(r: VfioMigrationResult): string {
   return `${L.join('\n')}\n`;
 }
 
-export const VFIO_MIGRATION_HELP = `  vfio-migration
+export const vfioMigrationStack: StackDef<VfioMigrationResult> = {
+  name: 'vfio-migration',
+  summary: 'Live migration of an assigned mlx5 VF between two hosts with device dirty tracking; the IOVA and legacy paths compared.',
+  help: `  vfio-migration
                 Live migration of an assigned mlx5 VF between two hosts (each with an IOMMU):
                 pre-copy rounds from the CPU dirty log and the device dirty tracker, STOP_COPY
                 with chunked device state, RESUMING and RUNNING on the target; the IOVA path and
-                the legacy scatterlist path compared. IOMMU strict by default (--iommu lazy).
-`;
-
-type Values = Readonly<Record<string, string | boolean | (string | boolean)[] | undefined>>;
-
-export function runVfioMigrationCli(values: Values, seed: number, iommu: string, iommuGiven: boolean): number {
-  if (iommuGiven && iommu !== 'strict' && iommu !== 'lazy') {
-    process.stderr.write(`vfio-migration needs an IOMMU: --iommu strict or lazy, got ${iommu}\n`);
-    return 2;
-  }
-  const mode: VfioMigrationIommuMode = iommuGiven && iommu === 'lazy' ? 'lazy' : 'strict';
-  let stopTrace: ReturnType<typeof recordTrace> | undefined;
-  const result = runVfioMigrationStack({
-    seed,
-    iommu: mode,
-    onSourceMachine: (m) => {
-      if (typeof values.trace === 'string') stopTrace = recordTrace(m);
-    },
-  });
-  if (stopTrace !== undefined && typeof values.trace === 'string') {
-    const n = stopTrace(values.trace, writeFileSync);
-    if (values.json !== true) process.stdout.write(`trace: ${n} events written to ${values.trace}\n`);
-  }
-  process.stdout.write(values.json === true ? `${JSON.stringify(result, null, 2)}\n` : formatVfioMigration(result));
-  if (!result.verified) process.stderr.write('vfio-migration: verification failed\n');
-  return result.verified ? 0 : 1;
-}
-
+                the legacy scatterlist path compared (--mapping iova|legacy runs one of them).
+                IOMMU strict by default (--iommu lazy). --size N: guest RAM in MiB (8..128,
+                a multiple of 8; default 16).
+`,
+  defaultIommu: 'strict',
+  iommuModes: ['strict', 'lazy'],
+  mappings: ['iova', 'legacy'],
+  comparesMappings: true,
+  verifyOption: false,
+  size: { label: 'guest RAM', unit: 'MiB', default: 16, min: 8, max: 128 },
+  options: [],
+  validate(req) {
+    const c = checkRequest(vfioMigrationStack, req);
+    // 8 guest regions, each a whole number of MiB (backed by 2 MiB and 1 MiB blocks).
+    if (c.size % 8 !== 0) throw new StackUsageError(`--size (guest RAM in MiB) must be a multiple of 8, got ${c.size}`);
+  },
+  run(req) {
+    vfioMigrationStack.validate(req);
+    const c = checkRequest(vfioMigrationStack, req);
+    return runVfioMigrationStack({
+      seed: c.seed,
+      iommu: c.iommu === 'lazy' ? 'lazy' : 'strict',
+      guestMiB: c.size,
+      path: c.mapping ?? 'both',
+      ...(req.onMachine !== undefined ? { onMachine: req.onMachine } : {}),
+      ...(req.onProgress !== undefined ? { onProgress: req.onProgress } : {}),
+    });
+  },
+  format: formatVfioMigration,
+};

@@ -1,4 +1,4 @@
-import type { DirectStackResult } from './stacks/direct.js';
+import type { DirectStackResult } from './direct.js';
 
 /** A plain-text table: columns padded to their widest cell. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {

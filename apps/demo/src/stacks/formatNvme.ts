@@ -1,5 +1,5 @@
 import { table } from './format.js';
-import type { NvmeIommuMode, NvmeStackResult } from './stacks/nvme.js';
+import type { NvmeIommuMode, NvmeStackResult } from './nvme.js';
 
 function n(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return String(x);
