@@ -13,7 +13,7 @@ export default defineConfig({
   base: './',
   resolve: {
     alias: [
-      { find: /^@dmakit\/demo\/stacks$/, replacement: process.env.DMAKIT_TMP_REGISTRY ?? `${root}apps/demo/src/stacks/index.ts` },
+      { find: /^@dmakit\/demo\/stacks$/, replacement: `${root}apps/demo/src/stacks/index.ts` },
       { find: /^@dmakit\/([a-z0-9-]+)$/, replacement: `${root}packages/$1/src/index.ts` },
     ],
   },

@@ -3,7 +3,7 @@
  * step move the views' cursor over the run's event stream; the run itself is the real one in the
  * worker and keeps going.
  */
-import { ControlError, parseSeed, parseSize } from './controls.js';
+import { ControlError, extraToCliArgs, pageDefaultExtra, pageDefaultSize, parseExtra, parseSeed, parseSize } from './controls.js';
 import { h, mount } from './dom.js';
 import { int, simTime } from './fmt.js';
 import { RunModel, busiestDomain } from './model.js';
@@ -25,6 +25,8 @@ interface RunRecord {
   readonly mapping: string;
   readonly seed: number;
   readonly size: number | undefined;
+  /** The run's stack-specific options as CLI arguments. */
+  readonly cliArgs: readonly string[];
   readonly wallMs: number;
   readonly runMs: number;
   readonly events: number;
@@ -59,6 +61,8 @@ const mappingSel = h('select', { id: 'mapping', 'data-testid': 'mapping' });
 const seedIn = h('input', { id: 'seed', 'data-testid': 'seed', value: '1', inputmode: 'numeric', size: 8 });
 const sizeIn = h('input', { id: 'size', 'data-testid': 'size', inputmode: 'numeric', size: 8 });
 const sizeLabel = h('label', { for: 'size' }, 'size');
+const extraIn = h('input', { id: 'extra', 'data-testid': 'extra', size: 18, spellcheck: false });
+const extraHint = h('span', { class: 'hint' });
 const compareCb = h('input', { type: 'checkbox', id: 'compare', 'data-testid': 'compare' });
 const runBtn = h('button', { type: 'button', class: 'primary', 'data-testid': 'run' }, 'Run');
 const pauseBtn = h('button', { type: 'button', 'data-testid': 'pause', disabled: true }, 'Pause');
@@ -84,6 +88,7 @@ const controls = h(
   field('mapping', mappingSel),
   field('seed', seedIn),
   field(sizeLabel, sizeIn, sizeHint),
+  field('options', extraIn, extraHint),
   h('div', { class: 'field check' }, compareCb, h('label', { for: 'compare', title: 'run the other mapping path too and show both IOVA spaces side by side' }, 'compare paths')),
   h('div', { class: 'buttons' }, runBtn, pauseBtn, stepBtn, stepIoBtn),
   h('div', { class: 'buttons right' }, traceBtn, h('label', { class: 'file-btn', for: 'trace-file' }, 'Open trace file…'), fileIn),
@@ -143,23 +148,29 @@ function currentStack(): StackMeta | undefined {
 }
 
 function fillOptions(sel: HTMLSelectElement, values: readonly string[], preferred: string | undefined, labels: Record<string, string> = {}): void {
-  const keep = sel.value;
   sel.replaceChildren(...values.map((v) => h('option', { value: v }, labels[v] ?? v)));
-  sel.value = values.includes(keep) ? keep : (preferred ?? values[0] ?? '');
+  sel.value = preferred ?? values[0] ?? '';
 }
 
 function onStackChange(): void {
   const s = currentStack();
   if (s === undefined) return;
   fillOptions(iommuSel, s.iommuModes, s.defaultIommu, { strict: 'strict', lazy: 'lazy (flush queue)', off: 'off (dma-direct)' });
-  iommuSel.value = s.iommuModes.includes(iommuSel.value as never) ? iommuSel.value : s.defaultIommu;
-  fillOptions(mappingSel, s.mappings, s.mappings[0], { iova: 'two-step IOVA', legacy: 'legacy (per page / sg)' });
-  mappingSel.disabled = s.mappings.length < 2;
+  // '' = the stack's default request (no mapping): for a stack that compares its paths, both.
+  const paths = s.comparesMappings ? ['', ...s.mappings] : [...s.mappings];
+  fillOptions(mappingSel, paths, paths[0], { '': 'both paths (compared)', iova: 'two-step IOVA', legacy: 'legacy (per page / sg)' });
+  mappingSel.disabled = paths.length < 2;
   compareCb.disabled = s.mappings.length < 2;
   if (s.mappings.length < 2) compareCb.checked = false;
   sizeLabel.textContent = s.size.label;
-  sizeIn.value = String(s.size.default);
-  sizeHint.textContent = `${s.size.unit}, ${s.size.min}–${s.size.max}`;
+  const def = pageDefaultSize(s.name, s.size);
+  sizeIn.value = String(def);
+  sizeHint.textContent = `${s.size.unit}, ${s.size.min}–${s.size.max}${def !== s.size.default ? ` (CLI default ${s.size.default})` : ''}`;
+  extraIn.value = pageDefaultExtra(s.name);
+  extraIn.placeholder = s.options.length === 0 ? 'none' : s.options.map((o) => (o.type === 'boolean' ? o.key : `${o.key}=${o.valueName ?? 'N'}`)).slice(0, 2).join(' ');
+  extraIn.title = s.options.map((o) => `${o.type === 'boolean' ? o.key : `${o.key}=${o.valueName ?? 'N'}`}: ${o.description}`).join('\n');
+  extraIn.disabled = s.options.length === 0;
+  extraHint.textContent = s.options.length === 0 ? 'none for this stack' : `${s.options.length} available (hover)`;
   stackHelp.textContent = s.help;
 }
 
@@ -238,9 +249,11 @@ function startRun(): void {
   if (s === undefined) return;
   let seed: number;
   let size: number;
+  let extra: Record<string, string | boolean>;
   try {
     seed = parseSeed(seedIn.value);
     size = parseSize(sizeIn.value, s.size);
+    extra = parseExtra(extraIn.value, s.options);
   } catch (err) {
     if (err instanceof ControlError) {
       showMessage(`${err.message} The previous run is kept.`);
@@ -249,14 +262,15 @@ function startRun(): void {
     throw err;
   }
   showMessage(null);
-  const mapping = s.mappings.length > 0 ? mappingSel.value : undefined;
+  const mapping = s.mappings.length > 0 && mappingSel.value !== '' ? mappingSel.value : undefined;
   const params: RunParams & { label: string } = {
     stack: s.name,
     seed,
     iommu: iommuSel.value as never,
-    ...(mapping !== undefined && mapping !== '' ? { mapping: mapping as never } : {}),
+    ...(mapping !== undefined ? { mapping: mapping as never } : {}),
     size,
-    label: `${s.name} · IOMMU ${iommuSel.value}${mapping !== undefined && mapping !== '' ? ` · ${mapping}` : ''} · seed ${seed} · ${size} ${s.size.unit}`,
+    ...(Object.keys(extra).length > 0 ? { extra } : {}),
+    label: `${s.name} · IOMMU ${iommuSel.value}${mapping !== undefined ? ` · ${mapping}` : s.comparesMappings ? ' · both paths' : ''} · seed ${seed} · ${size} ${s.size.unit}${extraIn.value.trim() !== '' ? ` · ${extraIn.value.trim()}` : ''}`,
   };
   pendingId++;
   pendingParams = params;
@@ -311,7 +325,7 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
       performance.mark(`run-${msg.id}-end`);
       const wall = performance.measure(`run-${msg.id}`, `run-${msg.id}-start`, `run-${msg.id}-end`).duration;
       const p = pendingParams;
-      window.__dmakitRuns?.push({ stack: m.stack, iommu: p?.iommu ?? '', mapping: p?.mapping ?? '', seed: p?.seed ?? 0, size: p?.size, wallMs: wall, runMs: msg.runMs, events: msg.eventCount });
+      window.__dmakitRuns?.push({ stack: m.stack, iommu: p?.iommu ?? '', mapping: p?.mapping ?? '', seed: p?.seed ?? 0, size: p?.size, cliArgs: extraToCliArgs(p?.extra ?? {}, stacks.find((x) => x.name === m.stack)?.options ?? []), wallMs: wall, runMs: msg.runMs, events: msg.eventCount });
       status.dataset.state = 'done';
       status.dataset.wallMs = String(Math.round(wall));
       status.dataset.runMs = String(Math.round(msg.runMs));

@@ -75,6 +75,8 @@ export interface RunParams {
   readonly iommu?: IommuMode;
   readonly mapping?: MappingPath;
   readonly size?: number;
+  /** Stack-specific options (StackRunRequest.extra), keyed by StackOptionInfo.key. */
+  readonly extra?: Readonly<Record<string, string | number | boolean>>;
 }
 
 export type ToWorker =
@@ -82,7 +84,7 @@ export type ToWorker =
   | { readonly type: 'trace'; readonly id: number };
 
 /** StackInfo without functions. */
-export type StackMeta = Pick<StackInfo, 'name' | 'summary' | 'help' | 'defaultIommu' | 'iommuModes' | 'mappings' | 'size'>;
+export type StackMeta = Pick<StackInfo, 'name' | 'summary' | 'help' | 'defaultIommu' | 'iommuModes' | 'mappings' | 'comparesMappings' | 'size' | 'options'>;
 
 export type FromWorker =
   | { readonly type: 'ready'; readonly stacks: readonly StackMeta[] }

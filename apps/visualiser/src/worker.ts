@@ -28,7 +28,7 @@ function post(msg: FromWorker): void {
 }
 
 function meta(): StackMeta[] {
-  return STACKS.map((s) => ({ name: s.name, summary: s.summary, help: s.help, defaultIommu: s.defaultIommu, iommuModes: s.iommuModes, mappings: s.mappings, size: s.size }));
+  return STACKS.map((s) => ({ name: s.name, summary: s.summary, help: s.help, defaultIommu: s.defaultIommu, iommuModes: s.iommuModes, mappings: s.mappings, comparesMappings: s.comparesMappings, size: s.size, options: s.options }));
 }
 
 function wire(ev: TraceEvent, role: string): WireEvent {
@@ -72,6 +72,7 @@ function runOnce(params: RunParams, onBatch: (events: WireEvent[], done: boolean
     ...(params.iommu !== undefined ? { iommu: params.iommu } : {}),
     ...(params.mapping !== undefined ? { mapping: params.mapping } : {}),
     ...(params.size !== undefined ? { size: params.size } : {}),
+    ...(params.extra !== undefined ? { extra: params.extra } : {}),
     onMachine,
     onProgress: (done, tot) => {
       progress = { done, total: tot };

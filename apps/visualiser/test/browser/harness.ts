@@ -92,7 +92,7 @@ export interface RunOptions {
 }
 
 /** Set the controls and press Run; wait for the run to finish (status data-state=done). */
-export async function runInPage(page: Page, o: RunOptions, timeout = 30_000): Promise<{ wallMs: number; runMs: number }> {
+export async function runInPage(page: Page, o: RunOptions, timeout = 30_000): Promise<{ wallMs: number; runMs: number; mapping: string; size: number | undefined; cliArgs: readonly string[]; events: number }> {
   await page.selectOption('[data-testid=stack]', o.stack);
   if (o.iommu !== undefined) await page.selectOption('[data-testid=iommu]', o.iommu);
   if (o.mapping !== undefined) await page.selectOption('[data-testid=mapping]', o.mapping);
@@ -106,5 +106,5 @@ export async function runInPage(page: Page, o: RunOptions, timeout = 30_000): Pr
   if (last === undefined) throw new Error('no run recorded');
   // let the final render land
   await page.waitForFunction(() => document.querySelector('#result-json') !== null, undefined, { timeout: 5000 });
-  return { wallMs: last.wallMs, runMs: last.runMs };
+  return { wallMs: last.wallMs, runMs: last.runMs, mapping: last.mapping, size: last.size, cliArgs: last.cliArgs, events: last.events };
 }
