@@ -82,7 +82,7 @@ function field(label: HTMLElement | string, input: HTMLElement, hint?: HTMLEleme
 const sizeHint = h('span', { class: 'hint' });
 const controls = h(
   'form',
-  { class: 'controls', onsubmit: (ev: Event) => ev.preventDefault() },
+  { class: 'controls', onsubmit: (ev: Event) => { ev.preventDefault(); } },
   field('stack', stackSel),
   field('IOMMU', iommuSel),
   field('mapping', mappingSel),
@@ -208,16 +208,15 @@ function render(): void {
       showMessage(`The ${name} view failed to draw: ${err instanceof Error ? err.message : String(err)}`);
     }
   };
-  guard('IOVA', () => renderIova(pIova.body, c));
-  guard('page-table', () => renderPageTable(pPt.body, c));
-  guard('IOTLB', () => renderIotlb(pTlb.body, c));
-  guard('request', () =>
-    renderRequest(pReq.body, c, requestState, (i) => {
+  guard('IOVA', () => { renderIova(pIova.body, c); });
+  guard('page-table', () => { renderPageTable(pPt.body, c); });
+  guard('IOTLB', () => { renderIotlb(pTlb.body, c); });
+  guard('request', () => { renderRequest(pReq.body, c, requestState, (i) => {
       requestState.pick = i;
       scheduleRender(true);
-    }),
+    }); },
   );
-  guard('counters', () => renderCounters(pCnt.body, c));
+  guard('counters', () => { renderCounters(pCnt.body, c); });
   guard('timeline', () => {
     if (fileTrace !== null) timeline.set({ events: fileTrace.events, upTo: fileTrace.events.length, title: `file ${fileTrace.name}` });
     else timeline.set({ events: m.events, upTo: m.visible, title: m.label });
@@ -360,7 +359,7 @@ worker.onmessage = (ev: MessageEvent<FromWorker>) => {
       document.body.append(a);
       a.click();
       a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 1000);
+      setTimeout(() => { URL.revokeObjectURL(url); }, 1000);
       break;
     }
   }
@@ -423,5 +422,5 @@ fileIn.addEventListener('change', () => {
 let resizeTimer = 0;
 window.addEventListener('resize', () => {
   clearTimeout(resizeTimer);
-  resizeTimer = window.setTimeout(() => scheduleRender(true), 150);
+  resizeTimer = window.setTimeout(() => { scheduleRender(true); }, 150);
 });

@@ -54,7 +54,7 @@ export function renderIotlb(root: HTMLElement, ctx: ViewContext): void {
     const x = X(a.t);
     strip.append(s('line', { x1: x, x2: x, y1: 2, y2: 38, class: 'stale-tick', 'data-testid': 'stale-access' }, s('title', {}, `stale IOTLB ${a.write ? 'write' : 'read'} by ${a.device} at IOVA ${hex(a.iova)}`)));
   }
-  strip.append(s('text', { x: 0, y: 44, class: 'svg-muted' }, `${simTime(0)}`), s('text', { x: width - 4, y: 44, class: 'svg-muted', 'text-anchor': 'end' }, simTime(t1 - t0)));
+  strip.append(s('text', { x: 0, y: 44, class: 'svg-muted' }, simTime(0)), s('text', { x: width - 4, y: 44, class: 'svg-muted', 'text-anchor': 'end' }, simTime(t1 - t0)));
   const lazy = d.type === 'lazy';
   const details = stale.slice(0, 6).map((a) => {
     const w = mine.find((x) => x.stale.includes(a));
@@ -93,7 +93,13 @@ export function renderIotlb(root: HTMLElement, ctx: ViewContext): void {
       ' access through a stale entry',
     ),
     strip,
-    lazy
+    lazy && mine.length === 0
+      ? h(
+          'p',
+          { class: 'note', 'data-testid': 'lazy-none' },
+          'Lazy domain, but no IOVA went through the flush queue in this run (no iommu:queue_iova): the two-step API’s dma_iova_unlink is always strict (kernel: __iommu_dma_iova_unlink syncs the IOTLB), so no window opened.',
+        )
+      : lazy
       ? h('p', { class: 'note', 'data-testid': 'lazy-summary' }, `${int(mine.length)} lazy window(s) in this domain; ${int(stale.length)} device access(es) reached an unmapped page through a stale entry.`)
       : h('p', { class: 'note', 'data-testid': 'strict-summary' }, 'Strict: every unmap invalidates the IOTLB range before the IOVA is freed, so there is no window in which a device can still reach an unmapped page.'),
     details.length > 0 ? h('ul', { class: 'stale-list' }, ...details) : null,

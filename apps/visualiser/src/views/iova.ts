@@ -159,7 +159,7 @@ export function renderIova(root: HTMLElement, ctx: ViewContext): void {
       stat('allocations', int(iv.allocs), 'iova-allocs'),
       stat('rcache hits', int(iv.rcacheHits), 'iova-rcache-hits', 'alloc_iova_fast served from the per-CPU magazines'),
       stat('tree allocs', int(treeAllocs), 'iova-tree-allocs', 'allocations that walked the rbtree (alloc_iova)'),
-      stat('in tree', `${bytes(iv.allocatedGranules * iv.granule)}`, undefined, 'granules held by tree nodes (allocated + rcache-held)'),
+      stat('in tree', bytes(iv.allocatedGranules * iv.granule), undefined, 'granules held by tree nodes (allocated + rcache-held)'),
       stat('rcache-held', bytes(iv.cachedGranules * iv.granule)),
     ),
     h('div', { class: 'rc-bar', title: 'rcache hits vs tree allocations' }, h('span', { class: 'rc-hit', style: `flex:${iv.rcacheHits}` }), h('span', { class: 'rc-tree', style: `flex:${Math.max(0, treeAllocs)}` })),

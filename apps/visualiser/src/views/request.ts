@@ -44,7 +44,7 @@ function nvmeFlow(r: NvmeRequest, t0: number): HTMLElement {
     col('DMA segments', ...segs.map((x) => cell(`${bytes(x.size)} ${x.kind}`)), more),
     col(dp.kind === 'SGL' ? 'SGL descriptor' : 'PRP entries', cell(dp.entry1, 'mono wrap'), cell(dp.entry2, 'wrap')),
     col('IOVA / DMA address', ...segs.map((x) => cell(hex(x.dma), x.dma === r.prp1 - (r.prp1 % 4096) || x.dma === r.prp1 ? 'mono hl' : 'mono')), more),
-    col('physical pages', ...segs.map((x) => cell(`${hex(x.phys)}`, 'mono')), more),
+    col('physical pages', ...segs.map((x) => cell(hex(x.phys), 'mono')), more),
   );
 }
 
@@ -78,10 +78,10 @@ export function renderRequest(root: HTMLElement, ctx: ViewContext, st: RequestVi
       h(
         'div',
         { class: 'request-bar' },
-        h('button', { type: 'button', onclick: () => onPick(Math.max(0, idx - 1)) }, '◀'),
+        h('button', { type: 'button', onclick: () => { onPick(Math.max(0, idx - 1)); } }, '◀'),
         select,
-        h('button', { type: 'button', onclick: () => onPick(Math.min(reqs.length - 1, idx + 1)) }, '▶'),
-        h('button', { type: 'button', onclick: () => onPick(null), title: 'follow the latest request at the cursor' }, 'latest'),
+        h('button', { type: 'button', onclick: () => { onPick(Math.min(reqs.length - 1, idx + 1)); } }, '▶'),
+        h('button', { type: 'button', onclick: () => { onPick(null); }, title: 'follow the latest request at the cursor' }, 'latest'),
         h('span', { class: 'muted' }, ` ${int(reqs.length)} NVMe I/O commands so far`),
       ),
       nvmeFlow(r, t0),

@@ -52,9 +52,9 @@ export class TimelineView {
     const bar = h(
       'div',
       { class: 'timeline-bar' },
-      h('button', { type: 'button', title: 'zoom in', 'data-testid': 'zoom-in', onclick: () => this.zoom(0.5) }, '+'),
-      h('button', { type: 'button', title: 'zoom out', onclick: () => this.zoom(2) }, '−'),
-      h('button', { type: 'button', title: 'show the whole run', onclick: () => this.fit() }, 'fit'),
+      h('button', { type: 'button', title: 'zoom in', 'data-testid': 'zoom-in', onclick: () => { this.zoom(0.5); } }, '+'),
+      h('button', { type: 'button', title: 'zoom out', onclick: () => { this.zoom(2); } }, '−'),
+      h('button', { type: 'button', title: 'show the whole run', onclick: () => { this.fit(); } }, 'fit'),
       this.#info,
     );
     mount(root, bar, h('div', { class: 'timeline-wrap' }, this.#canvas, this.#tip), this.#legend);

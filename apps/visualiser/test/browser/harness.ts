@@ -52,7 +52,7 @@ export async function serveStatic(root = DIST): Promise<StaticServer> {
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();
-        server.close(() => ok());
+        server.close(() => { ok(); });
       }),
   };
 }
