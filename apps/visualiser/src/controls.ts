@@ -26,7 +26,7 @@ export function parseSize(text: string, spec: { readonly label: string; readonly
  * page in well under 3 s on a 2-core machine, a smaller one where it would not (the CLI takes the
  * same size with --size, so the numbers stay comparable).
  */
-const PAGE_DEFAULT_SIZE: Readonly<Record<string, number>> = { nvme: 500, 'rdma-odp': 4, 'vfio-migration': 8 };
+const PAGE_DEFAULT_SIZE: Readonly<Record<string, number>> = { nvme: 500, 'rdma-odp': 4, 'vfio-migration': 8, 'dmabuf-p2p': 2 };
 
 export function pageDefaultSize(stack: string, spec: { readonly default: number; readonly min: number; readonly max: number }): number {
   const want = PAGE_DEFAULT_SIZE[stack] ?? spec.default;

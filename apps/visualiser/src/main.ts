@@ -70,6 +70,7 @@ const stepBtn = h('button', { type: 'button', 'data-testid': 'step', disabled: t
 const stepIoBtn = h('button', { type: 'button', 'data-testid': 'step-io', disabled: true, title: 'advance the views to the next I/O (command, fault or mapping)' }, 'Step I/O');
 const traceBtn = h('button', { type: 'button', 'data-testid': 'download-trace', disabled: true, title: 'the run’s Chrome trace (what --trace writes)' }, 'Download trace');
 const fileIn = h('input', { type: 'file', accept: '.json,application/json', 'data-testid': 'trace-file', id: 'trace-file' });
+const scrub = h('input', { type: 'range', min: 0, max: 0, value: 0, step: 1, class: 'scrub', 'data-testid': 'scrub', 'aria-label': 'views cursor (events)', title: 'move the views’ cursor over the run’s events (pauses the views)' });
 const status = h('div', { class: 'status', 'data-testid': 'status', 'data-state': 'idle', role: 'status' }, 'Loading the stacks…');
 const message = h('div', { class: 'message', 'data-testid': 'message', role: 'alert', hidden: true });
 const domainSel = h('select', { 'data-testid': 'domain', 'aria-label': 'IOMMU domain' });
@@ -134,7 +135,7 @@ const pTl = panel('timeline', 'Timeline', 'trace events per device on the simula
 const pCnt = panel('counters', 'Counters', 'per I/O, live; the result at the end');
 const timeline = new TimelineView(pTl.body);
 
-mount(app, controls, h('div', { class: 'statusbar' }, status, message), help, h('div', { class: 'grid' }, pIova.section, pPt.section, pTlb.section, pReq.section, pTl.section, pCnt.section));
+mount(app, controls, h('div', { class: 'statusbar' }, h('div', { class: 'status-row' }, status, h('label', { class: 'scrub-label' }, 'cursor ', scrub)), message), help, h('div', { class: 'grid' }, pIova.section, pPt.section, pTlb.section, pReq.section, pTl.section, pCnt.section));
 
 // ---- helpers ----------------------------------------------------------------------------------
 function showMessage(text: string | null, kind: 'error' | 'info' = 'error'): void {
@@ -158,7 +159,7 @@ function onStackChange(): void {
   fillOptions(iommuSel, s.iommuModes, s.defaultIommu, { strict: 'strict', lazy: 'lazy (flush queue)', off: 'off (dma-direct)' });
   // '' = the stack's default request (no mapping): for a stack that compares its paths, both.
   const paths = s.comparesMappings ? ['', ...s.mappings] : [...s.mappings];
-  fillOptions(mappingSel, paths, paths[0], { '': 'both paths (compared)', iova: 'two-step IOVA', legacy: 'legacy (per page / sg)' });
+  fillOptions(mappingSel, paths, s.mappings[0] ?? '', { '': 'both paths (compared)', iova: 'two-step IOVA', legacy: 'legacy (per page / sg)' });
   mappingSel.disabled = paths.length < 2;
   compareCb.disabled = s.mappings.length < 2;
   if (s.mappings.length < 2) compareCb.checked = false;
@@ -183,7 +184,8 @@ let lastRender = 0;
 function scheduleRender(now = false): void {
   if (renderQueued) return;
   renderQueued = true;
-  const wait = now ? 0 : Math.max(0, 120 - (performance.now() - lastRender));
+  // While a run streams in, redraw at most 4 times a second: the main thread stays free for input.
+  const wait = now ? 0 : Math.max(0, 250 - (performance.now() - lastRender));
   setTimeout(() => requestAnimationFrame(render), wait);
 }
 
@@ -233,6 +235,8 @@ function updateStatus(): void {
   stepIoBtn.disabled = m?.paused !== true;
   traceBtn.disabled = m?.done == null;
   if (m === null) return;
+  scrub.max = String(m.events.length);
+  if (document.activeElement !== scrub) scrub.value = String(m.visible);
   const snap = m.snapshotAt();
   const prog = snap?.progress;
   const parts = [m.label, `${int(m.visible)}${m.paused ? ` / ${int(m.events.length)}` : ''} events`, `sim ${simTime(snap?.simNs ?? 0)}`];
@@ -390,6 +394,11 @@ stepBtn.addEventListener('click', () => {
 });
 stepIoBtn.addEventListener('click', () => {
   model?.step('io');
+  scheduleRender(true);
+});
+scrub.addEventListener('input', () => {
+  if (model === null) return;
+  model.cursor = Number(scrub.value);
   scheduleRender(true);
 });
 domainSel.addEventListener('change', () => {

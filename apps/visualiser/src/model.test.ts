@@ -102,8 +102,8 @@ describe('derivations', () => {
     expect(reqs).toHaveLength(1); // the admin command (qid 0) is not an I/O
     expect(reqs[0]).toMatchObject({ cid: 7, opcode: 2, tComplete: 9, status: 0 });
     expect(reqs[0]?.segments).toEqual([
-      { kind: 'iommu:map', dma: 0xfff00000, phys: 0x42000, size: 0x1000 },
-      { kind: 'dma_map_phys', dma: 0xfff01000, phys: 0x43000, size: 0x1000 },
+      { kind: 'iommu_map', dma: 0xfff00000, phys: 0x42000, size: 0x1000 },
+      { kind: 'map_phys', dma: 0xfff01000, phys: 0x43000, size: 0x1000 },
     ]);
   });
 

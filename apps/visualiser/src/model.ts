@@ -242,17 +242,17 @@ export function nvmeRequests(events: readonly WireEvent[], upTo = events.length,
     if (e === undefined) break;
     switch (e.n) {
       case 'iommu:map':
-        segs.push({ kind: 'iommu:map', dma: num(e.f.iova), phys: num(e.f.paddr), size: num(e.f.size) });
+        segs.push({ kind: 'iommu_map', dma: num(e.f.iova), phys: num(e.f.paddr), size: num(e.f.size) });
         break;
       case 'dma:dma_map_phys':
-        segs.push({ kind: 'dma_map_phys', dma: num(e.f.dma_addr), phys: num(e.f.phys_addr), size: num(e.f.size) });
+        segs.push({ kind: 'map_phys', dma: num(e.f.dma_addr), phys: num(e.f.phys_addr), size: num(e.f.size) });
         break;
       case 'dma:dma_map_sg': {
         const d = e.f.dma_addrs;
         const p = e.f.phys_addrs;
         const l = e.f.lengths;
         if (Array.isArray(d) && Array.isArray(p) && Array.isArray(l)) {
-          for (let k = 0; k < d.length; k++) segs.push({ kind: 'dma_map_sg', dma: (d as number[])[k] ?? 0, phys: (p as number[])[k] ?? 0, size: (l as number[])[k] ?? 0 });
+          for (let k = 0; k < d.length; k++) segs.push({ kind: 'map_sg', dma: (d as number[])[k] ?? 0, phys: (p as number[])[k] ?? 0, size: (l as number[])[k] ?? 0 });
         }
         break;
       }

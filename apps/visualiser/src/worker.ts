@@ -19,7 +19,8 @@ const scope = self as unknown as WorkerScope;
 /** Post a batch at least this often (wall ms) while a run is in progress, or every BATCH_EVENTS events. */
 const BATCH_MS = 60;
 const BATCH_EVENTS = 8192;
-const TRACE_CAPACITY = 1 << 20;
+/** Events kept per machine for "Download trace" (the views get every event as it streams). */
+const TRACE_CAPACITY = 1 << 18;
 
 let lastRun: RunMachine[] = [];
 

@@ -47,7 +47,11 @@ export function renderCounters(root: HTMLElement, ctx: ViewContext): void {
   }
   const snap = model.snapshotAt(n);
   const counts = countEvents(model.events, n);
-  const completions = counts.get('nvme:nvme_complete_rq') ?? 0;
+  let completions = 0;
+  for (let i = 0; i < n; i++) {
+    const e = model.events[i];
+    if (e?.n === 'nvme:nvme_complete_rq' && e.f.qid !== 0) completions++;
+  }
   const ios = completions > 0 ? completions : (snap?.progress?.done ?? 0);
   const unit = completions > 0 ? 'NVMe I/O' : (model.stackUnit ?? 'unit');
   const rows: HTMLElement[] = [];
@@ -65,7 +69,7 @@ export function renderCounters(root: HTMLElement, ctx: ViewContext): void {
       h(
         'div',
         {},
-        h('div', { class: 'axis-caption' }, `live at the cursor · ${int(ios)} ${unit}${ios === 1 ? '' : 's'} done${snap?.progress != null ? ` of ${int(snap.progress.total)}` : ''}`),
+        h('div', { class: 'axis-caption' }, `live at the cursor · ${int(ios)} ${unit}${ios === 1 ? '' : 's'}${snap?.progress != null ? ` · progress ${int(snap.progress.done)} of ${int(snap.progress.total)} ${model.stackUnit ?? ''}` : ''}`),
         h('table', { class: 'tbl', 'data-testid': 'counters-table' }, h('thead', {}, h('tr', {}, h('th', {}, 'counter / tracepoint'), h('th', { class: 'num' }, 'total'), h('th', { class: 'num' }, `per ${unit}`))), h('tbody', {}, ...rows)),
       ),
       done === null

@@ -112,7 +112,7 @@ function histogram(title: string, sizes: readonly number[], testid: string): HTM
         h('span', { class: 'hist-count' }, int(b.count)),
       ),
     ),
-    h('div', { class: 'hist-foot muted' }, 'IOVA pages (granules) per allocation'),
+    h('div', { class: 'hist-foot muted' }, 'IOVA pages (granules) per allocation, over the allocations live at the snapshots'),
   );
 }
 

@@ -27,8 +27,12 @@ function cell(text: string, cls = ''): HTMLElement {
 }
 
 function nvmeFlow(r: NvmeRequest, t0: number): HTMLElement {
-  const total = r.segments.reduce((a, x) => a + x.size, 0);
-  const dp = dataPointer(r, total);
+  const mapped = r.segments.reduce((a, x) => a + x.size, 0);
+  let dp = dataPointer(r, mapped);
+  // An SGL data block names its length; PRPs do not (their length is the command's NLB).
+  const sglLen = dp.kind === 'SGL' ? r.prp2 % 2 ** 32 : 0;
+  const total = mapped > 0 ? mapped : sglLen;
+  if (mapped === 0) dp = dataPointer(r, total);
   const segs = r.segments.slice(0, MAX_ROWS);
   const more = r.segments.length > MAX_ROWS ? `… ${int(r.segments.length - MAX_ROWS)} more` : '';
   return h(
@@ -36,12 +40,12 @@ function nvmeFlow(r: NvmeRequest, t0: number): HTMLElement {
     { class: 'e2e', 'data-testid': 'request-flow', 'data-segments': r.segments.length },
     col(
       'request',
-      cell(`${nvmeOpcodeName(r.opcode)} · ${bytes(total)}`, 'strong'),
+      cell(`${nvmeOpcodeName(r.opcode)}${total > 0 ? ` · ${bytes(total)}` : ''}`, 'strong'),
       cell(`${r.device} qid ${r.qid} cid ${r.cid}`, 'wrap'),
       cell(`submitted ${simTime(r.t - t0)}`, 'wrap'),
       cell(r.tComplete !== null ? `completed ${simTime(r.tComplete - t0)}, status ${r.status ?? 0}` : 'in flight', 'wrap'),
     ),
-    col('DMA segments', ...segs.map((x) => cell(`${bytes(x.size)} ${x.kind}`)), more),
+    col('DMA segments', ...(segs.length === 0 ? [cell('none traced for this command: its buffer was mapped before (pre-mapped dma-buf or P2P bus address)', 'wrap muted')] : segs.map((x) => cell(`${bytes(x.size)} · ${x.kind}`))), more),
     col(dp.kind === 'SGL' ? 'SGL descriptor' : 'PRP entries', cell(dp.entry1, 'mono wrap'), cell(dp.entry2, 'wrap')),
     col('IOVA / DMA address', ...segs.map((x) => cell(hex(x.dma), x.dma === r.prp1 - (r.prp1 % 4096) || x.dma === r.prp1 ? 'mono hl' : 'mono')), more),
     col('physical pages', ...segs.map((x) => cell(hex(x.phys), 'mono')), more),

@@ -19,7 +19,7 @@ const SYSTEM_COLORS: Record<string, string> = {
   swiotlb: '#ffd166',
 };
 const LANE_H = 22;
-const LABEL_W = 170;
+const LABEL_W = 200;
 const AXIS_H = 22;
 
 function colorOf(name: string): string {
@@ -166,7 +166,7 @@ export class TimelineView {
       g.fillStyle = i % 2 === 0 ? '#131a23' : '#10151c';
       g.fillRect(LABEL_W, y, plotW, LANE_H);
       g.fillStyle = '#c9d4e0';
-      g.fillText(name.length > 24 ? `…${name.slice(-23)}` : name, 6, y + 15);
+      g.fillText(name.length > 28 ? `${name.slice(0, 8)}…${name.slice(-19)}` : name, 6, y + 15);
     });
     if (src !== null) {
       // lazy windows on their domain's lane

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main as cliMain } from '../../../demo/src/cli.js';
 import { ARTIFACTS, DIST, REPO, launch, runInPage, serveStatic, watchProblems } from './harness.js';
 import type { PageProblems, StaticServer } from './harness.js';
 
@@ -53,9 +54,19 @@ function deterministic(v: unknown): unknown {
   return v;
 }
 
-async function cliJson(stack: string, iommu: string, extra: string[] = []): Promise<Record<string, unknown>> {
-  const { stdout } = await run('pnpm', ['--silent', 'demo', stack, '--seed', SEED, '--iommu', iommu, '--json', ...extra], { cwd: REPO, maxBuffer: 64 << 20 });
-  return JSON.parse(stdout) as Record<string, unknown>;
+/**
+ * The CLI's --json for the same inputs: its main(argv, io) with stdout captured (one process for
+ * every combination; `pnpm demo` runs the same function, which the trace-file test spawns for real).
+ */
+function cliJson(stack: string, iommu: string, extra: string[] = []): Record<string, unknown> {
+  let out = '';
+  let err = '';
+  const code = cliMain([stack, '--seed', SEED, '--iommu', iommu, '--json', ...extra], {
+    stdout: { write: (c: string) => (out += c) },
+    stderr: { write: (c: string) => (err += c), isTTY: false },
+  });
+  if (code !== 0) throw new Error(`dmakit ${stack} --iommu ${iommu} ${extra.join(' ')} exited ${code}: ${err}`);
+  return JSON.parse(out) as Record<string, unknown>;
 }
 
 async function shoot(name: string, selector?: string): Promise<void> {
@@ -147,22 +158,17 @@ describe('the visualiser runs every stack live', () => {
     expect(problems.errors).toEqual([]);
   });
 
-  it('shows the same numbers as the CLI’s --json for the same stack and seed', async () => {
+  it('shows the same numbers as the CLI’s --json for the same stack and seed', () => {
     expect(pageRuns.length).toBe(combos.length);
-    // Two CLI processes at a time (the machine has two cores).
-    const queue = [...pageRuns];
-    const check = async (): Promise<void> => {
-      for (let r = queue.shift(); r !== undefined; r = queue.shift()) {
-        const cli = await cliJson(r.stack, r.iommu, [...(r.size !== undefined ? ['--size', String(r.size)] : []), ...(r.mapping !== '' ? ['--mapping', r.mapping] : []), ...r.cliArgs]);
-        const tag = `${r.stack}-${r.iommu}`;
-        expect(deterministic(r.result), tag).toEqual(deterministic(cli));
-        // The visible cells show the same values (wall-clock fields aside).
-        expect(Object.keys(r.grid).length, tag).toBeGreaterThan(0);
-        for (const [k, v] of Object.entries(r.grid)) if (!WALL_CLOCK.test(k)) expect(JSON.parse(v), `${tag}.${k}`).toEqual(cli[k]);
-        expect(r.grid.verified, tag).toBe(JSON.stringify(cli.verified));
-      }
-    };
-    await Promise.all([check(), check()]);
+    for (const r of pageRuns) {
+      const cli = cliJson(r.stack, r.iommu, [...(r.size !== undefined ? ['--size', String(r.size)] : []), ...(r.mapping !== '' ? ['--mapping', r.mapping] : []), ...r.cliArgs]);
+      const tag = `${r.stack}-${r.iommu}`;
+      expect(deterministic(r.result), tag).toEqual(deterministic(cli));
+      // The visible cells show the same values (wall-clock fields aside).
+      expect(Object.keys(r.grid).length, tag).toBeGreaterThan(0);
+      for (const [k, v] of Object.entries(r.grid)) if (!WALL_CLOCK.test(k)) expect(JSON.parse(v), `${tag}.${k}`).toEqual(cli[k]);
+      expect(r.grid.verified, tag).toBe(JSON.stringify(cli.verified));
+    }
   });
 
   it('stays responsive while a run is in progress (frames keep coming)', async () => {
@@ -216,6 +222,21 @@ describe('the visualiser runs every stack live', () => {
     await expect.poll(events).toBe(all); // already at the end: stays
     await page.click('[data-testid=pause]'); // resume
     await expect.poll(() => page.textContent('[data-testid=pause]')).toBe('Pause');
+  });
+});
+
+describe('comparing mapping paths', () => {
+  it('shows the two-step path’s one range per request next to the legacy path’s per-page ranges', async () => {
+    await runInPage(page, { stack: 'nvme', iommu: 'strict', mapping: 'iova', seed: SEED, size: '200', compare: true });
+    await page.waitForSelector('[data-testid=iova-hist-compare]', { timeout: 30_000 });
+    const main = Number(await page.getAttribute('[data-testid=iova-hist-main]', 'data-ranges'));
+    const other = Number(await page.getAttribute('[data-testid=iova-hist-compare]', 'data-ranges'));
+    expect(await page.textContent('[data-testid=iova-hist-compare]')).toContain('legacy');
+    expect(main).toBeGreaterThan(0);
+    expect(other).toBeGreaterThan(main);
+    await shoot('compare-paths-iova', '[data-testid=view-iova]');
+    await page.setChecked('[data-testid=compare]', false);
+    expect(problems.errors).toEqual([]);
   });
 });
 
