@@ -45,7 +45,11 @@ function nvmeFlow(r: NvmeRequest, t0: number): HTMLElement {
       cell(`submitted ${simTime(r.t - t0)}`, 'wrap'),
       cell(r.tComplete !== null ? `completed ${simTime(r.tComplete - t0)}, status ${r.status ?? 0}` : 'in flight', 'wrap'),
     ),
-    col('DMA segments', ...(segs.length === 0 ? [cell('none traced for this command: its buffer was mapped before (pre-mapped dma-buf or P2P bus address)', 'wrap muted')] : segs.map((x) => cell(`${bytes(x.size)} · ${x.kind}`))), more),
+    col(
+      `DMA segments${segs[0] !== undefined ? ` (${segs[0].kind})` : ''}`,
+      ...(segs.length === 0 ? [cell('none traced for this command: its buffer was mapped before (pre-mapped dma-buf or P2P bus address)', 'wrap muted')] : segs.map((x) => h('div', { class: 'e2e-cell', title: x.kind }, bytes(x.size)))),
+      more,
+    ),
     col(dp.kind === 'SGL' ? 'SGL descriptor' : 'PRP entries', cell(dp.entry1, 'mono wrap'), cell(dp.entry2, 'wrap')),
     col('IOVA / DMA address', ...segs.map((x) => cell(hex(x.dma), x.dma === r.prp1 - (r.prp1 % 4096) || x.dma === r.prp1 ? 'mono hl' : 'mono')), more),
     col('physical pages', ...segs.map((x) => cell(hex(x.phys), 'mono')), more),
