@@ -123,7 +123,6 @@ class UsageError extends Error {
 }
 
 interface Parsed {
-  readonly help: boolean;
   readonly stack: StackDef;
   readonly req: StackRunRequest;
   readonly json: boolean;
@@ -185,7 +184,7 @@ function parse(argv: readonly string[]): Parsed | 'help' {
     ...(values.verify === true ? { verify: true } : {}),
     ...(Object.keys(extra).length > 0 ? { extra } : {}),
   };
-  return { help: false, stack, req, json: values.json === true, trace: str('trace') };
+  return { stack, req, json: values.json === true, trace: str('trace') };
 }
 
 /** Run the CLI on `argv` (without node and the script); returns the exit status. */
