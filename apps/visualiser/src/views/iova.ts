@@ -96,13 +96,19 @@ function drawPlot(canvas: HTMLCanvasElement, width: number, height: number, ivs:
   }
 }
 
-function histogram(title: string, sizes: readonly number[], testid: string): HTMLElement {
+function pathLabel(mapping: string | undefined): string {
+  return mapping === 'iova' ? 'two-step IOVA (dma_iova_*)' : mapping === 'legacy' ? 'legacy (dma_map_sg / dma_map_phys)' : (mapping ?? 'this run');
+}
+
+/** Size histogram of sampled allocations, titled with the allocator's exact allocation count. */
+function histogram(title: string, sizes: readonly number[], allocs: number, testid: string): HTMLElement {
   const hist = sizeHistogram(sizes);
   const max = Math.max(1, ...hist.map((b) => b.count));
+  const mean = sizes.length > 0 ? sizes.reduce((a, b) => a + b, 0) / sizes.length : 0;
   return h(
     'div',
-    { class: 'hist', 'data-testid': testid, 'data-ranges': sizes.length },
-    h('div', { class: 'hist-title' }, title, h('span', { class: 'muted' }, ` · ${int(sizes.length)} allocations`)),
+    { class: 'hist', 'data-testid': testid, 'data-ranges': sizes.length, 'data-allocs': allocs, 'data-mean': mean.toFixed(3) },
+    h('div', { class: 'hist-title' }, title, h('span', { class: 'muted' }, ` · ${int(allocs)} IOVA allocations, mean ${mean.toFixed(1)} pages`)),
     ...hist.map((b) =>
       h(
         'div',
@@ -112,7 +118,7 @@ function histogram(title: string, sizes: readonly number[], testid: string): HTM
         h('span', { class: 'hist-count' }, int(b.count)),
       ),
     ),
-    h('div', { class: 'hist-foot muted' }, 'IOVA pages (granules) per allocation, over the allocations live at the snapshots'),
+    h('div', { class: 'hist-foot muted' }, `IOVA pages (granules) per allocation (${int(sizes.length)} sampled at the snapshots)`),
   );
 }
 
@@ -144,11 +150,11 @@ export function renderIova(root: HTMLElement, ctx: ViewContext): void {
   const iv = d.iova;
   const treeAllocs = iv.allocs - iv.rcacheHits;
   const sizes = allocationSizes(model.snapshotsUpTo(n), d.name);
-  const histos: HTMLElement[] = [histogram(`${ctx.mapping ?? 'this run'}${ctx.mapping === 'iova' ? ' (two-step: one range per request)' : ctx.mapping === 'legacy' ? ' (per page / per segment)' : ''}`, sizes, 'iova-hist-main')];
+  const histos: HTMLElement[] = [histogram(pathLabel(ctx.mapping), sizes, iv.allocs, 'iova-hist-main')];
   if (model.compare !== null) {
     const cd = model.compare.snapshots.at(-1)?.domains.find((x) => x.name === d.name) ?? model.compare.snapshots.at(-1)?.domains[0];
     const cs = cd === undefined ? [] : allocationSizes(model.compare.snapshots, cd.name);
-    histos.push(histogram(`${model.compare.mapping}${model.compare.mapping === 'legacy' ? ' (per page / per segment)' : ' (two-step)'}`, cs, 'iova-hist-compare'));
+    histos.push(histogram(pathLabel(model.compare.mapping), cs, cd?.iova.allocs ?? 0, 'iova-hist-compare'));
   }
   mount(
     root,
