@@ -60,7 +60,7 @@ async function main(): Promise<void> {
           { class: 'panel chart', id: `chart-${c.id}`, 'data-testid': 'chart' },
           h('h2', {}, c.title),
           h('img', { src: `./charts/${c.file}`, alt: c.title, loading: 'lazy' }),
-          h('figcaption', {}, h('span', { class: 'muted' }, 'Published figure: '), c.source),
+          h('figcaption', {}, h('span', { class: 'muted' }, 'Source: '), c.source),
         ),
       ),
     ),
