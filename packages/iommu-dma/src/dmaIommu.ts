@@ -215,6 +215,9 @@ export class IommuDmaOps implements DmaMapOps {
     const pfn = iova / c.granule;
     const pages = size / c.granule;
     if (gather?.queued === true && c.fq !== null) {
+      const trace = this.#ctx.machine.trace;
+      // Model tracepoint named after dma-iommu.c queue_iova(): the IOVA waits for the flush queue.
+      if (trace.enabled) trace.emit('iommu:queue_iova', this.domain.name, { iova, size });
       c.fq.queueIova(pfn, pages, gather.freelist, this.#ctx.cpu);
     } else {
       c.freeIovaFast(pfn, pages, this.#ctx.cpu);

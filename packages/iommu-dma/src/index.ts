@@ -9,7 +9,7 @@ export * from './iova/index.js';
 export { iommuPgsize } from './pgsize.js';
 export type { PgsizeResult } from './pgsize.js';
 export { IoPageTable, IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV, TABLE_PAGE_BYTES } from './pageTable.js';
-export type { IoPageTableOptions } from './pageTable.js';
+export type { IoPageTableOptions, IoPageTableOccupancy, IoPageTableLevelOccupancy } from './pageTable.js';
 export { Iotlb } from './iotlb.js';
 export type { IotlbStats } from './iotlb.js';
 export {
@@ -33,7 +33,7 @@ export type { IommuDmaContext } from './dmaIommu.js';
 export type { FlushQueueHooks } from './flushQueue.js';
 export type { IommuDomainHost } from './iommuDomain.js';
 export type { TableFreelist } from './pageTable.js';
-export { Iommu, createIommu } from './iommu.js';
+export { Iommu, createIommu, iommuDeviceList } from './iommu.js';
 export { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
 export type { IommuCostModel, IommuCostCounters } from './costModel.js';
 export type { IommuOptions, IommuAttachOptions, IommuStats } from './iommu.js';

@@ -70,6 +70,17 @@ export interface IommuStats {
   simulatedNs: number;
 }
 
+/** `iommu_device_list` (drivers/iommu/iommu.c): the IOMMUs registered per machine. */
+const IOMMU_DEVICE_LIST = new WeakMap<Machine, Iommu[]>();
+
+/**
+ * The IOMMUs created on `machine`, in creation order (read-only; for views such as a visualiser
+ * that are handed a machine and need the IOMMU's domains, IOVA allocators and IOTLBs).
+ */
+export function iommuDeviceList(machine: Machine): readonly Iommu[] {
+  return IOMMU_DEVICE_LIST.get(machine) ?? [];
+}
+
 interface DomainEntry {
   readonly domain: IommuDomain;
   readonly cookie: IommuDmaCookie;
@@ -112,6 +123,9 @@ export class Iommu implements IommuDmaContext {
       if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new RangeError(`createIommu: costModel.${k} must be a finite number >= 0`);
     }
     this.#opts = opts;
+    const list = IOMMU_DEVICE_LIST.get(machine);
+    if (list === undefined) IOMMU_DEVICE_LIST.set(machine, [this]);
+    else list.push(this);
   }
 
   /** The simulated CPU subsequent DMA API calls run on (per-CPU rcaches and flush queues). */

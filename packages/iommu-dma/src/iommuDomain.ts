@@ -224,6 +224,9 @@ export class IommuDomain {
   flushIotlbAll(): void {
     this.iotlb.invalidateAll();
     this.#pendingGathers = 0;
+    const trace = this.#host.trace;
+    // Model tracepoint named after iommu_flush_iotlb_all (iommu.h has none): ends a lazy window.
+    if (trace.enabled) trace.emit('iommu:flush_iotlb_all', this.name, { type: this.type });
   }
 
   /** `iommu_iova_to_phys`: the physical address, or 0 if not mapped. */

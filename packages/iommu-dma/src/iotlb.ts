@@ -124,6 +124,22 @@ export class Iotlb {
     }
   }
 
+  /**
+   * Read-only snapshot of the valid entries as (IOVA page number, output page address) pairs, in
+   * slot order (for visualisers; does not touch LRU state or counters).
+   */
+  validEntries(): { readonly pfns: number[]; readonly phys: number[] } {
+    const pfns: number[] = [];
+    const phys: number[] = [];
+    for (let i = 0; i < this.entries; i++) {
+      const t = this.#tag[i] ?? 0;
+      if (t === 0) continue;
+      pfns.push(t - 1);
+      phys.push(this.#phys[i] ?? 0);
+    }
+    return { pfns, phys };
+  }
+
   /** `flush_iotlb_all`: drop everything. */
   invalidateAll(): void {
     this.stats.invalidationsFull++;

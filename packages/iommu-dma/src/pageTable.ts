@@ -37,6 +37,28 @@ export interface IoPageTableOptions {
 }
 
 /** Receives detached table pages (an iotlb gather's freelist). */
+/** One level of `IoPageTable.occupancy()`. */
+export interface IoPageTableLevelOccupancy {
+  /** 0 = the leaf-table level (4 KiB entries), levels - 1 = the root. */
+  readonly level: number;
+  /** Bytes one entry at this level covers. */
+  readonly entrySize: number;
+  /** Table pages at this level reachable from the root. */
+  readonly tables: number;
+  /** Present entries (table pointers and leaves). */
+  readonly entries: number;
+  /** Present leaves (pages of `entrySize`). */
+  readonly leaves: number;
+}
+
+/** `IoPageTable.occupancy()`: levels top first, and the table-page counters. */
+export interface IoPageTableOccupancy {
+  readonly levels: readonly IoPageTableLevelOccupancy[];
+  readonly tablePagesLive: number;
+  readonly tablePagesPeak: number;
+  readonly entriesPerTable: number;
+}
+
 export interface TableFreelist {
   freelist: number[];
 }
@@ -354,6 +376,34 @@ export class IoPageTable {
   isLeafSize(size: number): boolean {
     const l = Math.log2(size) - GRANULE_SHIFT;
     return Number.isInteger(l) && l % BITS_PER_LEVEL === 0 && this.#leafOk[l / BITS_PER_LEVEL] === 1;
+  }
+
+  /**
+   * Read-only occupancy snapshot (a full walk: for visualisers and checks, not hot paths). Per
+   * level, top first: table pages reachable from the root, present entries, and leaves at that
+   * level (a level-1 leaf is a 2 MiB page, a level-0 leaf a 4 KiB page).
+   */
+  occupancy(): IoPageTableOccupancy {
+    const tables = new Array<number>(this.levels).fill(0);
+    const entries = new Array<number>(this.levels).fill(0);
+    const leaves = new Array<number>(this.levels).fill(0);
+    const visit = (t: number, l: number): void => {
+      tables[l] = (tables[l] ?? 0) + 1;
+      for (let i = 0; i < ENTRIES; i++) {
+        const e = t * ENTRIES + i;
+        const f = this.#flags[e] ?? 0;
+        if (f === 0) continue;
+        entries[l] = (entries[l] ?? 0) + 1;
+        if ((f & PTE_LEAF) !== 0) leaves[l] = (leaves[l] ?? 0) + 1;
+        else if (l > 0) visit(this.#addr[e] ?? 0, l - 1);
+      }
+    };
+    visit(this.root, this.levels - 1);
+    const levels: IoPageTableLevelOccupancy[] = [];
+    for (let l = this.levels - 1; l >= 0; l--) {
+      levels.push({ level: l, entrySize: this.levelSize[l] ?? 0, tables: tables[l] ?? 0, entries: entries[l] ?? 0, leaves: leaves[l] ?? 0 });
+    }
+    return { levels, tablePagesLive: this.tablePagesLive, tablePagesPeak: this.tablePagesPeak, entriesPerTable: ENTRIES };
   }
 
   /** Number of present leaves (a full walk: for tests and checks, not hot paths). */
