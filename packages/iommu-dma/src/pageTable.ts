@@ -36,7 +36,6 @@ export interface IoPageTableOptions {
   faults?: FaultInjection;
 }
 
-/** Receives detached table pages (an iotlb gather's freelist). */
 /** One level of `IoPageTable.occupancy()`. */
 export interface IoPageTableLevelOccupancy {
   /** 0 = the leaf-table level (4 KiB entries), levels - 1 = the root. */
@@ -59,6 +58,7 @@ export interface IoPageTableOccupancy {
   readonly entriesPerTable: number;
 }
 
+/** Receives detached table pages (an iotlb gather's freelist). */
 export interface TableFreelist {
   freelist: number[];
 }
