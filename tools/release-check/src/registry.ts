@@ -99,7 +99,8 @@ export async function startRegistry(dir: string, upstream: string): Promise<Loca
   writeFileSync(config, verdaccioConfig(dir, upstream));
   const require = createRequire(import.meta.url);
   const pkgPath = require.resolve('verdaccio/package.json');
-  const bin = (JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin: Record<string, string> }).bin['verdaccio'];
+  const binField = (JSON.parse(readFileSync(pkgPath, 'utf8')) as { bin: string | Record<string, string> }).bin;
+  const bin = typeof binField === 'string' ? binField : binField['verdaccio'];
   if (bin === undefined) throw new Error('verdaccio has no bin');
   const port = await freePort();
   const url = `http://127.0.0.1:${port}/`;
