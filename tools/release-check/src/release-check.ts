@@ -33,6 +33,7 @@ const STACKS = ['direct', 'nvme', 'rdma-odp', 'gpu-svm', 'vfio-migration', 'dmab
 const CLI_PACKAGE = '@dmakit/demo';
 const PATCHED = '@dmakit/nvme-pci';
 const CORE = '@dmakit/dma-core';
+const CONCURRENCY = 3;
 
 interface Row {
   pkg: string;
@@ -103,7 +104,10 @@ async function main(): Promise<void> {
   mkdirSync(consumers);
 
   // The registry npm is configured with, read outside any project (no hard-coded host).
-  const upstream = must(await run('npm', ['config', 'get', 'registry'], { cwd: workDir }), 'npm config get registry').stdout.trim();
+  const upstream = must(
+    await run('npm', ['config', 'get', 'registry'], { cwd: workDir, env: { ...process.env, npm_config_logs_dir: join(workDir, 'npm-logs') } }),
+    'npm config get registry',
+  ).stdout.trim();
 
   log(`cloning HEAD of ${root} into ${repo}`);
   const sha = must(await run('git', ['rev-parse', 'HEAD'], { cwd: root }), 'git rev-parse HEAD').stdout.trim();
@@ -125,6 +129,7 @@ async function main(): Promise<void> {
     npm_config_userconfig: npmrc,
     npm_config_registry: registry.url,
     npm_config_cache: join(workDir, 'npm-cache'),
+    npm_config_logs_dir: join(workDir, 'npm-logs'),
     npm_config_audit: 'false',
     npm_config_fund: 'false',
     npm_config_update_notifier: 'false',
@@ -156,25 +161,18 @@ async function main(): Promise<void> {
 
   // ---- 1. the first release ------------------------------------------------------------
   await versionAndRelease('release 1');
-  const manifests = (): Manifest[] => publishablePackages(repo).map((p) => p.manifest as Manifest);
-  const first = new Map(manifests().map((m) => [m.name, m]));
-  const published = await registryVersions(registry.url, [...first.keys()]);
-  for (const [name, m] of first) {
-    if (!(published.get(name) ?? []).includes(m.version)) fail(`${name}@${m.version} is not in the registry after pnpm release`);
-  }
+  const first = await publishedManifests(registry.url, repo);
 
   const tscBin = join(repo, 'node_modules', 'typescript', 'bin', 'tsc');
   const typeRoots = join(repo, 'node_modules', '@types');
   const rows: Row[] = [];
 
-  for (const [name, m] of first) {
-    const row: Row = { pkg: name, version: m.version, size: '-', files: '-', example: '-', types: '-', publint: '-', attw: '-' };
-    rows.push(row);
+  const checkPackage = async (name: string, m: Manifest, row: Row): Promise<void> => {
     // The tarball, as the registry serves it.
     const packed = await run('npm', ['pack', `${name}@${m.version}`, '--json', '--pack-destination', tarballs], { cwd: tarballs, env });
     if (packed.code !== 0) {
       fail(`npm pack ${name}@${m.version} from the registry`, packed);
-      continue;
+      return;
     }
     const info = (JSON.parse(packed.stdout) as { filename: string; size: number; entryCount: number }[])[0]!;
     const tgz = join(tarballs, info.filename);
@@ -198,18 +196,27 @@ async function main(): Promise<void> {
     if (name === CLI_PACKAGE) {
       row.example = await checkCli(consumers, env, name, m.version);
       row.types = 'n/a';
-      continue;
+      return;
     }
     const ex = await checkExample(repo, consumers, env, tscBin, typeRoots, m, name.replace('@dmakit/', ''));
     row.example = ex.example;
     row.types = ex.types;
-  }
+  };
+  const queue = [...first].map(([name, m]) => {
+    const row: Row = { pkg: name, version: m.version, size: '-', files: '-', example: '-', types: '-', publint: '-', attw: '-' };
+    rows.push(row);
+    return (): Promise<void> => checkPackage(name, m, row);
+  });
+  // A few at a time: installs wait on the registry, tsc and the examples on the CPU.
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    for (let job = queue.shift(); job !== undefined; job = queue.shift()) await job();
+  }));
 
   // ---- 2. independent versions: a patch on nvme-pci only -------------------------------
   const before = await registryVersions(registry.url, [...first.keys()]);
   writeFileSync(join(repo, '.changeset', 'release-check-nvme-pci-patch.md'), `---\n"${PATCHED}": patch\n---\n\nrelease-check: a patch release of one subsystem.\n`);
   await versionAndRelease('release 2 (nvme-pci patch)');
-  const second = new Map(manifests().map((m) => [m.name, m]));
+  const second = await publishedManifests(registry.url, repo);
   const after = await registryVersions(registry.url, [...first.keys()]);
   const republished = new Set([...first.keys()].filter((n) => (after.get(n)?.length ?? 0) > (before.get(n)?.length ?? 0)));
   const newNvme = second.get(PATCHED)!.version;
@@ -235,7 +242,7 @@ async function main(): Promise<void> {
   // ---- 3. one dma-core: a dma-core minor and subsystems built against it ---------------
   writeFileSync(join(repo, '.changeset', 'release-check-dma-core-minor.md'), `---\n"${CORE}": minor\n---\n\nrelease-check: a dma-core minor.\n`);
   await versionAndRelease('release 3 (dma-core minor)');
-  const third = new Map(manifests().map((m) => [m.name, m]));
+  const third = await publishedManifests(registry.url, repo);
   const oneCore = await checkOneDmaCore(consumers, env, second, third);
 
   // ---- report --------------------------------------------------------------------------
@@ -256,16 +263,38 @@ function bin(pkg: string, name: string): string {
   return join(dir, rel);
 }
 
-async function registryVersions(url: string, names: readonly string[]): Promise<Map<string, string[]>> {
-  const out = new Map<string, string[]>();
+async function registryDocs(url: string, names: readonly string[]): Promise<Map<string, Record<string, Manifest>>> {
+  const out = new Map<string, Record<string, Manifest>>();
   for (const n of names) {
     const r = await fetch(`${url}${n.replace('/', '%2f')}`);
     if (r.status === 404) {
-      out.set(n, []);
+      out.set(n, {});
       continue;
     }
-    const doc = (await r.json()) as { versions?: Record<string, unknown> };
-    out.set(n, Object.keys(doc.versions ?? {}));
+    const doc = (await r.json()) as { versions?: Record<string, Manifest> };
+    out.set(n, doc.versions ?? {});
+  }
+  return out;
+}
+
+async function registryVersions(url: string, names: readonly string[]): Promise<Map<string, string[]>> {
+  return new Map([...(await registryDocs(url, names))].map(([n, v]) => [n, Object.keys(v)]));
+}
+
+/** The manifests as published (workspace: ranges replaced), for the versions in the temp clone now. */
+async function publishedManifests(url: string, repo: string): Promise<Map<string, Manifest>> {
+  const local = publishablePackages(repo).map((p) => p.manifest as Manifest);
+  const docs = await registryDocs(url, local.map((m) => m.name));
+  const out = new Map<string, Manifest>();
+  for (const m of local) {
+    const pub = docs.get(m.name)?.[m.version];
+    if (pub === undefined) {
+      fail(`${m.name}@${m.version} is not in the registry after pnpm release`);
+      continue;
+    }
+    const leaked = Object.entries({ ...(pub.dependencies ?? {}), ...(pub.peerDependencies ?? {}) }).filter(([, r]) => r.startsWith('workspace:'));
+    if (leaked.length > 0) fail(`${m.name}@${m.version} was published with workspace: ranges (${leaked.map(([n, r]) => `${n}@${r}`).join(', ')})`);
+    out.set(m.name, pub);
   }
   return out;
 }
@@ -439,8 +468,9 @@ async function checkOneDmaCore(consumers: string, env: NodeJS.ProcessEnv, second
   if (inst.code !== 0) {
     const eresolve = /ERESOLVE/.test(inst.stderr + inst.stdout);
     if (!eresolve) fail('installing two subsystems against different dma-core minors failed, but not with ERESOLVE', inst);
-    const line = (inst.stderr + inst.stdout).split('\n').find((l) => /Could not resolve|conflicting peer/i.test(l)) ?? '';
-    outcome = `npm refuses loudly: ERESOLVE (${line.replace(/^npm (error|ERR!)\s*/, '').trim()})`;
+    const lines = (inst.stderr + inst.stdout).split('\n').map((l) => l.replace(/^npm (error|ERR!)\s*/, '').trim());
+    const peers = lines.filter((l) => /peer @dmakit\/dma-core@/.test(l)).slice(0, 2);
+    outcome = `npm refuses loudly: ERESOLVE (${peers.join('; ') || lines.find((l) => /Could not resolve/.test(l)) || 'see npm output'})`;
   } else {
     const copies = dmaCoreCopies(dir);
     if (copies.length <= 1) outcome = `npm resolved cleanly to one copy (${copies.join('') || 'none'})`;
@@ -460,8 +490,8 @@ async function checkOneDmaCore(consumers: string, env: NodeJS.ProcessEnv, second
   if (alias.code !== 0) fail('installing two aliased dma-core copies', alias);
   else {
     const ran = await run(process.execPath, ['--input-type=module', '-e', `await import('${CORE}'); await import('dma-core-old');`], { cwd: forced, env });
-    const line = ran.stderr.split('\n').find((l) => l.includes('DuplicateDmaCoreError')) ?? '';
-    if (ran.code !== 0 && line !== '') runtime = `a forced second copy throws: ${line.trim().slice(0, 220)}…`;
+    const line = ran.stderr.split('\n').find((l) => l.includes('Two copies of @dmakit/dma-core')) ?? '';
+    if (ran.code !== 0 && line !== '') runtime = `a forced second copy (npm alias) throws: ${line.trim()}`;
     else {
       runtime = 'FAIL: a second copy loaded silently';
       fail(runtime, ran);
