@@ -97,3 +97,16 @@ describe('tarball contents', () => {
     expect(checkTarball(pkg, good, maps)).toEqual(['dist/index.js.map: source ../src/missing.ts is not in the tarball']);
   });
 });
+
+describe('tsconfig globs', () => {
+  it('match like tsc include/exclude', async () => {
+    const { globToRegExp } = await import('./packages.js');
+    expect(globToRegExp('src').test('src/a/b.ts')).toBe(true);
+    expect(globToRegExp('src').test('srcx/a.ts')).toBe(false);
+    expect(globToRegExp('src/**/*.test.ts').test('src/a.test.ts')).toBe(true);
+    expect(globToRegExp('src/**/*.test.ts').test('src/x/y/a.test.ts')).toBe(true);
+    expect(globToRegExp('src/**/*.test.ts').test('src/a.ts')).toBe(false);
+    expect(globToRegExp('src/testing/**').test('src/testing/rig.ts')).toBe(true);
+    expect(globToRegExp('src/*.ts').test('src/x/a.ts')).toBe(false);
+  });
+});

@@ -1,7 +1,6 @@
 /** Reading the workspace: its publishable packages, their build inputs and their dist files. */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import ts from 'typescript';
 import { isBookkeeping, sha256 } from './guard.js';
 import type { InputFile, PackageJsonLike } from './guard.js';
 
@@ -37,18 +36,52 @@ function posix(p: string): string {
   return p.split(sep).join('/');
 }
 
-/** The files `tsc -b tsconfig.build.json` compiles, plus the tsconfig itself. */
+/** A tsconfig `include`/`exclude` glob as a RegExp over `/`-separated relative paths. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  const g = glob.replace(/^\.\//, '');
+  for (let i = 0; i < g.length; i++) {
+    const c = g[i]!;
+    if (c === '*' && g[i + 1] === '*' && g[i + 2] === '/') {
+      re += '(?:.*/)?';
+      i += 2;
+    } else if (c === '*' && g[i + 1] === '*') {
+      re += '.*';
+      i += 1;
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  // A pattern without a wildcard in its last segment names a directory (or a file): match below it too.
+  return new RegExp(`^${re}(?:/.*)?$`);
+}
+
+const TS_SOURCE = /\.(ts|tsx|mts|cts)$/;
+
+/**
+ * The files `tsc -b tsconfig.build.json` compiles (its `include` minus its `exclude`, TypeScript
+ * sources only), plus the tsconfig itself. Read without loading the compiler, so a build's stamp
+ * step stays cheap.
+ */
 export function buildInputs(pkgDir: string): InputFile[] {
   const configPath = join(pkgDir, 'tsconfig.build.json');
-  const parsed = ts.getParsedCommandLineOfConfigFile(configPath, {}, {
-    ...ts.sys,
-    onUnRecoverableConfigFileDiagnostic: (d) => {
-      throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'));
-    },
-  });
-  if (parsed === undefined) throw new Error(`cannot read ${configPath}`);
-  const files = [configPath, ...parsed.fileNames];
-  return files.map((f) => ({ path: posix(relative(pkgDir, f)), content: readFileSync(f) }));
+  const config = JSON.parse(readFileSync(configPath, 'utf8')) as { include?: string[]; exclude?: string[]; files?: string[] };
+  const include = (config.include ?? ['**/*']).map(globToRegExp);
+  const exclude = (config.exclude ?? []).map(globToRegExp);
+  const picked: string[] = [...(config.files ?? [])];
+  const walk = (dir: string): void => {
+    for (const e of readdirSync(dir)) {
+      if (e === 'node_modules' || e === 'dist' || e.startsWith('.')) continue;
+      const full = join(dir, e);
+      if (statSync(full).isDirectory()) walk(full);
+      else {
+        const rel = posix(relative(pkgDir, full));
+        if (TS_SOURCE.test(rel) && include.some((r) => r.test(rel)) && !exclude.some((r) => r.test(rel))) picked.push(rel);
+      }
+    }
+  };
+  walk(pkgDir);
+  return ['tsconfig.build.json', ...new Set(picked)].map((rel) => ({ path: rel, content: readFileSync(join(pkgDir, rel)) }));
 }
 
 /** sha256 of every file under dist (paths relative to the package), bookkeeping excluded. */

@@ -117,9 +117,15 @@ export async function startRegistry(dir: string, upstream: string): Promise<Loca
   child.stderr?.on('data', keep);
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const exited = new Promise<void>((r) => {
+      child.once('exit', () => {
+        r();
+      });
+    });
     killTree(child, 'SIGTERM');
-    const t = setTimeout(() => killTree(child, 'SIGKILL'), 3000);
+    const t = setTimeout(() => {
+      killTree(child, 'SIGKILL');
+    }, 3000);
     await exited;
     clearTimeout(t);
   };
@@ -129,6 +135,6 @@ export async function startRegistry(dir: string, upstream: string): Promise<Loca
     return { url, token, log: () => log, stop };
   } catch (e) {
     await stop();
-    throw new Error(`${(e as Error).message}\n${log}`);
+    throw new Error(`${(e as Error).message}\n${log}`, { cause: e });
   }
 }
