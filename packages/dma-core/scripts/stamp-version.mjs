@@ -1,3 +1,4 @@
+/* global URL */
 // Writes this package's version (package.json) into the built dist/instance/version.js, so the
 // duplicate-copy error of a published dma-core names its real version. Run by `pnpm build`.
 import { readFileSync, writeFileSync } from 'node:fs';
