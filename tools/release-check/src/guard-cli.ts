@@ -5,9 +5,9 @@
  * must hold every file its manifest points to. Any problem: exit 1 before anything is published.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkStamp, checkTarball, hashInputs } from './guard.js';
+import { checkReleaseState, checkStamp, checkTarball, hashInputs } from './guard.js';
 import type { BuildStamp } from './guard.js';
 import { buildInputs, distFiles, publishablePackages } from './packages.js';
 
@@ -35,7 +35,13 @@ export function guardPackage(dir: string): string[] {
 function main(): number {
   const root = process.argv[2] ?? process.cwd();
   let failed = 0;
-  for (const pkg of publishablePackages(root)) {
+  const packages = publishablePackages(root);
+  const changesetDir = join(root, '.changeset');
+  const pending = existsSync(changesetDir) ? readdirSync(changesetDir).filter((f) => f.endsWith('.md') && f !== 'README.md') : [];
+  const state = checkReleaseState(pending, packages.map((p) => ({ name: p.name, version: p.manifest.version ?? '0.0.0' })));
+  for (const p of state) console.error(`release guard: ${p}`);
+  if (state.length > 0) failed++;
+  for (const pkg of packages) {
     const problems = guardPackage(pkg.dir);
     if (problems.length === 0) {
       console.log(`release guard: ${pkg.name}@${pkg.manifest.version ?? '?'} ok`);
@@ -45,7 +51,7 @@ function main(): number {
     }
   }
   if (failed > 0) {
-    console.error(`release guard: ${failed} package(s) not publishable; nothing was published`);
+    console.error(`release guard: ${failed} problem group(s); nothing was published`);
     return 1;
   }
   return 0;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkStamp, checkTarball, hashInputs, manifestTargets, unresolvedSources } from './guard.js';
+import { checkReleaseState, checkStamp, checkTarball, hashInputs, manifestTargets, unresolvedSources } from './guard.js';
 import type { BuildStamp } from './guard.js';
 
 const files = [
@@ -108,5 +108,13 @@ describe('tsconfig globs', () => {
     expect(globToRegExp('src/**/*.test.ts').test('src/a.ts')).toBe(false);
     expect(globToRegExp('src/testing/**').test('src/testing/rig.ts')).toBe(true);
     expect(globToRegExp('src/*.ts').test('src/x/a.ts')).toBe(false);
+  });
+});
+
+describe('release state', () => {
+  it('refuses pending changesets and never-versioned packages', () => {
+    expect(checkReleaseState([], [{ name: 'a', version: '0.1.0' }])).toEqual([]);
+    expect(checkReleaseState(['x.md'], [{ name: 'a', version: '0.1.0' }])).toEqual([expect.stringContaining('1 pending changeset(s) (x.md)')]);
+    expect(checkReleaseState([], [{ name: 'a', version: '0.0.0' }])).toEqual([expect.stringContaining('a was never versioned')]);
   });
 });

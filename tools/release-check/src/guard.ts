@@ -176,3 +176,16 @@ export function checkTarball(
   }
   return problems;
 }
+
+/**
+ * Release-level rules: no changeset may be pending (they would not be in the published versions
+ * or changelogs) and no package may still be at 0.0.0 (never versioned).
+ */
+export function checkReleaseState(pendingChangesets: readonly string[], packages: readonly { name: string; version: string }[]): string[] {
+  const problems: string[] = [];
+  if (pendingChangesets.length > 0) {
+    problems.push(`${pendingChangesets.length} pending changeset(s) (${pendingChangesets.join(', ')}): run \`pnpm changeset version\` and commit first`);
+  }
+  for (const p of packages) if (p.version === '0.0.0') problems.push(`${p.name} was never versioned (0.0.0): run \`pnpm changeset version\` first`);
+  return problems;
+}
