@@ -2,6 +2,8 @@
  * @dmakit/dma-core: the simulated machine, the DMA API, dma-debug, tracing and the contracts.
  * This barrel is the public surface; each room re-exports its own public names.
  */
+// First: a second copy of dma-core in this process throws before anything else is set up.
+export * from './instance/index.js';
 export * from './units/index.js';
 export * from './sim/index.js';
 export * from './trace/index.js';
