@@ -16,7 +16,8 @@ import { doMremap } from './mremap.js';
 import { MmuNotifierSubscriptions } from './mmuNotifier.js';
 import type { MmuNotifierEvent, MmuNotifierRange } from './mmuNotifier.js';
 import { copyFromUser, copyToUser } from './uaccess.js';
-import type { VmArea } from './vmaTree.js';
+import type { PageTable } from './pageTable.js';
+import type { VmArea, VmaTree } from './vmaTree.js';
 
 declare module './mmuNotifier.js' {
   /** The notifier code's `mm` is this MmStruct (see the forward declaration in mmuNotifier.ts). */
@@ -52,6 +53,10 @@ export class MmStruct {
   migrateToRam: MigrateToRam | undefined;
   readonly #owner: MmOwner;
   readonly #mm: MmCore;
+  // The core's page table and VMA tree, held here too so lookups (walkPte, pteFlags, findVma:
+  // HMM's per-page walk) cost one field load, as before the split.
+  readonly #pt: PageTable;
+  readonly #vmas: VmaTree;
 
   constructor(memory: SystemMemory, owner: MmOwner) {
     this.memory = memory;
@@ -60,6 +65,8 @@ export class MmStruct {
       const cb = this.migrateToRam;
       return cb === undefined ? -Errno.EFAULT : cb(this, addr, devicePfn);
     });
+    this.#pt = this.#mm.pt;
+    this.#vmas = this.#mm.vmas;
   }
 
   /** Pid of the owning process. */
@@ -84,12 +91,12 @@ export class MmStruct {
 
   /** Pages mapped (present PTEs, zero page included). */
   get rssPages(): number {
-    return this.#mm.pt.rss;
+    return this.#pt.rss;
   }
 
   /** The VMAs of this address space, sorted by start. */
   get vmas(): readonly VmArea[] {
-    return this.#mm.vmas.list;
+    return this.#vmas.list;
   }
 
   /** The mm's notifier sequence (odd while an invalidation is open). */
@@ -101,7 +108,7 @@ export class MmStruct {
 
   /** `vma_lookup`: the VMA containing `addr`, or undefined (O(log n)). */
   findVma(addr: number): VmArea | undefined {
-    return this.#mm.vmas.find(addr);
+    return this.#vmas.find(addr);
   }
 
   /**
@@ -162,17 +169,17 @@ export class MmStruct {
    * when nothing is there. Device-private entries return their device pfn (check pteFlags).
    */
   walkPte(addr: number): number {
-    return this.#mm.pt.walk(addr);
+    return this.#pt.walk(addr);
   }
 
   /** PTE_* bits at `addr` (0 when nothing is mapped). */
   pteFlags(addr: number): number {
-    return this.#mm.pt.flags(addr);
+    return this.#pt.flags(addr);
   }
 
   /** Mapping order at `addr` (0 for 4 KiB, 9 for a 2 MiB huge page), as hmm_pfn_to_map_order. */
   pteOrder(addr: number): number {
-    return (this.#mm.pt.flags(addr) & PTE_HUGE) !== 0 ? HPAGE_PMD_ORDER : 0;
+    return (this.#pt.flags(addr) & PTE_HUGE) !== 0 ? HPAGE_PMD_ORDER : 0;
   }
 
   /**
@@ -181,13 +188,13 @@ export class MmStruct {
    */
   setPte(addr: number, pfn: number, flags: number): void {
     const vpn = Math.floor(addr / PAGE_SIZE);
-    if (flags === 0) this.#mm.pt.clearVpn(vpn);
-    else this.#mm.pt.set(vpn, pfn, flags);
+    if (flags === 0) this.#pt.clearVpn(vpn);
+    else this.#pt.set(vpn, pfn, flags);
   }
 
   /** Every non-empty PTE (tests, dumps): callback gets (addr, pfn, flags). */
   forEachPte(fn: (addr: number, pfn: number, flags: number) => void): void {
-    this.#mm.pt.forEach(fn);
+    this.#pt.forEach(fn);
   }
 
   // ---- faults (memory.ts) ---------------------------------------------------------------------
