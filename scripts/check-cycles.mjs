@@ -179,6 +179,12 @@ function readAllowList() {
 const t0 = performance.now();
 const args = process.argv.slice(2);
 const pkgDirs = args.length > 0 ? args.map((a) => resolve(a)) : workspacePackages();
+for (const dir of pkgDirs) {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    process.stderr.write(`check-cycles: ${dir} is not a folder\n`);
+    process.exit(2);
+  }
+}
 const allowed = readAllowList();
 const seen = new Set();
 let failures = 0;
