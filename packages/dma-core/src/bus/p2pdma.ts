@@ -8,10 +8,10 @@ import { PciDev, pciBridgeHasAcsRedir, pciFindHostBridge, pciUpstreamBridge, toP
 import type { PciBar, PciHostBridge } from './pciDev.js';
 
 declare module './pciDev.js' {
-  /** `pdev->p2pdma` is a PciP2pdma (see the forward declaration in pciDev.ts). */
+  // `pdev->p2pdma` is a PciP2pdma (see the forward declaration in pciDev.ts).
   // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
   interface PciDevP2pdma extends PciP2pdma {}
-  /** `pdev.registry` is the topology's P2pdmaRegistry (see the forward declaration in pciDev.ts). */
+  // `pdev.registry` is the topology's P2pdmaRegistry (see the forward declaration in pciDev.ts).
   // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
   interface PciDevP2pdmaRegistry extends P2pdmaRegistry {}
 }

@@ -23,13 +23,7 @@ export interface DmaCoherentBuffer {
 export type { DmaMapOps } from '../device/device.js';
 
 declare module '../device/device.js' {
-  /**
-   * What an IOMMU implementation provides to the DMA API (the `dma_iommu` backend). dma-core's
-   * free functions validate, trace and feed dma-debug, then dispatch here when a device has ops
-   * attached; with no ops they use dma-direct. Return conventions are the kernel's.
-   *
-   * `name` and `translate` (the device-side port's part) are declared in device/device.ts.
-   */
+  // The DMA API's part of `struct dma_map_ops` (the interface's description is in device.ts).
   interface DmaMapOps {
     /** `iommu_dma_map_phys`: DMA address or DMA_MAPPING_ERROR. */
     mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): number;

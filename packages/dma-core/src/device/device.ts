@@ -16,10 +16,14 @@ declare module './host.js' {
 }
 
 /**
- * `struct dma_map_ops` as the device sees it: what the device-side DMA port calls to translate
- * an access. Like include/linux/device.h, which only forward-declares the ops it points to, this
- * names the part the device layer uses; contracts/dmaMapOps.ts declares the DMA API's part
- * (declaration merging), so device/ does not import the contracts or the DMA layer.
+ * What an IOMMU implementation provides to the DMA API (`struct dma_map_ops`, the `dma_iommu`
+ * backend). dma-core's free functions validate, trace and feed dma-debug, then dispatch here when
+ * a device has ops attached; with no ops they use dma-direct. Return conventions are the kernel's.
+ *
+ * Like include/linux/device.h, which only forward-declares the ops a device points to, this file
+ * declares the part the device-side DMA port calls (`name`, `translate`); contracts/dmaMapOps.ts
+ * declares the DMA API's part (declaration merging), so device/ does not import the contracts or
+ * the DMA layer.
  */
 export interface DmaMapOps {
   readonly name: string;

@@ -20,7 +20,7 @@ import type { PageTable } from './pageTable.js';
 import type { VmArea, VmaTree } from './vmaTree.js';
 
 declare module './mmuNotifier.js' {
-  /** The notifier code's `mm` is this MmStruct (see the forward declaration in mmuNotifier.ts). */
+  // The notifier code's `mm` is this MmStruct (see the forward declaration in mmuNotifier.ts).
   // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
   interface MmuNotifierMm extends MmStruct {}
 }

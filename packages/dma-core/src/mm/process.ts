@@ -5,7 +5,7 @@ import type { Trace } from '../trace/trace.js';
 import { MmStruct } from './mmStruct.js';
 
 declare module './mmStruct.js' {
-  /** An mm's owner is this Process (see the forward declaration in mmStruct.ts). */
+  // An mm's owner is this Process (see the forward declaration in mmStruct.ts).
   // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
   interface MmOwner extends Process {}
 }
