@@ -7,6 +7,15 @@ import { PAGE_SIZE, isAligned } from '../units/page.js';
 import { PciDev, pciBridgeHasAcsRedir, pciFindHostBridge, pciUpstreamBridge, toPciDev } from './pciDev.js';
 import type { PciBar, PciHostBridge } from './pciDev.js';
 
+declare module './pciDev.js' {
+  // `pdev->p2pdma` is a PciP2pdma (see the forward declaration in pciDev.ts).
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
+  interface PciDevP2pdma extends PciP2pdma {}
+  // `pdev.registry` is the topology's P2pdmaRegistry (see the forward declaration in pciDev.ts).
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
+  interface PciDevP2pdmaRegistry extends P2pdmaRegistry {}
+}
+
 /** `enum pci_p2pdma_map_type` (include/linux/pci-p2pdma.h), with the kernel's numeric values. */
 export const PciP2pdmaMapType = {
   /** Not computed yet (cache miss); never returned by the exported routines. */

@@ -3,7 +3,18 @@
 import type { Device } from '../device/device.js';
 import type { MemRegion } from '../mem/regions.js';
 import { errnoName } from '../units/errno.js';
-import type { PciP2pdma, P2pdmaRegistry } from './p2pdma.js';
+
+/**
+ * `struct pci_p2pdma` (`pdev->p2pdma`) as include/linux/pci.h sees it: a forward declaration, since
+ * a pci_dev only points at it. bus/p2pdma.ts completes it to `PciP2pdma` (declaration merging),
+ * so this file stays below the P2PDMA code.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- forward declaration, completed in bus/p2pdma.ts
+export interface PciDevP2pdma {}
+
+/** The topology's P2PDMA registry as a pci_dev points at it: completed to `P2pdmaRegistry` in bus/p2pdma.ts. */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- forward declaration, completed in bus/p2pdma.ts
+export interface PciDevP2pdmaRegistry {}
 
 /** ACS Control register bits (`PCI_ACS_*`, pci_regs.h). */
 export const PCI_ACS_SV = 0x0001; // Source Validation
@@ -146,13 +157,13 @@ export class PciDev {
   /** The DMA-capable device of an endpoint function (`&pdev->dev`), null for a bridge. */
   device: Device | null = null;
   /** `pdev->p2pdma`, set by `pcimP2pdmaInit` / `pciP2pdmaAddResource`. */
-  p2pdma: PciP2pdma | null = null;
+  p2pdma: PciDevP2pdma | null = null;
   /** The P2PDMA registry of the topology this function belongs to. */
-  readonly registry: P2pdmaRegistry;
+  readonly registry: PciDevP2pdmaRegistry;
   /** `pci_name(pdev)`: "dddd:bb:ss.f". */
   readonly bdf: string;
 
-  constructor(bus: PciBus, devfn: number, pcieType: PciExpType, acsCtrl: number, registry: P2pdmaRegistry) {
+  constructor(bus: PciBus, devfn: number, pcieType: PciExpType, acsCtrl: number, registry: PciDevP2pdmaRegistry) {
     this.bus = bus;
     this.devfn = devfn;
     this.pcieType = pcieType;

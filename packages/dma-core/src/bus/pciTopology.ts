@@ -3,7 +3,7 @@
 import { Device } from '../device/device.js';
 import type { DeviceOptions } from '../device/device.js';
 import type { DeviceHost } from '../device/host.js';
-import type { PhysicalMemory } from '../mem/physicalMemory.js';
+import type { SystemMemory } from '../mem/systemMemory.js';
 import type { MemRegion, RegionMap } from '../mem/regions.js';
 import { Errno } from '../units/errno.js';
 import { SZ_1G, SZ_4G, alignUp } from '../units/page.js';
@@ -26,7 +26,7 @@ import type { PciBar, PciHostBridgeOptions } from './pciDev.js';
 
 /** What the topology needs of the machine: a device host whose memory has a region map. */
 export interface PciHost extends DeviceHost {
-  readonly memory: PhysicalMemory & { readonly regions: RegionMap };
+  readonly memory: SystemMemory;
 }
 
 /** Non-prefetchable 32-bit MMIO window (below 4 GiB, above low RAM). */

@@ -1,4 +1,4 @@
-export * from './dmaMapOps.js';
+export type * from './dmaMapOps.js';
 export * from './hmm.js';
 export * from './dmaBuf.js';
 export * from './blkRqDma.js';

@@ -1,11 +1,38 @@
 // kernel: include/linux/device.h, include/linux/dma-mapping.h (dma_parms), drivers/pci/probe.c
-import { DmaFaultReason } from '../contracts/dmaMapOps.js';
-import type { DmaMapOps } from '../contracts/dmaMapOps.js';
 import { dmaBitMask } from '../units/dmaAddr.js';
 import { PAGE_SIZE, SZ_64K } from '../units/page.js';
 import type { DeviceHost } from './host.js';
-import { DmaFaultError } from './dmaFault.js';
+import { DmaFaultError, DmaFaultReason } from './dmaFault.js';
 import type { DmaAccessKind, DmaFaultRecord } from './dmaFault.js';
+
+declare module './host.js' {
+  interface DeviceHost {
+    /**
+     * PCIe peer routing: if `dmaAddr` from `dev` is the bus address of a peer BAR reachable without
+     * the root complex (BUS_ADDR), the physical address behind it; otherwise -1.
+     */
+    p2pRoute(dev: Device, dmaAddr: number): number;
+  }
+}
+
+/**
+ * What an IOMMU implementation provides to the DMA API (`struct dma_map_ops`, the `dma_iommu`
+ * backend). dma-core's free functions validate, trace and feed dma-debug, then dispatch here when
+ * a device has ops attached; with no ops they use dma-direct. Return conventions are the kernel's.
+ *
+ * Like include/linux/device.h, which only forward-declares the ops a device points to, this file
+ * declares the part the device-side DMA port calls (`name`, `translate`); contracts/dmaMapOps.ts
+ * declares the DMA API's part (declaration merging), so device/ does not import the contracts or
+ * the DMA layer.
+ */
+export interface DmaMapOps {
+  readonly name: string;
+  /**
+   * Device-side translation of one access that stays inside one granule: the physical address,
+   * or a negative `DmaFaultReason`. The implementation records its own fault (stats, trace).
+   */
+  translate(dev: Device, dmaAddr: number, write: boolean): number;
+}
 
 /** `struct device_dma_parameters`. */
 export interface DmaParms {

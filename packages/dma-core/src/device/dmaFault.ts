@@ -1,4 +1,15 @@
-import type { DmaFaultReason } from '../contracts/dmaMapOps.js';
+// kernel: include/linux/iommu.h (struct iommu_fault, iommu_report_device_fault)
+
+/** Result of a device-side translation that the IOMMU refused. */
+export const DmaFaultReason = {
+  /** No valid translation (PTE not present). */
+  NOT_PRESENT: -1,
+  /** Translation present but without the permission the access needs. */
+  PERMISSION: -2,
+  /** The address is outside what the device can reach (aperture, bus, no memory there). */
+  OUT_OF_RANGE: -3,
+} as const;
+export type DmaFaultReason = (typeof DmaFaultReason)[keyof typeof DmaFaultReason];
 
 /** Whether a device access reads or writes memory. */
 export type DmaAccessKind = 'read' | 'write';

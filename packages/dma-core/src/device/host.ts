@@ -1,22 +1,26 @@
-import type { DmaDebug } from '../dma/debug.js';
-import type { Swiotlb } from '../dma/swiotlb.js';
-import type { PhysicalMemory } from '../mem/physicalMemory.js';
+// The machine as a device and the DMA API see it (no kernel counterpart: the kernel's devices
+// reach global memory, swiotlb and dma-debug state; the model keeps one machine per host).
+import type { SystemMemory } from '../mem/systemMemory.js';
 import type { SimClock } from '../sim/clock.js';
 import type { FaultInjection } from '../sim/faultInjection.js';
 import type { Trace } from '../trace/trace.js';
-import type { Device } from './device.js';
 import type { DmaFaultRecord } from './dmaFault.js';
 
 /**
- * What a device sees of the machine it sits in. The Machine implements it; keeping it an
- * interface keeps device/ free of a dependency on the whole machine.
+ * What devices and the DMA API need of the machine they sit in. The Machine implements it;
+ * keeping it an interface keeps device/ free of a dependency on the whole machine.
+ *
+ * This file names only what sits below the device layer. Members whose types take a device are
+ * declared beside those types and merged in (TypeScript declaration merging, the way
+ * include/linux/device.h only forward-declares what it points to): `p2pRoute` in
+ * device/device.ts, `swiotlb` in dma/swiotlb.ts, `dmaDebug` (the observer the mapping front end
+ * calls) in dma/debug.ts. So device/ never imports the DMA layer.
  */
 export interface DeviceHost {
-  readonly memory: PhysicalMemory;
+  /** Physical memory with its page allocator (dma-direct allocates coherent buffers from it). */
+  readonly memory: SystemMemory;
   readonly clock: SimClock;
   readonly trace: Trace;
-  readonly dmaDebug: DmaDebug;
-  readonly swiotlb: Swiotlb;
   /** Fault-injection sites ('swiotlb', 'iova', 'pgtable', ...); absent on hosts that inject nothing. */
   readonly faultInjection?: FaultInjection;
   /** Is there memory (RAM or a BAR) behind `[phys, phys+len)`? */
@@ -25,11 +29,6 @@ export interface DeviceHost {
   physIsRam(phys: number, len: number): boolean;
   /** Highest RAM address + 1 (for dma_get_required_mask / addressing_limited). */
   ramTop(): number;
-  /**
-   * PCIe peer routing: if `dmaAddr` from `dev` is the bus address of a peer BAR reachable without
-   * the root complex (BUS_ADDR), the physical address behind it; otherwise -1.
-   */
-  p2pRoute(dev: Device, dmaAddr: number): number;
   /** Records a DMA or IOMMU fault a device hit (kept in Machine.faults). */
   recordFault(record: DmaFaultRecord): void;
 }

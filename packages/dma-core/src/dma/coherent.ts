@@ -9,18 +9,6 @@ import { DMA_MAPPING_ERROR } from '../units/dmaAddr.js';
 import { PAGE_SIZE, getOrder, pageAlign } from '../units/page.js';
 import { physToDma } from './direct.js';
 
-/** What dma-direct needs of the machine's page allocator (SystemMemory provides it). */
-interface PageAllocator {
-  allocPages(order: number): number;
-  freePages(phys: number, order: number): void;
-  allocPagesBelow?(order: number, limit: number): number;
-}
-
-function pageAllocator(dev: Device): PageAllocator | null {
-  const mem = dev.host.memory as unknown as Partial<PageAllocator>;
-  return typeof mem.allocPages === 'function' && typeof mem.freePages === 'function' ? (mem as PageAllocator) : null;
-}
-
 interface Allocation {
   readonly buf: DmaCoherentBuffer;
   readonly order: number;
@@ -51,11 +39,10 @@ function validSize(size: unknown): size is number {
  * allocator cannot satisfy the mask (`dma_coherent_ok` failed and no lower zone helped).
  */
 function directAllocPages(dev: Device, size: number, limit: number): { phys: number; order: number } | null {
-  const pa = pageAllocator(dev);
-  if (pa === null) return null;
+  const pa = dev.host.memory;
   const order = getOrder(size);
   const physLimit = limit - dev.dmaRangeOffset;
-  const phys = pa.allocPagesBelow !== undefined ? pa.allocPagesBelow(order, physLimit) : pa.allocPages(order);
+  const phys = pa.allocPagesBelow(order, physLimit);
   if (phys === 0) return null;
   const bytes = PAGE_SIZE * 2 ** order;
   if (physToDma(dev, phys) + bytes - 1 > limit) {
@@ -126,7 +113,7 @@ export function dmaFreeAttrs(dev: Device, size: number, cpuAddr: number, dmaAddr
   if (a === undefined || a.kind !== 'coherent' || a.buf.dmaAddr !== dmaAddr) return; // dma-debug reported it
   m?.delete(cpuAddr);
   const ops = dev.dmaOps;
-  if (ops === null) pageAllocator(dev)?.freePages(a.buf.phys, a.order);
+  if (ops === null) dev.host.memory.freePages(a.buf.phys, a.order);
   else ops.free(dev, a.buf, attrs);
 }
 
@@ -169,13 +156,12 @@ function allocPages(dev: Device, size: number, dir: DmaDataDirection, _gfp: numb
     }
   } else {
     // kernel: dma_common_alloc_pages: any pages, then map them through the IOMMU
-    const pa = pageAllocator(dev);
     order = getOrder(len);
-    const phys = pa === null ? 0 : pa.allocPages(order);
+    const phys = host.memory.allocPages(order);
     if (phys !== 0) {
       host.memory.fill(phys, PAGE_SIZE * 2 ** order, 0);
       const dma = ops.mapPhys(dev, phys, len, dir, 0);
-      if (dma === DMA_MAPPING_ERROR) pa?.freePages(phys, order);
+      if (dma === DMA_MAPPING_ERROR) host.memory.freePages(phys, order);
       else buf = { cpuAddr: phys, phys, dmaAddr: dma, size: len };
     }
   }
@@ -200,7 +186,7 @@ export function dmaFreePages(dev: Device, size: number, phys: number, dmaAddr: n
   m?.delete(phys);
   const ops = dev.dmaOps;
   if (ops !== null) ops.unmapPhys(dev, a.buf.dmaAddr, a.buf.size, a.dir, 0);
-  pageAllocator(dev)?.freePages(a.buf.phys, a.order);
+  dev.host.memory.freePages(a.buf.phys, a.order);
 }
 
 /** `dma_alloc_noncoherent(dev, size, &dma_handle, dir, gfp)`: the CPU address of dma_alloc_pages. */

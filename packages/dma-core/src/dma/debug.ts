@@ -24,6 +24,17 @@ import type { DmaIovaState } from './iovaState.js';
 import { SG_DMA_BUS_ADDRESS } from './scatterlist.js';
 import type { SgTable } from './scatterlist.js';
 
+declare module '../device/host.js' {
+  interface DeviceHost {
+    /**
+     * The machine's dma-debug: the observer the DMA API front end calls (`if (dbg.enabled)
+     * dbg.mapPhys(...)`, as kernel/dma/mapping.c calls debug_dma_map_phys()). Declared here, not
+     * in device/, so the device layer does not import dma-debug.
+     */
+    readonly dmaDebug: DmaDebug;
+  }
+}
+
 /**
  * dma-debug mode: off, warn (record reports) or strict (also throw). kernel: the dma_debug= boot option,
  * plus dmakit's strict mode.

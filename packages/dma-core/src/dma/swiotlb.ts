@@ -9,6 +9,13 @@ import { DMA_MAPPING_ERROR } from '../units/dmaAddr.js';
 import { PAGE_SIZE, alignUp, isPowerOfTwo, offsetIn } from '../units/page.js';
 import { dmaWarn } from './log.js';
 
+declare module '../device/host.js' {
+  interface DeviceHost {
+    /** The default swiotlb pool (`io_tlb_default_mem`, the pool `dev->dma_io_tlb_mem` points to). */
+    readonly swiotlb: Swiotlb;
+  }
+}
+
 /** log2 of a swiotlb slot (2 KiB). kernel: IO_TLB_SHIFT in include/linux/swiotlb.h. */
 export const IO_TLB_SHIFT = 11;
 /** Bytes per swiotlb slot. kernel: IO_TLB_SIZE in include/linux/swiotlb.h. */

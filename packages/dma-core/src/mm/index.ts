@@ -1,5 +1,8 @@
 export * from './constants.js';
 export * from './mmuNotifier.js';
-export { MmStruct, SegvError, ShmemObject, VmArea } from './mmStruct.js';
-export type { MigrateToRam, MmapArgs } from './mmStruct.js';
+export { MmStruct } from './mmStruct.js';
+export type { MigrateToRam, MmOwner } from './mmStruct.js';
+export type { MmapArgs } from './mmap.js';
+export { SegvError } from './uaccess.js';
+export { ShmemObject, VmArea } from './vmaTree.js';
 export * from './process.js';

@@ -1,6 +1,5 @@
 // kernel: mm/mmu_notifier.c, include/linux/mmu_notifier.h (interval notifiers, v5.5+)
 import { Errno } from '../units/errno.js';
-import type { MmStruct } from './mmStruct.js';
 
 // kernel: include/linux/mmu_notifier.h enum mmu_notifier_event
 /**
@@ -53,9 +52,21 @@ export function mmuNotifierEventName(ev: MmuNotifierEvent): string {
   return `MMU_NOTIFY_${EVENT_NAMES[ev] ?? String(ev)}`;
 }
 
+/**
+ * `struct mm_struct` as the notifier code sees it: the members this file uses. Like the kernel's
+ * forward declaration in mmu_notifier.h, it names the type without importing it: mm/mmStruct.ts
+ * completes it to the whole `MmStruct` (declaration merging), so `range.mm` and `sub.mm` are the
+ * MmStruct with every method, while this file stays below it.
+ */
+export interface MmuNotifierMm {
+  /** True once the owning process has exited. */
+  readonly exited: boolean;
+  readonly notifierSubscriptions: MmuNotifierSubscriptions;
+}
+
 /** `struct mmu_notifier_range`: [start, end) of user virtual addresses. */
 export interface MmuNotifierRange {
-  readonly mm: MmStruct;
+  readonly mm: MmuNotifierMm;
   readonly start: number;
   readonly end: number;
   readonly event: MmuNotifierEvent;
@@ -81,7 +92,7 @@ export interface MmuIntervalNotifierOps {
  * Fields are maintained by the mmuInterval* functions.
  */
 export class MmuIntervalNotifier {
-  mm: MmStruct | undefined;
+  mm: MmuNotifierMm | undefined;
   ops: MmuIntervalNotifierOps | undefined;
   /** First covered address. */
   start = 0;
@@ -200,7 +211,7 @@ export class MmuNotifierError extends Error {
  */
 export function mmuIntervalNotifierInsert(
   sub: MmuIntervalNotifier,
-  mm: MmStruct,
+  mm: MmuNotifierMm,
   start: number,
   length: number,
   ops: MmuIntervalNotifierOps,

@@ -4,6 +4,12 @@ import type { SimClock } from '../sim/clock.js';
 import type { Trace } from '../trace/trace.js';
 import { MmStruct } from './mmStruct.js';
 
+declare module './mmStruct.js' {
+  // An mm's owner is this Process (see the forward declaration in mmStruct.ts).
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
+  interface MmOwner extends Process {}
+}
+
 /** What a process needs of the machine. */
 export interface ProcessHost {
   readonly memory: SystemMemory;
