@@ -153,6 +153,10 @@ export class NvmeDevState {
   readonly log: string[] = [];
 
   state: NvmeCtrlState = 'new';
+  /** Namespaces found by Identify (`NvmeDev.namespaces`). */
+  namespaces: NvmeNsInfo[] = [];
+  /** Why the controller is dead, empty while it is not (`NvmeDev.lastError`). */
+  lastError = '';
   cap = 0;
   dstrd = 0;
   ctrlTimeoutNs = 0;
