@@ -8,9 +8,7 @@
 // Internal: not exported from the package.
 import type { NvmeNamespace } from './namespace.js';
 import { NvmeCompQueue, NvmeSubQueue } from './queues.js';
-import {
-  nvmeVs,
-} from './registers.js';
+import { nvmeVs } from './registers.js';
 import {
   NVME_CQES_LOG2,
   NVME_CQ_IRQ_ENABLED,
@@ -29,9 +27,10 @@ import {
   writeLe64,
 } from './spec.js';
 import { ACL, AERL, DNR, FID_NOT_SAVEABLE } from './nvmeCtrl.js';
-import type { NvmeCtrl , NvmeCmd } from './nvmeCtrl.js';
+import type { NvmeCmd, NvmeCtrl } from './nvmeCtrl.js';
 import { nvmeC2h, nvmeEnqueueReqCompletion, nvmeProcessSq, nvmeReleaseCmd } from './doorbell.js';
 
+/** `nvme_admin_cmd`: fused operations are refused, then dispatch on the opcode. */
 export function nvmeAdminCmd(n: NvmeCtrl, cmd: NvmeCmd): number {
   const dv = cmd.dv;
   const flags = cmd.sqe[SQE.FLAGS] ?? 0;
@@ -60,6 +59,7 @@ export function nvmeAdminCmd(n: NvmeCtrl, cmd: NvmeCmd): number {
   }
 }
 
+/** `nvme_identify`: the CNS selects the data structure, copied to the host through the data pointer. */
 export function nvmeIdentify(n: NvmeCtrl, cmd: NvmeCmd): number {
   const dv = cmd.dv;
   const cns = dv.getUint32(SQE.CDW10, true) & 0xff;
@@ -131,6 +131,7 @@ export function nvmeFillIdNs(dv: DataView, ns: NvmeNamespace): void {
   dv.setUint32(128, ns.lbaShift << 16, true); // LBAF0: MS 0, LBADS, RP 0
 }
 
+/** `nvme_create_cq`. */
 export function nvmeCreateCq(n: NvmeCtrl, dv: DataView): number {
   const cdw10 = dv.getUint32(SQE.CDW10, true);
   const cdw11 = dv.getUint32(SQE.CDW11, true);
@@ -148,6 +149,7 @@ export function nvmeCreateCq(n: NvmeCtrl, dv: DataView): number {
   return NvmeStatus.SUCCESS;
 }
 
+/** `nvme_create_sq`: bound to an existing CQ. */
 export function nvmeCreateSq(n: NvmeCtrl, dv: DataView): number {
   const cdw10 = dv.getUint32(SQE.CDW10, true);
   const cdw11 = dv.getUint32(SQE.CDW11, true);
@@ -169,7 +171,7 @@ export function nvmeCreateSq(n: NvmeCtrl, dv: DataView): number {
   return NvmeStatus.SUCCESS;
 }
 
-/** Delete I/O SQ: its outstanding commands complete with "Command Aborted due to SQ Deletion" first. */
+/** `nvme_del_sq`: its outstanding commands complete with "Command Aborted due to SQ Deletion" first. */
 export function nvmeDelSq(n: NvmeCtrl, dv: DataView): number {
   const qid = dv.getUint32(SQE.CDW10, true) & 0xffff;
   const sq = qid === 0 ? undefined : n.sqs[qid];
@@ -190,6 +192,7 @@ export function nvmeDelSq(n: NvmeCtrl, dv: DataView): number {
   return NvmeStatus.SUCCESS;
 }
 
+/** `nvme_del_cq`: refused while an SQ is still bound to it. */
 export function nvmeDelCq(n: NvmeCtrl, dv: DataView): number {
   const qid = dv.getUint32(SQE.CDW10, true) & 0xffff;
   const cq = qid === 0 ? undefined : n.cqs[qid];
@@ -200,6 +203,7 @@ export function nvmeDelCq(n: NvmeCtrl, dv: DataView): number {
   return NvmeStatus.SUCCESS;
 }
 
+/** `nvme_set_feature`: Number of Queues allocates; the other supported features are stored. */
 export function nvmeSetFeature(n: NvmeCtrl, dv: DataView): number {
   const cdw10 = dv.getUint32(SQE.CDW10, true);
   const cdw11 = dv.getUint32(SQE.CDW11, true);
@@ -229,6 +233,7 @@ export function nvmeSetFeature(n: NvmeCtrl, dv: DataView): number {
   }
 }
 
+/** `nvme_get_feature`. */
 export function nvmeGetFeature(n: NvmeCtrl, dv: DataView): number {
   const fid = dv.getUint32(SQE.CDW10, true) & 0xff;
   switch (fid) {
@@ -250,7 +255,7 @@ export function nvmeGetFeature(n: NvmeCtrl, dv: DataView): number {
   }
 }
 
-/** Abort (best effort): a command still waiting to execute completes with "Command Abort Requested". */
+/** `nvme_abort` (best effort): a command still waiting to execute completes with "Command Abort Requested". */
 export function nvmeAbort(n: NvmeCtrl, dv: DataView): number {
   const cdw10 = dv.getUint32(SQE.CDW10, true);
   const sqid = cdw10 & 0xffff;

@@ -8,13 +8,7 @@
 // Internal: not exported from the package.
 import { DmaFaultError } from '@dmakit/dma-core';
 import type { NvmeCompQueue, NvmeSubQueue } from './queues.js';
-import {
-  CSTS,
-  NVME_CSTS_SHST_NORMAL,
-  NVME_REG_DBS,
-  regGet,
-  regSet,
-} from './registers.js';
+import { CSTS, NVME_CSTS_SHST_NORMAL, NVME_REG_DBS, regGet, regSet } from './registers.js';
 import {
   NVME_CQE_SIZE,
   NVME_PSDT_PRP,
@@ -29,9 +23,11 @@ import {
 import { AERL, DNR, NvmeCmd } from './nvmeCtrl.js';
 import type { NvmeCtrl } from './nvmeCtrl.js';
 
+/** RDY set, EN set, not shutting down: the controller processes doorbells. */
 export function nvmeRunning(n: NvmeCtrl): boolean {
   return (n.csts & 3) === 1 && (n.cc & 1) === 1 && regGet(n.csts, CSTS.SHST) === NVME_CSTS_SHST_NORMAL;
 }
+
 /** A queue access the DMA port refused: Controller Fatal Status, processing stops until reset. */
 export function nvmeFatal(n: NvmeCtrl, why: string): void {
   n.stats.queueDmaFaults++;
@@ -43,6 +39,9 @@ export function nvmeFatal(n: NvmeCtrl, why: string): void {
   for (const cmd of n.inflight) cmd.timer?.cancel();
   if (n.machine.trace.enabled) n.machine.trace.emit('nvme:ctrl_fatal', n.device.name, { reason: why });
 }
+// ---- doorbells, fetch, completion ------------------------------------------------------------------
+
+/** `nvme_process_db`: a doorbell write moves a CQ head (draining its backlog) or an SQ tail (schedules a fetch). */
 export function nvmeProcessDb(n: NvmeCtrl, off: number, v: number): void {
   const stride = 4 << n.dstrd;
   const rel = off - NVME_REG_DBS;
@@ -75,16 +74,18 @@ export function nvmeProcessDb(n: NvmeCtrl, off: number, v: number): void {
   if (sq.fetchTimer === null && sq.head !== v) sq.fetchTimer = n.machine.schedule(n.lat.fetch, sq.fetchFn);
 }
 
+/** A pooled command slot (QEMU's per-SQ `NvmeRequest` array). */
 export function nvmeAllocCmd(n: NvmeCtrl): NvmeCmd {
   return n.freeCmds.pop() ?? new NvmeCmd(n.exec);
 }
 
+/** Give a command slot back to the pool. */
 export function nvmeReleaseCmd(n: NvmeCtrl, cmd: NvmeCmd): void {
   cmd.timer = null;
   n.freeCmds.push(cmd);
 }
 
-/** Fetch every entry between head and tail, and schedule each command's execution. */
+/** `nvme_process_sq`: fetch every entry between head and tail, and schedule each command's execution. */
 export function nvmeProcessSq(n: NvmeCtrl, sq: NvmeSubQueue): void {
   sq.fetchTimer = null;
   if (!nvmeRunning(n) || n.sqs[sq.qid] !== sq) return;
@@ -124,6 +125,7 @@ export function nvmeProcessSq(n: NvmeCtrl, sq: NvmeSubQueue): void {
   }
 }
 
+/** Simulated execution time of a fetched command (the model's cost, not in QEMU). */
 export function nvmeLatencyOf(n: NvmeCtrl, cmd: NvmeCmd): number {
   const lat = n.lat;
   if (cmd.sqid === 0) return lat.admin;
@@ -135,7 +137,7 @@ export function nvmeLatencyOf(n: NvmeCtrl, cmd: NvmeCmd): number {
   }
   return lat.write;
 }
-/** Post a completion for a command of SQ `sqid` to the CQ that SQ is bound to. */
+/** `nvme_enqueue_req_completion`: post a completion for a command of SQ `sqid` to the CQ that SQ is bound to. */
 export function nvmeEnqueueReqCompletion(n: NvmeCtrl, sqid: number, cid: number, status: number, dw0: number): void {
   const sq = n.sqs[sqid];
   if (sq === undefined) return;
@@ -148,6 +150,7 @@ export function nvmeEnqueueReqCompletion(n: NvmeCtrl, sqid: number, cid: number,
   nvmePostCqe(n, cq, dw0, sq.head, sqid, cid, status);
 }
 
+/** `nvme_post_cqes` for one entry: write it with the current phase, advance the tail, raise the vector. */
 export function nvmePostCqe(n: NvmeCtrl, cq: NvmeCompQueue, dw0: number, sqhd: number, sqid: number, cid: number, status: number): boolean {
   const dv = n.cqeDv;
   dv.setUint32(0, dw0 >>> 0, true);
@@ -183,6 +186,7 @@ export function nvmePostCqe(n: NvmeCtrl, cq: NvmeCompQueue, dw0: number, sqhd: n
   return true;
 }
 
+/** Post the completions that waited for room once the host moved the CQ head. */
 export function nvmeDrainBacklog(n: NvmeCtrl, cq: NvmeCompQueue): void {
   let posted = 0;
   while (posted < cq.backlog.length && !cq.full) {
@@ -195,6 +199,7 @@ export function nvmeDrainBacklog(n: NvmeCtrl, cq: NvmeCompQueue): void {
   cq.backlog.splice(0, posted);
 }
 
+/** `nvme_irq_assert`: one MSI-X message per vector in flight, delivered after the interrupt latency. */
 export function nvmeIrqAssert(n: NvmeCtrl, vector: number): void {
   if (n.irqTimers[vector] !== null) return; // one message in flight per vector coalesces
   const fn = n.irqFns[vector];
@@ -202,6 +207,7 @@ export function nvmeIrqAssert(n: NvmeCtrl, vector: number): void {
   n.irqTimers[vector] = n.machine.schedule(n.lat.interrupt, fn);
 }
 
+/** `msix_notify`: deliver the message, or set the pending bit while the vector is masked. */
 export function nvmeMsixNotify(n: NvmeCtrl, vector: number): void {
   n.irqTimers[vector] = null;
   if (n.vecMasked[vector] === 1) {
@@ -215,7 +221,7 @@ export function nvmeMsixNotify(n: NvmeCtrl, vector: number): void {
 
 // ---- data pointers ----------------------------------------------------------------------------
 
-/** Walk the command's PRPs or SGL for `len` bytes. */
+/** `nvme_map_dptr`: walk the command's PRPs or SGL for `len` bytes. */
 export function nvmeMapDptr(n: NvmeCtrl, cmd: NvmeCmd, len: number, isWrite: boolean): number {
   const dv = cmd.dv;
   const psdt = ((cmd.sqe[SQE.FLAGS] ?? 0) >> 6) & 3;
@@ -225,12 +231,13 @@ export function nvmeMapDptr(n: NvmeCtrl, cmd: NvmeCmd, len: number, isWrite: boo
   return n.walker.mapSgl(dv, len, isWrite);
 }
 
+/** The staging buffer between namespace and host memory, grown on demand (reused across commands). */
 export function nvmeEnsureStaging(n: NvmeCtrl, len: number): Uint8Array {
   if (n.staging.length < len) n.staging = new Uint8Array(Math.max(len, n.staging.length * 2, 4096));
   return n.staging;
 }
 
-/** Device-to-host transfer of `src[0..len)` to the command's data buffer. */
+/** `nvme_c2h`: device-to-host transfer of `src[0..len)` to the command's data buffer. */
 export function nvmeC2h(n: NvmeCtrl, cmd: NvmeCmd, src: Uint8Array, len: number): number {
   const st = nvmeMapDptr(n, cmd, len, false);
   if (st !== NvmeStatus.SUCCESS) return st;
