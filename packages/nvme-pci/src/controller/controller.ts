@@ -137,7 +137,7 @@ export class NvmeController {
       cap,
     });
     n.exec = (cmd) => {
-      this.#execute(cmd);
+      nvmeExecute(n, cmd);
     };
     n.irqFns = Array.from({ length: mv }, (_, v) => () => {
       nvmeMsixNotify(n, v);
@@ -449,16 +449,16 @@ export class NvmeController {
     }
     this.#n.aerOutstanding = 0;
   }
+}
 
-
-  #execute(cmd: NvmeCmd): void {
-    cmd.timer = null;
-    this.#n.inflight.delete(cmd);
-    this.#n.result = 0;
-    const status = cmd.sqid === 0 ? nvmeAdminCmd(this.#n, cmd) : nvmeIoCmd(this.#n, cmd);
-    nvmeEnqueueReqCompletion(this.#n, cmd.sqid, cmd.cid, status, this.#n.result);
-    nvmeReleaseCmd(this.#n, cmd);
-  }
+/** Execute a fetched command (QEMU nvme_process_sq's dispatch): admin or I/O command set, then its completion. */
+function nvmeExecute(n: NvmeCtrl, cmd: NvmeCmd): void {
+  cmd.timer = null;
+  n.inflight.delete(cmd);
+  n.result = 0;
+  const status = cmd.sqid === 0 ? nvmeAdminCmd(n, cmd) : nvmeIoCmd(n, cmd);
+  nvmeEnqueueReqCompletion(n, cmd.sqid, cmd.cid, status, n.result);
+  nvmeReleaseCmd(n, cmd);
 }
 
 // The public types of the controller live in nvmeCtrl.ts with its state; re-exported here so that

@@ -197,21 +197,22 @@ export class NvmeDev {
    * simulation clock; `probe()` runs the clock until the controller is live or dead.
    */
   startProbe(): number {
-    if (this.#d.state !== 'new') return -Errno.EBUSY;
+    const d = this.#d;
+    if (d.state !== 'new') return -Errno.EBUSY;
     const dev = this.device;
     // nvme_pci_enable / nvme_probe
     if (dmaSetMaskAndCoherent(dev, 64) !== 0) return -Errno.ENODEV;
     dmaSetMinAlignMask(dev, NVME_CTRL_PAGE_SIZE - 1);
     dmaSetMaxSegSize(dev, 0xffff_ffff);
     // nvme_setup_descriptor_pools
-    this.#d.poolLarge = dmaPoolCreate('nvme descriptor page', dev, NVME_CTRL_PAGE_SIZE, NVME_CTRL_PAGE_SIZE, 0);
-    this.#d.poolSmall = dmaPoolCreate('nvme descriptor small', dev, NVME_SMALL_POOL_SIZE, NVME_SMALL_POOL_SIZE, 0);
-    if (this.#d.poolLarge === null || this.#d.poolSmall === null) return -Errno.ENOMEM;
-    this.#d.unregisterIrq = this.bar.onInterrupt((v) => {
-      nvmeIrq(this.#d, v);
+    d.poolLarge = dmaPoolCreate('nvme descriptor page', dev, NVME_CTRL_PAGE_SIZE, NVME_CTRL_PAGE_SIZE, 0);
+    d.poolSmall = dmaPoolCreate('nvme descriptor small', dev, NVME_SMALL_POOL_SIZE, NVME_SMALL_POOL_SIZE, 0);
+    if (d.poolLarge === null || d.poolSmall === null) return -Errno.ENOMEM;
+    d.unregisterIrq = this.bar.onInterrupt((v) => {
+      nvmeIrq(d, v);
     });
-    this.#d.state = 'connecting';
-    nvmeResetWork(this.#d);
+    d.state = 'connecting';
+    nvmeResetWork(d);
     return 0;
   }
 
