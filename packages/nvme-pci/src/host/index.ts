@@ -3,3 +3,5 @@ export * from './constants.js';
 export * from './iod.js';
 export * from './queue.js';
 export * from './nvmeDev.js';
+export type { NvmeCtrlState, NvmeDevOptions, NvmeHostStats, NvmeNsInfo } from './dev.js';
+export { nvmeErrorStatus } from './completion.js';
