@@ -114,6 +114,7 @@ export class NvmeDev {
     return this.#d.namespaces;
   }
 
+  /** Replaces the namespace list (writable, as the field it was before the split). */
   set namespaces(v: NvmeNsInfo[]) {
     this.#d.namespaces = v;
   }
@@ -123,6 +124,7 @@ export class NvmeDev {
     return this.#d.lastError;
   }
 
+  /** Records why the controller is dead (writable, as the field it was before the split). */
   set lastError(v: string) {
     this.#d.lastError = v;
   }
