@@ -114,6 +114,7 @@ export class NvmeDev {
     return this.#d.namespaces;
   }
 
+  /** Replaces the namespace list (the host sets it after Identify). */
   set namespaces(v: NvmeNsInfo[]) {
     this.#d.namespaces = v;
   }
@@ -123,6 +124,7 @@ export class NvmeDev {
     return this.#d.lastError;
   }
 
+  /** Records why the controller died (empty clears it). */
   set lastError(v: string) {
     this.#d.lastError = v;
   }
