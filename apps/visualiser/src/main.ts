@@ -130,7 +130,7 @@ function panel(id: string, title: string, subtitle: string, extra?: HTMLElement)
 const pIova = panel('iova', 'IOVA space', 'allocator ranges and mappings over the aperture', h('span', { class: 'domain-pick' }, 'domain ', domainSel));
 const pPt = panel('pagetable', 'Page table', 'levels, occupancy, 4K vs 2M leaves');
 const pTlb = panel('iotlb', 'IOTLB', 'entries, hits/misses, lazy-mode windows');
-const pReq = panel('request', 'One request, end to end', 'command → DMA segments → PRP/SGL → IOVA → physical');
+const pReq = panel('request', 'One request, end to end', 'block segments → command → DMA segments → PRP/SGL → IOVA → physical');
 const pTl = panel('timeline', 'Timeline', 'trace events per device on the simulated clock');
 const pCnt = panel('counters', 'Counters', 'per I/O, live; the result at the end');
 const timeline = new TimelineView(pTl.body);

@@ -107,6 +107,33 @@ describe('derivations', () => {
     ]);
   });
 
+  it('nvmeRequests joins block:blk_rq_dma_map (the block segments) to the next I/O command on the same device', () => {
+    const events = [
+      ev('block:blk_rq_dma_map', 1, 'nvme1', { tag: 9, sector: 0, bytes: 0x1000, phys_addrs: [0x90000], lengths: [0x1000] }),
+      ev('block:blk_rq_dma_map', 2, 'nvme0', { tag: 3, sector: 8, bytes: 0x3000, phys_addrs: [0x42000, 0x50000], lengths: [0x1000, 0x2000] }),
+      ev('nvme:nvme_setup_cmd', 3, 'nvme0', { qid: 0, cid: 1, opcode: 6, flags: 0, prp1: 0x1000, prp2: 0 }),
+      ev('dma:dma_map_phys', 4, 'nvme0', { dma_addr: 0x42000, phys_addr: 0x42000, size: 0x1000 }),
+      ev('dma:dma_map_phys', 5, 'nvme0', { dma_addr: 0x50000, phys_addr: 0x50000, size: 0x2000 }),
+      ev('nvme:nvme_setup_cmd', 6, 'nvme0', { qid: 1, cid: 3, opcode: 1, flags: 0, prp1: 0x42000, prp2: 0x50000 }),
+      // The single-segment fast path traces no block segments: the next command gets none.
+      ev('dma:dma_map_phys', 7, 'nvme0', { dma_addr: 0x60000, phys_addr: 0x60000, size: 0x1000 }),
+      ev('nvme:nvme_setup_cmd', 8, 'nvme0', { qid: 2, cid: 4, opcode: 2, flags: 0, prp1: 0x60000, prp2: 0 }),
+      ev('nvme:nvme_setup_cmd', 9, 'nvme1', { qid: 1, cid: 9, opcode: 2, flags: 0, prp1: 0x90000, prp2: 0 }),
+    ];
+    const reqs = nvmeRequests(events);
+    expect(reqs.map((r) => [r.device, r.cid, r.rqTag])).toEqual([
+      ['nvme0', 3, 3],
+      ['nvme0', 4, null],
+      ['nvme1', 9, 9],
+    ]);
+    expect(reqs[0]?.blockSegments).toEqual([
+      { phys: 0x42000, len: 0x1000 },
+      { phys: 0x50000, len: 0x2000 },
+    ]);
+    expect(reqs[1]?.blockSegments).toEqual([]);
+    expect(reqs[2]?.blockSegments).toEqual([{ phys: 0x90000, len: 0x1000 }]);
+  });
+
   it('dataPointer reads PRP1/PRP2 per the spec, and an SGL data block descriptor', () => {
     expect(dataPointer({ prp1: 0x1000, prp2: 0, flags: 0 }, 4096).entry2).toContain('unused');
     expect(dataPointer({ prp1: 0x1000, prp2: 0x2000, flags: 0 }, 8192).entry2).toContain('second data page 0x2000');

@@ -228,6 +228,13 @@ export interface NvmeRequest {
   readonly flags: number;
   /** The mappings made since the previous command: DMA segments with their IOVA/DMA address and physical address. */
   readonly segments: { readonly kind: string; readonly dma: number; readonly phys: number; readonly size: number }[];
+  /**
+   * The request's block segments (bio_vecs as blk-mq-dma iterates them) from block:blk_rq_dma_map,
+   * empty when none was traced (the single-segment fast path maps the bvec directly).
+   */
+  readonly blockSegments: { readonly phys: number; readonly len: number }[];
+  /** The block request's tag from block:blk_rq_dma_map, or null. */
+  readonly rqTag: number | null;
   tComplete: number | null;
   status: number | null;
 }
@@ -237,10 +244,21 @@ export function nvmeRequests(events: readonly WireEvent[], upTo = events.length,
   const out: NvmeRequest[] = [];
   const open = new Map<string, NvmeRequest>();
   let segs: NvmeRequest['segments'][number][] = [];
+  // block:blk_rq_dma_map fires in nvme_queue_rq before the command is set up, on the same device:
+  // the latest one per device belongs to that device's next I/O command.
+  const blocks = new Map<string, { tag: number; segs: NvmeRequest['blockSegments'] }>();
   for (let i = 0; i < upTo; i++) {
     const e = events[i];
     if (e === undefined) break;
     switch (e.n) {
+      case 'block:blk_rq_dma_map': {
+        const p = e.f.phys_addrs;
+        const l = e.f.lengths;
+        const b: NvmeRequest['blockSegments'][number][] = [];
+        if (Array.isArray(p) && Array.isArray(l)) for (let k = 0; k < p.length; k++) b.push({ phys: (p as number[])[k] ?? 0, len: (l as number[])[k] ?? 0 });
+        blocks.set(e.d, { tag: num(e.f.tag), segs: b });
+        break;
+      }
       case 'iommu:map':
         segs.push({ kind: 'iommu_map', dma: num(e.f.iova), phys: num(e.f.paddr), size: num(e.f.size) });
         break;
@@ -273,10 +291,13 @@ export function nvmeRequests(events: readonly WireEvent[], upTo = events.length,
           prp2: num(e.f.prp2),
           flags: num(e.f.flags),
           segments: segs,
+          blockSegments: blocks.get(e.d)?.segs ?? [],
+          rqTag: blocks.get(e.d)?.tag ?? null,
           tComplete: null,
           status: null,
         };
         segs = [];
+        blocks.delete(e.d);
         if (out.length < limit) out.push(r);
         open.set(`${e.d}/${qid}/${r.cid}`, r);
         break;

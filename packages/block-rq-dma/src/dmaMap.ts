@@ -35,6 +35,7 @@ import { bioIntegrityBytes } from './limits.js';
 import { blkMapIterCreate, blkMapIterNext, blkRqIntegrityMapIterInit, blkRqMapIterInit } from './mapIter.js';
 import { reqPhysGapMask } from './request.js';
 import { errnoToBlkStatus } from './status.js';
+import { traceBlkRqDmaMap } from './trace.js';
 
 /** How IOVA eligibility is decided (`blk_can_dma_map_iova`). */
 export type IovaEligibility =
@@ -211,6 +212,7 @@ export class BlkRqDma implements BlkRqDmaMapper {
   }
 
   blkRqDmaMapIterStart(req: BlkRequest, dmaDev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
+    if (dmaDev.host.trace.enabled) traceBlkRqDmaMap(dmaDev, req);
     blkRqMapIterInit(req, iter.iter);
     return this.#start(req, dmaDev, state, iter, blkRqPayloadBytes(req));
   }

@@ -26,4 +26,6 @@ export { BlkRqDma, blkRqDma, createBlkRqDmaMapper } from './dmaMap.js';
 export type { BlkRqDmaMapperOptions, BlkRqDmaStats, IovaEligibility } from './dmaMap.js';
 export { blkRqMapSgtable, blkRqUnmapSgtable } from './legacy.js';
 export type { BlkRqSgMapping } from './legacy.js';
+export { traceBlkRqDmaMap } from './trace.js';
+export type { BlkRqDmaMapTraceFields } from './trace.js';
 export { blkStatusName, blkStatusToErrno, errnoToBlkStatus } from './status.js';

@@ -5,6 +5,7 @@ import { BlkStatus, blkRqNrPhysSegments, dmaMapSgtable, dmaUnmapSgtable, Errno, 
 import type { BlkRequest, Device } from '@dmakit/dma-core';
 import { blkRqDma } from './dmaMap.js';
 import type { BlkRqDma } from './dmaMap.js';
+import { traceBlkRqDmaMap } from './trace.js';
 
 /** A request mapped the legacy way. */
 export interface BlkRqSgMapping {
@@ -20,6 +21,7 @@ export interface BlkRqSgMapping {
  */
 export function blkRqMapSgtable(req: BlkRequest, dev: Device, attrs = 0, mapper: BlkRqDma = blkRqDma): BlkRqSgMapping {
   const nsegs = Math.max(1, blkRqNrPhysSegments(req));
+  if (dev.host.trace.enabled) traceBlkRqDmaMap(dev, req);
   const sgt = new SgTable(nsegs);
   const n = mapper.blkRqMapSg(req, sgt);
   if (n === 0) return { sgt, status: BlkStatus.IOERR };

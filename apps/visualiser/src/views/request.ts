@@ -1,5 +1,6 @@
 /**
- * One request, end to end. NVMe: the command (nvme_setup_cmd) → its DMA segments (the mappings
+ * One request, end to end. NVMe: the request's block segments (bio_vecs, from dmakit's
+ * block:blk_rq_dma_map) → the command (nvme_setup_cmd) → its DMA segments (the mappings
  * traced while it was built) → the PRP entries or SGL in the command → IOVA → physical pages.
  * ODP: the MR's pages faulted in (mlx5:odp_page_fault) and invalidated (mlx5:odp_invalidate).
  * Other stacks: the latest DMA mappings, DMA address → physical address.
@@ -35,9 +36,21 @@ function nvmeFlow(r: NvmeRequest, t0: number): HTMLElement {
   if (mapped === 0) dp = dataPointer(r, total);
   const segs = r.segments.slice(0, MAX_ROWS);
   const more = r.segments.length > MAX_ROWS ? `… ${int(r.segments.length - MAX_ROWS)} more` : '';
+  const blocks = r.blockSegments.slice(0, MAX_ROWS);
+  const moreBlocks = r.blockSegments.length > MAX_ROWS ? `… ${int(r.blockSegments.length - MAX_ROWS)} more` : '';
+  const blockCol = h(
+    'div',
+    { class: 'e2e-col', 'data-testid': 'block-segments', 'data-count': r.blockSegments.length },
+    h('div', { class: 'e2e-title' }, `Block segments (bio_vec)${r.rqTag !== null ? ` · tag ${r.rqTag}` : ''}`),
+    ...(blocks.length === 0
+      ? [cell('none traced: the single-segment fast path (req_bvec) maps the bvec without blk_rq_dma_map', 'wrap muted')]
+      : blocks.map((b) => h('div', { class: 'e2e-cell mono', title: `${hex(b.phys)} + ${b.len} B` }, `${hex(b.phys)} · ${bytes(b.len)}`))),
+    moreBlocks,
+  );
   return h(
     'div',
     { class: 'e2e', 'data-testid': 'request-flow', 'data-segments': r.segments.length },
+    blockCol,
     col(
       'request',
       cell(`${nvmeOpcodeName(r.opcode)}${total > 0 ? ` · ${bytes(total)}` : ''}`, 'strong'),
@@ -74,7 +87,7 @@ export function renderRequest(root: HTMLElement, ctx: ViewContext, st: RequestVi
     for (let i = first; i < Math.min(reqs.length, idx + 200); i++) {
       const q = reqs[i];
       if (q === undefined) continue;
-      const o = h('option', { value: i }, `#${i + 1} ${nvmeOpcodeName(q.opcode)} cid ${q.cid} (${q.segments.length} seg)`);
+      const o = h('option', { value: i }, `#${i + 1} ${nvmeOpcodeName(q.opcode)} cid ${q.cid} (${q.segments.length} seg, ${q.blockSegments.length} bvec)`);
       if (i === idx) o.selected = true;
       select.append(o);
     }

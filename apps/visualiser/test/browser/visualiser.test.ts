@@ -125,6 +125,17 @@ describe('the visualiser runs every stack live', () => {
       expect(await page.locator('[data-testid=counters-table] tbody tr').count(), tag).toBeGreaterThan(0);
       expect((await page.textContent('[data-testid=cli-table]'))?.trim().length, tag).toBeGreaterThan(20);
       expect(await page.locator('[data-testid=request-flow]').count(), tag).toBe(1);
+      if (c.stack === 'nvme') {
+        // The block-segments column (block:blk_rq_dma_map) is first; pick a request that went through
+        // blk_rq_dma_map_iter_start (the single-segment fast path traces none) and check it is filled.
+        const withBvecs = await page.$$eval('[data-testid=request-select] option', (os) => os.filter((o) => /, [1-9]\d* bvec\)/.test(o.textContent)).map((o) => o.getAttribute('value') ?? ''));
+        expect(withBvecs.length, tag).toBeGreaterThan(0);
+        await page.selectOption('[data-testid=request-select]', withBvecs[withBvecs.length - 1] ?? '');
+        await expect.poll(() => page.getAttribute('[data-testid=request-flow] > .e2e-col:first-child', 'data-testid')).toBe('block-segments');
+        expect(Number(await page.getAttribute('[data-testid=block-segments]', 'data-count')), tag).toBeGreaterThan(0);
+        expect(await page.locator('[data-testid=block-segments] .e2e-cell.mono').count(), tag).toBeGreaterThan(0);
+        expect(await page.textContent('[data-testid=block-segments] .e2e-cell.mono'), tag).toMatch(/^0x[0-9a-f]+ · \d/);
+      }
       if (c.iommu === 'off') {
         await expect.poll(() => page.textContent('[data-testid=view-iova]')).toContain('No IOMMU domain');
       } else {
