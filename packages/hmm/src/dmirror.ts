@@ -17,6 +17,7 @@ import {
   HMM_PFN_VALID,
   HMM_PFN_WRITE,
   HmmDmaMap,
+  MMU_NOTIFY_MIGRATE,
   MmuIntervalNotifier,
   PAGE_SIZE,
   PROT_READ,
@@ -129,6 +130,11 @@ export interface DmirrorStats {
   migratedToSystem: number;
   devmemFaults: number;
   dmaFaults: number;
+  /**
+   * Invalidations skipped because they were this device's own migration (MMU_NOTIFY_MIGRATE with
+   * this device as owner). kernel: dmirror_interval_invalidate() in lib/test_hmm.c.
+   */
+  ownMigrateSkips: number;
 }
 
 /** Size of a mirror's device page table: chunks, IOVA windows, PTEs, DMA-mapped pages, metadata bytes. */
@@ -170,6 +176,12 @@ export class DmirrorDevice {
   /** Reverse map of device pages (page index → mm, address) for eviction. */
   readonly #rmapMm: (MmStruct | undefined)[];
   readonly #rmapAddr: Float64Array;
+  /**
+   * The mirror that migrated each device page here (kernel: `rpage->zone_device_data = dmirror`
+   * in dmirror_migrate_alloc_and_copy(), lib/test_hmm.c): the one whose entry a migration back
+   * to RAM erases.
+   */
+  readonly #rmapMirror: (Dmirror | undefined)[];
   readonly #scratch = new Uint8Array(PAGE_SIZE);
   /** Copies done by the device's DMA engine (migration). */
   copies = { toDevice: 0, toSystem: 0, dmaErrors: 0 };
@@ -183,6 +195,7 @@ export class DmirrorDevice {
     this.name = opts.name ?? opts.dev.name;
     this.#rmapMm = new Array<MmStruct | undefined>(pagemap.nrPages).fill(undefined);
     this.#rmapAddr = new Float64Array(pagemap.nrPages);
+    this.#rmapMirror = new Array<Dmirror | undefined>(pagemap.nrPages).fill(undefined);
   }
 
   /** Create the device and hot-plug its device-private memory. Errno on failure. kernel: dmirror_device_init() in lib/test_hmm.c. */
@@ -224,11 +237,15 @@ export class DmirrorDevice {
     return this.pagemap.allocatedPages;
   }
 
-  /** Records which mm and address a device-private page backs (the model's reverse map, used to evict it). */
-  recordRmap(phys: number, mm: MmStruct | undefined, addr: number): void {
+  /**
+   * Records which mm and address a device-private page backs (the model's reverse map, used to
+   * evict it), and optionally the mirror that migrated it there.
+   */
+  recordRmap(phys: number, mm: MmStruct | undefined, addr: number, mirror?: Dmirror): void {
     const idx = (phys - this.pagemap.region.start) / PAGE_SIZE;
     this.#rmapMm[idx] = mm;
     this.#rmapAddr[idx] = addr;
+    this.#rmapMirror[idx] = mirror;
   }
 
   /** Copy a system page into device memory with the DMA engine (device reads system RAM). */
@@ -298,6 +315,11 @@ export class DmirrorDevice {
         this.memory.pagePut(dst);
         continue;
       }
+      // kernel: dmirror_devmem_fault_alloc_and_copy() in lib/test_hmm.c erases the owning
+      // mirror's entry itself (xa_erase(&dmirror->pt, addr >> PAGE_SHIFT)): the MMU_NOTIFY_MIGRATE
+      // invalidation of this migration carries our owner, so dmirror_interval_invalidate skips it.
+      const owner = this.#rmapMirror[(spfn * PAGE_SIZE - this.pagemap.region.start) / PAGE_SIZE];
+      if (owner !== undefined) eraseEntry.get(owner)?.(args.start + i * PAGE_SIZE);
       this.recordRmap(spfn * PAGE_SIZE, undefined, 0);
       args.dst[i] = migratePfn(dst / PAGE_SIZE) + (migratePfnFlags(src) & MIGRATE_PFN_WRITE);
       n++;
@@ -327,6 +349,12 @@ export class DmirrorDevice {
     return n;
   }
 }
+
+/**
+ * Per-mirror `xa_erase(&dmirror->pt, pfn)` for the device's migrate-to-RAM path (kept off the
+ * public surface of Dmirror).
+ */
+const eraseEntry = new WeakMap<Dmirror, (addr: number) => void>();
 
 /** One 2 MiB chunk of a mirror: an interval notifier, the HMM DMA map and the device PTEs. */
 class DmirrorChunk extends MmuIntervalNotifier {
@@ -363,6 +391,7 @@ export class Dmirror {
     migratedToSystem: 0,
     devmemFaults: 0,
     dmaFaults: 0,
+    ownMigrateSkips: 0,
   };
   /**
    * Test hook: runs after hmm_range_fault returned and before the driver lock is taken (where a
@@ -378,6 +407,11 @@ export class Dmirror {
     this.mdevice = mdevice;
     this.mm = mm;
     this.#ops = { invalidate: (sub, range, curSeq) => (sub instanceof DmirrorChunk ? this.#invalidate(sub, range, curSeq) : true) };
+    eraseEntry.set(this, (addr) => {
+      const base = addr - (addr % CHUNK_BYTES);
+      const c = this.#chunks.get(base);
+      if (c !== undefined) this.#zap(c, addr, addr + PAGE_SIZE);
+    });
   }
 
   /** The DMA device behind the mirror. */
@@ -405,8 +439,18 @@ export class Dmirror {
     return n;
   }
 
-  /** `dmirror_interval_invalidate`: zap device PTEs in the overlap, then DMA-unmap them. */
+  /**
+   * `dmirror_interval_invalidate`: zap device PTEs in the overlap, then DMA-unmap them. Like the
+   * kernel (lib/test_hmm.c, dmirror_interval_invalidate), a MMU_NOTIFY_MIGRATE event whose owner
+   * is this mirror's own device is ignored (sequence not bumped, nothing zapped): the device's
+   * own migration keeps the entries of its pages that stay put, and updates the moved ones itself
+   * (dmirror_migrate_finalize_and_map, dmirror_devmem_fault_alloc_and_copy).
+   */
   #invalidate(c: DmirrorChunk, range: MmuNotifierRange, curSeq: number): boolean {
+    if (range.event === MMU_NOTIFY_MIGRATE && range.owner === this.mdevice.owner) {
+      this.stats.ownMigrateSkips++;
+      return true;
+    }
     // The driver lock is implicit (single threaded); set_seq before touching device state.
     mmuIntervalSetSeq(c, curSeq);
     this.stats.invalidations++;
@@ -763,7 +807,7 @@ export class Dmirror {
         this.mdevice.memory.pagePut(dpage);
         continue;
       }
-      md.recordRmap(dpage, this.mm, args.start + i * PAGE_SIZE);
+      md.recordRmap(dpage, this.mm, args.start + i * PAGE_SIZE, this);
       const w = (sf & MIGRATE_PFN_WRITE) !== 0 || (spfn < 0 && writableVma) ? MIGRATE_PFN_WRITE : 0;
       args.dst[i] = migratePfn(dpage / PAGE_SIZE) + w;
     }
@@ -782,8 +826,11 @@ export class Dmirror {
       const c = this.#chunk(base, true);
       if (typeof c !== 'object') continue;
       const idx = (a - base) / PAGE_SIZE;
-      // The collect step invalidated this range, so the old entry is already gone.
-      if (c.pt[idx] === 0) c.live++;
+      // xa_store replaces whatever entry was there: the collect step's invalidation was our own
+      // MMU_NOTIFY_MIGRATE and skipped, so an entry for the old system page may still be live
+      // (and DMA-mapped in this model): drop it first.
+      this.#zap(c, a, a + PAGE_SIZE);
+      c.live++;
       c.pt[idx] = DPT_READ | DPT_LOCAL | ((migratePfnFlags(dst) & MIGRATE_PFN_WRITE) !== 0 ? DPT_WRITE : 0);
       c.addr[idx] = dpfn * PAGE_SIZE;
     }

@@ -212,7 +212,66 @@ describe('hmm-tests (dmirror)', () => {
     leakFree(f);
   });
 
-  it('migrate_fault: CPU access migrates device pages back (migrate_to_ram), then again to the device', () => {
+  it('migrate_fault', () => {
+    // tools/testing/selftests/mm/hmm-tests.c TEST_F(hmm, migrate_fault): migrate a buffer to the
+    // device, fault half of it back with the CPU, migrate the resulting mix of system and
+    // device-private pages again, and read back every page. It passes because
+    // dmirror_interval_invalidate (lib/test_hmm.c) ignores MMU_NOTIFY_MIGRATE events owned by the
+    // mirror's own device: the pages that never left keep their device entries.
+    const f = setup();
+    const npages = (1024 << 12) / PAGE_SIZE; // HMM_BUFFER_SIZE
+    const size = npages * PAGE_SIZE;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages); // ptr[i] = i
+    f.proc.mm.write(addr, data);
+
+    // Migrate memory to device; check what the device read.
+    const m1 = f.mirror.migrateToDevice(addr, npages);
+    expect(m1.ret).toBe(0);
+    expect(m1.cpages).toBe(npages);
+    expect(sameBytes(m1.data, data)).toBe(true);
+
+    // Fault half the pages back to system memory and check them.
+    expect(sameBytes(f.proc.mm.read(addr, size / 2), data.subarray(0, size / 2))).toBe(true);
+    expect(f.mirror.stats.devmemFaults).toBe(npages / 2);
+    expect(f.mdev.devicePagesInUse).toBe(npages / 2);
+
+    // Migrate memory to the device again; check what the device read: every page accounted.
+    const skipsBefore = f.mirror.stats.ownMigrateSkips;
+    const m2 = f.mirror.migrateToDevice(addr, npages);
+    expect(m2.ret).toBe(0);
+    expect(m2.cpages).toBe(npages);
+    expect(sameBytes(m2.data, data)).toBe(true);
+    expect(f.mirror.stats.ownMigrateSkips).toBeGreaterThan(skipsBefore);
+    expect(f.mdev.devicePagesInUse).toBe(npages);
+    expect(f.mirror.summary().localPtes).toBe(npages);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('migrate over pages the device already mapped: the own-migration skip keeps no stale DMA mapping', () => {
+    // lib/test_hmm.c: dmirror_interval_invalidate skips our MMU_NOTIFY_MIGRATE, so
+    // dmirror_migrate_finalize_and_map's xa_store replaces the entry of the old system page.
+    const f = setup();
+    const npages = 8;
+    const addr = mmapAnon(f.proc, npages);
+    const data = pattern(npages, 1, 3);
+    f.proc.mm.write(addr, data);
+    expect(f.mirror.read(addr, npages).ret).toBe(0);
+    expect(f.mirror.summary().dmaMapped).toBe(npages);
+    const m = f.mirror.migrateToDevice(addr, npages);
+    expect(m.ret).toBe(0);
+    expect(sameBytes(m.data, data)).toBe(true);
+    expect(f.mirror.summary()).toMatchObject({ devicePtes: npages, localPtes: npages, dmaMapped: 0 });
+    expect(f.machine.dmaDebug.entries).toBe(0);
+    // Back to RAM through the device's own path: dmirror_devmem_fault_alloc_and_copy erases them.
+    expect(f.mirror.migrateToSystem(addr, npages).cpages).toBe(npages);
+    expect(f.mirror.summary().devicePtes).toBe(0);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    leakFree(f);
+  });
+
+  it('migrate_to_ram: CPU access migrates every device page back, then again to the device', () => {
     const f = setup();
     const npages = 16;
     const addr = mmapAnon(f.proc, npages);
