@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Errno, createMachine } from '@dmakit/dma-core';
-import { IOMMU_READ, IOMMU_WRITE, createIommu, iommuIovaToPhys, iommuMap, iommuPgsize, iommuUnmap } from './index.js';
+import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, createIommu, iommuIovaToPhys, iommuMap, iommuPgsize, iommuUnmap } from './index.js';
 
 const SZ_4K = 4096;
 const SZ_2M = 2 ** 21;
@@ -52,21 +52,43 @@ describe('IommuDomain map/unmap', () => {
     expect(domain.stats().tablePagesLive).toBe(root);
   });
 
-  it('refuses unaligned ranges (-EINVAL) and mapping over a present entry (-EEXIST) without changing anything', () => {
+  it('refuses unaligned ranges (-EINVAL) and mapping over a present entry (-EADDRINUSE, generic_pt __map_range) without changing anything', () => {
     const { domain } = newDomain();
     expect(iommuMap(domain, 0x1001, 0x2000, SZ_4K, RW)).toBe(-Errno.EINVAL);
     expect(iommuMap(domain, 0x1000, 0x2000, 100, RW)).toBe(-Errno.EINVAL);
     expect(iommuMap(domain, 0x3000, 0x3000, SZ_4K, RW)).toBe(0);
     const writes = domain.stats().pteWrites;
     // [0x1000, 0x4000) overlaps the page at 0x3000: the first two pages are rolled back.
-    expect(iommuMap(domain, 0x1000, 0x10000, 3 * SZ_4K, RW)).toBe(-Errno.EEXIST);
+    expect(iommuMap(domain, 0x1000, 0x10000, 3 * SZ_4K, RW)).toBe(-Errno.EADDRINUSE);
     expect(iommuIovaToPhys(domain, 0x1000)).toBe(0);
     expect(iommuIovaToPhys(domain, 0x3000)).toBe(0x3000);
     expect(domain.pgtable.countLeaves()).toBe(1);
     expect(domain.stats().pteWrites).toBeGreaterThan(writes);
     // A 2M leaf over a table that has a 4K page in it.
-    expect(iommuMap(domain, 0, 0, SZ_2M, RW)).toBe(-Errno.EEXIST);
+    expect(iommuMap(domain, 0, 0, SZ_2M, RW)).toBe(-Errno.EADDRINUSE);
+    // A 4K page under a 2M leaf: __map_range meets an entry that is neither empty nor a table.
+    expect(iommuMap(domain, 4 * SZ_2M, 0, SZ_2M, RW)).toBe(0);
+    expect(iommuMap(domain, 4 * SZ_2M + SZ_4K, 0x7000, SZ_4K, RW)).toBe(-Errno.EADDRINUSE);
     expect(iommuMap(domain, 2 ** 48, 0, SZ_4K, RW)).toBe(-Errno.ERANGE);
+  });
+
+  it('a prot with neither IOMMU_READ nor IOMMU_WRITE is refused with -EINVAL and installs nothing (generic_pt map_pages)', () => {
+    // drivers/iommu/generic_pt/iommu_pt.h map_pages: WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE))) return -EINVAL.
+    for (const mode of ['strict', 'lazy'] as const) {
+      const { domain } = newDomain(mode);
+      const writes = domain.stats().pteWrites;
+      for (const prot of [0, IOMMU_CACHE, IOMMU_NOEXEC | IOMMU_MMIO]) {
+        expect(iommuMap(domain, 0x4000, 0x8000, SZ_4K, prot)).toBe(-Errno.EINVAL);
+        expect(iommuMap(domain, SZ_2M, SZ_2M, SZ_2M, prot)).toBe(-Errno.EINVAL);
+      }
+      expect(iommuIovaToPhys(domain, 0x4000)).toBe(0);
+      expect(iommuIovaToPhys(domain, SZ_2M)).toBe(0);
+      expect(domain.pgtable.countLeaves()).toBe(0);
+      expect(domain.stats()).toMatchObject({ pteWrites: writes, maps: 0 });
+      // Read-only or write-only is enough.
+      expect(iommuMap(domain, 0x4000, 0x8000, SZ_4K, IOMMU_WRITE)).toBe(0);
+      expect(iommuIovaToPhys(domain, 0x4000)).toBe(0x8000);
+    }
   });
 
   it('partial unmap of a large page follows generic_pt', () => {
@@ -113,7 +135,7 @@ describe('IommuDomain map/unmap', () => {
             for (let p = page; p < page + pages; p++) if (model.has(p)) overlap = true;
             const r = iommuMap(domain, iova, physPage * SZ_4K, pages * SZ_4K, RW);
             if (overlap) {
-              expect(r).toBe(-Errno.EEXIST);
+              expect(r).toBe(-Errno.EADDRINUSE);
             } else {
               expect(r).toBe(0);
               for (let p = 0; p < pages; p++) model.set(page + p, physPage + p);

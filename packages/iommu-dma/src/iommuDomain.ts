@@ -130,6 +130,10 @@ export class IommuDomain {
     const g = this.granule;
     // "unaligned: iova 0x%lx pa %pa size 0x%zx min_pagesz 0x%x" (also refuses negatives, NaN, fractions).
     if (!(granuleMultiple(iova, g) && granuleMultiple(paddr, g) && granuleMultiple(size, g))) return -Errno.EINVAL;
+    // generic_pt's map_pages refuses a mapping that grants neither read nor write:
+    // WARN_ON(!(prot & (IOMMU_READ | IOMMU_WRITE))) return -EINVAL (drivers/iommu/generic_pt/iommu_pt.h).
+    // io-pgtable-arm returns 0 having installed nothing; either way no translation appears.
+    if ((prot & (IOMMU_READ | IOMMU_WRITE)) === 0) return -Errno.EINVAL;
     // generic_pt refuses an IOVA range outside the table (pt_check_range → -ERANGE).
     if (iova + size > this.pgtable.iovaLimit) return -Errno.ERANGE;
     if (size < this.#secondPageSize) {
@@ -304,10 +308,11 @@ export class IommuDomain {
 // The IOMMU core API as free functions with the kernel's names and argument order.
 
 /**
- * `iommu_map(domain, iova, paddr, size, prot)`: 0, -EINVAL (unaligned or bad numbers), -ERANGE
- * (outside the table), -ENOMEM (table page allocation), -EEXIST (an entry is already present;
- * the errno differs per driver in the kernel: io-pgtable-arm -EEXIST, generic_pt -EADDRINUSE,
- * the model follows io-pgtable-arm). On error nothing is changed.
+ * `iommu_map(domain, iova, paddr, size, prot)`: 0, -EINVAL (unaligned, bad numbers, or `prot`
+ * with neither IOMMU_READ nor IOMMU_WRITE), -ERANGE (outside the table), -ENOMEM (table page
+ * allocation), -EADDRINUSE (an entry is already present). The errnos are generic_pt's
+ * (drivers/iommu/generic_pt/iommu_pt.h, map_pages/__map_range), the page table VT-d and AMD use;
+ * io-pgtable-arm would say -EEXIST. On error nothing is changed.
  */
 export function iommuMap(domain: IommuDomain, iova: number, paddr: number, size: number, prot: number): number {
   return domain.map(iova, paddr, size, prot);

@@ -187,9 +187,11 @@ export class IoPageTable {
 
   /**
    * Map `count` leaves of `pgsize` starting at `iova` → `paddr`. Returns the bytes mapped, or a
-   * negative errno after mapping `this.partial` bytes (the caller unmaps them): -EEXIST if any
-   * target entry (or a covering large leaf) is present, -ENOMEM if a table page allocation failed.
-   * kernel: the map_pages() op of the generic IO page table (drivers/iommu/generic_pt/iommu_pt.h).
+   * negative errno after mapping `this.partial` bytes (the caller unmaps them): -EADDRINUSE if
+   * any target entry (or a covering large leaf) is present, -ENOMEM if a table page allocation
+   * failed. kernel: the map_pages() op of the generic IO page table
+   * (drivers/iommu/generic_pt/iommu_pt.h: __map_range, __map_range_leaf/clear_contig and
+   * __do_map_single_page all return -EADDRINUSE for an entry already there).
    */
   mapPages(iova: number, paddr: number, pgsize: number, count: number, prot: number): number {
     const level = pgsize === 4096 ? 0 : (Math.log2(pgsize) - GRANULE_SHIFT) / BITS_PER_LEVEL;
@@ -211,7 +213,7 @@ export class IoPageTable {
       if (this.#flags[e] !== 0) {
         this.#prune(va, level);
         this.partial = done;
-        return -Errno.EEXIST;
+        return -Errno.EADDRINUSE;
       }
       this.#addr[e] = paddr + done;
       this.#flags[e] = flagsLeaf;
@@ -243,9 +245,10 @@ export class IoPageTable {
         this.pteWrites++;
         t = child;
       } else if ((f & PTE_LEAF) !== 0) {
-        // A larger leaf already covers this IOVA.
+        // A larger leaf already covers this IOVA: generic_pt's __map_range finds an entry that is
+        // neither empty nor a table and returns -EADDRINUSE.
         this.#prune(va, level);
-        return -Errno.EEXIST;
+        return -Errno.EADDRINUSE;
       } else {
         t = this.#addr[e] ?? 0;
       }

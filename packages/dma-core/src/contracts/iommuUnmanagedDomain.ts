@@ -33,7 +33,7 @@ export interface IommuUnmanagedDomain {
   attachDevice(dev: Device): number;
   /** `iommu_detach_device`: the device goes back to its default domain (or dma-direct). */
   detachDevice(dev: Device): void;
-  /** `iommu_map(domain, iova, paddr, size, prot)`: 0 or -EINVAL / -ERANGE / -ENOMEM / -EEXIST; nothing changes on error. */
+  /** `iommu_map(domain, iova, paddr, size, prot)`: 0 or -EINVAL (also for a `prot` with neither read nor write) / -ERANGE / -ENOMEM / -EADDRINUSE (generic_pt's errno for a live entry); nothing changes on error. */
   map(iova: number, paddr: number, size: number, prot: number): number;
   /** `iommu_unmap(domain, iova, size)`: bytes unmapped (0 for bad or unaligned input); the IOTLB is flushed. */
   unmap(iova: number, size: number): number;
