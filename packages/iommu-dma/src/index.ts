@@ -11,6 +11,15 @@ export type { PgsizeResult } from './pgsize.js';
 export { IoPageTable, IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, IOMMU_NOEXEC, IOMMU_MMIO, IOMMU_PRIV, TABLE_PAGE_BYTES } from './pageTable.js';
 export type { IoPageTableOptions, IoPageTableOccupancy, IoPageTableLevelOccupancy } from './pageTable.js';
 export { Iotlb } from './iotlb.js';
+export {
+  IOMMU_DRIVERS,
+  VTD_DEFAULT_MAX_ADDRESS_MASK,
+  amdInvalidationBlock,
+  calculatePsiAlignedAddress,
+  iotlbInvalidationBlock,
+  iotlbInvalidationBlockInit,
+} from './invalidation.js';
+export type { IommuDriver, IotlbInvalidationBlock } from './invalidation.js';
 export type { IotlbStats } from './iotlb.js';
 export {
   IommuDomain,

@@ -9,6 +9,8 @@ import { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
 import type { IommuCostModel } from './costModel.js';
 import { IommuDomain } from './iommuDomain.js';
 import type { IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
+import { IOMMU_DRIVERS } from './invalidation.js';
+import type { IommuDriver } from './invalidation.js';
 
 /**
  * Options of createIommu(): default domain type, IOVA width, page sizes, IOTLB size, flush-queue layout,
@@ -31,6 +33,13 @@ export interface IommuOptions {
   forcedac?: boolean;
   /** Simulated cost of IOMMU work (see costModel.ts); unspecified fields keep their defaults. */
   costModel?: Partial<IommuCostModel>;
+  /**
+   * Whose IOTLB invalidation rule the unit follows (default 'intel-vtd'): VT-d's page-selective
+   * invalidation with an address mask, AMD-Vi's S-bit block, or SMMUv3's exact range.
+   */
+  driver?: IommuDriver;
+  /** VT-d `cap_max_amask_val` (MAMV), 0..63; default 18. Larger PSI masks fall back to a DSI. */
+  maxAddressMask?: number;
 }
 
 /** Options of Iommu.attach(): share an existing domain (an IOMMU group). */
@@ -56,6 +65,12 @@ export interface IommuStats {
   iotlbSyncMaps: number;
   iotlbInvalidationsRange: number;
   iotlbInvalidationsFull: number;
+  /** 4 KiB pages the ranged invalidations were asked to cover. */
+  iotlbInvalidationPagesRequested: number;
+  /** 4 KiB pages they covered (VT-d PSI / AMD blocks are naturally aligned powers of two). */
+  iotlbInvalidationPagesCovered: number;
+  /** Ranged invalidations turned into a whole-domain flush (VT-d DSI fallback). */
+  iotlbInvalidationDomainFallbacks: number;
   iotlbHits: number;
   iotlbMisses: number;
   iotlbWalks: number;
@@ -98,6 +113,8 @@ export class Iommu implements IommuDmaContext {
   readonly fqKind: FlushQueueKind;
   readonly forcedac: boolean;
   readonly costModel: IommuCostModel;
+  /** Whose IOTLB invalidation rule the domains follow. */
+  readonly driver: IommuDriver;
   readonly #opts: IommuOptions;
   #cpu = 0;
   /** Every refused device access, oldest first (`iommu_report_device_fault`). */
@@ -122,6 +139,11 @@ export class Iommu implements IommuDmaContext {
     for (const [k, v] of Object.entries(this.costModel)) {
       if (!(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new RangeError(`createIommu: costModel.${k} must be a finite number >= 0`);
     }
+    const driver: string = opts.driver ?? 'intel-vtd';
+    if (!(IOMMU_DRIVERS as readonly string[]).includes(driver)) throw new RangeError(`createIommu: driver must be one of ${IOMMU_DRIVERS.join(', ')}, got ${driver}`);
+    this.driver = driver as IommuDriver;
+    const mamv = opts.maxAddressMask ?? 18;
+    if (!Number.isInteger(mamv) || mamv < 0 || mamv > 63) throw new RangeError(`createIommu: maxAddressMask must be an integer in 0..63, got ${mamv}`);
     this.#opts = opts;
     const list = IOMMU_DEVICE_LIST.get(machine);
     if (list === undefined) IOMMU_DEVICE_LIST.set(machine, [this]);
@@ -153,6 +175,8 @@ export class Iommu implements IommuDmaContext {
         ...(this.#opts.iovaBits !== undefined ? { iovaBits: this.#opts.iovaBits } : {}),
         ...(this.#opts.pageSizes !== undefined ? { pageSizes: this.#opts.pageSizes } : {}),
         ...(this.#opts.iotlbEntries !== undefined ? { iotlbEntries: this.#opts.iotlbEntries } : {}),
+        driver: this.driver,
+        ...(this.#opts.maxAddressMask !== undefined ? { maxAddressMask: this.#opts.maxAddressMask } : {}),
       },
     );
     const cookie = new IommuDmaCookie(machine, domain, this.fqKind, this.cpus);
@@ -230,6 +254,9 @@ export class Iommu implements IommuDmaContext {
       iotlbSyncMaps: 0,
       iotlbInvalidationsRange: 0,
       iotlbInvalidationsFull: 0,
+      iotlbInvalidationPagesRequested: 0,
+      iotlbInvalidationPagesCovered: 0,
+      iotlbInvalidationDomainFallbacks: 0,
       iotlbHits: 0,
       iotlbMisses: 0,
       iotlbWalks: 0,
@@ -253,6 +280,9 @@ export class Iommu implements IommuDmaContext {
       s.iotlbSyncMaps += d.iotlbSyncMaps;
       s.iotlbInvalidationsRange += d.iotlbInvalidationsRange;
       s.iotlbInvalidationsFull += d.iotlbInvalidationsFull;
+      s.iotlbInvalidationPagesRequested += d.iotlbInvalidationPagesRequested;
+      s.iotlbInvalidationPagesCovered += d.iotlbInvalidationPagesCovered;
+      s.iotlbInvalidationDomainFallbacks += d.iotlbInvalidationDomainFallbacks;
       s.iotlbHits += d.iotlbHits;
       s.iotlbMisses += d.iotlbMisses;
       s.iotlbWalks += d.iotlbWalks;

@@ -3,6 +3,8 @@
 import { DmaFaultReason, Errno, isAligned, traceIommuIoPageFault, traceIommuMap, traceIommuUnmap } from '@dmakit/dma-core';
 import type { Device, FaultInjection, Trace } from '@dmakit/dma-core';
 import { Iotlb } from './iotlb.js';
+import { VTD_DEFAULT_MAX_ADDRESS_MASK, iotlbInvalidationBlock, iotlbInvalidationBlockInit } from './invalidation.js';
+import type { IommuDriver } from './invalidation.js';
 import { IoPageTable, IOMMU_READ, IOMMU_WRITE } from './pageTable.js';
 import { iommuPgsize } from './pgsize.js';
 import type { PgsizeResult } from './pgsize.js';
@@ -59,6 +61,12 @@ export interface IommuDomainStats {
   iotlbSyncMaps: number;
   iotlbInvalidationsRange: number;
   iotlbInvalidationsFull: number;
+  /** 4 KiB pages the ranged invalidations were asked to cover (the gathered ranges). */
+  iotlbInvalidationPagesRequested: number;
+  /** 4 KiB pages they covered: VT-d's PSI / AMD's S-bit blocks are naturally aligned powers of two. */
+  iotlbInvalidationPagesCovered: number;
+  /** Ranged invalidations the driver turned into a whole-domain flush (VT-d DSI fallback). */
+  iotlbInvalidationDomainFallbacks: number;
   iotlbHits: number;
   iotlbMisses: number;
   iotlbWalks: number;
@@ -113,8 +121,17 @@ export class IommuDomain {
   staleIotlbAccesses = 0;
   faults = 0;
   readonly #gatherScratch: IommuIotlbGather = iommuIotlbGatherInit();
+  /** Whose invalidation rule iotlb_sync follows (see IommuDriver). */
+  readonly driver: IommuDriver;
+  /** VT-d `cap_max_amask_val`: the largest PSI address mask before a DSI fallback. */
+  readonly maxAddressMask: number;
+  readonly #block = iotlbInvalidationBlockInit();
 
-  constructor(host: IommuDomainHost, type: IommuDomainType, opts: { iovaBits?: number; pageSizes?: readonly number[]; iotlbEntries?: number } = {}) {
+  constructor(
+    host: IommuDomainHost,
+    type: IommuDomainType,
+    opts: { iovaBits?: number; pageSizes?: readonly number[]; iotlbEntries?: number; driver?: IommuDriver; maxAddressMask?: number } = {},
+  ) {
     this.id = nextDomainId++;
     this.name = `iommu-domain-${this.id}`;
     this.type = type;
@@ -123,6 +140,8 @@ export class IommuDomain {
     this.iotlb = new Iotlb(opts.iotlbEntries ?? 512);
     this.granule = this.pgtable.pageSizes[0] ?? 4096;
     this.#secondPageSize = this.pgtable.pageSizes[1] ?? Number.POSITIVE_INFINITY;
+    this.driver = opts.driver ?? 'intel-vtd';
+    this.maxAddressMask = opts.maxAddressMask ?? VTD_DEFAULT_MAX_ADDRESS_MASK;
   }
 
   /** `iommu_map_nosync`: 0 or -errno; on error nothing is left mapped. */
@@ -205,11 +224,19 @@ export class IommuDomain {
     return unmapped;
   }
 
-  /** `iommu_iotlb_sync`: invalidate the gathered range, then free the detached table pages. */
+  /**
+   * `iommu_iotlb_sync`: invalidate the gathered range as the driver's command covers it, then free
+   * the detached table pages. VT-d (intel_iommu_tlb_sync → cache_tag_flush_range) issues one PSI
+   * whose address mask covers the naturally aligned power-of-two block around the range, or a DSI
+   * when the mask exceeds MAMV; AMD one INVALIDATE_IOMMU_PAGES for its S-bit block; SMMUv3 the
+   * range itself (see invalidation.ts). Everything cached inside the covered block is dropped.
+   */
   iotlbSync(gather: IommuIotlbGather): void {
     if (gather.end !== 0 || gather.start !== Number.MAX_SAFE_INTEGER) {
       this.iotlbSyncs++;
-      this.iotlb.invalidateRange(gather.start, gather.end);
+      const b = iotlbInvalidationBlock(this.driver, gather.start, gather.end, this.maxAddressMask, this.#block);
+      if (b.all) this.iotlb.invalidateRangeAsDomain(gather.start, gather.end);
+      else this.iotlb.invalidateRange(b.start, b.end, gather.start, gather.end);
       if (this.#pendingGathers > 0) this.#pendingGathers--;
     }
     this.pgtable.releaseTables(gather.freelist);
@@ -296,6 +323,9 @@ export class IommuDomain {
       iotlbSyncMaps: this.iotlbSyncMaps,
       iotlbInvalidationsRange: t.invalidationsRange,
       iotlbInvalidationsFull: t.invalidationsFull,
+      iotlbInvalidationPagesRequested: t.pagesRequested,
+      iotlbInvalidationPagesCovered: t.pagesCovered,
+      iotlbInvalidationDomainFallbacks: t.domainFallbacks,
       iotlbHits: t.hits,
       iotlbMisses: t.misses,
       iotlbWalks: t.walks,

@@ -12,6 +12,12 @@ export interface IotlbStats {
   invalidationsFull: number;
   /** Entries actually dropped by invalidations. */
   entriesInvalidated: number;
+  /** 4 KiB pages the ranged invalidations were asked for (the gathered ranges). */
+  pagesRequested: number;
+  /** 4 KiB pages the ranged invalidations covered (VT-d/AMD: the aligned power-of-two blocks). */
+  pagesCovered: number;
+  /** Ranged invalidations that became a whole-domain flush (VT-d DSI fallback, AMD all pages). */
+  domainFallbacks: number;
 }
 
 const PAGE = 4096;
@@ -33,7 +39,7 @@ export class Iotlb {
   readonly #stamp: Float64Array;
   #tick = 0;
   #valid = 0;
-  readonly stats: IotlbStats = { hits: 0, misses: 0, walks: 0, fills: 0, evictions: 0, invalidationsRange: 0, invalidationsFull: 0, entriesInvalidated: 0 };
+  readonly stats: IotlbStats = { hits: 0, misses: 0, walks: 0, fills: 0, evictions: 0, invalidationsRange: 0, invalidationsFull: 0, entriesInvalidated: 0, pagesRequested: 0, pagesCovered: 0, domainFallbacks: 0 };
   /** Output page address and prot of the last hit. */
   hitPhys = 0;
   hitProt = 0;
@@ -102,12 +108,19 @@ export class Iotlb {
     this.stats.fills++;
   }
 
-  /** Invalidate every entry translating an IOVA in `[start, end]` (inclusive, bytes): a ranged IOTLB invalidation (kernel: what ops->iotlb_sync() issues). */
-  invalidateRange(start: number, end: number): void {
+  /**
+   * Invalidate every entry translating an IOVA in `[start, end]` (inclusive, bytes): a ranged IOTLB
+   * invalidation (kernel: what ops->iotlb_sync() issues). `reqStart`/`reqEnd` is the range that
+   * was asked for when the driver's command covers more (VT-d's PSI block); both are counted.
+   */
+  invalidateRange(start: number, end: number, reqStart = start, reqEnd = end): void {
     this.stats.invalidationsRange++;
-    if (this.#valid === 0 || end < start) return;
+    if (end < start) return;
     const first = Math.floor(start / PAGE);
     const last = Math.floor(end / PAGE);
+    this.stats.pagesCovered += last - first + 1;
+    if (reqEnd >= reqStart) this.stats.pagesRequested += Math.floor(reqEnd / PAGE) - Math.floor(reqStart / PAGE) + 1;
+    if (this.#valid === 0) return;
     if (last - first + 1 <= this.sets) {
       for (let pfn = first; pfn <= last; pfn++) {
         const base = (pfn % this.sets) * this.ways;
@@ -138,6 +151,20 @@ export class Iotlb {
       phys.push(this.#phys[i] ?? 0);
     }
     return { pfns, phys };
+  }
+
+  /**
+   * A ranged invalidation of `[reqStart, reqEnd]` that the driver turned into a whole-domain flush
+   * (VT-d: mask above cap_max_amask_val → DSI; AMD: CMD_INV_IOMMU_ALL_PAGES_ADDRESS). Counted as
+   * the one ranged command it replaces, plus a fallback.
+   */
+  invalidateRangeAsDomain(reqStart: number, reqEnd: number): void {
+    this.stats.invalidationsRange++;
+    this.stats.domainFallbacks++;
+    if (reqEnd >= reqStart) this.stats.pagesRequested += Math.floor(reqEnd / PAGE) - Math.floor(reqStart / PAGE) + 1;
+    this.stats.entriesInvalidated += this.#valid;
+    this.#tag.fill(0);
+    this.#valid = 0;
   }
 
   /** `flush_iotlb_all`: drop everything. */
