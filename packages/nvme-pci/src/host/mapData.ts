@@ -117,11 +117,16 @@ export function nvmeMapData(d: NvmeDevState, q: NvmeQueue, iod: NvmeIod, req: Bl
   d.stats.dmaSegments++;
   const coalesced = d.blk.blkRqDmaMapCoalesce(iod.dmaState);
   if (coalesced) d.stats.iovaCoalesced++;
+  // 6.17+: nvme_pci_avg_seg_size divides by the physical segment count, or 1 once the IOVA was coalesced.
   if (nvmeWantSgl(d, useSgl, req, coalesced ? 1 : nseg)) return nvmePciSetupDataSgl(d, iod, req, coalesced);
   return nvmePciSetupDataPrp(d, iod, req);
 }
 
-/** SGL or PRP for this request: forced, or `nvme_pci_avg_seg_size` at least `sgl_threshold`. */
+/**
+ * SGL or PRP for this request: forced, or the average segment size (payload / `nseg`) at least
+ * `sgl_threshold`. `nseg` is what the kernel version divides by: 6.17+ `nvme_pci_avg_seg_size`
+ * (physical segments, 1 if the IOVA was coalesced); 6.3-6.16 the DMA-mapped entry count.
+ */
 export function nvmeWantSgl(d: NvmeDevState, useSgl: number, req: BlkRequest, nseg: number): boolean {
   if (useSgl === SGL_FORCED) return true;
   const thr = d.opts.sglThreshold;
@@ -186,7 +191,14 @@ export function nvmeMapDataSg(d: NvmeDevState, iod: NvmeIod, req: BlkRequest, us
   it.status = BlkStatus.OK;
   iod.sgIdx = 1;
   const coalesced = sgt.nents === 1;
-  if (nvmeWantSgl(d, useSgl, req, coalesced ? 1 : nseg)) return nvmePciSetupDataSgl(d, iod, req, coalesced);
+  // Kernel-version-dependent rule, modelled as 6.3+: nvme_pci_use_sgls(dev, req, iod->sgt.nents)
+  // averages the payload over the DMA-mapped entry count (commit ae5829350324 "nvme-pci: use mapped
+  // entries for sgl decision", merged for 6.3), so a request an IOMMU merged into fewer IOVA ranges
+  // counts as fewer, larger segments. Up to 6.2 (e.g. 6.1) the average used
+  // blk_rq_nr_phys_segments(req): a 64 KiB request of 4 x 16 KiB segments stayed a PRP list
+  // (16 KiB < sgl_threshold) even when the IOMMU mapped it as one range. From 6.17 the iterator path
+  // above (nvme_pci_avg_seg_size) counts physical segments again unless the IOVA was coalesced.
+  if (nvmeWantSgl(d, useSgl, req, sgt.nents)) return nvmePciSetupDataSgl(d, iod, req, coalesced);
   return nvmePciSetupDataPrp(d, iod, req);
 }
 

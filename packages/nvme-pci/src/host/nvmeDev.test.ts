@@ -1,6 +1,7 @@
 // The host driver against the simulated controller, with a small fake of the block layer's DMA
 // iterator (one direct mapping per bvec; the IOVA-backed combinations are in apps/demo e2e tests).
 import {
+  attachDmaOps,
   BlkStatus,
   createMachine,
   dmaMapPhys,
@@ -10,7 +11,7 @@ import {
   rqDmaDir,
   SZ_1M,
 } from '@dmakit/dma-core';
-import type { Bio, BlkDmaIter, BlkRequest, BlkRqDmaMapper, Device, DmaIovaState, Machine, PhysVec, QueueLimits, SgTable } from '@dmakit/dma-core';
+import type { Bio, BlkDmaIter, BlkRequest, BlkRqDmaMapper, Device, DmaCoherentBuffer, DmaIovaState, DmaMapOps, Machine, PhysVec, QueueLimits, SgTable } from '@dmakit/dma-core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -416,7 +417,101 @@ describe('the SGL builder', () => {
   });
 });
 
+/**
+ * A stand-in for an IOMMU's dma_map_sg (iommu_dma_map_sg in drivers/iommu/dma-iommu.c): the
+ * scatterlist gets one contiguous IOVA range, and page-aligned entries merge into DMA segments of
+ * up to `maxSegment` bytes. Single mappings and coherent buffers are identity mapped. Only what the NVMe host
+ * uses is implemented.
+ */
+function mergingIommuOps(m: Machine, maxSegment = Number.MAX_SAFE_INTEGER): DmaMapOps {
+  const ranges: { iova: number; phys: number; len: number }[] = [];
+  let next = 0x8000_0000;
+  const unused = (): never => {
+    throw new Error('mergingIommuOps: not used by this test');
+  };
+  return {
+    name: 'merging-iommu-fake',
+    translate(_dev, dma) {
+      const r = ranges.find((x) => dma >= x.iova && dma < x.iova + x.len);
+      return r === undefined ? dma : r.phys + (dma - r.iova); // unknown: an identity-mapped buffer
+    },
+    mapPhys: (_dev, phys) => phys,
+    unmapPhys: () => undefined,
+    mapSg(_dev, sgt, nents) {
+      let ents = 0;
+      for (let i = 0; i < nents; i++) {
+        const phys = sgt.phys[i] ?? 0;
+        const len = sgt.length[i] ?? 0;
+        // __finalise_sg: merge into the previous DMA segment while it stays page-contiguous and
+        // within the device's max segment size.
+        const prevLen = sgt.dmaLength[ents - 1] ?? 0;
+        const merge = ents > 0 && phys % PAGE === 0 && ((sgt.dmaAddress[ents - 1] ?? 0) + prevLen) % PAGE === 0 && prevLen + len <= maxSegment;
+        const iova = next + (phys % PAGE);
+        next += Math.ceil(((phys % PAGE) + len) / PAGE) * PAGE;
+        for (let o = 0; o < len; o += PAGE) ranges.push({ iova: iova + o, phys: phys + o, len: Math.min(PAGE, len - o) });
+        if (merge) sgt.dmaLength[ents - 1] = (sgt.dmaLength[ents - 1] ?? 0) + len;
+        else {
+          sgt.dmaAddress[ents] = iova;
+          sgt.dmaLength[ents] = len;
+          ents++;
+        }
+      }
+      return ents;
+    },
+    unmapSg: () => undefined,
+    syncSingleForCpu: () => undefined,
+    syncSingleForDevice: () => undefined,
+    syncSgForCpu: () => undefined,
+    syncSgForDevice: () => undefined,
+    alloc(_dev, size): DmaCoherentBuffer | null {
+      const order = Math.max(0, Math.ceil(Math.log2(size / PAGE)));
+      const phys = m.memory.allocPages(order);
+      return phys === 0 ? null : { cpuAddr: phys, phys, dmaAddr: phys, size };
+    },
+    free: (_dev, buf) => {
+      m.memory.freePages(buf.phys, Math.max(0, Math.ceil(Math.log2(buf.size / PAGE))));
+    },
+    iovaTryAlloc: () => false,
+    iovaLink: unused,
+    iovaSync: unused,
+    iovaUnlink: unused,
+    iovaDestroy: unused,
+    iovaFree: unused,
+    getMergeBoundary: () => PAGE - 1,
+    maxMappingSize: () => Number.MAX_SAFE_INTEGER,
+    optMappingSize: () => Number.MAX_SAFE_INTEGER,
+    getRequiredMask: () => 2 ** 32 - 1,
+  };
+}
+
 describe('the legacy sgtable path', () => {
+  it('PRP vs SGL from the DMA-mapped entry count (6.3+, "nvme-pci: use mapped entries for sgl decision")', () => {
+    // drivers/nvme/host/pci.c 6.3-6.16: nvme_pci_use_sgls(dev, req, iod->sgt.nents) averages the
+    // payload over the mapped entries. 64 KiB in 4 x 16 KiB segments: dma-direct keeps 4 entries
+    // (16 KiB average, below the 32 KiB sgl_threshold: a PRP list, as a 6.1 kernel sends it even
+    // behind an IOMMU, since it divided by blk_rq_nr_phys_segments); an IOMMU that merges them
+    // into one 64 KiB entry, or into two of 32 KiB (a 32 KiB max segment), makes it an SGL.
+    const segs = (p: number): [number, number][] => [0, 2, 4, 6].map((i) => [p + i * 4 * PAGE, 4 * PAGE] as [number, number]);
+    for (const [iommuMaxSegment, wantSgl] of [[0, false], [Number.MAX_SAFE_INTEGER, true], [8 * PAGE, true], [4 * PAGE, false]] as const) {
+      const withIommu = iommuMaxSegment !== 0;
+      const r = rig({ mapping: 'sg' });
+      if (withIommu) attachDmaOps(r.dev, mergingIommuOps(r.m, iommuMaxSegment));
+      live(r);
+      expect(r.host.sglSupported).toBe(true);
+      const p = pages(r.m, 32);
+      const data = new Uint8Array(16 * PAGE);
+      segs(p).forEach(([a], i) => data.set(pattern(r.m, a, 4 * PAGE, 9 + i), i * 4 * PAGE));
+      const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, segs(p), r.done);
+      expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
+      r.m.scheduler.runUntilIdle();
+      expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
+      expect(r.host.stats.legacySg).toBe(1);
+      expect({ prp: r.host.stats.prpCommands, sgl: r.host.stats.sglCommands }).toEqual(wantSgl ? { prp: 0, sgl: 1 } : { prp: 1, sgl: 0 });
+      expect(same(r.ctrl.namespace(1)?.readLbas(0, 128), data)).toBe(true);
+    }
+  });
+
+
   it('maps through an SgTable and dma_map_sgtable, then the same builders', () => {
     const r = live(rig({ mapping: 'sg', sglThreshold: 0 }));
     const p = pages(r.m, 8);
