@@ -500,7 +500,9 @@ describe('the legacy sgtable path', () => {
       expect(r.host.sglSupported).toBe(true);
       const p = pages(r.m, 32);
       const data = new Uint8Array(16 * PAGE);
-      segs(p).forEach(([a], i) => data.set(pattern(r.m, a, 4 * PAGE, 9 + i), i * 4 * PAGE));
+      segs(p).forEach(([a], i) => {
+        data.set(pattern(r.m, a, 4 * PAGE, 9 + i), i * 4 * PAGE);
+      });
       const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, segs(p), r.done);
       expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
       r.m.scheduler.runUntilIdle();
