@@ -8,7 +8,7 @@ import type { FlushQueueKind } from './flushQueue.js';
 import { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
 import type { IommuCostModel } from './costModel.js';
 import { IommuDomain } from './iommuDomain.js';
-import type { IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
+import type { IommuDomainStats, IommuDomainType, IommuFaultRecord } from './iommuDomain.js';
 import { IOMMU_DRIVERS } from './invalidation.js';
 import type { IommuDriver } from './invalidation.js';
 
@@ -85,6 +85,71 @@ export interface IommuStats {
   simulatedNs: number;
 }
 
+/**
+ * `IOMMU_DOMAIN_IDENTITY` (pass-through: `iommu=pt`, or a group's sysfs `type` set to `identity`):
+ * the IOMMU translates DMA addresses 1:1, so the device's DMA API is dma-direct
+ * (iommu_setup_dma_ops leaves `dev->dma_iommu` false for a non-DMA domain, drivers/iommu/dma-iommu.c)
+ * and nothing is mapped, cached or invalidated in the IOMMU. One static identity domain per IOMMU
+ * (like VT-d's si_domain). Its counters are the same as a paging domain's and stay 0 for
+ * IOMMU work: the device's mappings show up in dma-core (dma-direct, swiotlb) instead.
+ */
+export class IommuIdentityDomain {
+  readonly id: number;
+  readonly name: string;
+  readonly type = 'identity' as const;
+  readonly #devices = new Set<Device>();
+
+  /** `iommu` is the IOMMU's index in iommuDeviceList(machine). */
+  constructor(iommu: number) {
+    this.id = 0;
+    this.name = `iommu${iommu}-identity-domain`;
+  }
+
+  /** Devices attached to the identity domain. */
+  get devices(): readonly Device[] {
+    return [...this.#devices];
+  }
+
+  /** @internal */
+  add(dev: Device): void {
+    this.#devices.add(dev);
+  }
+
+  /** @internal */
+  remove(dev: Device): void {
+    this.#devices.delete(dev);
+  }
+
+  /** `iommu_iova_to_phys` on an identity domain: the address itself (kernel: iommu_iova_to_phys returns iova for IOMMU_DOMAIN_IDENTITY). */
+  iovaToPhys(iova: number): number {
+    return iova;
+  }
+
+  /** The same counters as a paging domain: no PTEs, tables, maps, IOTLB work or faults. */
+  stats(): IommuDomainStats {
+    return {
+      pteWrites: 0,
+      tablePagesLive: 0,
+      tablePagesPeak: 0,
+      tableBytes: 0,
+      maps: 0,
+      unmaps: 0,
+      iotlbSyncs: 0,
+      iotlbSyncMaps: 0,
+      iotlbInvalidationsRange: 0,
+      iotlbInvalidationsFull: 0,
+      iotlbInvalidationPagesRequested: 0,
+      iotlbInvalidationPagesCovered: 0,
+      iotlbInvalidationDomainFallbacks: 0,
+      iotlbHits: 0,
+      iotlbMisses: 0,
+      iotlbWalks: 0,
+      staleIotlbAccesses: 0,
+      faults: 0,
+    };
+  }
+}
+
 /** `iommu_device_list` (drivers/iommu/iommu.c): the IOMMUs registered per machine. */
 const IOMMU_DEVICE_LIST = new WeakMap<Machine, Iommu[]>();
 
@@ -124,6 +189,7 @@ export class Iommu implements IommuDmaContext {
   readonly #domains = new Map<IommuDomain, DomainEntry>();
   readonly #devDomain = new Map<Device, DomainEntry>();
   readonly #devState = new Map<Device, IommuDevState>();
+  #identity: IommuIdentityDomain | null = null;
 
   constructor(machine: Machine, opts: IommuOptions) {
     const mode: string = opts.mode;
@@ -192,7 +258,7 @@ export class Iommu implements IommuDmaContext {
    * and iommu_setup_dma_ops().
    */
   attachDevice(dev: Device, opts: IommuAttachOptions = {}): IommuDomain {
-    if (this.#devDomain.has(dev)) throw new RangeError(`iommu: ${dev.name} is already attached`);
+    if (this.#devDomain.has(dev) || this.#identity?.devices.includes(dev) === true) throw new RangeError(`iommu: ${dev.name} is already attached`);
     let entry: DomainEntry | undefined;
     if (opts.domain !== undefined) {
       entry = this.#domains.get(opts.domain);
@@ -209,8 +275,41 @@ export class Iommu implements IommuDmaContext {
     return entry.domain;
   }
 
+  /** The IOMMU's static identity (pass-through) domain, created on first use. */
+  identityDomain(): IommuIdentityDomain {
+    if (this.#identity === null) this.#identity = new IommuIdentityDomain(iommuDeviceList(this.machine).indexOf(this));
+    return this.#identity;
+  }
+
+  /**
+   * Put `dev` in pass-through (`iommu=pt`, IOMMU_DOMAIN_IDENTITY): its DMA API is dma-direct, its
+   * DMA addresses are physical addresses and the IOMMU does no per-mapping work. Untrusted devices
+   * are refused (the IOMMU core never gives an untrusted device an identity domain:
+   * iommu_get_default_domain_type in drivers/iommu/iommu.c), as is a device already attached.
+   */
+  attachDeviceIdentity(dev: Device): IommuIdentityDomain {
+    if (this.#devDomain.has(dev) || this.#identity?.devices.includes(dev) === true) throw new RangeError(`iommu: ${dev.name} is already attached`);
+    if (dev.untrusted) throw new RangeError(`iommu: untrusted device ${dev.name} cannot use an identity domain`);
+    const idm = this.identityDomain();
+    idm.add(dev);
+    this.#devState.set(dev, { pci32bitWorkaround: false });
+    // dev->dma_iommu = false: the DMA API dispatches to dma-direct.
+    if (dev.dmaOps !== null) detachDmaOps(dev);
+    return idm;
+  }
+
+  /** True when `dev` is attached to the identity domain (pass-through). */
+  isIdentity(dev: Device): boolean {
+    return this.#identity?.devices.includes(dev) === true;
+  }
+
   /** Detach `dev`: its DMA API goes back to dma-direct. kernel: iommu_detach_device(). */
   detachDevice(dev: Device): void {
+    if (this.#identity?.devices.includes(dev) === true) {
+      this.#identity.remove(dev);
+      this.#devState.delete(dev);
+      return;
+    }
     if (!this.#devDomain.has(dev)) return;
     detachDmaOps(dev);
     this.onDetach(dev);
@@ -239,7 +338,7 @@ export class Iommu implements IommuDmaContext {
   /** Counters summed over every domain, with the simulated time they cost. */
   stats(): IommuStats {
     const s: IommuStats = {
-      domains: this.#domains.size,
+      domains: this.#domains.size + (this.#identity === null ? 0 : 1),
       iovaAllocs: 0,
       iovaAllocFailures: 0,
       iovaFrees: 0,
