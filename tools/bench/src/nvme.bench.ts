@@ -11,9 +11,8 @@ import { bioFromRanges, blkRqFromBio, createBlkRqDmaMapper } from '@dmakit/block
 import { BlkStatus, createMachine, ReqOp, SZ_1G } from '@dmakit/dma-core';
 import type { BlkRequest } from '@dmakit/dma-core';
 import { createIommu } from '@dmakit/iommu-dma';
-import { NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
+import { NVME_PUBLISHED_IOPS, NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
 import { runNvmeStack } from '../../../apps/demo/src/stacks/nvme.js';
-import { PUBLISHED_IOPS } from '../../../apps/demo/src/stacks/nvmeCost.js';
 import { check, sideBySide } from './harness.js';
 import type { Check, SuiteResult } from './harness.js';
 
@@ -189,14 +188,14 @@ function metadata(): SuiteResult {
 }
 
 /**
- * Where PUBLISHED_IOPS come from, in the words of its doc comment in
- * apps/demo/src/stacks/nvmeCost.ts (the project names no more precise citation).
+ * Where NVME_PUBLISHED_IOPS come from, in the words of its doc comment in
+ * packages/nvme-pci/src/costModel.ts (the project names no more precise citation).
  */
-export const PUBLISHED_IOPS_SOURCE = 'PUBLISHED_IOPS in apps/demo/src/stacks/nvmeCost.ts: "Published 4 KiB random read IOPS on one core (fio t/io_uring, Optane, Linux 5.x/6.x era)"';
+export const PUBLISHED_IOPS_SOURCE = 'NVME_PUBLISHED_IOPS in packages/nvme-pci/src/costModel.ts: "Published 4 KiB random read IOPS on one core under a strict IOMMU, a lazy one and none (fio t/io_uring, Intel Optane, Linux 5.x/6.x era)"';
 
 function simulated(): SuiteResult {
   const figures: Record<string, number | string> = {};
-  const pub = PUBLISHED_IOPS;
+  const pub = NVME_PUBLISHED_IOPS;
   const sim: Record<string, number> = {};
   for (const mode of ['strict', 'lazy', 'off'] as const) {
     const r = runNvmeStack({ iommu: mode, ios: 20_000, bs: 4096, rw: 'randread', qd: 32, verify: false, seed: 5 });

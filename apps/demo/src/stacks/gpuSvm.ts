@@ -6,10 +6,9 @@
  * (migrate_to_ram), the device faults it in again at the same IOVA slot. After every step the
  * mirror is checked against the CPU page table and the HMM_PFN_DMA_MAPPED flags are counted.
  */
-import { createMachine, DMA_MAPPING_ERROR, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1G } from '@dmakit/dma-core';
+import { bytesEqual, createMachine, DMA_MAPPING_ERROR, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1G } from '@dmakit/dma-core';
 import type { Machine } from '@dmakit/dma-core';
 import { createIommu } from '@dmakit/iommu-dma';
-import type { IommuStats } from '@dmakit/iommu-dma';
 import {
   DMIRROR_CHUNK_PAGES,
   DmirrorDevice,
@@ -20,33 +19,14 @@ import {
   hmmStats,
   hmmStatsReset,
 } from '@dmakit/hmm';
-import type { Dmirror, DmirrorStats, DmirrorSummary, HmmDmaStats, HmmStats } from '@dmakit/hmm';
+import type { Dmirror } from '@dmakit/hmm';
+import { formatGpuSvm } from './gpuSvm/report.js';
+import type { GpuSvmResult, GpuSvmStep } from './gpuSvm/report.js';
 import { checkRequest } from './types.js';
 import type { StackDef } from './types.js';
 
-export interface GpuSvmStep {
-  readonly step: string;
-  readonly bytes: number;
-  readonly verified: boolean;
-  readonly detail: string;
-  /** The mirror after the step. */
-  readonly mirror: DmirrorSummary;
-}
-
-export interface GpuSvmResult {
-  readonly stack: 'gpu-svm';
-  readonly verified: boolean;
-  readonly verifiedBytes: number;
-  readonly steps: GpuSvmStep[];
-  readonly gpu: DmirrorStats & { readonly devicePagesInUse: number; readonly copiesToDevice: number; readonly copiesToSystem: number };
-  readonly hmm: HmmStats;
-  readonly hmmDma: HmmDmaStats;
-  /** The IOMMU's mode and counters, or null with --iommu off (dma-direct: a dma list per page). */
-  readonly iommu: { readonly mode: 'strict' | 'lazy'; readonly stats: IommuStats; readonly faults: number } | null;
-  readonly dmaDebugReports: number;
-  /** Mappings and device pages left after teardown (both must be 0). */
-  readonly leaks: { readonly dmaMappings: number; readonly devicePages: number };
-}
+export { formatGpuSvm } from './gpuSvm/report.js';
+export type { GpuSvmResult, GpuSvmStep } from './gpuSvm/report.js';
 
 export interface GpuSvmOptions {
   readonly seed?: number;
@@ -62,12 +42,6 @@ export interface GpuSvmOptions {
 
 /** The steps the stack runs (each one pushes a GpuSvmStep). */
 export const GPU_SVM_STEPS = 8;
-
-function same(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   const m = opts.machine ?? createMachine({ ramBytes: 4 * SZ_1G, seed: opts.seed ?? 1, dmaDebug: 'warn' });
@@ -113,7 +87,7 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   push(
     'GPU reads the CPU buffer (HMM fault-in, one IOVA window per 2 MiB)',
     len,
-    r1.ret === 0 && same(r1.data, data) && same(helperSaw, data.subarray(0, PAGE_SIZE)) && readOnly && s1.dmaMapped === npages && s1.iovaWindows === windows,
+    r1.ret === 0 && bytesEqual(r1.data, data) && bytesEqual(helperSaw, data.subarray(0, PAGE_SIZE)) && readOnly && s1.dmaMapped === npages && s1.iovaWindows === windows,
     `${r1.faults} device fault(s), ${s1.dmaMapped} PFN words DMA_MAPPED (read-only after the helper's fork), ${s1.iovaWindows} IOVA windows, ${s1.metadataBytes / npages} B/page of HMM metadata`,
   );
 
@@ -130,7 +104,7 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   push(
     'GPU writes results, the CPU reads them',
     upper.length,
-    w.ret === 0 && same(cpuUpper, upper) && remapped >= half && mirror.lookup(buf)?.write === true,
+    w.ret === 0 && bytesEqual(cpuUpper, upper) && remapped >= half && mirror.lookup(buf)?.write === true,
     `${w.faults} write-upgrade fault(s): ${remapped} DMA_MAPPED entries kept their IOVA slot (hmm_dma_map_pfn flag resync)`,
   );
   data.set(upper, 0);
@@ -143,7 +117,7 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   push(
     'GPU migrates hot pages to its device-private memory',
     hot * PAGE_SIZE,
-    mig.ret === 0 && mig.cpages === hot && allLocal && same(mig.data, data.subarray(0, hot * PAGE_SIZE)) && s4.localPtes === hot && s4.dmaMapped === npages - hot,
+    mig.ret === 0 && mig.cpages === hot && allLocal && bytesEqual(mig.data, data.subarray(0, hot * PAGE_SIZE)) && s4.localPtes === hot && s4.dmaMapped === npages - hot,
     `${mig.cpages} pages migrated by DMA, snapshot DEV_PRIVATE_LOCAL|WRITE, ${s4.dmaMapped} pages still DMA_MAPPED, ${gpu.devicePagesInUse} device pages in use`,
   );
 
@@ -162,7 +136,7 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   push(
     'CPU touches a hot page: it migrates back to RAM',
     PAGE_SIZE,
-    same(cpuView, bumped) && mirror.stats.devmemFaults === before + 1 && gone,
+    bytesEqual(cpuView, bumped) && mirror.stats.devmemFaults === before + 1 && gone,
     `migrate_to_ram ran ${mirror.stats.devmemFaults - before} time(s); the device PTE was invalidated`,
   );
 
@@ -170,7 +144,7 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   const r7 = mirror.read(buf + target * PAGE_SIZE, 1);
   const e7 = mirror.lookup(buf + target * PAGE_SIZE);
   const slotOk = e7 !== undefined && !e7.local && e7.dmaMapped && (iommu === null || (e7.addr === slot0 + target * PAGE_SIZE && slot5 === slot0 + 5 * PAGE_SIZE));
-  push('GPU reads the page again from RAM', PAGE_SIZE, r7.ret === 0 && same(r7.data, bumped) && slotOk, iommu === null ? `DMA address 0x${(e7?.addr ?? 0).toString(16)} (dma-direct, kept in the dma list), DMA_MAPPED again` : `IOVA slot 0x${(e7?.addr ?? 0).toString(16)} = window + ${target} pages (fixed slot), DMA_MAPPED again`);
+  push('GPU reads the page again from RAM', PAGE_SIZE, r7.ret === 0 && bytesEqual(r7.data, bumped) && slotOk, iommu === null ? `DMA address 0x${(e7?.addr ?? 0).toString(16)} (dma-direct, kept in the dma list), DMA_MAPPED again` : `IOVA slot 0x${(e7?.addr ?? 0).toString(16)} = window + ${target} pages (fixed slot), DMA_MAPPED again`);
 
   // 8. The CPU unmaps part of the buffer while the GPU keeps working on the rest.
   const holeAt = half + 2;
@@ -180,14 +154,14 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   push(
     'CPU unmaps two pages; the GPU keeps reading the rest',
     after.data.length,
-    r8.ret === -14 && r8.cpages === 2 && after.ret === 0 && same(after.data, data.subarray((holeAt + 2) * PAGE_SIZE)),
+    r8.ret === -14 && r8.cpages === 2 && after.ret === 0 && bytesEqual(after.data, data.subarray((holeAt + 2) * PAGE_SIZE)),
     `device read across the hole fails with -EFAULT after ${r8.cpages} pages, the rest reads back verified`,
   );
 
   // 9. Everything goes back: migrate the remaining hot pages home and verify the whole buffer.
   const back = mirror.migrateToSystem(buf, hot);
   const cpuAll = mm.read(buf, holeAt * PAGE_SIZE);
-  push('hot pages migrate back, the CPU verifies the buffer', cpuAll.length, back.ret === 0 && same(cpuAll, data.subarray(0, holeAt * PAGE_SIZE)), `${back.cpages} pages migrated back by DMA`);
+  push('hot pages migrate back, the CPU verifies the buffer', cpuAll.length, back.ret === 0 && bytesEqual(cpuAll, data.subarray(0, holeAt * PAGE_SIZE)), `${back.cpages} pages migrated back by DMA`);
 
   const gpuStats = { ...mirror.stats, devicePagesInUse: gpu.devicePagesInUse, copiesToDevice: gpu.copies.toDevice, copiesToSystem: gpu.copies.toSystem };
   mirror.close();
@@ -205,32 +179,6 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
     dmaDebugReports: m.dmaDebug.reports.length,
     leaks,
   };
-}
-
-function pad(rows: string[][]): string {
-  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
-}
-
-export function formatGpuSvm(r: GpuSvmResult): string {
-  const rows = [['', 'step', 'bytes', 'DMA_MAPPED', 'local', 'detail'], ...r.steps.map((s) => [s.verified ? 'ok' : 'FAIL', s.step, String(s.bytes), String(s.mirror.dmaMapped), String(s.mirror.localPtes), s.detail])];
-  const g = r.gpu;
-  const io = r.iommu?.stats;
-  return [
-    `dmakit demo: stack "gpu-svm" (GPU shared virtual memory through HMM, ${r.iommu === null ? 'no IOMMU' : `IOMMU ${r.iommu.mode}`})`,
-    '',
-    pad(rows),
-    '',
-    `gpu: ${g.faults} faults, ${g.rangeFaultCalls} hmm_range_fault calls (${g.busyRetries} -EBUSY, ${g.readRetries} read_retry), ${g.pagesMapped} pages mapped, ` +
-      `${g.invalidations} invalidations (${g.entriesZapped} PTEs zapped), ${g.migratedToDevice} pages to device / ${g.migratedToSystem} to RAM, ${g.devmemFaults} migrate_to_ram`,
-    `hmm: ${r.hmm.walks} walks, ${r.hmm.faultedPages} pages faulted; dma: ${r.hmmDma.mapped} linked, ${r.hmmDma.remapped} re-mapped in place, ${r.hmmDma.unmapped} unlinked`,
-    ...(io === undefined || r.iommu === null
-      ? []
-      : [`iommu: ${io.iovaAllocs} IOVA allocs, ${io.pteWrites} PTE writes, ${io.iotlbSyncs} IOTLB syncs, ${io.iotlbInvalidationsRange} range invalidations, ${r.iommu.faults} faults`]),
-    `leaks after teardown: ${r.leaks.dmaMappings} DMA mappings, ${r.leaks.devicePages} device pages; dma-debug reports: ${r.dmaDebugReports}`,
-    `verified: ${r.verified ? 'yes' : 'NO'} (${r.verifiedBytes} bytes checked)`,
-    '',
-  ].join('\n');
 }
 
 export const gpuSvmStack: StackDef<GpuSvmResult> = {

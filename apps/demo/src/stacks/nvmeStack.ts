@@ -6,7 +6,7 @@
 import { createMachine, SZ_1G } from '@dmakit/dma-core';
 import { compareNvmePremapped, formatNvmePremapped } from './dmabufP2pNvmePremapped.js';
 import type { NvmePremappedCompare } from './dmabufP2pNvmePremapped.js';
-import { formatNvme, formatNvmeCompare } from './formatNvme.js';
+import { formatNvme, formatNvmeCompare } from './nvme/format.js';
 import { FIO_RW, runNvmeStack } from './nvme.js';
 import type { FioRw, NvmeIommuMode, NvmeStackOptions, NvmeStackResult } from './nvme.js';
 import { checkRequest, extraBool, extraInt, extraString, hasExtra, StackUsageError } from './types.js';

@@ -1,4 +1,5 @@
 export * from './physicalMemory.js';
+export * from './bytes.js';
 export * from './regions.js';
 export * from './systemMemory.js';
 export { MAX_BUDDY_ORDER } from './buddy.js';

@@ -69,6 +69,30 @@ export class PhysicalMemory {
     return out;
   }
 
+  /**
+   * Compare `len` bytes of physical memory at `phys` with `bytes[srcOffset, srcOffset + len)`
+   * without copying them out (untouched pages compare as zeros): the offset of the first byte
+   * that differs, or -1 when all match. The check an end-to-end test makes after a device wrote
+   * a buffer (the kernel's `memcmp` over the direct map).
+   */
+  mismatch(phys: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): number {
+    this.#check(phys, len);
+    if (!Number.isSafeInteger(srcOffset) || srcOffset < 0 || srcOffset + len > bytes.length) {
+      throw new RangeError(`mismatch: [${srcOffset}, +${len}) outside the ${bytes.length}-byte buffer`);
+    }
+    let done = 0;
+    while (done < len) {
+      const addr = phys + done;
+      const pfn = Math.floor(addr / PAGE_SIZE);
+      const off = addr - pfn * PAGE_SIZE;
+      const n = Math.min(PAGE_SIZE - off, len - done);
+      const p = this.#pages.get(pfn);
+      for (let i = 0; i < n; i++) if ((p === undefined ? 0 : (p[off + i] ?? 0)) !== bytes[srcOffset + done + i]) return done + i;
+      done += n;
+    }
+    return -1;
+  }
+
   /** Copies bytes into physical memory at phys. */
   write(phys: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
     this.#check(phys, len);

@@ -188,6 +188,48 @@ export class SystemMemory extends PhysicalMemory {
     return this.#alloc(order, limitPhys, gfp);
   }
 
+  /**
+   * Allocate 2^order pages lying entirely at or above `floorPhys` (e.g. a buffer above 4 GiB, to
+   * show a 32-bit device bouncing or being remapped). The kernel has no such call: a driver gets
+   * high memory from a zone (`ZONE_NORMAL` above `ZONE_DMA32`); the model has one zone and filters
+   * by address, as `allocPagesBelow` does. It takes the smallest order that has a free block
+   * reaching above the floor and, in it, the lowest address at or above the floor: a block wholly
+   * above it is used from its start (`expand` keeps the lowest piece), a block straddling it gives
+   * the 2^order-aligned piece just above the floor and the rest goes back to the free lists.
+   * With no block straddling the floor this is the block the lowest-first allocator would hand
+   * out once everything below the floor were taken. Returns 0 on failure.
+   */
+  allocPagesAbove(order: number, floorPhys: number, gfp = 0): number {
+    if (!Number.isInteger(order) || order < 0 || order > MAX_BUDDY_ORDER) return 0;
+    if (!Number.isFinite(floorPhys) || floorPhys < 0) return 0;
+    if (this.#faults?.shouldFail('alloc_pages') === true) return 0;
+    const want = 2 ** order;
+    // Aligned start of the first 2^order piece at or above the floor.
+    const firstPfn = Math.ceil(Math.ceil(floorPhys / PAGE_SIZE) / want) * want;
+    for (let k = order; k <= MAX_BUDDY_ORDER; k++) {
+      const area = this.#areaAt(k);
+      if (area.size === 0) continue;
+      const size = 2 ** k;
+      let best = -1;
+      let bestHead = -1;
+      for (const head of area.values()) {
+        // A block above the floor is used from its start; one straddling it from `firstPfn`.
+        const start = head >= firstPfn ? head : firstPfn;
+        if (start + want > head + size || (best >= 0 && start >= best)) continue;
+        best = start;
+        bestHead = head;
+      }
+      if (best < 0) continue;
+      if (best === bestHead) {
+        area.remove(bestHead);
+        for (let j = k; j > order; j--) this.#areaAt(j - 1).add(bestHead + 2 ** (j - 1));
+        this.#freePages -= want;
+      } else this.#carve(best, best + want);
+      return this.#claim(best, order, gfp);
+    }
+    return 0;
+  }
+
   #alloc(order: number, limitPhys: number, gfp: number): number {
     const limitPfn = limitPhys / PAGE_SIZE;
     const want = 2 ** order;
@@ -201,18 +243,24 @@ export class SystemMemory extends PhysicalMemory {
       // expand(): give the upper halves back, keep the lowest piece.
       for (let j = k; j > order; j--) this.#areaAt(j - 1).add(pfn + 2 ** (j - 1));
       this.#freePages -= want;
-      this.#allocatedPages += want;
-      const c = this.#meta.chunk(pfn);
-      const s = slot(pfn);
-      c.order[s] = order;
-      c.flags[s] = PageFlag.HEAD;
-      c.refcount[s] = 1;
-      c.owner[s] = 0;
-      const phys = pfn * PAGE_SIZE;
-      if ((gfp & GFP_ZERO) !== 0) this.fill(phys, want * PAGE_SIZE, 0);
-      return phys;
+      return this.#claim(pfn, order, gfp);
     }
     return 0;
+  }
+
+  /** Account a block just taken off the free lists as allocated (head page, refcount 1). */
+  #claim(pfn: number, order: number, gfp: number): number {
+    const want = 2 ** order;
+    this.#allocatedPages += want;
+    const c = this.#meta.chunk(pfn);
+    const s = slot(pfn);
+    c.order[s] = order;
+    c.flags[s] = PageFlag.HEAD;
+    c.refcount[s] = 1;
+    c.owner[s] = 0;
+    const phys = pfn * PAGE_SIZE;
+    if ((gfp & GFP_ZERO) !== 0) this.fill(phys, want * PAGE_SIZE, 0);
+    return phys;
   }
 
   /**

@@ -164,7 +164,7 @@ function iops(r: Results): ClaimChart {
       { name: 'simulated: dmakit nvme stack + cost model (QD32, polled)', values: sim, color: 0 },
       { name: 'published (Optane, fio t/io_uring)', values: pub, color: 6, hatch: true },
     ],
-    notes: ['Simulated = 1e9 / (simulated CPU ns per I/O) from the nvme stack\'s counters priced by NVME_DEFAULT_COST_MODEL (apps/demo/src/stacks/nvmeCost.ts); never fitted to the published figures.'],
+    notes: ['Simulated = 1e9 / (simulated CPU ns per I/O) from the nvme stack\'s counters priced by nvme-pci\'s NVME_DEFAULT_COST_MODEL (packages/nvme-pci/src/costModel.ts) with iommu-dma\'s IOMMU cost model; never fitted to the published figures.'],
     source: `Published figures: ${published ?? 'not in these results'}.`,
     run: r.runLine([suite]),
     desc: 'Grouped bar chart.',

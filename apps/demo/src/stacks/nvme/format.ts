@@ -1,5 +1,7 @@
-import { table } from './format.js';
-import type { NvmeIommuMode, NvmeStackResult } from './nvme.js';
+/** The text the CLI prints for an nvme result and for --compare. */
+import { table } from '../format.js';
+import type { NvmeIommuMode } from './options.js';
+import type { NvmeStackResult } from './report.js';
 
 function n(x: number, digits = 2): string {
   if (!Number.isFinite(x)) return String(x);
@@ -13,6 +15,7 @@ function bytes(x: number): string {
   return `${x} B`;
 }
 
+/** The table the CLI prints for one nvme run. */
 export function formatNvme(r: NvmeStackResult): string {
   const s = r.simulated;
   const p = r.perIo;
@@ -51,6 +54,7 @@ export function formatNvme(r: NvmeStackResult): string {
   ].join('\n');
 }
 
+/** The table the CLI prints for --compare: strict, lazy and off side by side. */
 export function formatNvmeCompare(rs: Record<NvmeIommuMode, NvmeStackResult>): string {
   const modes: NvmeIommuMode[] = ['strict', 'lazy', 'off'];
   const off = rs.off.simulated.simulatedIops;
