@@ -11,3 +11,4 @@
 export * from './controller/index.js';
 export * from './host/index.js';
 export * from './host/premapped.js';
+export * from './drive.js';

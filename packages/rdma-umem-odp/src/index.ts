@@ -29,3 +29,5 @@ export type { HcaAccessObserver, HcaOptions, HcaPageFault, HcaQpState, HcaStats,
 export { IbPd, MLX5_IMR_KSM_ENTRIES, MLX5_XLT_CHUNK_ENTRIES, Mlx5IbDev, Mlx5IbMr } from './mlx5.js';
 export type { Mlx5DevReport, Mlx5IbDevOptions, Mlx5OdpStats } from './mlx5.js';
 export * from './dmabufMr.js';
+export { Mlx5RcPair } from './rcPair.js';
+export type { IbMrKeys } from './rcPair.js';
