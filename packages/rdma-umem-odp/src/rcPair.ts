@@ -7,7 +7,8 @@
 import type { MmStruct } from '@dmakit/dma-core';
 import { IB_WR_RDMA_READ, IB_WR_RDMA_WRITE, IbWcStatus } from './constants.js';
 import { Hca } from './hca.js';
-import type { HcaCq, HcaQp, IbSendWr } from './hca.js';
+import type { HcaQp } from './hca.js';
+import type { HcaCq, IbSendWr } from './ibVerbs.js';
 import type { IbPd, Mlx5IbDev } from './mlx5.js';
 
 /** What a work request needs of an MR: its I/O virtual address and its keys. */
