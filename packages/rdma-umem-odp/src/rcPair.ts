@@ -28,16 +28,23 @@ export interface IbMrKeys {
  * hardware); `reconnect()` creates a fresh QP pair, as an application would.
  */
 export class Mlx5RcPair {
-  /** The PD of each end (register MRs in these). */
+  /** The local end's PD (register the local MRs in it). */
   readonly pdLocal: IbPd;
+  /** The remote end's PD (register the remote MRs in it). */
   readonly pdRemote: IbPd;
-  /** Completion queue of each end. */
+  /** The local end's completion queue. */
   readonly cqLocal: HcaCq;
+  /** The remote end's completion queue (every transfer completes here). */
   readonly cqRemote: HcaCq;
   #qpLocal: HcaQp;
   #qpRemote: HcaQp;
   #wrId = 1;
 
+  /**
+   * @param local the device whose MRs are read and written (the NIC)
+   * @param remote the device that initiates every transfer (its peer)
+   * @param mm the process both PDs belong to
+   */
   constructor(
     readonly local: Mlx5IbDev,
     readonly remote: Mlx5IbDev,
