@@ -1,6 +1,6 @@
 /**
  * `dmakit nvme --premapped`: the NVMe 4 KiB random-read workload into a pre-mapped dma-buf
- * (a system-heap buffer registered once with `NvmePremappedMapper`), under strict, lazy and no
+ * (a system-heap buffer registered once with nvme-pci's `NvmePremappedDrive`), under strict, lazy and no
  * IOMMU, next to the same workload with per-I/O mapping (the nvme stack). The headline of the
  * dma-buf registered-buffer work: with pre-mapped buffers, NVMe throughput no longer depends on
  * the IOMMU mode (published on Optane: 570K / 1.93M / 5.01M IOPS per-I/O, 5.01M for all three
@@ -141,20 +141,9 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   drive.remove();
   iommu?.flushQueues();
   const after = iommu?.stats();
-  const simulated = nvmeSimulatedCost(
-    {
-      ios: completed,
-      bytes: completed * BS,
-      directMaps: 0, // nothing mapped per I/O
-      doorbells: hs.sqDoorbells + hs.cqDoorbells,
-      interrupts: hs.interrupts,
-      descriptors: hs.smallDescriptors + hs.largeDescriptors,
-      bounceBytes: 0,
-      queueDepth: qd,
-      iommu: st,
-    },
-    NVME_DEFAULT_COST_MODEL,
-  );
+  // Nothing is mapped per I/O (directMaps 0) and nothing bounces.
+  const counters = { ios: completed, bytes: completed * BS, directMaps: 0, doorbells: hs.sqDoorbells + hs.cqDoorbells, interrupts: hs.interrupts };
+  const simulated = nvmeSimulatedCost({ ...counters, descriptors: hs.smallDescriptors + hs.largeDescriptors, bounceBytes: 0, queueDepth: qd, iommu: st }, NVME_DEFAULT_COST_MODEL);
   const per = (x: number): number => x / Math.max(1, completed);
   return {
     stack: 'nvme-premapped',
