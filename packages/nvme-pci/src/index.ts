@@ -12,3 +12,4 @@ export * from './controller/index.js';
 export * from './host/index.js';
 export * from './host/premapped.js';
 export * from './costModel.js';
+export * from './drive.js';

@@ -16,6 +16,7 @@ import {
   ibUmemDmabufRelease,
   mlx5IbDeregDmabufMr,
   mlx5IbRegUserMrDmabuf,
+  pagefaultDmabufMr,
 } from '@dmakit/rdma-umem-odp';
 import type { Mlx5DmabufMr, Mlx5IbMr } from '@dmakit/rdma-umem-odp';
 import { bytesEqual, createRig, debugReports, drain, mmapRw, pattern } from './testing/rig.js';
@@ -384,5 +385,22 @@ describe('RDMA MR over a dma-buf (ib_umem_dmabuf, mlx5 dma-buf MR)', () => {
     if (typeof umem === 'number') throw new Error('get');
     ibUmemDmabufRelease(umem);
     expect(exp.misuse).toEqual([]);
+  });
+});
+
+describe('Mlx5DmabufMr.lastError', () => {
+  it('is 0 while faults succeed and records the -errno of a failed page fault', () => {
+    const rig = createRig();
+    const exp = createFakeExporter(rig.machine);
+    const { fd } = exp.exportRam(SIZE);
+    const mr = regDmabuf(rig, exp, fd);
+    expect(pagefaultDmabufMr(mr)).toBe(SIZE / 4096);
+    expect(mr.lastError).toBe(0);
+    expect(mlx5IbDeregDmabufMr(mr)).toBe(0);
+    // A fault racing the deregistration finds the MR dead.
+    expect(pagefaultDmabufMr(mr)).toBe(-Errno.EFAULT);
+    expect(mr.lastError).toBe(-Errno.EFAULT);
+    expect(mr.stats.pageFaultErrors).toBe(1);
+    expect(exp.liveMaps()).toBe(0);
   });
 });

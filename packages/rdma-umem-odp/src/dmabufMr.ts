@@ -195,6 +195,8 @@ export class Mlx5DmabufMr {
   readonly length: number;
   readonly access: number;
   dead = false;
+  /** The -errno of the last failed page fault (e.g. -ENODEV while the exporter revoked the buffer), 0 if none failed. dmakit's record: the kernel only logs it. */
+  lastError = 0;
   readonly stats = { pageFaults: 0, pageFaultErrors: 0, invalidations: 0 };
   constructor(dev: Mlx5IbDev, pd: IbPd, mkey: HcaMkey, umem: IbUmemDmabuf, iova: number, length: number, access: number) {
     this.dev = dev;
@@ -263,6 +265,7 @@ export function pagefaultDmabufMr(mr: Mlx5DmabufMr): number {
   mr.stats.pageFaults++;
   if (mr.dead) {
     mr.stats.pageFaultErrors++;
+    mr.lastError = -Errno.EFAULT;
     return -Errno.EFAULT;
   }
   const umem = mr.umem;
@@ -276,6 +279,7 @@ export function pagefaultDmabufMr(mr: Mlx5DmabufMr): number {
   }
   if (ret < 0) {
     mr.stats.pageFaultErrors++;
+    mr.lastError = ret;
     return ret;
   }
   return umem.dmaAddr.length;

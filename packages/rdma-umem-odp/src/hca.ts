@@ -1,5 +1,6 @@
 // kernel: drivers/infiniband/hw/mlx5/ (the hardware side the driver programs: mkeys, MTT/KSM
-// translation, UMR, page-fault EQ and PAGE_FAULT_RESUME), include/rdma/ib_verbs.h (QPs, WRs, WCs)
+// translation, UMR, page-fault EQ and PAGE_FAULT_RESUME); the verbs types it executes (WRs, WCs,
+// CQs) are in ibVerbs.ts (include/rdma/ib_verbs.h)
 // A simulated mlx5-like HCA. It never holds a pointer into memory: every payload byte crosses
 // its PCI function's DMA port (dev.dmaRead/dmaWrite, through the IOMMU when one is attached) at
 // the DMA addresses its MTTs hold. An access to an MTT entry that is not present (or not
@@ -11,10 +12,7 @@ import {
   IB_ACCESS_LOCAL_WRITE,
   IB_ACCESS_REMOTE_READ,
   IB_ACCESS_REMOTE_WRITE,
-  IB_WC_RDMA_READ,
-  IB_WC_RDMA_WRITE,
   IB_WC_RECV,
-  IB_WC_SEND,
   IB_WR_RDMA_READ,
   IB_WR_RDMA_WRITE,
   IB_WR_SEND,
@@ -23,38 +21,8 @@ import {
   MLX5_IB_MTT_WRITE,
   MLX5_KSM_PAGE_SHIFT,
 } from './constants.js';
-import type { IbWcOpcode, IbWrOpcode } from './constants.js';
-
-/** A scatter/gather element (`struct ib_sge`). */
-export interface IbSge {
-  readonly addr: number;
-  readonly length: number;
-  readonly lkey: number;
-}
-
-/** `struct ib_send_wr` (+ `ib_rdma_wr`). */
-export interface IbSendWr {
-  readonly wrId: number;
-  readonly opcode: IbWrOpcode;
-  readonly sgList: readonly IbSge[];
-  readonly remoteAddr?: number;
-  readonly rkey?: number;
-}
-
-/** `struct ib_recv_wr`. */
-export interface IbRecvWr {
-  readonly wrId: number;
-  readonly sgList: readonly IbSge[];
-}
-
-/** `struct ib_wc`. */
-export interface IbWc {
-  readonly wrId: number;
-  readonly status: IbWcStatus;
-  readonly opcode: IbWcOpcode;
-  readonly byteLen: number;
-  readonly qpNum: number;
-}
+import { HcaCq, validWr, wcOpcode } from './ibVerbs.js';
+import type { HcaQpState, IbRecvWr, IbSendWr, IbSge, IbWc } from './ibVerbs.js';
 
 /** A page-fault EQE (the RDMA / WQE fault subtypes collapsed to what the model needs). */
 export interface HcaPageFault {
@@ -99,33 +67,6 @@ export class HcaMkey {
     this.ksm = kind === 'ksm' ? new Int32Array(entries) : new Int32Array(0);
   }
 }
-
-/**
- * A completion queue of the simulated HCA. dmakit's device model (kernel counterpart: struct ib_cq, mlx5
- * CQ).
- */
-export class HcaCq {
-  readonly cqn: number;
-  readonly #wcs: IbWc[] = [];
-  constructor(cqn: number) {
-    this.cqn = cqn;
-  }
-  /** Queues a work completion (what the HCA writes as a CQE). */
-  push(wc: IbWc): void {
-    this.#wcs.push(wc);
-  }
-  /** `ib_poll_cq`: up to n completions, oldest first. */
-  poll(n = Number.MAX_SAFE_INTEGER): IbWc[] {
-    return this.#wcs.splice(0, n);
-  }
-  /** Completions waiting to be polled. */
-  get depth(): number {
-    return this.#wcs.length;
-  }
-}
-
-/** Queue-pair state the model uses (kernel: enum ib_qp_state IB_QPS_RESET, IB_QPS_RTS, IB_QPS_ERR). */
-export type HcaQpState = 'RESET' | 'RTS' | 'ERR';
 
 /**
  * An RC queue pair of the simulated HCA: send and receive queues that move bytes through the device DMA
@@ -591,39 +532,5 @@ export class Hca {
     }
     this.stats.bytesMoved += total;
     return true;
-  }
-}
-
-/** Maximum SGEs per work request (`max_send_sge`). */
-export const HCA_MAX_SGE = 30;
-
-function isU(x: unknown): boolean {
-  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
-}
-
-/** Shape check of a work request from the caller (bad input is -EINVAL, never a crash). */
-function validWr(wr: unknown, send: boolean): boolean {
-  if (typeof wr !== 'object' || wr === null) return false;
-  const w = wr as { wrId?: unknown; opcode?: unknown; sgList?: unknown; remoteAddr?: unknown; rkey?: unknown };
-  if (!Array.isArray(w.sgList) || w.sgList.length > HCA_MAX_SGE) return false;
-  for (const sge of w.sgList as unknown[]) {
-    if (typeof sge !== 'object' || sge === null) return false;
-    const s = sge as { addr?: unknown; length?: unknown; lkey?: unknown };
-    if (!isU(s.addr) || !isU(s.length) || !isU(s.lkey)) return false;
-  }
-  if (!send) return true;
-  if (w.opcode !== IB_WR_RDMA_WRITE && w.opcode !== IB_WR_RDMA_READ && w.opcode !== IB_WR_SEND) return false;
-  if (w.opcode !== IB_WR_SEND && (!isU(w.remoteAddr) || !isU(w.rkey))) return false;
-  return true;
-}
-
-function wcOpcode(op: IbWrOpcode): IbWcOpcode {
-  switch (op) {
-    case IB_WR_RDMA_WRITE:
-      return IB_WC_RDMA_WRITE;
-    case IB_WR_RDMA_READ:
-      return IB_WC_RDMA_READ;
-    case IB_WR_SEND:
-      return IB_WC_SEND;
   }
 }

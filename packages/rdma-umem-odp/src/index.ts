@@ -24,12 +24,17 @@ export {
   ibUmemOdpUnmapDmaPages,
 } from './umemOdp.js';
 export type { IbDevice, UmemOdpStats } from './umemOdp.js';
-export { HCA_MAX_SGE, Hca, HcaCq, HcaMkey, HcaQp } from './hca.js';
-export type { HcaAccessObserver, HcaOptions, HcaPageFault, HcaQpState, HcaStats, IbRecvWr, IbSendWr, IbSge, IbWc } from './hca.js';
-export { IbPd, MLX5_IMR_KSM_ENTRIES, MLX5_XLT_CHUNK_ENTRIES, Mlx5IbDev, Mlx5IbMr } from './mlx5.js';
-export type { Mlx5DevReport, Mlx5IbDevOptions, Mlx5OdpStats } from './mlx5.js';
+export { Hca, HcaMkey, HcaQp } from './hca.js';
+export type { HcaAccessObserver, HcaOptions, HcaPageFault, HcaStats } from './hca.js';
+export { HCA_MAX_SGE, HcaCq } from './ibVerbs.js';
+export type { HcaQpState, IbRecvWr, IbSendWr, IbSge, IbWc } from './ibVerbs.js';
+export { IbPd, Mlx5IbDev, Mlx5IbMr } from './mlx5.js';
+export { MLX5_IMR_KSM_ENTRIES, MLX5_XLT_CHUNK_ENTRIES } from './mlx5Ib.js';
+export type { Mlx5DevReport, Mlx5IbDevOptions, Mlx5OdpStats } from './mlx5Ib.js';
 export * from './dmabufMr.js';
 export { RcConnection, RcEndpoint } from './rcConnection.js';
 export type { RcWaitOptions } from './rcConnection.js';
 export { watchOdpAccesses } from './accessWatch.js';
 export type { OdpAccessWatch } from './accessWatch.js';
+export { Mlx5RcPair } from './rcPair.js';
+export type { IbMrKeys } from './rcPair.js';

@@ -1,5 +1,7 @@
 // kernel: drivers/infiniband/hw/mlx5/odp.c, mr.c (ODP registration, implicit ODP, page-fault
-// handling, prefetch, invalidation), drivers/infiniband/core/verbs.c (the verbs surface)
+// handling, prefetch, invalidation), drivers/infiniband/core/verbs.c (the verbs surface); the
+// definitions of mlx5_ib.h (constants, counters, options) are in mlx5Ib.ts. One class, because
+// odp.c and mr.c share struct mlx5_ib_dev's state (the odp_mkeys table, the XLT buffer).
 // The mlx5-like driver on top of the simulated HCA and ib_umem_odp: it is the `IbDevice` the umems
 // belong to, registers ODP MRs (explicit, implicit, huge-page), handles the HCA's page-fault
 // events (pagefault_mr: map, populate MTT through UMR, resume), prefetches (advise_mr) and
@@ -10,7 +12,6 @@ import {
   HMM_PFN_VALID,
   HMM_PFN_WRITE,
   PAGE_SIZE,
-  TASK_SIZE,
   hmmPfnHi,
   mmuIntervalSetSeq,
   pciP2pdmaMapStateInit,
@@ -38,7 +39,8 @@ import {
   ODP_WRITE_ALLOWED_BIT,
 } from './constants.js';
 import { Hca } from './hca.js';
-import type { HcaCq, HcaMkey, HcaOptions, HcaPageFault, HcaQp, IbRecvWr, IbSendWr, IbSge, IbWc } from './hca.js';
+import type { HcaMkey, HcaPageFault, HcaQp } from './hca.js';
+import type { HcaCq, IbRecvWr, IbSendWr, IbSge, IbWc } from './ibVerbs.js';
 import {
   ibUmemOdpAllocChild,
   ibUmemOdpAllocImplicit,
@@ -51,13 +53,10 @@ import {
   ibUmemOdpRelease,
   ibUmemOdpUnmapDmaPages,
 } from './umemOdp.js';
+import { MLX5_IMR_KSM_ENTRIES, MLX5_XLT_CHUNK_ENTRIES } from './mlx5Ib.js';
+import type { Mlx5DevReport, Mlx5IbDevOptions, Mlx5OdpStats } from './mlx5Ib.js';
 import { UmemOdpNotifier } from './umemOdp.js';
 import type { IbDevice, IbUmemOdp } from './umemOdp.js';
-
-/** `mlx5_imr_ksm_entries`: 1 GiB KSM entries covering TASK_SIZE. */
-export const MLX5_IMR_KSM_ENTRIES = Math.ceil(TASK_SIZE / MLX5_IMR_MTT_SIZE);
-/** Entries per UMR translation update (one 4 KiB XLT page of 8-byte MTTs). */
-export const MLX5_XLT_CHUNK_ENTRIES = PAGE_SIZE / 8;
 
 function isUint(x: unknown): boolean {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
@@ -108,43 +107,6 @@ export class Mlx5IbMr {
   get rkey(): number {
     return this.mkey.key;
   }
-}
-
-/** dmakit's counters of the mlx5 ODP flows: page faults, prefetches, invalidations, implicit children. */
-export interface Mlx5OdpStats {
-  pageFaults: number;
-  pageFaultErrors: number;
-  /** PAGE_SIZE pages mapped by the fault handler. */
-  faultPages: number;
-  prefetches: number;
-  prefetchPages: number;
-  /** Invalidation callbacks that found mapped pages. */
-  invalidations: number;
-  /** MTT entries zapped by invalidation UMRs. */
-  invalidatedMtts: number;
-  invalidationUmrs: number;
-  implicitChildrenCreated: number;
-  implicitChildrenDestroyed: number;
-}
-
-/** Options of Mlx5IbDev: the DMA device, the HMM port, the scheduler and the HCA options. */
-export interface Mlx5IbDevOptions extends HcaOptions {
-  readonly dev: Device;
-  readonly hmm: HmmPort;
-  readonly scheduler: EventScheduler;
-  readonly name?: string;
-  /** The pre-6.16 ODP layout (page list + dma_addr_t list, dma_map_page per page). */
-  readonly odpLegacy?: boolean;
-}
-
-/** Summary counters of the device, its umems and its HCA. */
-export interface Mlx5DevReport {
-  readonly odp: Mlx5OdpStats;
-  readonly hca: Hca['stats'];
-  readonly mrs: number;
-  readonly mappedPages: number;
-  readonly metadataBytes: number;
-  readonly iovaWindowBytes: number;
 }
 
 /** The mlx5-like ODP driver: the `IbDevice` of its umems and the verbs surface of its HCA. kernel: drivers/infiniband/hw/mlx5/odp.c, mr.c (struct mlx5_ib_dev). */

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { BlkStatus, ReqOp, SZ_1G, SZ_1M, createMachine, isErrPtr } from '@dmakit/dma-core';
 import { DmaBufFdTable, GpuVramExporter, SystemHeap, createDmaBufPort, dmaBufFd, dmaBufMappingIsStale, dmaBufMappingStats, dmaBufVmapUnlocked, dmaBufVunmapUnlocked } from '@dmakit/dmabuf';
 import { IbWcStatus, mlx5IbDeregDmabufMr, mlx5IbRegUserMrDmabuf } from '@dmakit/rdma-umem-odp';
-import { Drive, Fabric, LBA, RDMA_RW, buildDmabufTopology } from './dmabufP2p.js';
+import { LBA, RDMA_RW, buildDmabufTopology, createDmabufDrive, createDmabufFabric } from './dmabufP2pRig.js';
 
 const SIZE = SZ_1M;
 const CH = 64 * 1024;
@@ -33,7 +33,7 @@ describe('dmabuf-p2p interleavings (NVMe + RDMA importers, GPU moves, strict IOM
         const gpu = new GpuVramExporter(m, rig.gpuDev);
         const heap = new SystemHeap(m);
         const lbas = SIZE / LBA;
-        const drive = new Drive(m, rig.nvme, 3 * lbas);
+        const drive = createDmabufDrive(rig, 3 * lbas);
         const fileB = m.rng.fill(new Uint8Array(SIZE));
         drive.ctrl.namespace(1)?.writeLbas(lbas, fileB);
         const gbuf = gpu.exportBuffer(SIZE, { maxRange: 256 * 1024 });
@@ -41,9 +41,9 @@ describe('dmabuf-p2p interleavings (NVMe + RDMA importers, GPU moves, strict IOM
         if (isErrPtr(gbuf) || isErrPtr(sink)) throw new Error('export');
         const fd = dmaBufFd(fds, gbuf);
         const sinkFd = dmaBufFd(fds, sink);
-        const pre = drive.mapper.register(port, rig.nvme, fd);
+        const pre = drive.register(port, fd);
         if (isErrPtr(pre)) throw new Error('register');
-        const fabric = new Fabric(m, rig.nic, rig.peerNic);
+        const fabric = createDmabufFabric(rig);
         const mrGpu = mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, SIZE, 0x1000_0000, fd, RDMA_RW);
         const mrSink = mlx5IbRegUserMrDmabuf(fabric.remote, fabric.pdRemote, port, 0, SIZE, 0x2000_0000, sinkFd, RDMA_RW);
         if (isErrPtr(mrGpu) || isErrPtr(mrSink)) throw new Error('reg mr');
@@ -63,7 +63,7 @@ describe('dmabuf-p2p interleavings (NVMe + RDMA importers, GPU moves, strict IOM
               break;
             }
             case 'rdmaRead':
-              expect(fabric.read(mrGpu, mrSink, o.c * CH, CH)).toBe(IbWcStatus.IB_WC_SUCCESS);
+              expect(fabric.rdmaRead(mrGpu, o.c * CH, mrSink, o.c * CH, CH)).toBe(IbWcStatus.IB_WC_SUCCESS);
               expect(Buffer.compare(view.read(o.c * CH, CH), shadow.subarray(o.c * CH, (o.c + 1) * CH))).toBe(0);
               break;
             case 'evict':
@@ -91,8 +91,8 @@ describe('dmabuf-p2p interleavings (NVMe + RDMA importers, GPU moves, strict IOM
         dmaBufVunmapUnlocked(sink, view);
         mlx5IbDeregDmabufMr(mrGpu);
         mlx5IbDeregDmabufMr(mrSink);
-        expect(drive.mapper.unregister(pre)).toBe(0);
-        drive.host.remove();
+        expect(drive.unregister(pre)).toBe(0);
+        drive.remove();
         fds.closeAll();
         rig.iommu?.flushQueues();
         const st = rig.iommu?.stats();

@@ -1,29 +1,24 @@
 /**
  * `dmakit nvme --premapped`: the NVMe 4 KiB random-read workload into a pre-mapped dma-buf
- * (a system-heap buffer registered once with `NvmePremappedMapper`), under strict, lazy and no
+ * (a system-heap buffer registered once with nvme-pci's `NvmePremappedDrive`), under strict, lazy and no
  * IOMMU, next to the same workload with per-I/O mapping (the nvme stack). The headline of the
  * dma-buf registered-buffer work: with pre-mapped buffers, NVMe throughput no longer depends on
  * the IOMMU mode (published on Optane: 570K / 1.93M / 5.01M IOPS per-I/O, 5.01M for all three
  * pre-mapped). Simulated IOPS come from the nvme stack's cost model (nvmeCost.ts) over the run's
  * counters; every read is checked against the namespace.
  */
-import { bioFromRanges, blkRqFromBio, createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
+import { createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
 import { BlkStatus, createMachine, isErrPtr, ReqOp, SZ_1G, SZ_1M } from '@dmakit/dma-core';
 import type { Machine } from '@dmakit/dma-core';
 import { DmaBufFdTable, SystemHeap, createDmaBufPort, dmaBufFd, dmaBufSgtMode, dmaBufVmapUnlocked, dmaBufVunmapUnlocked } from '@dmakit/dmabuf';
 import { createIommu } from '@dmakit/iommu-dma';
 import type { IommuStats } from '@dmakit/iommu-dma';
-import { NvmeController, NvmeDev, NvmePremappedMapper, nvmeBarSize } from '@dmakit/nvme-pci';
+import { NvmePremappedDrive, nvmeBarSize } from '@dmakit/nvme-pci';
+import { same } from './dmabufP2pRig.js';
 import { runNvmeStack } from './nvme.js';
 import type { NvmeIommuMode, NvmeStackResult } from './nvme.js';
 import { NVME_DEFAULT_COST_MODEL, nvmeSimulatedCost, PUBLISHED_IOPS } from './nvmeCost.js';
 import type { NvmeSimulatedCost } from './nvmeCost.js';
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 /** Published pre-mapped IOPS (all three IOMMU modes). */
 export const PUBLISHED_PREMAPPED_IOPS = 5_010_000;
@@ -77,11 +72,10 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, bars: [{ size: nvmeBarSize(4), is64: true }] });
   const iommu = mode === 'off' ? null : createIommu(m, { mode });
   iommu?.attachDevice(dev);
-  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: LBA, capacityLbas: span / LBA }], maxQueues: 4 });
-  const mapper = new NvmePremappedMapper(createBlkRqDmaMapper());
-  const host = new NvmeDev(m, dev, ctrl, mapper, { ioQueues: 1, ioQueueDepth: Math.max(64, qd + 1) });
-  if (host.probe() !== 0) throw new Error(`nvme --premapped: probe failed: ${host.lastError}`);
-  const ns = ctrl.namespace(1);
+  const drive = new NvmePremappedDrive(m, dev, createBlkRqDmaMapper(), { lbaSize: LBA, capacityLbas: span / LBA, host: { ioQueues: 1, ioQueueDepth: Math.max(64, qd + 1) } });
+  if (drive.probe() !== 0) throw new Error(`nvme --premapped: probe failed: ${drive.host.lastError}`);
+  const { host, mapper } = drive;
+  const ns = drive.ctrl.namespace(1);
   if (ns === undefined) throw new Error('nvme --premapped: no namespace');
   ns.writeLbas(0, m.rng.fill(new Uint8Array(span)));
 
@@ -92,12 +86,11 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   const buf = heap.allocate(qd * BS, 'nvme-fixed-buffers');
   if (isErrPtr(buf)) throw new Error('nvme --premapped: heap allocation failed');
   const fd = dmaBufFd(fds, buf);
-  const pre = mapper.register(port, dev, fd);
+  const pre = drive.register(port, fd);
   if (isErrPtr(pre)) throw new Error(`nvme --premapped: register failed (${pre})`);
   const mapping = pre.sgt === null ? 'unmapped' : (dmaBufSgtMode(pre.sgt) ?? (iommu === null ? 'dma-direct sg' : 'iommu sg'));
   const view = dmaBufVmapUnlocked(buf);
   if (isErrPtr(view)) throw new Error('nvme --premapped: vmap failed');
-  const limits = host.queueLimits();
   const expect = new Uint8Array(BS);
 
   let issued = 0;
@@ -112,23 +105,20 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
     if (issued >= total) return;
     const lba = m.rng.nextInt(span / BS) * (BS / LBA);
     lbaOf[slot] = lba;
-    const bio = bioFromRanges(ReqOp.READ, lba, [pre.addr(slot * BS), BS]);
-    const rq = bio === null ? null : blkRqFromBio(limits, bio, slot);
-    if (rq === null) throw new Error('nvme --premapped: cannot build a request');
-    rq.endIo = (_r, st) => {
+    const done = (_r: unknown, st: BlkStatus): void => {
       completed++;
       if (st !== BlkStatus.OK) ioErrors++;
       else if (verify) {
         ns.readBytes((lbaOf[slot] ?? 0) * LBA, expect, 0, BS);
         const got = view.read(slot * BS, BS);
-        if (!sameBytes(got, expect)) mismatched++;
+        if (!same(got, expect)) mismatched++;
         else verifiedBytes += BS;
       }
       if (opts.onProgress !== undefined && (completed % progressStep === 0 || completed === total)) opts.onProgress(completed, total);
       next(slot);
     };
     issued++;
-    const st = host.queueRq(rq);
+    const st = drive.submit(pre, ReqOp.READ, lba, slot * BS, BS, done);
     if (st !== BlkStatus.OK) {
       completed++;
       ioErrors++;
@@ -148,23 +138,12 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   dmaBufVunmapUnlocked(buf, view);
   mapper.unregister(pre);
   fds.closeAll();
-  host.remove();
+  drive.remove();
   iommu?.flushQueues();
   const after = iommu?.stats();
-  const simulated = nvmeSimulatedCost(
-    {
-      ios: completed,
-      bytes: completed * BS,
-      directMaps: 0, // nothing mapped per I/O
-      doorbells: hs.sqDoorbells + hs.cqDoorbells,
-      interrupts: hs.interrupts,
-      descriptors: hs.smallDescriptors + hs.largeDescriptors,
-      bounceBytes: 0,
-      queueDepth: qd,
-      iommu: st,
-    },
-    NVME_DEFAULT_COST_MODEL,
-  );
+  // Nothing is mapped per I/O (directMaps 0) and nothing bounces.
+  const counters = { ios: completed, bytes: completed * BS, directMaps: 0, doorbells: hs.sqDoorbells + hs.cqDoorbells, interrupts: hs.interrupts };
+  const simulated = nvmeSimulatedCost({ ...counters, descriptors: hs.smallDescriptors + hs.largeDescriptors, bounceBytes: 0, queueDepth: qd, iommu: st }, NVME_DEFAULT_COST_MODEL);
   const per = (x: number): number => x / Math.max(1, completed);
   return {
     stack: 'nvme-premapped',

@@ -6,8 +6,9 @@
 // Model: a registered buffer occupies a window of a reserved token address space; a request
 // whose bvecs lie in that window is resolved from the buffer's mapping (one DMA segment per
 // DMA-contiguous run). Everything else goes to the real block-layer mapper.
-import { BlkStatus, DMA_BIDIRECTIONAL, DMA_RESV_USAGE_KERNEL, Errno, MAX_SCHEDULE_TIMEOUT, REQ_P2PDMA, SG_DMA_BUS_ADDRESS, isErrPtr } from '@dmakit/dma-core';
+import { BlkStatus, DMA_BIDIRECTIONAL, PAGE_SIZE, SECTOR_SHIFT, DMA_RESV_USAGE_KERNEL, Errno, MAX_SCHEDULE_TIMEOUT, REQ_P2PDMA, SG_DMA_BUS_ADDRESS, isErrPtr } from '@dmakit/dma-core';
 import type {
+  Bio,
   BlkDmaIter,
   BlkPhysVec,
   BlkRequest,
@@ -18,6 +19,8 @@ import type {
   DmaBufPort,
   DmaIovaState,
   PciP2pdmaMapType,
+  QueueLimits,
+  ReqOp,
   SgTable,
 } from '@dmakit/dma-core';
 
@@ -400,4 +403,35 @@ export class NvmePremappedMapper implements BlkRqDmaMapper {
     if (this.#premappedOf(req) !== null) return false;
     return this.inner.reqBvec(req, out);
   }
+}
+
+/**
+ * The block request for a dma-token I/O: `len` bytes at buffer offset `off` of `buf`, to or from
+ * device sector `sector` (512-byte units). One bio with one bvec over the buffer's token window
+ * (the token space is contiguous, so the block layer counts one physical segment); the mapper
+ * resolves it from the buffer's mapping at `nvme_map_data` time. Null when the request breaks
+ * `limits` (length not a multiple of the logical block, over `max_sectors`, beyond the buffer, or
+ * misaligned for `dma_alignment`): the block layer would refuse or split it, and a token I/O is
+ * never split here.
+ * kernel: the dma-token series builds such a bio in the block layer (`bio` carrying the token
+ * instead of pages); dmakit builds the request directly because the token space is this
+ * package's model.
+ */
+export function nvmePremappedRq(limits: QueueLimits, buf: NvmePremappedBuffer, op: ReqOp, sector: number, off: number, len: number, tag = 0): BlkRequest | null {
+  if (![sector, off, len, tag].every(Number.isSafeInteger) || sector < 0 || off < 0 || len <= 0 || tag < 0 || off + len > buf.size) return null;
+  if (len % limits.logicalBlockSize !== 0 || len > limits.maxSectors * 2 ** SECTOR_SHIFT) return null;
+  if ((sector * 2 ** SECTOR_SHIFT) % limits.logicalBlockSize !== 0 || (off & limits.dmaAlignment) !== 0) return null;
+  const addr = buf.addr(off);
+  const page = addr - (addr % PAGE_SIZE);
+  const bio: Bio = {
+    op,
+    iter: { sector, size: len, idx: 0, bvecDone: 0 },
+    next: null,
+    integrity: null,
+    bvPage: Float64Array.of(page),
+    bvOffset: Uint32Array.of(addr - page),
+    bvLen: Uint32Array.of(len),
+    vcnt: 1,
+  };
+  return { tag, op, cmdFlags: 0, rqFlags: 0, sector, dataLen: len, bio, nrPhysSegments: 1, nrIntegritySegments: 0, limits, specialVec: null, pdu: null, endIo: null };
 }
