@@ -154,7 +154,10 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
    * -ENODEV once the file is in error or disabled.
    */
   read(out: Uint8Array, off = 0, len = out.length - off): number {
-    if (!this.saving) return -Errno.EINVAL;
+    // The resume file is opened O_WRONLY (mlx5vf_pci_resume_device_data: anon_inode_getfile(...,
+    // O_WRONLY)); vfs_read() refuses a file without FMODE_READ with -EBADF before anything else
+    // (fs/read_write.c: `if (!(file->f_mode & FMODE_READ)) return -EBADF;`).
+    if (!this.saving) return -Errno.EBADF;
     if (!(out instanceof Uint8Array) || !Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > out.length) return -Errno.EFAULT;
     // The kernel's wait_event condition; in PRE_COPY the model also lets a SAVE in flight finish
     // first, so -ENOMSG means "nothing more for now" rather than racing the firmware.
@@ -211,7 +214,10 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
    * and LOAD each image. Bytes consumed, or -errno (the file is then in ERROR).
    */
   write(src: Uint8Array, off = 0, len = src.length - off): number {
-    if (this.saving) return -Errno.EINVAL;
+    // The save file is opened O_RDONLY (mlx5vf_pci_save_device_data: anon_inode_getfile(...,
+    // O_RDONLY)); vfs_write() refuses a file without FMODE_WRITE with -EBADF before anything else
+    // (fs/read_write.c: `if (!(file->f_mode & FMODE_WRITE)) return -EBADF;`).
+    if (this.saving) return -Errno.EBADF;
     if (!(src instanceof Uint8Array) || !Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > src.length) return -Errno.EFAULT;
     if (this.disabled || this.state === Mlx5VfMigfState.ERROR) return -Errno.ENODEV;
     const ret = this.#resumeWrite(src, off, len);
