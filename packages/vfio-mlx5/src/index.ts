@@ -82,8 +82,6 @@ export {
   type Mlx5BufferStats,
 } from './dataBuffer.js';
 export {
-  Mlx5VfPciCoreDevice,
-  Mlx5VfMigrationFile,
   Mlx5VfMigfState,
   Mlx5VfLoadState,
   MLX5VF_MAX_NUM_CHUNKS,
@@ -91,7 +89,22 @@ export {
   MLX5VF_TRACKER_RECV_WRS,
   ENOMSG,
   ENOTCONN,
-  mlx5vfBufferDirection,
   type Mlx5VfPciOptions,
   type Mlx5VfStats,
-} from './mlx5Driver.js';
+} from './mlx5Defs.js';
+export { Mlx5VfMigrationFile, type Mlx5VfMigfDevice } from './mlx5MigFile.js';
+export {
+  mlx5vfCmdSuspendVhca,
+  mlx5vfCmdResumeVhca,
+  mlx5vfCmdQueryVhcaMigrationState,
+  mlx5vfCmdSaveVhcaState,
+  mlx5vfCmdLoadVhcaState,
+  mlx5vfStartPageTracker,
+  mlx5vfStopPageTracker,
+  mlx5vfFreePageTrackerResources,
+  mlx5vfTrackerReadAndClear,
+  type Mlx5VfCmdDevice,
+  type Mlx5VhcaPageTracker,
+  type Mlx5VhcaRecvBuf,
+} from './mlx5Cmd.js';
+export { Mlx5VfPciCoreDevice, mlx5vfBufferDirection } from './mlx5Main.js';
