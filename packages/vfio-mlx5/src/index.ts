@@ -2,7 +2,9 @@
  * @dmakit/vfio-mlx5: the VFIO migration uAPI v2 (state machine, data fd, pre-copy info, DMA
  * logging) and the mlx5 variant driver: page-array migration buffers registered through the
  * two-step IOVA API (or the legacy scatterlist path), SAVE/LOAD_VHCA_STATE with chunk mode, the
- * device dirty page tracker; plus a simulated mlx5 function and its firmware.
+ * device dirty page tracker; plus a simulated mlx5 function and its firmware, and the guest side
+ * of a migrating VM (guest RAM behind the unmanaged domain, vCPUs with the KVM dirty log) with the
+ * VMM helpers that move the data fd's stream and sync dirty pages.
  * Kernel counterpart: drivers/vfio/vfio_main.c, include/uapi/linux/vfio.h, drivers/vfio/pci/mlx5/.
  */
 export {
@@ -108,3 +110,12 @@ export {
   type Mlx5VhcaRecvBuf,
 } from './mlx5Cmd.js';
 export { Mlx5VfPciCoreDevice, mlx5vfBufferDirection } from './mlx5Main.js';
+export {
+  GuestMemory,
+  KvmGuest,
+  createGuestMemory,
+  GUEST_RAM_BLOCK_BYTES,
+  type KvmGuestOptions,
+} from './kvmGuest.js';
+export { vfioMigReadAll, vfioMigWriteAll, vfioDeviceDirtySync, VFIO_MIG_READ_MAX_CALLS } from './vmm.js';
+export { mlx5GuestPostRxRings, type Mlx5GuestRingsOptions } from './mlx5Guest.js';
