@@ -13,13 +13,14 @@ export const VFIO_MIG_READ_MAX_CALLS = 1_000_000;
 /**
  * Read the data fd in `chunkBytes` reads until it returns 0 (end of stream) or -ENOMSG (no more
  * pre-copy data for now), appending each piece to `sink`. Returns the bytes read, or the fd's
- * -errno, or -EIO when the fd never ends ({@link VFIO_MIG_READ_MAX_CALLS} reads).
+ * -errno, or -EIO when the fd has not ended after `maxReads` reads (default
+ * {@link VFIO_MIG_READ_MAX_CALLS}).
  */
-export function vfioMigReadAll(fd: VfioMigFile, sink: Uint8Array[], chunkBytes = 64 * 1024): number {
-  if (!Number.isInteger(chunkBytes) || chunkBytes <= 0) return -Errno.EINVAL;
+export function vfioMigReadAll(fd: VfioMigFile, sink: Uint8Array[], chunkBytes = 64 * 1024, maxReads = VFIO_MIG_READ_MAX_CALLS): number {
+  if (!Number.isInteger(chunkBytes) || chunkBytes <= 0 || !Number.isInteger(maxReads) || maxReads <= 0) return -Errno.EINVAL;
   const buf = new Uint8Array(chunkBytes);
   let total = 0;
-  for (let i = 0; i < VFIO_MIG_READ_MAX_CALLS; i++) {
+  for (let i = 0; i < maxReads; i++) {
     const n = fd.read(buf);
     if (n === 0 || n === -ENOMSG) return total;
     if (n < 0) return n;
