@@ -53,23 +53,20 @@ export {
   type Mlx5MigrationHeader,
 } from './stream.js';
 export {
-  Mlx5SimFunction,
   MLX5_DEFAULT_CAPS,
-  MLX5_FAULT_SAVE,
   MLX5_CMD_STAT_BAD_RES_STATE_ERR,
   MLX5_CREATE_MKEY_IN_BYTES,
-  MLX5_SIM_STATE_BLOCK,
   MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR,
   MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER,
   MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR,
   MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER,
   type Mlx5FunctionCaps,
-  type Mlx5SimFunctionOptions,
-  type Mlx5SimFunctionStats,
   type Mlx5SaveCommand,
   type Mlx5PageTrackerCreate,
   type Mlx5SaveCompletion,
-} from './mlx5Function.js';
+} from './mlx5Ifc.js';
+export { MLX5_SIM_STATE_BLOCK } from './mlx5SimImage.js';
+export { Mlx5SimFunction, MLX5_FAULT_SAVE, type Mlx5SimFunctionOptions, type Mlx5SimFunctionStats } from './mlx5Function.js';
 export {
   Mlx5VhcaDataBuffer,
   registerDmaPages,

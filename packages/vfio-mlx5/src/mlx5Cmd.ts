@@ -11,7 +11,7 @@ import type { Mlx5VhcaDataBuffer } from './dataBuffer.js';
 import { vfioCombineIovaRanges } from './iovaBitmap.js';
 import type { IovaBitmap, VfioIovaRange } from './iovaBitmap.js';
 import { ENOTCONN, MLX5VF_MAX_NUM_CHUNKS, MLX5VF_TRACKER_RECV_WRS, Mlx5VfMigfState } from './mlx5Defs.js';
-import { MLX5_CMD_STAT_BAD_RES_STATE_ERR } from './mlx5Function.js';
+import { MLX5_CMD_STAT_BAD_RES_STATE_ERR } from './mlx5Ifc.js';
 import type { Mlx5VfMigfDevice, Mlx5VfMigrationFile } from './mlx5MigFile.js';
 import { MLX5_MIGF_HEADER_BYTES, MLX5_MIGF_HEADER_FLAGS_TAG_MANDATORY, MLX5_MIGF_HEADER_TAG_FW_DATA, writeMigrationHeader } from './stream.js';
 

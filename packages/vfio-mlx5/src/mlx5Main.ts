@@ -29,7 +29,7 @@ import {
   MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER,
   MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR,
   MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER,
-} from './mlx5Function.js';
+} from './mlx5Ifc.js';
 import type { Mlx5SimFunction } from './mlx5Function.js';
 import { Mlx5VfMigrationFile } from './mlx5MigFile.js';
 import { VFIO_MIGRATION_P2P, VFIO_MIGRATION_PRE_COPY, VFIO_MIGRATION_STOP_COPY, VfioDeviceMigState, vfioMigGetNextState } from './migState.js';
