@@ -113,6 +113,7 @@ export {
   createGuestMemory,
   GUEST_RAM_BLOCK_BYTES,
   type KvmGuestOptions,
+  type KvmGuestDevice,
 } from './kvmGuest.js';
 export { vfioMigReadAll, vfioMigWriteAll, vfioDeviceDirtySync, VFIO_MIG_READ_MAX_CALLS } from './vmm.js';
 export { mlx5GuestPostRxRings, type Mlx5GuestRingsOptions } from './mlx5Guest.js';

@@ -113,6 +113,12 @@ export function createGuestMemory(machine: Machine, domain: IommuUnmanagedDomain
   return new GuestMemory(regions, hpa, gpa);
 }
 
+/** A device assigned to the guest that does work while the guest runs (e.g. `Mlx5SimFunction`). */
+export interface KvmGuestDevice {
+  /** One unit of the device's work (its return value is ignored). */
+  step(): unknown;
+}
+
 /** Options of a {@link KvmGuest}: its memory, the seed of its workload, what it writes and runs. */
 export interface KvmGuestOptions {
   readonly machine: Machine;
@@ -127,7 +133,7 @@ export interface KvmGuestOptions {
   /** Bytes of one vCPU store (default 256, at most a page). */
   readonly storeBytes?: number;
   /** Assigned devices the guest keeps busy: each is stepped `deviceStepsPerTick` times per tick. */
-  readonly devices?: readonly { step(): unknown }[];
+  readonly devices?: readonly KvmGuestDevice[];
   /** Device steps per tick (default 3). */
   readonly deviceStepsPerTick?: number;
   /** Simulated time between ticks when started (default 20 µs). */
@@ -153,7 +159,7 @@ export class KvmGuest {
   readonly #cpuFirst: number;
   readonly #cpuPages: number;
   readonly #stores: number;
-  readonly #devices: readonly { step(): unknown }[];
+  readonly #devices: readonly KvmGuestDevice[];
   readonly #deviceSteps: number;
   readonly #tickNs: number;
   #logging = false;
