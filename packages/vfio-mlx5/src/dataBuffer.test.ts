@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, Errno, PAGE_SIZE } from '@dmakit/dma-core';
 import { mlx5vfAllocDataBuffer, mlx5vfFreeDataBuffer, mlx5vfGetDataBuffer, mlx5vfPutDataBuffer, VfioDeviceMigState as S } from './index.js';
 import type { Mlx5VhcaDataBuffer as Buf , Mlx5VhcaDataBuffer} from './index.js';
-import { configureAndRun, drain, makeHost } from './fakes.testkit.js';
+import { configureAndRun, drain, makeHost } from './testing/host.js';
 
 function ok(b: Buf | number): Buf {
   if (typeof b === 'number') throw new Error(`alloc failed ${b}`);

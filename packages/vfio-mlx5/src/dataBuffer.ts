@@ -21,7 +21,7 @@ import {
   sgSetPhys,
 } from '@dmakit/dma-core';
 import type { Device, DmaDataDirection, Machine, SgTable } from '@dmakit/dma-core';
-import { MLX5_CREATE_MKEY_IN_BYTES } from './mlx5Function.js';
+import { MLX5_CREATE_MKEY_IN_BYTES } from './mlx5Ifc.js';
 import type { Mlx5SimFunction } from './mlx5Function.js';
 
 /** Counters of the buffer layer (metadata bytes are measured from the live typed arrays). */

@@ -2,7 +2,9 @@
  * @dmakit/vfio-mlx5: the VFIO migration uAPI v2 (state machine, data fd, pre-copy info, DMA
  * logging) and the mlx5 variant driver: page-array migration buffers registered through the
  * two-step IOVA API (or the legacy scatterlist path), SAVE/LOAD_VHCA_STATE with chunk mode, the
- * device dirty page tracker; plus a simulated mlx5 function and its firmware.
+ * device dirty page tracker; plus a simulated mlx5 function and its firmware, and the guest side
+ * of a migrating VM (guest RAM behind the unmanaged domain, vCPUs with the KVM dirty log) with the
+ * VMM helpers that move the data fd's stream and sync dirty pages.
  * Kernel counterpart: drivers/vfio/vfio_main.c, include/uapi/linux/vfio.h, drivers/vfio/pci/mlx5/.
  */
 export {
@@ -51,23 +53,20 @@ export {
   type Mlx5MigrationHeader,
 } from './stream.js';
 export {
-  Mlx5SimFunction,
   MLX5_DEFAULT_CAPS,
-  MLX5_FAULT_SAVE,
   MLX5_CMD_STAT_BAD_RES_STATE_ERR,
   MLX5_CREATE_MKEY_IN_BYTES,
-  MLX5_SIM_STATE_BLOCK,
   MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR,
   MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER,
   MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR,
   MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER,
   type Mlx5FunctionCaps,
-  type Mlx5SimFunctionOptions,
-  type Mlx5SimFunctionStats,
   type Mlx5SaveCommand,
   type Mlx5PageTrackerCreate,
   type Mlx5SaveCompletion,
-} from './mlx5Function.js';
+} from './mlx5Ifc.js';
+export { MLX5_SIM_STATE_BLOCK } from './mlx5SimImage.js';
+export { Mlx5SimFunction, MLX5_FAULT_SAVE, type Mlx5SimFunctionOptions, type Mlx5SimFunctionStats } from './mlx5Function.js';
 export {
   Mlx5VhcaDataBuffer,
   registerDmaPages,
@@ -82,8 +81,6 @@ export {
   type Mlx5BufferStats,
 } from './dataBuffer.js';
 export {
-  Mlx5VfPciCoreDevice,
-  Mlx5VfMigrationFile,
   Mlx5VfMigfState,
   Mlx5VfLoadState,
   MLX5VF_MAX_NUM_CHUNKS,
@@ -91,7 +88,32 @@ export {
   MLX5VF_TRACKER_RECV_WRS,
   ENOMSG,
   ENOTCONN,
-  mlx5vfBufferDirection,
   type Mlx5VfPciOptions,
   type Mlx5VfStats,
-} from './mlx5Driver.js';
+} from './mlx5Defs.js';
+export { Mlx5VfMigrationFile, type Mlx5VfMigfDevice } from './mlx5MigFile.js';
+export {
+  mlx5vfCmdSuspendVhca,
+  mlx5vfCmdResumeVhca,
+  mlx5vfCmdQueryVhcaMigrationState,
+  mlx5vfCmdSaveVhcaState,
+  mlx5vfCmdLoadVhcaState,
+  mlx5vfStartPageTracker,
+  mlx5vfStopPageTracker,
+  mlx5vfFreePageTrackerResources,
+  mlx5vfTrackerReadAndClear,
+  type Mlx5VfCmdDevice,
+  type Mlx5VhcaPageTracker,
+  type Mlx5VhcaRecvBuf,
+} from './mlx5Cmd.js';
+export { Mlx5VfPciCoreDevice, mlx5vfBufferDirection } from './mlx5Main.js';
+export {
+  GuestMemory,
+  KvmGuest,
+  createGuestMemory,
+  GUEST_RAM_BLOCK_BYTES,
+  type KvmGuestOptions,
+  type KvmGuestDevice,
+} from './kvmGuest.js';
+export { vfioMigReadAll, vfioMigWriteAll, vfioDeviceDirtySync, VFIO_MIG_READ_MAX_CALLS } from './vmm.js';
+export { mlx5GuestPostRxRings, type Mlx5GuestRingsOptions } from './mlx5Guest.js';

@@ -1,76 +1,27 @@
-// kernel: drivers/vfio/pci/mlx5/cmd.c (the commands the driver sends: SUSPEND_VHCA, RESUME_VHCA,
-// QUERY_VHCA_MIGRATION_STATE, SAVE_VHCA_STATE, LOAD_VHCA_STATE, CREATE_MKEY, page tracker object),
-// include/linux/mlx5/mlx5_ifc.h. The firmware side is not in the kernel: this is a model of it.
+// The simulated mlx5 function and its firmware: the other end of the commands
+// drivers/vfio/pci/mlx5/cmd.c sends (SUSPEND_VHCA, RESUME_VHCA, QUERY_VHCA_MIGRATION_STATE,
+// SAVE_VHCA_STATE, LOAD_VHCA_STATE, CREATE_MKEY, the page tracker object; layouts in mlx5Ifc.ts).
+// The firmware is not in the kernel: this is dmakit's model of it. Its state image codec is in
+// mlx5SimImage.ts, its PAGE_TRACK object in mlx5SimTracker.ts; this file holds the function's
+// running state (queues, counters, contexts) and the command handlers.
 import { DmaFaultError, Errno, PAGE_SIZE, Rng } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
-import { MLX5_SIM_IMAGE_FULL, MLX5_SIM_IMAGE_HEADER_BYTES, MLX5_SIM_IMAGE_INC, MLX5_SIM_IMAGE_MAGIC, MLX5_SIM_IMAGE_VERSION, fnv1a } from './stream.js';
-import type { VfioIovaRange } from './iovaBitmap.js';
+import {
+  MLX5_CMD_STAT_BAD_RES_STATE_ERR,
+  MLX5_CREATE_MKEY_IN_BYTES,
+  MLX5_DEFAULT_CAPS,
+  MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR,
+  MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER,
+  MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR,
+  MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER,
+} from './mlx5Ifc.js';
+import type { Mlx5FunctionCaps, Mlx5PageTrackerCreate, Mlx5SaveCommand, Mlx5SaveCompletion, Mlx5SimMkey } from './mlx5Ifc.js';
+import { MLX5_SIM_STATE_BLOCK, Mlx5SimImageLoader, mlx5SimDirtyCount, mlx5SimEncodeImage, mlx5SimIncImageBytes } from './mlx5SimImage.js';
+import { Mlx5SimPageTracker } from './mlx5SimTracker.js';
+import { MLX5_SIM_IMAGE_HEADER_BYTES } from './stream.js';
 
-/**
- * SUSPEND_VHCA op_mod: suspend the initiator side. kernel: MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR
- * in include/linux/mlx5/mlx5_ifc.h.
- */
-export const MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_INITIATOR = 0;
-/**
- * SUSPEND_VHCA op_mod: suspend the responder side. kernel: MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER
- * in include/linux/mlx5/mlx5_ifc.h.
- */
-export const MLX5_SUSPEND_VHCA_IN_OP_MOD_SUSPEND_RESPONDER = 1;
-/**
- * RESUME_VHCA op_mod: resume the responder side. kernel: MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER in
- * include/linux/mlx5/mlx5_ifc.h.
- */
-export const MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_RESPONDER = 0;
-/**
- * RESUME_VHCA op_mod: resume the initiator side. kernel: MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR in
- * include/linux/mlx5/mlx5_ifc.h.
- */
-export const MLX5_RESUME_VHCA_IN_OP_MOD_RESUME_INITIATOR = 1;
-/** Command status the driver maps to PRE_COPY_ERROR (`MLX5_CMD_STAT_BAD_RES_STATE_ERR`). */
-export const MLX5_CMD_STAT_BAD_RES_STATE_ERR = 0x9;
-/** `MLX5_ST_SZ_BYTES(create_mkey_in)`: the CREATE_MKEY input before its MTT array. */
-export const MLX5_CREATE_MKEY_IN_BYTES = 272;
 /** Fault-injection site of SAVE_VHCA_STATE (fails the command with BAD_RES_STATE). */
 export const MLX5_FAULT_SAVE = 'mlx5_save_vhca_state';
-/** Bytes of one state block (the granularity of incremental saves). */
-export const MLX5_SIM_STATE_BLOCK = 64;
-
-/**
- * Migration capabilities of the simulated function: migratable, pre-copy, chunk mode, dirty-tracker
- * limits (kernel: the mlx5_ifc HCA capability fields the driver reads).
- */
-export interface Mlx5FunctionCaps {
-  /** `migratable`. */
-  migration: boolean;
-  /** `migration_tracking_state` (pre-copy with incremental saves). */
-  preCopy: boolean;
-  /** `migration_in_chunks`: the final image is saved in chunks bounded by `chunkBytes`. */
-  chunkMode: boolean;
-  chunkBytes: number;
-  /** Device dirty tracker capabilities. */
-  pgTrackMaxNumRange: number;
-  pgTrackLogMinPageSize: number;
-  pgTrackLogMaxPageSize: number;
-  pgTrackLogMinMsgSize: number;
-  pgTrackLogMaxMsgSize: number;
-  pgTrackLogMinAddrSpace: number;
-  pgTrackLogMaxAddrSpace: number;
-}
-
-/** Capabilities the simulated function has unless overridden: migratable with pre-copy and chunk mode. */
-export const MLX5_DEFAULT_CAPS: Mlx5FunctionCaps = {
-  migration: true,
-  preCopy: true,
-  chunkMode: true,
-  chunkBytes: 64 * 1024,
-  pgTrackMaxNumRange: 4,
-  pgTrackLogMinPageSize: 12,
-  pgTrackLogMaxPageSize: 21,
-  pgTrackLogMinMsgSize: 8,
-  pgTrackLogMaxMsgSize: 12,
-  pgTrackLogMinAddrSpace: 12,
-  pgTrackLogMaxAddrSpace: 48,
-};
 
 /**
  * Options of the simulated mlx5 function: machine, PF and VF devices, state size, queues, capabilities,
@@ -93,32 +44,6 @@ export interface Mlx5SimFunctionOptions {
   fwBytesPerNs?: number;
 }
 
-/**
- * A SAVE_VHCA_STATE command as the simulated firmware receives it: buffer mkey, size, incremental,
- * set-track.
- */
-export interface Mlx5SaveCommand {
-  mkey: number;
-  size: number;
-  incremental: boolean;
-  setTrack: boolean;
-}
-
-/** Completion of SAVE_VHCA_STATE: status 0 or a command status, the image bytes written, next chunk size. */
-export type Mlx5SaveCompletion = (status: number, imageSize: number, nextRequiredUmemSize: number) => void;
-
-/**
- * Page-tracker object creation as the simulated firmware receives it: ranges, page and message sizes,
- * receive buffer.
- */
-export interface Mlx5PageTrackerCreate {
-  ranges: readonly VfioIovaRange[];
-  logPageSize: number;
-  logMsgSize: number;
-  /** Receive buffer mkey and its size in pages. */
-  recvMkey: number;
-  recvNpages: number;
-}
 
 /**
  * Counters of the simulated function: packets, DMA bytes and faults, saves, loads, tracker report
@@ -134,10 +59,6 @@ export interface Mlx5SimFunctionStats {
   reportMessages: number;
 }
 
-interface Mkey {
-  readonly mtt: Float64Array;
-  readonly npages: number;
-}
 
 interface Queue {
   ringIova: number;
@@ -182,15 +103,12 @@ export class Mlx5SimFunction {
   #pendingImage: Uint8Array | null = null;
   #pendingOff = 0;
   // load side
-  #loadBuf = new Uint8Array(0);
-  #loadLen = 0;
-  #loadedFull = false;
-  #expectSeq = 0;
+  readonly #loader = new Mlx5SimImageLoader();
   // mkeys
-  readonly #mkeys = new Map<number, Mkey>();
+  readonly #mkeys = new Map<number, Mlx5SimMkey>();
   #nextMkey = 0x100;
   // device dirty tracker
-  #tracker: { ranges: VfioIovaRange[]; pageSize: number; msgSize: number; recv: Mkey; dirty: Set<number>; report: number[]; reportOff: number; slot: number; error: boolean } | null = null;
+  #tracker: Mlx5SimPageTracker | null = null;
 
   constructor(opts: Mlx5SimFunctionOptions) {
     this.machine = opts.machine;
@@ -283,7 +201,7 @@ export class Mlx5SimFunction {
       const iova = queue.ringIova + (pi % queue.slots) * queue.slotSize;
       try {
         this.vf.dmaWrite(iova, pkt, 0, len);
-        this.#trackDeviceWrite(iova, len);
+        this.#tracker?.deviceWrite(iova, len);
         moved = len;
         dv.setUint32(qoff, pi + 1, true);
         dv.setUint32(qoff + 8, dv.getUint32(qoff + 8, true) + 1, true);
@@ -344,12 +262,6 @@ export class Mlx5SimFunction {
     return 0;
   }
 
-  #dirtyCount(): number {
-    let n = 0;
-    for (const d of this.#dirtyBlocks) n += d;
-    return n;
-  }
-
   /**
    * QUERY_VHCA_MIGRATION_STATE: bytes the next image needs (`required_umem_size`), incremental
    * when `inc` and tracking is on; a chunked final save in progress reports what is left.
@@ -357,7 +269,7 @@ export class Mlx5SimFunction {
   queryVhcaMigrationState(inc: boolean): number {
     if (!this.caps.migration) return -Errno.EOPNOTSUPP;
     if (this.#pendingImage !== null) return this.#pendingImage.length - this.#pendingOff;
-    if (inc && this.#tracking) return MLX5_SIM_IMAGE_HEADER_BYTES + 4 + this.#dirtyCount() * (4 + MLX5_SIM_STATE_BLOCK);
+    if (inc && this.#tracking) return mlx5SimIncImageBytes(mlx5SimDirtyCount(this.#dirtyBlocks));
     return MLX5_SIM_IMAGE_HEADER_BYTES + this.stateBytes;
   }
 
@@ -388,32 +300,7 @@ export class Mlx5SimFunction {
 
   #snapshotImage(inc: boolean): Uint8Array {
     const seq = ++this.#saveSeq;
-    let img: Uint8Array;
-    if (inc && this.#tracking) {
-      const n = this.#dirtyCount();
-      img = new Uint8Array(MLX5_SIM_IMAGE_HEADER_BYTES + 4 + n * (4 + MLX5_SIM_STATE_BLOCK));
-      const dv = new DataView(img.buffer);
-      dv.setUint32(MLX5_SIM_IMAGE_HEADER_BYTES, n, true);
-      let off = MLX5_SIM_IMAGE_HEADER_BYTES + 4;
-      for (let b = 0; b < this.#blocks; b++) {
-        if (this.#dirtyBlocks[b] === 0) continue;
-        dv.setUint32(off, b, true);
-        img.set(this.#state.subarray(b * MLX5_SIM_STATE_BLOCK, (b + 1) * MLX5_SIM_STATE_BLOCK), off + 4);
-        off += 4 + MLX5_SIM_STATE_BLOCK;
-      }
-    } else {
-      img = new Uint8Array(MLX5_SIM_IMAGE_HEADER_BYTES + this.stateBytes);
-      img.set(this.#state, MLX5_SIM_IMAGE_HEADER_BYTES);
-    }
-    const dv = new DataView(img.buffer);
-    dv.setUint32(0, MLX5_SIM_IMAGE_MAGIC, true);
-    dv.setUint16(4, MLX5_SIM_IMAGE_VERSION, true);
-    dv.setUint16(6, inc && this.#tracking ? MLX5_SIM_IMAGE_INC : MLX5_SIM_IMAGE_FULL, true);
-    dv.setUint32(8, this.vhcaId, true);
-    dv.setUint32(12, seq, true);
-    dv.setUint32(16, img.length - MLX5_SIM_IMAGE_HEADER_BYTES, true);
-    dv.setUint32(20, fnv1a(img, MLX5_SIM_IMAGE_HEADER_BYTES), true);
-    dv.setUint32(24, this.stateBytes, true);
+    const img = mlx5SimEncodeImage(this.#state, inc && this.#tracking ? this.#dirtyBlocks : null, this.vhcaId, seq);
     this.#dirtyBlocks.fill(0);
     return img;
   }
@@ -501,7 +388,7 @@ export class Mlx5SimFunction {
     return this.#saveDue;
   }
 
-  #dmaToMkey(mk: Mkey, src: Uint8Array, off: number, len: number): void {
+  #dmaToMkey(mk: Mlx5SimMkey, src: Uint8Array, off: number, len: number): void {
     let done = 0;
     for (let i = 0; done < len; i++) {
       const n = Math.min(PAGE_SIZE, len - done);
@@ -520,16 +407,12 @@ export class Mlx5SimFunction {
     if (mk === undefined || !Number.isSafeInteger(size) || size <= 0 || size > mk.npages * PAGE_SIZE) return -Errno.EINVAL;
     if (this.broken) return -Errno.EIO;
     this.stats.loads++;
-    if (this.#loadLen + size > this.#loadBuf.length) {
-      const nb = new Uint8Array(Math.max(this.#loadLen + size, this.#loadBuf.length * 2));
-      nb.set(this.#loadBuf.subarray(0, this.#loadLen));
-      this.#loadBuf = nb;
-    }
+    const { buf, off } = this.#loader.reserve(size);
     let done = 0;
     try {
       for (let i = 0; done < size; i++) {
         const n = Math.min(PAGE_SIZE, size - done);
-        this.pf.dmaReadInto(mk.mtt[i] ?? 0, this.#loadBuf, this.#loadLen + done, n);
+        this.pf.dmaReadInto(mk.mtt[i] ?? 0, buf, off + done, n);
         done += n;
       }
     } catch (e) {
@@ -537,54 +420,14 @@ export class Mlx5SimFunction {
       this.stats.dmaFaults++;
       return this.#loadFailed();
     }
-    this.#loadLen += size;
+    this.#loader.commit(size);
     this.#needReload = true;
     this.machine.clock.charge(2_000 + Math.ceil(size / this.#fwBytesPerNs));
-    return this.#parseLoaded();
-  }
-
-  #parseLoaded(): number {
-    let pos = 0;
-    const buf = this.#loadBuf;
-    while (this.#loadLen - pos >= MLX5_SIM_IMAGE_HEADER_BYTES) {
-      const dv = new DataView(buf.buffer, buf.byteOffset + pos, MLX5_SIM_IMAGE_HEADER_BYTES);
-      if (dv.getUint32(0, true) !== MLX5_SIM_IMAGE_MAGIC || dv.getUint16(4, true) !== MLX5_SIM_IMAGE_VERSION) return this.#loadFailed();
-      const kind = dv.getUint16(6, true);
-      const seq = dv.getUint32(12, true);
-      const payload = dv.getUint32(16, true);
-      const crc = dv.getUint32(20, true);
-      const stateBytes = dv.getUint32(24, true);
-      if (stateBytes !== this.stateBytes || (kind !== MLX5_SIM_IMAGE_FULL && kind !== MLX5_SIM_IMAGE_INC)) return this.#loadFailed();
-      if (kind === MLX5_SIM_IMAGE_FULL && payload !== stateBytes) return this.#loadFailed();
-      if (payload > 1 << 30) return this.#loadFailed();
-      if (this.#loadLen - pos < MLX5_SIM_IMAGE_HEADER_BYTES + payload) break; // more chunks to come
-      const p0 = pos + MLX5_SIM_IMAGE_HEADER_BYTES;
-      if (fnv1a(buf, p0, payload) !== crc) return this.#loadFailed();
-      if (kind === MLX5_SIM_IMAGE_FULL) {
-        this.#state.set(buf.subarray(p0, p0 + payload));
-        this.#loadedFull = true;
-      } else {
-        // An increment must follow the previous image exactly: none lost, none applied twice.
-        if (!this.#loadedFull || seq !== this.#expectSeq) return this.#loadFailed();
-        const pv = new DataView(buf.buffer, buf.byteOffset + p0, payload);
-        const n = payload >= 4 ? pv.getUint32(0, true) : -1;
-        if (n < 0 || 4 + n * (4 + MLX5_SIM_STATE_BLOCK) !== payload) return this.#loadFailed();
-        for (let i = 0; i < n; i++) {
-          const o = 4 + i * (4 + MLX5_SIM_STATE_BLOCK);
-          const b = pv.getUint32(o, true);
-          if (b >= this.#blocks) return this.#loadFailed();
-          this.#state.set(buf.subarray(p0 + o + 4, p0 + o + 4 + MLX5_SIM_STATE_BLOCK), b * MLX5_SIM_STATE_BLOCK);
-        }
-      }
-      this.#expectSeq = seq + 1;
+    return this.#loader.apply(this.#state, () => {
       this.stats.imagesLoaded++;
-      pos = p0 + payload;
-    }
-    if (pos > 0) {
-      buf.copyWithin(0, pos, this.#loadLen);
-      this.#loadLen -= pos;
-    }
-    return 0;
+    })
+      ? 0
+      : this.#loadFailed();
   }
 
   #loadFailed(): number {
@@ -594,15 +437,14 @@ export class Mlx5SimFunction {
 
   /** True when every byte loaded so far formed whole images and at least one full image arrived. */
   get loadComplete(): boolean {
-    return this.#loadedFull && this.#loadLen === 0 && !this.broken;
+    return this.#loader.complete && !this.broken;
   }
 
   /** The resuming side gave up: scrub what was loaded, refuse to run until reset. */
   markBroken(): void {
     this.broken = true;
     this.#initState();
-    this.#loadLen = 0;
-    this.#loadedFull = false;
+    this.#loader.reset();
   }
 
   /** Function level reset: a clean function (queues unconfigured, nothing loaded or tracked). */
@@ -613,8 +455,7 @@ export class Mlx5SimFunction {
     this.#tracking = false;
     this.#dirtyBlocks.fill(0);
     this.#pendingImage = null;
-    this.#loadLen = 0;
-    this.#loadedFull = false;
+    this.#loader.reset();
     this.#needReload = false;
     this.#tracker = null;
     for (const q of this.#queues) {
@@ -641,22 +482,9 @@ export class Mlx5SimFunction {
   /** Create the PAGE_TRACK object. 0 or -errno. */
   createPageTracker(c: Mlx5PageTrackerCreate): number {
     if (this.#tracker !== null) return -Errno.EBUSY;
-    const recv = this.#mkeys.get(c.recvMkey);
-    if (recv === undefined || c.recvNpages > recv.npages) return -Errno.EINVAL;
-    if (c.ranges.length === 0 || c.ranges.length > this.caps.pgTrackMaxNumRange) return -Errno.EINVAL;
-    if (c.logPageSize < this.caps.pgTrackLogMinPageSize || c.logPageSize > this.caps.pgTrackLogMaxPageSize) return -Errno.EINVAL;
-    if (c.logMsgSize < this.caps.pgTrackLogMinMsgSize || c.logMsgSize > Math.min(12, this.caps.pgTrackLogMaxMsgSize)) return -Errno.EINVAL;
-    this.#tracker = {
-      ranges: c.ranges.map((r) => ({ ...r })),
-      pageSize: 2 ** c.logPageSize,
-      msgSize: 2 ** c.logMsgSize,
-      recv,
-      dirty: new Set<number>(),
-      report: [],
-      reportOff: 0,
-      slot: 0,
-      error: false,
-    };
+    const t = Mlx5SimPageTracker.create(c, this.#mkeys.get(c.recvMkey), this.caps);
+    if (typeof t === 'number') return t;
+    this.#tracker = t;
     return 0;
   }
 
@@ -677,36 +505,13 @@ export class Mlx5SimFunction {
     if (this.#tracker !== null) this.#tracker.error = true;
   }
 
-  #trackDeviceWrite(iova: number, len: number): void {
-    const t = this.#tracker;
-    if (t === null || t.error) return;
-    const ps = t.pageSize;
-    for (const r of t.ranges) {
-      const s = Math.max(iova, r.iova);
-      const e = Math.min(iova + len, r.iova + r.length);
-      if (e <= s) continue;
-      for (let p = Math.floor(s / ps); p * ps < e; p++) t.dirty.add(p);
-    }
-  }
-
   /**
    * MODIFY on the tracker object: report (and clear) the dirty pages of `[iova, iova+length)`.
    * Messages are then delivered one receive slot at a time by `trackerPostMessage`.
    */
   trackerQueryReport(iova: number, length: number): number {
-    const t = this.#tracker;
-    if (t === null) return -Errno.EINVAL;
-    if (t.error) return -Errno.EIO;
-    const ps = t.pageSize;
-    const lo = Math.floor(iova / ps);
-    const hi = Math.ceil((iova + length) / ps);
-    const out: number[] = [];
-    for (const p of t.dirty) if (p >= lo && p < hi) out.push(p);
-    out.sort((a, b) => a - b);
-    for (const p of out) t.dirty.delete(p);
-    t.report = out;
-    t.reportOff = 0;
-    return 0;
+    if (this.#tracker === null) return -Errno.EINVAL;
+    return this.#tracker.queryReport(iova, length);
   }
 
   /**
@@ -715,33 +520,9 @@ export class Mlx5SimFunction {
    * `count` le64 page addresses. Returns the message byte count, or -EIO on a tracker error.
    */
   trackerPostMessage(slot: number): number {
-    const t = this.#tracker;
-    if (t === null) return -Errno.EINVAL;
-    if (t.error) return -Errno.EIO;
-    const perMsg = (t.msgSize - 8) / 8;
-    const n = Math.min(perMsg, t.report.length - t.reportOff);
-    const last = t.reportOff + n >= t.report.length;
-    const msg = this.#scratch;
-    const dv = new DataView(msg.buffer, 0, t.msgSize);
-    dv.setUint32(0, n, true);
-    dv.setUint32(4, last ? 1 : 0, true);
-    for (let i = 0; i < n; i++) {
-      const addr = (t.report[t.reportOff + i] ?? 0) * t.pageSize;
-      dv.setUint32(8 + 8 * i, addr % 0x1_0000_0000, true);
-      dv.setUint32(12 + 8 * i, Math.floor(addr / 0x1_0000_0000), true);
-    }
-    t.reportOff += n;
-    const bytes = 8 + 8 * n;
-    const slotOff = slot * t.msgSize;
-    const page = Math.floor(slotOff / PAGE_SIZE);
-    try {
-      this.pf.dmaWrite((t.recv.mtt[page] ?? 0) + (slotOff % PAGE_SIZE), msg, 0, bytes);
-    } catch (e) {
-      if (!(e instanceof DmaFaultError)) throw e;
-      t.error = true;
-      return -Errno.EIO;
-    }
-    this.stats.reportMessages++;
-    return bytes;
+    if (this.#tracker === null) return -Errno.EINVAL;
+    const ret = this.#tracker.postMessage(this.pf, slot, this.#scratch);
+    if (ret > 0) this.stats.reportMessages++;
+    return ret;
   }
 }

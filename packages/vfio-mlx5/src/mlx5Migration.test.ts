@@ -19,8 +19,8 @@ import {
   vfioMigGetNextState,
 } from './index.js';
 import type { VfioMigFile } from './index.js';
-import { configureAndRun, drain, makeHost } from './fakes.testkit.js';
-import type { TestHost } from './fakes.testkit.js';
+import { configureAndRun, drain, makeHost } from './testing/host.js';
+import type { TestHost } from './testing/host.js';
 
 function setState(h: TestHost, s: number): { ret: number; dataFd: VfioMigFile | null } {
   return h.drv.vdev.setMigDeviceState(s);
@@ -70,6 +70,47 @@ describe('VFIO_DEVICE_FEATURE_MIGRATION and the arcs', () => {
     expect(h.fw.initiatorSuspended && h.fw.responderSuspended).toBe(true);
     expect(setState(h, S.STOP).ret).toBe(0);
     expect(r.dataFd?.read(new Uint8Array(8))).toBe(-Errno.ENODEV);
+  });
+
+  // kernel: mlx5vf_pci_save_device_data() opens the save file O_RDONLY and
+  // mlx5vf_pci_resume_device_data() the resume file O_WRONLY (drivers/vfio/pci/mlx5/main.c,
+  // anon_inode_getfile(..., O_RDONLY / O_WRONLY)); vfs_read() and vfs_write() check the mode before
+  // anything else (fs/read_write.c: `if (!(file->f_mode & FMODE_READ)) return -EBADF;` and
+  // `if (!(file->f_mode & FMODE_WRITE)) return -EBADF;`).
+  it('write() on a save fd and read() on a resume fd fail with -EBADF (FMODE_READ/FMODE_WRITE), touching nothing', () => {
+    const src = makeHost({ seed: 4 });
+    configureAndRun(src, 8);
+    const save = setState(src, S.PRE_COPY).dataFd!;
+    const stream = drain(save).bytes;
+    expect(stream.length).toBeGreaterThan(0);
+    const pos = save.pos;
+    expect(save.write(stream)).toBe(-Errno.EBADF);
+    expect(save.write(new Uint8Array(0))).toBe(-Errno.EBADF); // the mode check comes before any length check
+    expect(save.pos).toBe(pos);
+    expect(src.drv.stats.bytesWritten).toBe(0);
+    // The save file still works: the final state arrives and ends the stream.
+    expect(setState(src, S.STOP_COPY).ret).toBe(0);
+    const rest = drain(save);
+    expect(rest.ret).toBe(0);
+    expect(rest.bytes.length).toBeGreaterThan(0);
+    setState(src, S.STOP);
+    expect(save.write(stream)).toBe(-Errno.EBADF); // still -EBADF once released, not -ENODEV
+
+    const dst = makeHost({ seed: 5 });
+    const resume = setState(dst, S.RESUMING).dataFd!;
+    expect(resume.read(new Uint8Array(64))).toBe(-Errno.EBADF);
+    expect(resume.read(new Uint8Array(0))).toBe(-Errno.EBADF);
+    expect(resume.pos).toBe(0);
+    expect(dst.drv.stats.bytesRead).toBe(0);
+    // The resume file still accepts the stream afterwards.
+    const all = new Uint8Array(stream.length + rest.bytes.length);
+    all.set(stream);
+    all.set(rest.bytes, stream.length);
+    expect(resume.write(all)).toBe(all.length);
+    expect(setState(dst, S.RUNNING).ret).toBe(0);
+    expect(dst.fw.stateSnapshot()).toEqual(src.fw.stateSnapshot());
+    setState(dst, S.STOP);
+    expect(resume.read(new Uint8Array(64))).toBe(-Errno.EBADF);
   });
 
   it('an illegal request returns -EINVAL and leaves the state unchanged', () => {

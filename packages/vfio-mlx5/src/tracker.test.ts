@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Errno, PAGE_SIZE } from '@dmakit/dma-core';
 import { ENOTTY, IovaBitmap, VfioDevice, vfioCombineIovaRanges } from './index.js';
-import { configureAndRun, makeHost } from './fakes.testkit.js';
+import { configureAndRun, makeHost } from './testing/host.js';
 
 describe('vfio_combine_iova_ranges', () => {
   it('merges the closest neighbours until the device limit is met', () => {

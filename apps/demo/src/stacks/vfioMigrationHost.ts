@@ -1,0 +1,58 @@
+/**
+ * One host of the "vfio-migration" stack: a machine with an IOMMU, the mlx5 PF on its default DMA
+ * domain, the VF assigned to the VM (its guest RAM mapped into an unmanaged domain at IOVA = GPA),
+ * the simulated function and the mlx5 VFIO variant driver. Composition only: the models are
+ * vfio-mlx5's (GuestMemory, Mlx5SimFunction, Mlx5VfPciCoreDevice) and iommu-dma's.
+ */
+import { SZ_1M, createMachine } from '@dmakit/dma-core';
+import type { Device, Machine } from '@dmakit/dma-core';
+import { createIommu, createUnmanagedDomain } from '@dmakit/iommu-dma';
+import type { Iommu, UnmanagedIommuDomain } from '@dmakit/iommu-dma';
+import { Mlx5SimFunction, Mlx5VfPciCoreDevice, createGuestMemory } from '@dmakit/vfio-mlx5';
+import type { GuestMemory } from '@dmakit/vfio-mlx5';
+import type { VfioMigrationIommuMode, VfioMigrationOptions } from './vfioMigrationTypes.js';
+
+/** Guest RAM is split into this many memory slots, with a hole as large as a slot after each. */
+export const GUEST_REGIONS = 8;
+
+export interface VfioMigrationHost {
+  readonly machine: Machine;
+  readonly iommu: Iommu;
+  readonly pf: Device;
+  readonly vf: Device;
+  readonly domain: UnmanagedIommuDomain;
+  readonly fw: Mlx5SimFunction;
+  readonly drv: Mlx5VfPciCoreDevice;
+  /** The VM's RAM on this host (same layout on both hosts, different host pages). */
+  readonly mem: GuestMemory;
+}
+
+export interface VfioMigrationHostConfig {
+  readonly guestMiB: number;
+  readonly stateBytes: number;
+  readonly chunkBytes: number;
+  readonly iommu: VfioMigrationIommuMode;
+  /** Build the driver's migration buffers on the legacy scatterlist path. */
+  readonly legacy: boolean;
+}
+
+export function buildHost(name: 'src' | 'dst', seed: number, o: VfioMigrationHostConfig, onMachine: VfioMigrationOptions['onMachine']): VfioMigrationHost {
+  const machine = createMachine({ ramBytes: 512 * SZ_1M, seed, dmaDebug: 'warn' });
+  onMachine?.(machine, name === 'src' ? 'source' : 'target');
+  const iommu = createIommu(machine, { mode: o.iommu });
+  const pf = machine.pci.addDevice({ name: `${name}/mlx5_core_pf`, dmaMaskBits: 64 });
+  iommu.attachDevice(pf); // the host driver's default DMA domain (strict or lazy)
+  const vf = machine.pci.addDevice({ name: `${name}/mlx5_vf`, dmaMaskBits: 64 });
+  iommu.attachDevice(vf); // default domain at probe; VFIO then moves it to the unmanaged domain
+  const domain = createUnmanagedDomain(iommu);
+  const regionBytes = (o.guestMiB * SZ_1M) / GUEST_REGIONS;
+  const regions = Array.from({ length: GUEST_REGIONS }, (_, r) => ({ iova: r * 2 * regionBytes, length: regionBytes }));
+  // Some pages first so the two hosts back the guest with different host pages.
+  for (let i = 0; i < (seed % 7) + 1; i++) machine.memory.allocPages(0);
+  const mem = createGuestMemory(machine, domain, regions);
+  if (typeof mem === 'number') throw new Error(`vfio-migration: guest RAM setup failed: ${mem}`);
+  if (domain.attachDevice(vf) !== 0) throw new Error('vfio-migration: attach to the unmanaged domain failed');
+  const fw = new Mlx5SimFunction({ machine, pf, vf, stateBytes: o.stateBytes, queues: 8, caps: { chunkBytes: o.chunkBytes }, seed: seed * 31 + 7, vhcaId: seed });
+  const drv = new Mlx5VfPciCoreDevice({ machine, fw, name: `${name}/vfio-mlx5`, legacySgBuffers: o.legacy });
+  return { machine, iommu, pf, vf, domain, fw, drv, mem };
+}
