@@ -18,6 +18,7 @@ import { runNvmeStack } from './nvme.js';
 import type { NvmeIommuMode, NvmeStackResult } from './nvme.js';
 import { NVME_DEFAULT_COST_MODEL, nvmeSimulatedCost, PUBLISHED_IOPS } from './nvmeCost.js';
 import type { NvmeSimulatedCost } from './nvmeCost.js';
+import { wallNowMs } from './wallClock.js';
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -107,7 +108,7 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   let verifiedBytes = 0;
   const lbaOf = new Float64Array(qd);
   const progressStep = Math.max(1, Math.ceil(total / 100));
-  const t0 = performance.now();
+  const t0 = wallNowMs();
   const next = (slot: number): void => {
     if (issued >= total) return;
     const lba = m.rng.nextInt(span / BS) * (BS / LBA);
@@ -140,7 +141,7 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
     m.scheduler.runUntilIdle();
     if (guard > total + 1000) throw new Error('nvme --premapped: the workload stopped making progress');
   }
-  const wallMs = performance.now() - t0;
+  const wallMs = wallNowMs() - t0;
 
   const st: IommuStats | null = iommu?.stats() ?? null;
   const hs = { ...host.stats };

@@ -15,6 +15,7 @@ import { NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
 import type { NvmeControllerLatency, NvmeHostStats } from '@dmakit/nvme-pci';
 import { NVME_DEFAULT_COST_MODEL, nvmeSimulatedCost, PUBLISHED_IOPS } from './nvmeCost.js';
 import type { NvmeCostModel, NvmeSimulatedCost } from './nvmeCost.js';
+import { wallNowMs } from './wallClock.js';
 
 export type NvmeIommuMode = 'strict' | 'lazy' | 'off';
 /** fio's `rw=`: sequential or random, read, write or mixed (50/50). */
@@ -132,11 +133,6 @@ function checksum(words: Int32Array, at: number): number {
   let h = 0x811c9dc5 | 0;
   for (let i = at; i < at + 128; i++) h = Math.imul(h ^ (words[i] ?? 0), 16777619);
   return h >>> 0;
-}
-
-function wallNowMs(): number {
-  // The composition root measures wall time for the report; model code never does.
-  return performance.now();
 }
 
 /** Build the stack, run the workload, tear it down and report. */

@@ -16,6 +16,7 @@ import { ENOMSG, IovaBitmap, Mlx5SimFunction, Mlx5VfPciCoreDevice, VfioDeviceMig
 import type { VfioMigFile } from '@dmakit/vfio-mlx5';
 import { checkRequest, StackUsageError } from './types.js';
 import type { StackDef } from './types.js';
+import { wallNowMs } from './wallClock.js';
 
 export type VfioMigrationIommuMode = 'strict' | 'lazy';
 
@@ -296,7 +297,7 @@ function arcsOf(d: Mlx5VfPciCoreDevice): string[] {
 }
 
 export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigrationOptions = {}): VfioMigrationPathResult {
-  const wall0 = performance.now();
+  const wall0 = wallNowMs();
   const seed = opts.seed ?? 1;
   const cfg = { guestMiB: opts.guestMiB ?? 16, stateBytes: opts.stateBytes ?? 256 * 1024, chunkBytes: opts.chunkBytes ?? 64 * 1024, iommu: opts.iommu ?? 'strict', legacy: path === 'legacy' } as const;
   const maxRounds = opts.maxRounds ?? 8;
@@ -425,7 +426,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const tStop = src.machine.clock.now();
   // The target's clock only moves for the target's own work (writes to its fd, LOAD commands).
   const tDstStop = dst.machine.clock.now();
-  const wallStop = performance.now();
+  const wallStop = wallNowMs();
   guest.stop();
   const st = vdev.setMigDeviceState(S.STOP_COPY);
   if (st.ret !== 0) throw new Error(`source STOP_COPY failed: ${st.ret}`);
@@ -447,7 +448,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   // Target: leave RESUMING (load checks) and run.
   const run = targetWriteErr === 0 ? dst.drv.vdev.setMigDeviceState(S.RUNNING) : { ret: targetWriteErr, dataFd: null };
   const targetNs = dst.machine.clock.now() - tDstStop;
-  const wallMs = performance.now() - wallStop;
+  const wallMs = wallNowMs() - wallStop;
 
   // Source cleanup.
   vdev.setMigDeviceState(S.STOP);
@@ -525,7 +526,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
     deviceTracker: { ranges: trackedRanges, requestedRanges: src.regions.length, pageSize: trackedPageSize, reports: src.drv.stats.trackerReports, messages: src.drv.stats.trackerMessages },
     arcs: { source: arcsOf(src.drv), target: arcsOf(dst.drv) },
     streamDigest: digest(concat(deviceStream)),
-    wallMs: performance.now() - wall0,
+    wallMs: wallNowMs() - wall0,
   };
 }
 
