@@ -24,6 +24,52 @@ const subsystemBoundary = SUBSYSTEMS.map((pkg) => ({
   },
 }));
 
+/**
+ * Determinism (DESIGN.md, "Determinism"; issue #12 item 6): model code never reads wall time, host
+ * timers or ambient randomness, so every run, trace and race replays from its seed. Package code
+ * and the platform-neutral stacks are covered; tests, benchmarks (tools/bench), the CLI
+ * (apps/demo/src/cli*), the visualiser's UI and tools are not. The stacks' one wall-clock read (the
+ * `wallMs` a report prints) lives in apps/demo/src/stacks/wallClock.ts. scripts/determinism-rule.test.mjs
+ * proves these rules fire.
+ */
+const DETERMINISM = 'Model code is deterministic: take time from the simulation clock (SimClock / EventScheduler, dma-core src/sim/clock.ts and src/sim/scheduler.ts) and randomness from the seeded Rng (dma-core src/sim/rng.ts); a stack\'s wall-clock figure comes from apps/demo/src/stacks/wallClock.ts.';
+const DETERMINISM_FILES = ['packages/*/src/**/*.ts', 'apps/demo/src/stacks/**/*.ts'];
+const DETERMINISM_EXEMPT = ['**/*.test.ts', '**/*.bench.ts', '**/*.testkit.ts', '**/*.testutil.ts', '**/src/testing/**'];
+const determinismGlobals = ['setTimeout', 'setInterval', 'setImmediate', 'queueMicrotask', 'requestAnimationFrame'].map((name) => ({ name, message: DETERMINISM }));
+const determinism = [
+  {
+    files: DETERMINISM_FILES,
+    ignores: [...DETERMINISM_EXEMPT, 'apps/demo/src/stacks/wallClock.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        ...[
+          ['Math', 'random'],
+          ['Date', 'now'],
+          ['performance', 'now'],
+          ['process', 'hrtime'],
+          ['crypto', 'getRandomValues'],
+          ['crypto', 'randomUUID'],
+          ['globalThis', 'performance'],
+          ['globalThis', 'crypto'],
+          ...determinismGlobals.map(({ name }) => ['globalThis', name]),
+        ].map(([object, property]) => ({ object, property, message: DETERMINISM })),
+      ],
+      'no-restricted-syntax': [
+        'error',
+        { selector: "NewExpression[callee.name='Date'][arguments.length=0]", message: `new Date() reads wall time. ${DETERMINISM}` },
+        { selector: "CallExpression[callee.name='Date']", message: `Date() reads wall time. ${DETERMINISM}` },
+        { selector: 'ImportDeclaration[source.value=/^(node:)?(perf_hooks|timers|timers.promises|crypto)$/]', message: DETERMINISM },
+      ],
+    },
+  },
+  {
+    files: ['packages/*/src/**/*.ts'],
+    ignores: DETERMINISM_EXEMPT,
+    rules: { 'no-restricted-globals': ['error', ...determinismGlobals] },
+  },
+];
+
 /** apps/demo/src/stacks/ runs in the CLI and in the browser visualiser: no Node built-ins, no process, no Buffer. */
 const PLATFORM_NEUTRAL = 'apps/demo/src/stacks/ is platform-neutral (the browser visualiser runs it): keep Node APIs and file output in the CLI (apps/demo/src/cli*).';
 const platformNeutralStacks = {
@@ -40,7 +86,7 @@ const platformNeutralStacks = {
         ],
       },
     ],
-    'no-restricted-globals': ['error', { name: 'process', message: PLATFORM_NEUTRAL }, { name: 'Buffer', message: PLATFORM_NEUTRAL }, { name: 'require', message: PLATFORM_NEUTRAL }],
+    'no-restricted-globals': ['error', { name: 'process', message: PLATFORM_NEUTRAL }, { name: 'Buffer', message: PLATFORM_NEUTRAL }, { name: 'require', message: PLATFORM_NEUTRAL }, ...determinismGlobals],
   },
 };
 
@@ -67,6 +113,7 @@ export default tseslint.config(
   },
   ...subsystemBoundary,
   platformNeutralStacks,
+  ...determinism,
   {
     files: ['**/*.test.ts', '**/*.bench.ts', 'tools/**/*.ts'],
     rules: {

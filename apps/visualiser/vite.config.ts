@@ -1,22 +1,18 @@
 import { fileURLToPath } from 'node:url';
-import { defineConfig } from 'vite';
+import { defaultClientConditions, defineConfig } from 'vite';
 import { benchChartsPlugin } from './scripts/chartsPlugin.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
- * The page runs the stacks from source, like the tests do: `@dmakit/demo/stacks` is the demo's
- * platform-neutral registry and `@dmakit/<pkg>` each package's src/index.ts (vitest.shared.ts
- * resolves them the same way). Relative base: the built site works from any static server.
+ * The page runs the stacks from source, like the tests do: every workspace package's `exports`
+ * starts with the `@dmakit/source` condition (its src), which Vite picks before `import` (dist), for
+ * `@dmakit/demo/stacks` (the demo's platform-neutral registry) and each `@dmakit/<pkg>` alike; see
+ * vitest.shared.ts. Relative base: the built site works from any static server.
  */
 export default defineConfig({
   base: './',
-  resolve: {
-    alias: [
-      { find: /^@dmakit\/demo\/stacks$/, replacement: `${root}apps/demo/src/stacks/index.ts` },
-      { find: /^@dmakit\/([a-z0-9-]+)$/, replacement: `${root}packages/$1/src/index.ts` },
-    ],
-  },
+  resolve: { conditions: ['@dmakit/source', ...defaultClientConditions] },
   plugins: [benchChartsPlugin(`${root}tools/bench/results/charts`)],
   worker: { format: 'es' },
   build: {

@@ -201,9 +201,9 @@ describe('the progress line', () => {
 });
 
 describe('dmakit CLI as a program', () => {
-  it('node --import tsx src/cli.ts runs a stack: exit 0 and JSON on stdout', () => {
+  it('node --conditions=@dmakit/source --import tsx src/cli.ts runs a stack: exit 0 and JSON on stdout', () => {
     const cwd = join(dirname(fileURLToPath(import.meta.url)), '..');
-    const ok = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'direct', '--json'], { cwd, encoding: 'utf8' });
+    const ok = spawnSync(process.execPath, ['--conditions=@dmakit/source', '--import', 'tsx', 'src/cli.ts', 'direct', '--json'], { cwd, encoding: 'utf8' });
     expect(ok.status).toBe(0);
     expect((JSON.parse(ok.stdout) as { verified: boolean }).verified).toBe(true);
     expect(ok.stderr).toBe('');

@@ -19,6 +19,7 @@ import { runNvmeStack } from './nvme.js';
 import type { NvmeIommuMode, NvmeStackResult } from './nvme.js';
 import { NVME_DEFAULT_COST_MODEL, nvmeSimulatedCost, PUBLISHED_IOPS } from './nvmeCost.js';
 import type { NvmeSimulatedCost } from './nvmeCost.js';
+import { wallNowMs } from './wallClock.js';
 
 /** Published pre-mapped IOPS (all three IOMMU modes). */
 export const PUBLISHED_PREMAPPED_IOPS = 5_010_000;
@@ -100,7 +101,7 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
   let verifiedBytes = 0;
   const lbaOf = new Float64Array(qd);
   const progressStep = Math.max(1, Math.ceil(total / 100));
-  const t0 = performance.now();
+  const t0 = wallNowMs();
   const next = (slot: number): void => {
     if (issued >= total) return;
     const lba = m.rng.nextInt(span / BS) * (BS / LBA);
@@ -130,7 +131,7 @@ export function runNvmePremapped(opts: NvmePremappedOptions): NvmePremappedResul
     m.scheduler.runUntilIdle();
     if (guard > total + 1000) throw new Error('nvme --premapped: the workload stopped making progress');
   }
-  const wallMs = performance.now() - t0;
+  const wallMs = wallNowMs() - t0;
 
   const st: IommuStats | null = iommu?.stats() ?? null;
   const hs = { ...host.stats };

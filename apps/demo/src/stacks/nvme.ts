@@ -16,16 +16,13 @@ import type { NvmeIommuMode, NvmeStackOptions } from './nvme/options.js';
 import { nvmeStackResult } from './nvme/report.js';
 import type { NvmeStackResult } from './nvme/report.js';
 import { FioWorkload } from './nvme/workload.js';
+import { wallNowMs } from './wallClock.js';
 
 export type { NvmeIommuMode, NvmeStackOptions } from './nvme/options.js';
 export type { NvmeLeaks, NvmePerIo, NvmeStackResult } from './nvme/report.js';
 export { FIO_RW, MIXED_BSSPLIT } from './nvme/options.js';
 export type { FioRw } from './nvme/options.js';
 
-function wallNowMs(): number {
-  // The composition root measures wall time for the report; model code never does.
-  return performance.now();
-}
 
 /** Build the stack, run the workload, tear it down and report. */
 export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {

@@ -9,6 +9,7 @@ import { PAGE_SIZE, Rng } from '@dmakit/dma-core';
 import { IovaBitmap, KvmGuest, VfioDeviceMigState as S, mlx5GuestPostRxRings, vfioDeviceDirtySync, vfioMigReadAll, vfioMigStateName, vfioMigWriteAll } from '@dmakit/vfio-mlx5';
 import { buildHost } from './vfioMigrationHost.js';
 import type { VfioMigrationOptions, VfioMigrationPathResult, VfioMigrationRound } from './vfioMigrationTypes.js';
+import { wallNowMs } from './wallClock.js';
 
 const LINK_BYTES_PER_NS = 3.125; // 25 Gb/s migration link
 
@@ -34,7 +35,7 @@ function arcsOf(log: readonly (readonly [number, number])[]): string[] {
 }
 
 export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigrationOptions = {}): VfioMigrationPathResult {
-  const wall0 = performance.now();
+  const wall0 = wallNowMs();
   const seed = opts.seed ?? 1;
   const cfg = { guestMiB: opts.guestMiB ?? 16, stateBytes: opts.stateBytes ?? 256 * 1024, chunkBytes: opts.chunkBytes ?? 64 * 1024, iommu: opts.iommu ?? 'strict', legacy: path === 'legacy' } as const;
   const maxRounds = opts.maxRounds ?? 8;
@@ -156,7 +157,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const tStop = src.machine.clock.now();
   // The target's clock only moves for the target's own work (writes to its fd, LOAD commands).
   const tDstStop = dst.machine.clock.now();
-  const wallStop = performance.now();
+  const wallStop = wallNowMs();
   guest.stop();
   const st = vdev.setMigDeviceState(S.STOP_COPY);
   if (st.ret !== 0) throw new Error(`source STOP_COPY failed: ${st.ret}`);
@@ -178,7 +179,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   // Target: leave RESUMING (load checks) and run.
   const run = targetWriteErr === 0 ? dst.drv.vdev.setMigDeviceState(S.RUNNING) : { ret: targetWriteErr, dataFd: null };
   const targetNs = dst.machine.clock.now() - tDstStop;
-  const wallMs = performance.now() - wallStop;
+  const wallMs = wallNowMs() - wallStop;
 
   // Source cleanup.
   vdev.setMigDeviceState(S.STOP);
@@ -256,6 +257,6 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
     deviceTracker: { ranges: trackedRanges, requestedRanges: src.mem.regions.length, pageSize: trackedPageSize, reports: src.drv.stats.trackerReports, messages: src.drv.stats.trackerMessages },
     arcs: { source: arcsOf(src.drv.arcLog), target: arcsOf(dst.drv.arcLog) },
     streamDigest: digest(deviceStream),
-    wallMs: performance.now() - wall0,
+    wallMs: wallNowMs() - wall0,
   };
 }
