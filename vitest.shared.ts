@@ -9,7 +9,8 @@ const packagesDir = fileURLToPath(new URL('./packages/', import.meta.url));
  */
 export const sharedConfig = defineConfig({
   resolve: {
-    alias: [{ find: /^@dmakit\/([a-z0-9-]+)$/, replacement: `${packagesDir}$1/src/index.ts` }],
+    // @dmakit/testkit (tools/testkit, never built) resolves through its package.json exports.
+    alias: [{ find: /^@dmakit\/(?!testkit$)([a-z0-9-]+)$/, replacement: `${packagesDir}$1/src/index.ts` }],
   },
   test: {
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],

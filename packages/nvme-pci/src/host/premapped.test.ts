@@ -1,248 +1,13 @@
-// Pre-mapped NVMe I/O into a registered dma-buf, against the simulated controller and a small
-// fake exporter behind dma-core's DmaBufPort (the real exporters and the IOMMU meet it in
+// Pre-mapped NVMe I/O into a registered dma-buf, against the simulated controller and the test
+// kit's fake exporter behind dma-core's DmaBufPort (the real exporters and the IOMMU meet it in
 // apps/demo's e2e tests). Every other request would go to the block layer's mapper.
 import { describe, expect, it } from 'vitest';
-import { BlkStatus, Errno, ReqOp, SZ_1M, SgTable, createMachine, dmaMapPhys, dmaMappingError, dmaUnmapPhys } from '@dmakit/dma-core';
-import type { Bio, BlkDmaIter, BlkPhysVec, BlkRequest, BlkRqDmaMapper, Device, DmaBuf, DmaBufAttachOps, DmaBufAttachment, DmaBufPort, DmaIovaState, DmaResv, Machine, QueueLimits } from '@dmakit/dma-core';
+import { BlkStatus, Errno, ReqOp, SZ_1M, createMachine } from '@dmakit/dma-core';
+import type { Bio, BlkDmaIter, BlkPhysVec, BlkRequest, BlkRqDmaMapper, Device, DmaIovaState, Machine, QueueLimits } from '@dmakit/dma-core';
 import { NvmeController, NvmeDev, NvmePremappedMapper } from '@dmakit/nvme-pci';
 import type { NvmePremappedBuffer } from '@dmakit/nvme-pci';
-
-// ---- a small fake exporter behind dma-core's DmaBufPort (the real one is @dmakit/dmabuf, which
-// this package may not import; apps/demo e2e tests use it) -----------------------------------
-interface FakeChunk {
-  phys: number;
-  order: number;
-}
-
-class FakeResv implements DmaResv {
-  locked = false;
-  lockOwner: string | null = null;
-  fenceCount = 0;
-}
-
-class FakeAttach implements DmaBufAttachment {
-  readonly maps = new Map<SgTable, FakeChunk[]>();
-  importerPriv: unknown = null;
-  constructor(
-    readonly dmabuf: FakeBuf,
-    readonly dev: Device,
-    readonly importerOps: DmaBufAttachOps | null,
-  ) {}
-  get peer2peer(): boolean {
-    return this.importerOps?.allowPeer2peer === true;
-  }
-}
-
-class FakeBuf implements DmaBuf {
-  readonly resv = new FakeResv();
-  readonly expName = 'fake';
-  readonly name = '';
-  refcount = 1;
-  readonly attachments: FakeAttach[] = [];
-  /** Two chunks so mappings have two DMA segments. */
-  chunks: FakeChunk[];
-  constructor(
-    readonly size: number,
-    chunks: FakeChunk[],
-  ) {
-    this.chunks = chunks;
-  }
-  get attachmentCount(): number {
-    return this.attachments.length;
-  }
-}
-
-function asBuf(x: DmaBuf): FakeBuf {
-  if (!(x instanceof FakeBuf)) throw new TypeError('not a fake dma-buf');
-  return x;
-}
-
-function asAttach(x: DmaBufAttachment): FakeAttach {
-  if (!(x instanceof FakeAttach)) throw new TypeError('not a fake attachment');
-  return x;
-}
-
-function asResv(x: DmaResv): FakeResv {
-  if (!(x instanceof FakeResv)) throw new TypeError('not a fake reservation object');
-  return x;
-}
-
-interface FakeExporter {
-  readonly port: DmaBufPort;
-  readonly misuse: string[];
-  /** Export `size` bytes (two RAM chunks); returns the fd. */
-  exportRam(size: number): { fd: number; buf: FakeBuf };
-  /** Move to new pages: move_notify under the lock, then copy and free the old chunks. */
-  move(buf: FakeBuf): void;
-  /** CPU view of the buffer. */
-  read(buf: FakeBuf, off: number, len: number): Uint8Array;
-  write(buf: FakeBuf, off: number, data: Uint8Array): void;
-  liveMaps(): number;
-}
-
-function createFakeExporter(m: Machine): FakeExporter {
-  const fds = new Map<number, FakeBuf>();
-  const misuse: string[] = [];
-  let nextFd = 3;
-  let live = 0;
-  const half = (size: number): number => size / 2;
-  const alloc = (size: number): FakeChunk[] => {
-    const order = Math.ceil(Math.log2(half(size) / 4096));
-    const a = m.memory.allocPages(order);
-    const b = m.memory.allocPages(order);
-    return [
-      { phys: a, order },
-      { phys: b, order },
-    ];
-  };
-  const physAt = (buf: FakeBuf, off: number): number => {
-    const h = half(buf.size);
-    const c = buf.chunks[off < h ? 0 : 1];
-    return (c?.phys ?? 0) + (off % h);
-  };
-  const held = (buf: FakeBuf, what: string): void => {
-    if (!buf.resv.locked) misuse.push(`${what} without the reservation lock`);
-  };
-  const port: DmaBufPort = {
-    dmaBufGet(fd) {
-      const b = fds.get(fd);
-      if (b === undefined) return -Errno.EBADF;
-      b.refcount++;
-      return b;
-    },
-    dmaBufPut(dmabuf) {
-      const b = asBuf(dmabuf);
-      b.refcount--;
-      if (b.refcount === 0) {
-        if (b.attachments.length > 0) misuse.push('released while attached');
-        for (const c of b.chunks) m.memory.freePages(c.phys, c.order);
-      }
-    },
-    dmaBufAttach(dmabuf, dev) {
-      return port.dmaBufDynamicAttach(dmabuf, dev, null);
-    },
-    dmaBufDynamicAttach(dmabuf, dev, ops) {
-      const a = new FakeAttach(asBuf(dmabuf), dev, ops);
-      asBuf(dmabuf).attachments.push(a);
-      return a;
-    },
-    dmaBufDetach(dmabuf, attach) {
-      const b = asBuf(dmabuf);
-      const a = asAttach(attach);
-      if (a.maps.size > 0) misuse.push('detached with live mappings');
-      b.attachments.splice(b.attachments.indexOf(a), 1);
-    },
-    dmaBufPin(attach) {
-      held(asBuf(attach.dmabuf), 'pin');
-      return 0;
-    },
-    dmaBufUnpin(attach) {
-      held(asBuf(attach.dmabuf), 'unpin');
-    },
-    dmaBufMapAttachment(attach, dir) {
-      const a = asAttach(attach);
-      const b = a.dmabuf;
-      held(b, 'map');
-      const sgt = new SgTable(2);
-      for (let i = 0; i < 2; i++) {
-        const c = b.chunks[i];
-        const addr = dmaMapPhys(a.dev, c?.phys ?? 0, half(b.size), dir, 0);
-        if (dmaMappingError(a.dev, addr) !== 0) {
-          for (let j = 0; j < i; j++) dmaUnmapPhys(a.dev, sgt.dmaAddress[j] ?? 0, half(b.size), dir, 0);
-          return -Errno.ENOMEM;
-        }
-        sgt.dmaAddress[i] = addr;
-        sgt.dmaLength[i] = half(b.size);
-      }
-      sgt.nents = 2;
-      a.maps.set(sgt, b.chunks);
-      live++;
-      return sgt;
-    },
-    dmaBufUnmapAttachment(attach, sgt, dir) {
-      const a = asAttach(attach);
-      held(a.dmabuf, 'unmap');
-      if (!a.maps.delete(sgt)) {
-        misuse.push('unmap of a table not mapped');
-        return;
-      }
-      for (let i = 0; i < sgt.nents; i++) dmaUnmapPhys(a.dev, sgt.dmaAddress[i] ?? 0, sgt.dmaLength[i] ?? 0, dir, 0);
-      live--;
-    },
-    dmaBufMapAttachmentUnlocked(attach, dir) {
-      const r = asResv(attach.dmabuf.resv);
-      r.locked = true;
-      const s = port.dmaBufMapAttachment(attach, dir);
-      r.locked = false;
-      return s;
-    },
-    dmaBufUnmapAttachmentUnlocked(attach, sgt, dir) {
-      const r = asResv(attach.dmabuf.resv);
-      r.locked = true;
-      port.dmaBufUnmapAttachment(attach, sgt, dir);
-      r.locked = false;
-    },
-    dmaBufBeginCpuAccess: () => 0,
-    dmaBufEndCpuAccess: () => 0,
-    dmaResvLock(resv) {
-      const r = asResv(resv);
-      if (r.locked) {
-        misuse.push('resv locked twice');
-        return -Errno.EDEADLK;
-      }
-      r.locked = true;
-      return 0;
-    },
-    dmaResvUnlock(resv) {
-      asResv(resv).locked = false;
-    },
-    dmaResvWaitTimeout: (_r, _u, _i, t) => Math.max(1, t),
-    dmaResvTestSignaled: () => true,
-  };
-  return {
-    port,
-    misuse,
-    exportRam(size) {
-      const buf = new FakeBuf(size, alloc(size));
-      const fd = nextFd++;
-      fds.set(fd, buf);
-      return { fd, buf };
-    },
-    move(buf) {
-      buf.resv.locked = true;
-      for (const a of [...buf.attachments]) a.importerOps?.moveNotify(a);
-      const old = buf.chunks;
-      const next = alloc(buf.size);
-      const h = half(buf.size);
-      for (let i = 0; i < 2; i++) m.memory.copy(next[i]?.phys ?? 0, old[i]?.phys ?? 0, h);
-      buf.chunks = next;
-      // The old pages stay allocated while a stale mapping still points at them.
-      const stale = buf.attachments.some((a) => [...a.maps.values()].some((c) => c === old));
-      if (stale) misuse.push('stale mapping kept past move_notify');
-      else for (const c of old) m.memory.freePages(c.phys, c.order);
-      buf.resv.locked = false;
-    },
-    read(buf, off, len) {
-      const out = new Uint8Array(len);
-      const h = half(buf.size);
-      for (let done = 0; done < len; ) {
-        const n = Math.min(len - done, h - ((off + done) % h));
-        m.memory.readInto(physAt(buf, off + done), out, done, n);
-        done += n;
-      }
-      return out;
-    },
-    write(buf, off, data) {
-      const h = half(buf.size);
-      for (let done = 0; done < data.length; ) {
-        const n = Math.min(data.length - done, h - ((off + done) % h));
-        m.memory.write(physAt(buf, off + done), data, done, n);
-        done += n;
-      }
-    },
-    liveMaps: () => live,
-  };
-}
+import { createFakeDmaBufExporter } from '@dmakit/testkit';
+import type { FakeDmaBuf, FakeDmaBufExporter } from '@dmakit/testkit';
 
 const PAGE = 4096;
 const SIZE = 64 * 1024;
@@ -313,9 +78,9 @@ interface Rig {
   host: NvmeDev;
   blk: RefusingBlk;
   mapper: NvmePremappedMapper;
-  exp: FakeExporter;
+  exp: FakeDmaBufExporter;
   fd: number;
-  fake: FakeBuf;
+  fake: FakeDmaBuf;
   buf: NvmePremappedBuffer;
   ended: Map<BlkRequest, BlkStatus>;
   done: (rq: BlkRequest, st: BlkStatus) => void;
@@ -332,7 +97,7 @@ function rig(hostOpts: { sglThreshold?: number } = { sglThreshold: 0 }): Rig {
   const host = new NvmeDev(m, dev, ctrl, mapper, hostOpts);
   expect(host.probe()).toBe(0);
   const base = m.dmaDebug.entries;
-  const exp = createFakeExporter(m);
+  const exp = createFakeDmaBufExporter(m);
   const { fd, buf: fake } = exp.exportRam(SIZE);
   const buf = mapper.register(exp.port, dev, fd);
   if (typeof buf === 'number') throw new Error(`register ${buf}`);
