@@ -31,8 +31,9 @@ import {
   nvmeStatusName,
   regGet,
   regSet,
-} from './index.js';
-import type { NvmeControllerOptions } from './index.js';
+} from '@dmakit/nvme-pci';
+import type { NvmeControllerOptions } from '@dmakit/nvme-pci';
+import { pattern } from '@dmakit/testkit';
 
 const PAGE = 4096;
 const LAT = { fetch: 100, admin: 1000, read: 2000, write: 2000, perByte: 0, interrupt: 50, ready: 500_000, reset: 50_000, shutdown: 20_000 };
@@ -262,16 +263,6 @@ function setup(opts: Partial<NvmeControllerOptions> = {}): { machine: Machine; c
     ...opts,
   });
   return { machine, ctrl, host: new HandHost(machine, ctrl) };
-}
-
-function pattern(len: number, seed: number): Uint8Array {
-  const b = new Uint8Array(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
 }
 
 function rw(opc: number, slba: number, nlb: number, extra: Partial<SqeFields>): SqeFields {

@@ -3,80 +3,21 @@
 // apps/demo's e2e tests). Every other request would go to the block layer's mapper.
 import { describe, expect, it } from 'vitest';
 import { BlkStatus, Errno, ReqOp, SZ_1M, createMachine } from '@dmakit/dma-core';
-import type { Bio, BlkDmaIter, BlkPhysVec, BlkRequest, BlkRqDmaMapper, Device, DmaIovaState, Machine, QueueLimits } from '@dmakit/dma-core';
+import type { BlkRequest, Device, Machine } from '@dmakit/dma-core';
 import { NvmeController, NvmeDev, NvmePremappedMapper } from '@dmakit/nvme-pci';
 import type { NvmePremappedBuffer } from '@dmakit/nvme-pci';
-import { createFakeDmaBufExporter } from '@dmakit/testkit';
+import { createFakeDmaBufExporter, pattern, sameBytes } from '@dmakit/testkit';
 import type { FakeDmaBuf, FakeDmaBufExporter } from '@dmakit/testkit';
+import { RefusingBlkMapper, TEST_LATENCY_NS, makeRequest } from '../testing/blockLayer.js';
 
-const PAGE = 4096;
 const SIZE = 64 * 1024;
-const LAT = { fetch: 100, admin: 1000, read: 2000, write: 2000, perByte: 0, interrupt: 50, ready: 50_000, reset: 5_000, shutdown: 2_000 };
-
-/** The block layer's mapper must not be asked about pre-mapped requests; it refuses everything. */
-class RefusingBlk implements BlkRqDmaMapper {
-  readonly name = 'refusing-blk';
-  calls = 0;
-  #no(iter?: BlkDmaIter): boolean {
-    this.calls++;
-    if (iter !== undefined) iter.status = BlkStatus.IOERR;
-    return false;
-  }
-  blkRqDmaMapIterStart(_r: BlkRequest, _d: Device, _s: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqDmaMapIterNext(_r: BlkRequest, _d: Device, _s: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqDmaMapCoalesce(state: DmaIovaState): boolean {
-    return state.size !== 0;
-  }
-  blkRqDmaUnmap(): boolean {
-    this.calls++;
-    return true;
-  }
-  blkRqIntegrityDmaMapIterStart(_r: BlkRequest, _d: Device, _s: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqIntegrityDmaMapIterNext(_r: BlkRequest, _d: Device, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqIntegrityDmaUnmap(): boolean {
-    return true;
-  }
-  blkRqMapSg(): number {
-    this.calls++;
-    return 0;
-  }
-  blkRqMapIntegritySg(): number {
-    return 0;
-  }
-  reqBvec(_r: BlkRequest, _out: BlkPhysVec): boolean {
-    return this.#no();
-  }
-}
-
-/** A request over [addr, len] ranges (token addresses for a registered buffer). */
-function makeReq(limits: QueueLimits, op: ReqOp, sector: number, segs: readonly (readonly [number, number])[], done: (rq: BlkRequest, st: BlkStatus) => void, tag = 0): BlkRequest {
-  const bio: Bio = {
-    op,
-    iter: { sector, size: segs.reduce((t, s) => t + s[1], 0), idx: 0, bvecDone: 0 },
-    next: null,
-    integrity: null,
-    bvPage: Float64Array.from(segs, (s) => s[0] - (s[0] % PAGE)),
-    bvOffset: Uint32Array.from(segs, (s) => s[0] % PAGE),
-    bvLen: Uint32Array.from(segs, (s) => s[1]),
-    vcnt: segs.length,
-  };
-  return { tag, op, cmdFlags: 0, rqFlags: 0, sector, dataLen: bio.iter.size, bio, nrPhysSegments: segs.length, nrIntegritySegments: 0, limits, specialVec: null, pdu: null, endIo: done };
-}
 
 interface Rig {
   m: Machine;
   dev: Device;
   ctrl: NvmeController;
   host: NvmeDev;
-  blk: RefusingBlk;
+  blk: RefusingBlkMapper;
   mapper: NvmePremappedMapper;
   exp: FakeDmaBufExporter;
   fd: number;
@@ -91,8 +32,8 @@ interface Rig {
 function rig(hostOpts: { sglThreshold?: number } = { sglThreshold: 0 }): Rig {
   const m = createMachine({ ramBytes: 256 * SZ_1M, swiotlbBytes: 0 });
   const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, bars: [{ size: 0x4000 }] });
-  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4, latencyNs: LAT });
-  const blk = new RefusingBlk();
+  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4, latencyNs: TEST_LATENCY_NS });
+  const blk = new RefusingBlkMapper();
   const mapper = new NvmePremappedMapper(blk);
   const host = new NvmeDev(m, dev, ctrl, mapper, hostOpts);
   expect(host.probe()).toBe(0);
@@ -105,16 +46,6 @@ function rig(hostOpts: { sglThreshold?: number } = { sglThreshold: 0 }): Rig {
   return { m, dev, ctrl, host, blk, mapper, exp, fd, fake, buf, ended, done: (rq, st) => ended.set(rq, st), base };
 }
 
-function pattern(len: number, seed: number): Uint8Array {
-  const b = new Uint8Array(len);
-  for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 17 + (i >> 8)) & 0xff;
-  return b;
-}
-
-function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
-}
-
 describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
   it('writes and reads at offsets of the buffer with no per-I/O DMA mapping; bytes land on the namespace', () => {
     const r = rig();
@@ -123,18 +54,18 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
     expect(entries).toBe(r.base + 2); // the registration's mapping (two chunks)
     const data = pattern(8192, 1);
     r.exp.write(r.fake, 28 * 1024, data); // spans both chunks: two DMA segments
-    const w = makeReq(lim, ReqOp.WRITE, 16, [[r.buf.addr(28 * 1024), 8192]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 16, [[r.buf.addr(28 * 1024), 8192]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(r.m.dmaDebug.entries).toBe(entries);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toBe(BlkStatus.OK);
-    expect(same(r.ctrl.namespace(1)?.readLbas(16, 16), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(16, 16), data)).toBe(true);
     // Read it back elsewhere in the buffer, 4 KiB in two bvecs.
-    const rd = makeReq(lim, ReqOp.READ, 16, [[r.buf.addr(4096), 2048], [r.buf.addr(6144), 6144]], r.done, 1);
+    const rd = makeRequest(lim, ReqOp.READ, 16, [[r.buf.addr(4096), 2048], [r.buf.addr(6144), 6144]], r.done, 1);
     expect(r.host.queueRq(rd)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(rd)).toBe(BlkStatus.OK);
-    expect(same(r.exp.read(r.fake, 4096, 8192), data)).toBe(true);
+    expect(sameBytes(r.exp.read(r.fake, 4096, 8192), data)).toBe(true);
     expect(r.blk.calls).toBe(0);
     expect(r.mapper.stats.premappedRequests).toBe(2);
     expect(r.buf.stats.maps).toBe(1);
@@ -152,11 +83,11 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
     r.exp.write(r.fake, 0, data);
     r.exp.move(r.fake);
     expect(r.buf.sgt).toBeNull();
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toBe(BlkStatus.OK);
-    expect(same(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
     expect(r.buf.stats).toMatchObject({ maps: 2, unmaps: 1, moveNotifies: 1 });
     expect(r.mapper.stats.remaps).toBe(1);
     expect(r.exp.misuse).toEqual([]);
@@ -166,14 +97,14 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
   it('move_notify with I/O in flight: new I/O waits (RESOURCE), the unmap happens when the last one completes', () => {
     const r = rig();
     const lim = r.host.queueLimits();
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(r.buf.inflight).toBe(1);
     r.exp.move(r.fake);
     // The old mapping is still held for the in-flight command; the fake saw no premature reuse.
     expect(r.buf.sgt).not.toBeNull();
     expect(r.buf.stats.deferredUnmaps).toBe(1);
-    const w2 = makeReq(lim, ReqOp.WRITE, 8, [[r.buf.addr(4096), 4096]], r.done, 1);
+    const w2 = makeRequest(lim, ReqOp.WRITE, 8, [[r.buf.addr(4096), 4096]], r.done, 1);
     expect(r.host.queueRq(w2)).toBe(BlkStatus.RESOURCE);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toBe(BlkStatus.OK);
@@ -198,12 +129,12 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
       [SIZE / 2, SIZE / 2],
     ]);
     runs.forEach(([o, n], i) => {
-      expect(r.host.queueRq(makeReq(lim, ReqOp.WRITE, o / 512, [[r.buf.addr(o), n]], r.done, i))).toBe(BlkStatus.OK);
+      expect(r.host.queueRq(makeRequest(lim, ReqOp.WRITE, o / 512, [[r.buf.addr(o), n]], r.done, i))).toBe(BlkStatus.OK);
     });
     r.m.scheduler.runUntilIdle();
     expect([...r.ended.values()]).toEqual([BlkStatus.OK, BlkStatus.OK]);
     expect(r.host.stats.sglCommands).toBe(2);
-    expect(same(r.ctrl.namespace(1)?.readLbas(0, SIZE / 512), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, SIZE / 512), data)).toBe(true);
     expect(r.mapper.ensureMapped(r.buf)).toBe(0);
     r.exp.move(r.fake);
     expect(r.mapper.ensureMapped(r.buf)).toBe(0);
@@ -214,17 +145,17 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
   it('bad input: I/O beyond the buffer, another device, unregister while busy, unknown fd', () => {
     const r = rig();
     const lim = r.host.queueLimits();
-    const over = makeReq(lim, ReqOp.READ, 0, [[r.buf.addr(SIZE - 2048), 4096]], r.done);
+    const over = makeRequest(lim, ReqOp.READ, 0, [[r.buf.addr(SIZE - 2048), 4096]], r.done);
     expect(r.host.queueRq(over)).toBe(BlkStatus.INVAL);
     expect(r.mapper.register(r.exp.port, r.dev, 99)).toBe(-Errno.EBADF);
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done, 2);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done, 2);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(r.mapper.unregister(r.buf)).toBe(-Errno.EBUSY);
     r.m.scheduler.runUntilIdle();
     expect(r.mapper.unregister(r.buf)).toBe(0);
     expect(r.mapper.unregister(r.buf)).toBe(-Errno.EINVAL);
     // After unregistering, the token is nobody's: the block layer's mapper gets (and refuses) it.
-    const late = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096], [r.buf.addr(8192), 4096]], r.done, 3);
+    const late = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096], [r.buf.addr(8192), 4096]], r.done, 3);
     expect(r.host.queueRq(late)).toBe(BlkStatus.IOERR);
     expect(r.blk.calls).toBeGreaterThan(0);
     expect(r.m.dmaDebug.entries).toBe(r.base);
