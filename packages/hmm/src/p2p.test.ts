@@ -15,29 +15,19 @@ import {
   PROT_WRITE,
   PTE_PRESENT,
   PTE_WRITE,
-  SZ_1M,
-  createMachine,
   hmmPfnHi,
   mmuIntervalNotifierInsert,
   mmuIntervalReadBegin,
   mmuIntervalSetSeq,
   pciP2pdmaMapStateInit,
-  toPciDev,
 } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
 import { hmmDmaMapAlloc, hmmDmaMapFree, hmmDmaMapPfn, hmmDmaUnmapPfn, hmmRangeFault } from '@dmakit/hmm';
+import { buildP2pSwitch } from '@dmakit/testkit';
 
-function topology(acs: boolean): { m: Machine; gpu: Device; nic: Device; barPhys: number } {
-  const m = createMachine({ dmaDebug: 'strict' });
-  const hb = m.pci.addHostBridge({ p2pAllowed: true });
-  const sw = m.pci.addSwitch(m.pci.addRootPort(hb), { downstreamPorts: 2, acsRedirect: acs });
-  const [d0, d1] = sw.downstreamPorts;
-  if (d0 === undefined || d1 === undefined) throw new Error('switch');
-  const gpu = m.pci.addDevice({ name: 'gpu', parent: d0, dmaMaskBits: 64, bars: [{ size: SZ_1M, prefetch: true, p2p: true }] });
-  const nic = m.pci.addDevice({ name: 'nic', parent: d1, dmaMaskBits: 64 });
-  const bar = toPciDev(gpu)?.bar(0);
-  if (bar === undefined) throw new Error('bar');
-  return { m, gpu, nic, barPhys: bar.start };
+function topology(acs: boolean): { m: Machine; nic: Device; barPhys: number } {
+  const t = buildP2pSwitch({ acs, allowed: true, clientName: 'nic' });
+  return { m: t.machine, nic: t.client, barPhys: t.barPhys };
 }
 
 describe('hmm_dma_map_pfn and P2P pages', () => {
