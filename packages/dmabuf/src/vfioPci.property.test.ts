@@ -18,7 +18,8 @@ import {
   dmaBufUnmapAttachmentUnlocked,
 } from '@dmakit/dmabuf';
 import type { DmaBufObject } from '@dmakit/dmabuf';
-import { buildTopology, pattern, sameBytes } from './testing/topology.js';
+import { pattern, sameBytes } from '@dmakit/testkit';
+import { buildTopology } from './testing/topology.js';
 
 const RANGES = [
   { offset: 0, length: 2 * PAGE_SIZE },
