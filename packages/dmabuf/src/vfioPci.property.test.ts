@@ -28,6 +28,7 @@ const RANGES = [
 ];
 const SIZE = 6 * PAGE_SIZE;
 
+/* eslint-disable vitest/no-standalone-expect -- Imp is a test importer whose methods run only inside the property */
 class Imp {
   attach: DmaBufAttachment | null = null;
   sgt: SgTable | null = null;
@@ -92,6 +93,7 @@ class Imp {
     this.attach = null;
   }
 }
+/* eslint-enable vitest/no-standalone-expect */
 
 type Cmd = { k: 'decode'; on: boolean } | { k: 'reset' } | { k: 'write'; i: number; off: number; len: number; seed: number } | { k: 'unmap' | 'detach'; i: number };
 

@@ -109,6 +109,7 @@ interface HostQueue {
   phase: number;
 }
 
+/* eslint-disable vitest/no-standalone-expect -- HandHost is a test double whose methods run only inside tests */
 class HandHost {
   readonly machine: Machine;
   readonly ctrl: NvmeController;
@@ -252,6 +253,7 @@ class HandHost {
     this.write(list + slot * 8, b);
   }
 }
+/* eslint-enable vitest/no-standalone-expect */
 
 function setup(opts: Partial<NvmeControllerOptions> = {}): { machine: Machine; ctrl: NvmeController; host: HandHost } {
   const machine = createMachine({ ramBytes: 256 * SZ_1M, swiotlbBytes: 0 });
@@ -546,6 +548,7 @@ describe('I/O with PRPs (spec 4.3)', () => {
     expect(status(host.sync(1, rw(NvmeOpcode.READ, 0, 24, { prp1: good, prp2: hole })))).toBe('DATA_XFER_ERROR');
   });
 
+  // eslint-disable-next-line vitest/expect-expect -- roundTrip asserts the command status and the bytes
   it('property: any write then read through PRPs at any dword offset returns the same bytes', () => {
     const { ctrl, host } = ioSetup();
     fc.assert(
