@@ -2,7 +2,7 @@
 // could pass for the wrong reason.
 import { describe, expect, it } from 'vitest';
 import { DMA_BIDIRECTIONAL, DmaFaultReason, DmaIovaState, Errno, PAGE_SIZE, PciP2pdmaMapType, SZ_1M, attachDmaOps, createMachine, dmaIovaLink, dmaIovaTryAlloc, isErrPtr, pciP2pdmaMapType, pcimP2pdmaProvider, toPciDev } from '@dmakit/dma-core';
-import type { DmaBufAttachment, SgTable } from '@dmakit/dma-core';
+import type { SgTable } from '@dmakit/dma-core';
 import { FakeIommu, buildP2pSwitch, createFakeDmaBufExporter, mmapAnon, pattern, sameBytes } from '@dmakit/testkit';
 
 describe('bytes', () => {
@@ -49,7 +49,7 @@ describe('createFakeDmaBufExporter', () => {
     let notified = 0;
     const at = exp.port.dmaBufDynamicAttach(buf, dev, { allowPeer2peer: false, moveNotify: () => notified++ });
     if (isErrPtr(at)) throw new Error(`attach ${at}`);
-    const sgt = exp.port.dmaBufMapAttachmentUnlocked(at as DmaBufAttachment, DMA_BIDIRECTIONAL) as SgTable;
+    const sgt = exp.port.dmaBufMapAttachmentUnlocked(at, DMA_BIDIRECTIONAL) as SgTable;
     expect(sgt.nents).toBe(2);
     expect(sameBytes(dev.dmaRead(sgt.dmaAddress[1] ?? 0, 2 * PAGE_SIZE), data.subarray(2 * PAGE_SIZE))).toBe(true);
     expect(exp.liveMaps()).toBe(1);
