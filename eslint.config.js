@@ -2,27 +2,98 @@
 import { builtinModules } from 'node:module';
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
+import vitest from '@vitest/eslint-plugin';
 
 const SUBSYSTEMS = ['iommu-dma', 'hmm', 'rdma-umem-odp', 'vfio-mlx5', 'nvme-pci', 'block-rq-dma', 'dmabuf'];
 
-/** A subsystem package may import only @dmakit/dma-core (DESIGN.md section 1); its own tests import its own surface. */
-const subsystemBoundary = SUBSYSTEMS.map((pkg) => ({
-  files: [`packages/${pkg}/src/**/*.ts`],
+/** The shared test kit (tools/testkit): for tests and a package's own test helpers, never for package code. */
+const TESTKIT_ONLY_IN_TESTS = {
+  regex: '^@dmakit/testkit$',
+  message: '@dmakit/testkit is for tests only (*.test.ts and src/testing/); package code never imports it.',
+};
+/** Package tests import the package's public surface (DESIGN.md section 4), their own src/testing/ helpers or the kit. */
+const TESTS_USE_PUBLIC_SURFACE = {
+  regex: '^\\.{1,2}/(?!(\\.\\./)*(index\\.js$|testing/))',
+  message: "A package test imports the package's surface (@dmakit/<pkg> or ./index.js) and test helpers (src/testing/, @dmakit/testkit), not internals; a pure helper's own unit test may, with a disable comment saying why.",
+};
+const NO_RELATIVE_REACH = { regex: '^\\.\\./\\.\\./', message: 'Do not reach into another package by relative path.' };
+const TEST_HELPERS = (dir) => [`${dir}/src/**/*.test.ts`, `${dir}/src/testing/**/*.ts`];
+
+/**
+ * A subsystem package may import only @dmakit/dma-core (DESIGN.md section 1); its own tests import
+ * its own surface, and may use @dmakit/testkit.
+ */
+const subsystemBoundary = SUBSYSTEMS.flatMap((pkg) => [
+  {
+    files: [`packages/${pkg}/src/**/*.ts`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: `^@dmakit/(?!dma-core$|${pkg}$|testkit$)`,
+              message: 'A subsystem package may import only @dmakit/dma-core; declare a contract in dma-core/src/contracts instead.',
+            },
+            TESTKIT_ONLY_IN_TESTS,
+            NO_RELATIVE_REACH,
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: TEST_HELPERS(`packages/${pkg}`),
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: `^@dmakit/(?!dma-core$|${pkg}$|testkit$)`,
+              message: 'A subsystem test may import only @dmakit/dma-core, its own package and @dmakit/testkit.',
+            },
+            NO_RELATIVE_REACH,
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: [`packages/${pkg}/src/**/*.test.ts`],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: `^@dmakit/(?!dma-core$|${pkg}$|testkit$)`,
+              message: 'A subsystem test may import only @dmakit/dma-core, its own package and @dmakit/testkit.',
+            },
+            NO_RELATIVE_REACH,
+            TESTS_USE_PUBLIC_SURFACE,
+          ],
+        },
+      ],
+    },
+  },
+]);
+
+/** dma-core's tests: its own surface; not the kit (the kit depends on dma-core: a workspace cycle). */
+const dmaCoreTests = {
+  files: ['packages/dma-core/src/**/*.test.ts'],
   rules: {
     'no-restricted-imports': [
       'error',
       {
         patterns: [
-          {
-            regex: `^@dmakit/(?!dma-core$|${pkg}$)`,
-            message: 'A subsystem package may import only @dmakit/dma-core; declare a contract in dma-core/src/contracts instead.',
-          },
-          { regex: '^\\.\\./\\.\\./', message: 'Do not reach into another package by relative path.' },
+          { regex: '^@dmakit/(?!dma-core$)', message: "dma-core's tests import only @dmakit/dma-core (@dmakit/testkit depends on dma-core)." },
+          TESTS_USE_PUBLIC_SURFACE,
         ],
       },
     ],
   },
-}));
+};
 
 /**
  * Determinism (DESIGN.md, "Determinism"; issue #12 item 6): model code never reads wall time, host
@@ -83,6 +154,7 @@ const platformNeutralStacks = {
           { regex: '^@dmakit/[^/]+/src', message: 'Import the package surface, not its src.' },
           { regex: `^(node:|(${builtinModules.filter((m) => !m.startsWith('_')).join('|')})(/|$))`, message: PLATFORM_NEUTRAL },
           { regex: '(^|/)cli(/|\\.|$)', message: PLATFORM_NEUTRAL },
+          TESTKIT_ONLY_IN_TESTS,
         ],
       },
     ],
@@ -108,12 +180,33 @@ export default tseslint.config(
       // Bit manipulation on addresses is the domain; these rules fight it.
       'no-bitwise': 'off',
       '@typescript-eslint/no-unnecessary-condition': ['error', { allowConstantLoopConditions: true }],
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^@dmakit/[^/]+/src', message: 'Import the package surface, not its src.' }, TESTKIT_ONLY_IN_TESTS] }],
+    },
+  },
+  {
+    files: ['apps/**/*.test.ts', 'apps/*/test/**/*.ts', 'tools/**/*.ts'],
+    rules: {
       'no-restricted-imports': ['error', { patterns: [{ regex: '^@dmakit/[^/]+/src', message: 'Import the package surface, not its src.' }] }],
     },
   },
   ...subsystemBoundary,
+  dmaCoreTests,
   platformNeutralStacks,
   ...determinism,
+  /** Test files: @vitest/eslint-plugin's recommended rules (focused, skipped or expect-less tests, titles, ...). */
+  {
+    files: ['**/*.test.ts'],
+    ...vitest.configs.recommended,
+    rules: {
+      ...vitest.configs.recommended.rules,
+      // vitest's expect takes a message as its second argument.
+      'vitest/valid-expect': ['error', { maxArgs: 2 }],
+      // The model-checking tests (fast-check) assert per generated operation, inside the branch that
+      // operation takes; the rule cannot tell those from an expect that might silently not run.
+      // try/catch assertions use toThrow or expect.unreachable() instead.
+      'vitest/no-conditional-expect': 'off',
+    },
+  },
   {
     files: ['**/*.test.ts', '**/*.bench.ts', 'tools/**/*.ts'],
     rules: {

@@ -1,5 +1,5 @@
 // blk_rq_dma_map_iter_start/next, blk_rq_dma_unmap and the legacy sgtable path, on dma-direct
-// and on a small in-test IOMMU (DmaMapOps) — a subsystem test may import only dma-core.
+// and on the test kit's small IOMMU (a DmaMapOps fake: a subsystem test may not import iommu-dma).
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
@@ -8,10 +8,8 @@ import {
   blkDmaIterInit,
   createMachine,
   DMA_ATTR_MMIO,
-  DmaFaultReason,
   DmaIovaState,
   dmaUnmapPhys,
-  Errno,
   PAGE_SIZE,
   pcimP2pdmaProvider,
   REQ_P2PDMA,
@@ -22,7 +20,7 @@ import {
   SZ_1M,
   toPciDev,
 } from '@dmakit/dma-core';
-import type { BlkRequest, Device, DmaCoherentBuffer, DmaDataDirection, DmaMapOps, Machine } from '@dmakit/dma-core';
+import type { BlkRequest, Device, Machine } from '@dmakit/dma-core';
 import {
   bioFromRanges,
   bioIntegrityAddPhys,
@@ -35,121 +33,22 @@ import {
   nvmeQueueLimits,
   queueLimits,
 } from '@dmakit/block-rq-dma';
+import { FakeIommu, buildP2pSwitch, sameBytes } from '@dmakit/testkit';
 
 const P = PAGE_SIZE;
-
-/** A minimal IOMMU: 4 KiB granule, a page map, a bump IOVA allocator; counts every call. */
-class TinyIommu implements DmaMapOps {
-  readonly name = 'tiny-iommu';
-  readonly pte = new Map<number, number>();
-  readonly counts = { tryAlloc: 0, link: 0, sync: 0, destroy: 0, free: 0, mapPhys: 0, unmapPhys: 0, mapSg: 0 };
-  next = 0x1_0000_0000;
-  live = 0;
-  failTryAlloc = false;
-  /** Fail the Nth link from now (1-based), 0 = never. */
-  failLinkAt = 0;
-
-  #map(iova: number, phys: number, size: number): void {
-    for (let o = 0; o < size + (iova % P); o += P) this.pte.set(Math.floor((iova + o) / P), Math.floor((phys + o) / P));
-  }
-  #unmap(iova: number, size: number): void {
-    for (let o = 0; o < size + (iova % P); o += P) this.pte.delete(Math.floor((iova + o) / P));
-  }
-  #alloc(phys: number, size: number): number {
-    const base = this.next;
-    this.next += Math.ceil(((phys % P) + size) / P) * P + P;
-    return base + (phys % P);
-  }
-  mapPhys(_d: Device, phys: number, size: number): number {
-    this.counts.mapPhys++;
-    const iova = this.#alloc(phys, size);
-    this.#map(iova, phys, size);
-    return iova;
-  }
-  unmapPhys(_d: Device, dma: number, size: number): void {
-    this.counts.unmapPhys++;
-    this.#unmap(dma, size);
-  }
-  mapSg(d: Device, sgt: SgTable, nents: number, _dir: DmaDataDirection, _attrs: number): number {
-    this.counts.mapSg++;
-    for (let i = 0; i < nents; i++) {
-      sgt.dmaAddress[i] = this.mapPhys(d, sgt.phys[i]!, sgt.length[i]!);
-      sgt.dmaLength[i] = sgt.length[i]!;
-    }
-    return nents;
-  }
-  unmapSg(d: Device, sgt: SgTable, nents: number): void {
-    for (let i = 0; i < nents; i++) this.unmapPhys(d, sgt.dmaAddress[i]!, sgt.dmaLength[i]!);
-  }
-  syncSingleForCpu(): void {}
-  syncSingleForDevice(): void {}
-  syncSgForCpu(): void {}
-  syncSgForDevice(): void {}
-  alloc(): DmaCoherentBuffer | null {
-    return null;
-  }
-  free(): void {}
-  iovaTryAlloc(_d: Device, state: DmaIovaState, phys: number, size: number): boolean {
-    this.counts.tryAlloc++;
-    if (this.failTryAlloc) return false;
-    state.addr = this.#alloc(phys, size);
-    state.size = size;
-    this.live++;
-    return true;
-  }
-  iovaLink(_d: Device, state: DmaIovaState, phys: number, offset: number, size: number): number {
-    this.counts.link++;
-    if (this.failLinkAt > 0 && --this.failLinkAt === 0) return -Errno.ENOMEM;
-    if ((state.addr + offset) % P !== phys % P) return -Errno.EINVAL;
-    this.#map(state.addr + offset, phys, size);
-    return 0;
-  }
-  iovaSync(): number {
-    this.counts.sync++;
-    return 0;
-  }
-  iovaUnlink(_d: Device, state: DmaIovaState, offset: number, size: number): void {
-    this.#unmap(state.addr + offset, size);
-  }
-  iovaDestroy(d: Device, state: DmaIovaState, mappedLen: number): void {
-    this.counts.destroy++;
-    if (mappedLen > 0) this.#unmap(state.addr, mappedLen);
-    this.iovaFree(d, state);
-  }
-  iovaFree(_d: Device, _s: DmaIovaState): void {
-    this.counts.free++;
-    this.live--;
-  }
-  translate(_d: Device, dma: number): number {
-    const pfn = this.pte.get(Math.floor(dma / P));
-    return pfn === undefined ? DmaFaultReason.NOT_PRESENT : pfn * P + (dma % P);
-  }
-  getMergeBoundary(): number {
-    return P - 1;
-  }
-  maxMappingSize(): number {
-    return Number.MAX_SAFE_INTEGER;
-  }
-  optMappingSize(): number {
-    return Number.MAX_SAFE_INTEGER;
-  }
-  getRequiredMask(): number {
-    return 0xffff_ffff;
-  }
-}
 
 interface Rig {
   m: Machine;
   dev: Device;
-  iommu: TinyIommu | null;
+  iommu: FakeIommu | null;
 }
 
 function rig(withIommu: boolean, ramBytes = SZ_1G): Rig {
   const m = createMachine({ ramBytes, swiotlbBytes: ramBytes >= SZ_1G ? 64 * SZ_1M : 0, dmaDebug: 'strict' });
   const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64 });
-  let iommu: TinyIommu | null = null;
+  let iommu: FakeIommu | null = null;
   if (withIommu) {
-    iommu = new TinyIommu();
+    iommu = new FakeIommu();
     attachDmaOps(dev, iommu);
   }
   return { m, dev, iommu };
@@ -395,15 +294,10 @@ describe('blk_rq_dma_map_iter with an IOMMU', () => {
 
 describe('P2P requests (classification from the first segment)', () => {
   function p2pRig(opts: { acs: boolean; allowed: boolean }): { m: Machine; gpu: Device; nvme: Device; bar: number } {
-    const m = createMachine({ dmaDebug: 'strict' });
-    const hb = m.pci.addHostBridge({ p2pAllowed: opts.allowed });
-    const rp = m.pci.addRootPort(hb);
-    const sw = m.pci.addSwitch(rp, { downstreamPorts: 2, acsRedirect: opts.acs });
-    const [d0, d1] = sw.downstreamPorts;
-    const gpu = m.pci.addDevice({ name: 'gpu', parent: d0!, dmaMaskBits: 64, bars: [{ size: SZ_1M, prefetch: true, p2p: true }] });
-    const nvme = m.pci.addDevice({ name: 'nvme', parent: d1!, dmaMaskBits: 64 });
-    const prov = pcimP2pdmaProvider(toPciDev(gpu)!, 0)!;
-    return { m, gpu, nvme, bar: prov.bar.start };
+    const t = buildP2pSwitch({ ...opts, clientName: 'nvme' });
+    const prov = pcimP2pdmaProvider(toPciDev(t.provider)!, 0)!;
+    expect(prov.bar.start).toBe(t.barPhys);
+    return { m: t.machine, gpu: t.provider, nvme: t.client, bar: prov.bar.start };
   }
 
   it('BUS_ADDR: bus addresses, REQ_P2PDMA, and unmap has nothing to do', () => {
@@ -449,13 +343,6 @@ describe('P2P requests (classification from the first segment)', () => {
     expect(m.dmaDebug.entries).toBe(0);
   });
 });
-
-/** Byte equality without vitest's generic deep-equal (slow on large typed arrays). */
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
 
 // ---- properties ---------------------------------------------------------------------------------
 

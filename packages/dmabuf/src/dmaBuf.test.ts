@@ -31,7 +31,8 @@ import {
   dmaResvWaitTimeout,
 } from '@dmakit/dmabuf';
 import type { DmaBufObject } from '@dmakit/dmabuf';
-import { buildTopology, pattern } from './testing/topology.js';
+import { pattern } from '@dmakit/testkit';
+import { buildTopology } from './testing/topology.js';
 
 function mustBuf(x: DmaBufObject | number): DmaBufObject {
   if (typeof x === 'number') throw new Error(`errno ${x}`);

@@ -19,7 +19,8 @@ import {
   dmaResvWaitTimeout,
 } from '@dmakit/dmabuf';
 import type { DmaBufObject } from '@dmakit/dmabuf';
-import { buildTopology, pattern, sameBytes } from './testing/topology.js';
+import { pattern, sameBytes } from '@dmakit/testkit';
+import { buildTopology } from './testing/topology.js';
 
 function must<T>(x: T | number): T {
   if (isErrPtr(x)) throw new Error(`errno ${x}`);

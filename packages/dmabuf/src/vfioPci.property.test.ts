@@ -18,7 +18,8 @@ import {
   dmaBufUnmapAttachmentUnlocked,
 } from '@dmakit/dmabuf';
 import type { DmaBufObject } from '@dmakit/dmabuf';
-import { buildTopology, pattern, sameBytes } from './testing/topology.js';
+import { pattern, sameBytes } from '@dmakit/testkit';
+import { buildTopology } from './testing/topology.js';
 
 const RANGES = [
   { offset: 0, length: 2 * PAGE_SIZE },
@@ -27,6 +28,7 @@ const RANGES = [
 ];
 const SIZE = 6 * PAGE_SIZE;
 
+/* eslint-disable vitest/no-standalone-expect -- Imp is a test importer whose methods run only inside the property */
 class Imp {
   attach: DmaBufAttachment | null = null;
   sgt: SgTable | null = null;
@@ -91,6 +93,7 @@ class Imp {
     this.attach = null;
   }
 }
+/* eslint-enable vitest/no-standalone-expect */
 
 type Cmd = { k: 'decode'; on: boolean } | { k: 'reset' } | { k: 'write'; i: number; off: number; len: number; seed: number } | { k: 'unmap' | 'detach'; i: number };
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE, SZ_2M } from '@dmakit/dma-core';
 import type { Process } from '@dmakit/dma-core';
-import { setup } from './fixture.testutil.js';
+import { setup } from './testing/fixture.js';
 
 const NPAGES = 16;
 const BASE = 0x4000_0000 + SZ_2M - 8 * PAGE_SIZE; // straddles two 2 MiB mirror chunks

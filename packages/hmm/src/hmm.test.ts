@@ -2,7 +2,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   DMA_MAPPING_ERROR,
-  DmaFaultReason,
   Errno,
   HMM_PFN_DMA_MAPPED,
   HMM_PFN_ERROR,
@@ -35,8 +34,9 @@ import {
   mmuIntervalReadBegin,
   mmuIntervalSetSeq,
 } from '@dmakit/dma-core';
-import type { Device, DmaIovaState, DmaMapOps, HmmRange, Machine, MmStruct } from '@dmakit/dma-core';
+import type { HmmRange, Machine, MmStruct } from '@dmakit/dma-core';
 import { hmmDmaMapAlloc, hmmDmaMapFree, hmmDmaMapPfn, hmmDmaUnmapPfn, hmmPort, hmmRangeFault, hmmRangeFaultUnlockedTimeout } from '@dmakit/hmm';
+import { FakeIommu } from '@dmakit/testkit';
 
 function notifierFor(mm: MmStruct, start: number, len: number): MmuIntervalNotifier {
   const sub = new MmuIntervalNotifier();
@@ -154,60 +154,11 @@ describe('hmmRangeFault', () => {
   });
 });
 
-/** A tiny IOMMU stand-in: one linear IOVA space, page-granular link table. */
-function fakeIommu(): DmaMapOps & { links: Map<number, number>; syncs: number } {
-  let next = 0x10_0000;
-  const links = new Map<number, number>();
-  const ops = {
-    name: 'fake-iommu',
-    links,
-    syncs: 0,
-    mapPhys: () => DMA_MAPPING_ERROR,
-    unmapPhys: () => undefined,
-    mapSg: () => -Errno.EINVAL,
-    unmapSg: () => undefined,
-    syncSingleForCpu: () => undefined,
-    syncSingleForDevice: () => undefined,
-    syncSgForCpu: () => undefined,
-    syncSgForDevice: () => undefined,
-    alloc: () => null,
-    free: () => undefined,
-    iovaTryAlloc: (_d: Device, state: DmaIovaState, phys: number, size: number) => {
-      state.addr = next + (phys % PAGE_SIZE);
-      state.size = size;
-      next += size + PAGE_SIZE;
-      return true;
-    },
-    iovaLink: (_d: Device, state: DmaIovaState, phys: number, offset: number, size: number) => {
-      for (let o = 0; o < size; o += PAGE_SIZE) links.set(state.addr + offset + o, phys + o);
-      return 0;
-    },
-    iovaSync: () => {
-      ops.syncs++;
-      return 0;
-    },
-    iovaUnlink: (_d: Device, state: DmaIovaState, offset: number, size: number) => {
-      for (let o = 0; o < size; o += PAGE_SIZE) links.delete(state.addr + offset + o);
-    },
-    iovaDestroy: () => undefined,
-    iovaFree: () => undefined,
-    translate: (_d: Device, addr: number) => {
-      const p = links.get(addr - (addr % PAGE_SIZE));
-      return p === undefined ? DmaFaultReason.NOT_PRESENT : p + (addr % PAGE_SIZE);
-    },
-    getMergeBoundary: () => PAGE_SIZE - 1,
-    maxMappingSize: () => Number.MAX_SAFE_INTEGER,
-    optMappingSize: () => Number.MAX_SAFE_INTEGER,
-    getRequiredMask: () => 2 ** 32 - 1,
-  };
-  return ops;
-}
-
 describe('HMM DMA helpers', () => {
   it('IOVA mode: fixed slots, re-map returns the same address, unmap once, no dma list', () => {
     const { machine, mm } = proc();
     const dev = machine.pci.addDevice({ name: 'rnic', dmaMaskBits: 64 });
-    const ops = fakeIommu();
+    const ops = new FakeIommu();
     dev.dmaOps = ops;
     const a = mm.mmap({ length: 8 * PAGE_SIZE, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS });
     mm.write(a + 3 * PAGE_SIZE, new Uint8Array([42]));
@@ -222,7 +173,8 @@ describe('HMM DMA helpers', () => {
     const addr3 = hmmDmaMapPfn(dev, map, 3, null);
     expect(addr3).toBe(map.state.addr + 3 * PAGE_SIZE);
     expect(hmmDmaMapPfn(dev, map, 3, null)).toBe(addr3);
-    expect(ops.syncs).toBe(1);
+    expect(ops.counts.sync).toBe(1);
+    expect(ops.counts.mapPhys).toBe(0); // IOVA mode links; it never maps page by page
     expect(dev.dmaRead(addr3, 1)[0]).toBe(42);
     // A range fault rewrites the word and keeps DMA_MAPPED.
     r.notifierSeq = mmuIntervalReadBegin(sub);
@@ -230,7 +182,7 @@ describe('HMM DMA helpers', () => {
     expect(hmmPfnHi(map.pfnList, 3) & HMM_PFN_DMA_MAPPED).not.toBe(0);
     expect(hmmDmaUnmapPfn(dev, map, 3)).toBe(true);
     expect(hmmDmaUnmapPfn(dev, map, 3)).toBe(false);
-    expect(ops.links.size).toBe(0);
+    expect(ops.pte.size).toBe(0);
     expect(machine.dmaDebug.reports.map((x) => x.rule)).toEqual([]);
     // Bad input is a dma-debug report (thrown in strict mode), DMA_MAPPING_ERROR otherwise.
     expect(() => hmmDmaMapPfn(dev, map, 99, null)).toThrow(/outside the 8-entry map/);
@@ -243,7 +195,7 @@ describe('HMM DMA helpers', () => {
     const { machine, mm } = proc();
     machine.dmaDebug.mode = 'warn';
     const dev = machine.pci.addDevice({ name: 'leaky', dmaMaskBits: 64 });
-    dev.dmaOps = fakeIommu();
+    dev.dmaOps = new FakeIommu();
     const a = mm.mmap({ length: 2 * PAGE_SIZE, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS });
     mm.write(a, new Uint8Array([1]));
     const map = new HmmDmaMap();

@@ -25,7 +25,8 @@ import {
   HMM_DMIRROR_PROT_WRITE,
   HMM_DMIRROR_PROT_ZERO,
 } from '@dmakit/hmm';
-import { addDmirror, mmapAnon, pattern, sameBytes, setup } from './fixture.testutil.js';
+import { sameBytes } from '@dmakit/testkit';
+import { addDmirror, intPattern, mmapPages, setup } from './testing/fixture.js';
 
 function leakFree(f: ReturnType<typeof setup>): void {
   f.mirror.close();
@@ -44,8 +45,8 @@ describe('hmm-tests (dmirror)', () => {
   it('anon_read: the device reads what the CPU wrote, with one fault', () => {
     const f = setup();
     const npages = 100;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages);
     f.proc.mm.write(addr, data);
     const r = f.mirror.read(addr, npages);
     expect(r.ret).toBe(0);
@@ -61,13 +62,13 @@ describe('hmm-tests (dmirror)', () => {
     // kernel's cacheline tracking would), so run it in 'warn' mode and check that is all it saw.
     const f = setup({ dmaDebug: 'warn' });
     const npages = 16;
-    const addr = mmapAnon(f.proc, npages, PROT_NONE);
+    const addr = mmapPages(f.proc, npages, PROT_NONE);
     expect(f.mirror.read(addr, npages).ret).toBe(-Errno.EFAULT);
     expect(f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ)).toBe(0);
     const r = f.mirror.read(addr, npages);
     expect(r.ret).toBe(0);
     expect(r.data.every((b) => b === 0)).toBe(true); // the zero page
-    expect(f.mirror.write(addr, pattern(npages)).ret).toBe(-Errno.EPERM);
+    expect(f.mirror.write(addr, intPattern(npages)).ret).toBe(-Errno.EPERM);
     expect(f.machine.dmaDebug.reports.filter((r) => !r.rule.startsWith('cacheline-overlap')).map((r) => r.message)).toEqual([]);
     leakFree(f);
   });
@@ -75,8 +76,8 @@ describe('hmm-tests (dmirror)', () => {
   it('anon_write: the device writes and the CPU sees it', () => {
     const f = setup();
     const npages = 64;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 7);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 7);
     const r = f.mirror.write(addr, data);
     expect(r.ret).toBe(0);
     expect(r.cpages).toBe(npages);
@@ -88,11 +89,11 @@ describe('hmm-tests (dmirror)', () => {
   it('anon_write_prot: read-only mirror, then write after mprotect', () => {
     const f = setup({ dmaDebug: 'warn' }); // zero pages mapped several times (see anon_read_prot)
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages, PROT_READ);
+    const addr = mmapPages(f.proc, npages, PROT_READ);
     const r = f.mirror.read(addr, npages);
     expect(r.ret).toBe(0);
     expect(r.faults).toBe(1);
-    const data = pattern(npages);
+    const data = intPattern(npages);
     expect(f.mirror.write(addr, data).ret).toBe(-Errno.EPERM);
     expect(f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ | PROT_WRITE)).toBe(0);
     const w = f.mirror.write(addr, data);
@@ -106,8 +107,8 @@ describe('hmm-tests (dmirror)', () => {
   it('anon_write_child: a forked child writes through its own mirror, the parent is unchanged', () => {
     const f = setup();
     const npages = 32;
-    const addr = mmapAnon(f.proc, npages);
-    const neg = pattern(npages, -1);
+    const addr = mmapPages(f.proc, npages);
+    const neg = intPattern(npages, -1);
     f.proc.mm.write(addr, neg);
     // The parent mirrors the buffer too (its device PTEs must be write-protected by fork).
     expect(f.mirror.write(addr, neg).ret).toBe(0);
@@ -116,7 +117,7 @@ describe('hmm-tests (dmirror)', () => {
     expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), neg)).toBe(true);
     const childMirror = f.mdev.open(child.mm);
     expect(sameBytes(childMirror.read(addr, npages).data, neg)).toBe(true);
-    const pos = pattern(npages, 1);
+    const pos = intPattern(npages, 1);
     const r = childMirror.write(addr, pos);
     expect(r.ret).toBe(0);
     expect(r.cpages).toBe(npages);
@@ -133,11 +134,11 @@ describe('hmm-tests (dmirror)', () => {
   it('anon_write_child_shared: MAP_SHARED pages are shared with the child', () => {
     const f = setup();
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
-    f.proc.mm.write(addr, pattern(npages, -1));
+    const addr = mmapPages(f.proc, npages, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    f.proc.mm.write(addr, intPattern(npages, -1));
     const child = f.proc.fork() as Process;
     const cm = f.mdev.open(child.mm);
-    const pos = pattern(npages, 1);
+    const pos = intPattern(npages, 1);
     expect(cm.write(addr, pos).ret).toBe(0);
     expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pos)).toBe(true);
     cm.close();
@@ -148,8 +149,8 @@ describe('hmm-tests (dmirror)', () => {
   it('anon_write_hugetlbfs: 2 MiB pages are mirrored with their order', () => {
     const f = setup();
     const npages = 1024;
-    const addr = mmapAnon(f.proc, npages, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB);
-    const data = pattern(npages, 1, 3);
+    const addr = mmapPages(f.proc, npages, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB);
+    const data = intPattern(npages, 1, 3);
     const w = f.mirror.write(addr, data);
     expect(w.ret).toBe(0);
     expect(w.cpages).toBe(npages);
@@ -163,7 +164,7 @@ describe('hmm-tests (dmirror)', () => {
   it('snapshot: the flag table for none, hole, zero, read-only, writable, device-private and untouched pages', () => {
     const f = setup();
     const mm = f.proc.mm;
-    const addr = mmapAnon(f.proc, 7, PROT_NONE);
+    const addr = mmapPages(f.proc, 7, PROT_NONE);
     expect(mm.munmap(addr + PAGE_SIZE, PAGE_SIZE)).toBe(0);
     expect(mm.mprotect(addr + 2 * PAGE_SIZE, PAGE_SIZE, PROT_READ)).toBe(0);
     expect(sameBytes(mm.read(addr + 2 * PAGE_SIZE, 4), new Uint8Array(4))).toBe(true); // zero page
@@ -193,8 +194,8 @@ describe('hmm-tests (dmirror)', () => {
   it('migrate: to device memory and back, bytes intact', () => {
     const f = setup();
     const npages = 64;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 11);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 11);
     f.proc.mm.write(addr, data);
     const m = f.mirror.migrateToDevice(addr, npages);
     expect(m.ret).toBe(0);
@@ -274,8 +275,8 @@ describe('hmm-tests (dmirror)', () => {
   it('migrate_to_ram: CPU access migrates every device page back, then again to the device', () => {
     const f = setup();
     const npages = 16;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 5);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 5);
     f.proc.mm.write(addr, data);
     expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
     expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
@@ -294,15 +295,15 @@ describe('hmm-tests (dmirror)', () => {
 
   it('migrate_shared: shared anonymous memory is not migrated (-ENOENT)', () => {
     const f = setup();
-    const addr = mmapAnon(f.proc, 4, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
-    f.proc.mm.write(addr, pattern(4));
+    const addr = mmapPages(f.proc, 4, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+    f.proc.mm.write(addr, intPattern(4));
     expect(f.mirror.migrateToDevice(addr, 4).ret).toBe(-Errno.ENOENT);
     leakFree(f);
   });
 
   it('migrate of untouched memory allocates zeroed device pages', () => {
     const f = setup();
-    const addr = mmapAnon(f.proc, 8);
+    const addr = mmapPages(f.proc, 8);
     const m = f.mirror.migrateToDevice(addr, 8);
     expect(m.ret).toBe(0);
     expect(m.cpages).toBe(8);
@@ -315,8 +316,8 @@ describe('hmm-tests (dmirror)', () => {
   it('migrate_multiple: repeated migrations do not leak device pages', () => {
     const f = setup();
     const npages = 32;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 9);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 9);
     f.proc.mm.write(addr, data);
     for (let i = 0; i < 8; i++) {
       expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
@@ -331,8 +332,8 @@ describe('hmm-tests (dmirror)', () => {
     const other = addDmirror(f.machine, 'dmirror1');
     const om = other.open(f.proc.mm);
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 2);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 2);
     f.proc.mm.write(addr, data);
     expect(om.migrateToDevice(addr, npages).cpages).toBe(npages);
     // Snapshot from the first device: no fault, other owner → not valid.
@@ -349,8 +350,8 @@ describe('hmm-tests (dmirror)', () => {
   it('partial munmap: the device PTEs of the unmapped pages are zapped, faults there fail', () => {
     const f = setup();
     const npages = 16;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages);
     f.proc.mm.write(addr, data);
     expect(f.mirror.read(addr, npages).ret).toBe(0);
     expect(f.mirror.mappedPages).toBe(npages);
@@ -370,11 +371,11 @@ describe('hmm-tests (dmirror)', () => {
     const f = setup();
     const mm = f.proc.mm;
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 4);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 4);
     mm.write(addr, data);
     expect(f.mirror.read(addr, npages).ret).toBe(0);
-    const naddr = mmapAnon(f.proc, npages);
+    const naddr = mmapPages(f.proc, npages);
     mm.write(naddr, mm.read(addr, npages * PAGE_SIZE));
     expect(mm.munmap(addr, npages * PAGE_SIZE)).toBe(0);
     expect(f.mirror.read(addr, npages).ret).toBe(-Errno.EFAULT);
@@ -387,8 +388,8 @@ describe('hmm-tests (dmirror)', () => {
     const f = setup();
     const mm = f.proc.mm;
     const npages = 16;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 6);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 6);
     mm.write(addr, data);
     expect(f.mirror.read(addr, npages).ret).toBe(0);
     expect(f.mirror.migrateToDevice(addr, 4).cpages).toBe(4); // device-private pages move too
@@ -407,7 +408,7 @@ describe('hmm-tests (dmirror)', () => {
 
   it('VM_PFNMAP mappings: -EFAULT when faulting, ERROR in a snapshot', () => {
     const f = setup();
-    const addr = mmapAnon(f.proc, 4);
+    const addr = mmapPages(f.proc, 4);
     const vma = f.proc.mm.findVma(addr);
     if (vma === undefined) throw new Error('no vma');
     vma.vmFlags |= VM_PFNMAP;
@@ -419,7 +420,7 @@ describe('hmm-tests (dmirror)', () => {
 
   it('hmm_dma_map_alloc refuses a device that needs syncs (-EOPNOTSUPP)', () => {
     const f = setup({ coherent: false });
-    const addr = mmapAnon(f.proc, 2);
+    const addr = mmapPages(f.proc, 2);
     expect(f.mirror.read(addr, 2).ret).toBe(-Errno.EOPNOTSUPP);
     leakFree(f);
   });
@@ -427,8 +428,8 @@ describe('hmm-tests (dmirror)', () => {
   it('race: an invalidation between hmm_range_fault and the driver lock forces a retry', () => {
     const f = setup();
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages);
     f.proc.mm.write(addr, data);
     let fired = 0;
     f.mirror.afterRangeFault = () => {
@@ -438,10 +439,10 @@ describe('hmm-tests (dmirror)', () => {
         f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ | PROT_WRITE);
       }
     };
-    const r = f.mirror.write(addr, pattern(npages, 1, 100));
+    const r = f.mirror.write(addr, intPattern(npages, 1, 100));
     expect(r.ret).toBe(0);
     expect(f.mirror.stats.readRetries).toBe(1);
-    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pattern(npages, 1, 100))).toBe(true);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), intPattern(npages, 1, 100))).toBe(true);
     expect(f.mirror.checkInvariants()).toEqual([]);
     f.mirror.afterRangeFault = undefined;
     leakFree(f);
@@ -450,8 +451,8 @@ describe('hmm-tests (dmirror)', () => {
   it('race: munmap between hmm_range_fault and the lock: the device never maps the unmapped page', () => {
     const f = setup();
     const npages = 4;
-    const addr = mmapAnon(f.proc, npages);
-    f.proc.mm.write(addr, pattern(npages));
+    const addr = mmapPages(f.proc, npages);
+    f.proc.mm.write(addr, intPattern(npages));
     f.mirror.afterRangeFault = (_m, range) => {
       if (range.start === addr) f.proc.mm.munmap(addr + PAGE_SIZE, PAGE_SIZE);
     };
@@ -466,8 +467,8 @@ describe('hmm-tests (dmirror)', () => {
   it('fork with device-private pages: the child copies on CPU access, the parent keeps its device pages', () => {
     const f = setup();
     const npages = 4;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 21);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 21);
     f.proc.mm.write(addr, data);
     expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
     const child = f.proc.fork() as Process;
@@ -483,8 +484,8 @@ describe('hmm-tests (dmirror)', () => {
     for (let round = 0; round < 4; round++) {
       const proc = f.machine.createProcess();
       const m = f.mdev.open(proc.mm);
-      const addr = mmapAnon(proc, 64);
-      proc.mm.write(addr, pattern(64, 1, round));
+      const addr = mmapPages(proc, 64);
+      proc.mm.write(addr, intPattern(64, 1, round));
       expect(m.read(addr, 64).ret).toBe(0);
       expect(m.migrateToDevice(addr, 16).cpages).toBe(16);
       // Interleave on the scheduler: the exit lands between two device reads.
@@ -501,8 +502,8 @@ describe('hmm-tests (dmirror)', () => {
   it('exclusive: atomic device access, revoked by the first CPU access', () => {
     const f = setup();
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages);
     f.proc.mm.write(addr, data);
     const r = f.mirror.exclusive(addr, npages);
     expect(r.ret).toBe(0);
@@ -512,7 +513,7 @@ describe('hmm-tests (dmirror)', () => {
     expect(f.mirror.checkInvariants()).toEqual([]);
     // The CPU faults the pages back, reading and incrementing.
     expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), data)).toBe(true);
-    const plus = pattern(npages, 1, 1);
+    const plus = intPattern(npages, 1, 1);
     f.proc.mm.write(addr, plus);
     expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), plus)).toBe(true);
     expect(f.mirror.checkExclusive(addr, npages)).toBe(0);
@@ -523,26 +524,26 @@ describe('hmm-tests (dmirror)', () => {
   it('exclusive_mprotect: after mprotect(PROT_READ) the device can no longer write', () => {
     const f = setup();
     const npages = 4;
-    const addr = mmapAnon(f.proc, npages);
-    f.proc.mm.write(addr, pattern(npages));
+    const addr = mmapPages(f.proc, npages);
+    f.proc.mm.write(addr, intPattern(npages));
     expect(f.mirror.exclusive(addr, npages).ret).toBe(0);
     expect(f.proc.mm.mprotect(addr, npages * PAGE_SIZE, PROT_READ)).toBe(0);
-    expect(f.mirror.write(addr, pattern(npages, -1)).ret).toBe(-Errno.EPERM);
-    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pattern(npages))).toBe(true);
+    expect(f.mirror.write(addr, intPattern(npages, -1)).ret).toBe(-Errno.EPERM);
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), intPattern(npages))).toBe(true);
     leakFree(f);
   });
 
   it('exclusive_cow: fork after exclusive access, then both processes write their own copy', () => {
     const f = setup();
     const npages = 4;
-    const addr = mmapAnon(f.proc, npages);
-    f.proc.mm.write(addr, pattern(npages));
+    const addr = mmapPages(f.proc, npages);
+    f.proc.mm.write(addr, intPattern(npages));
     expect(f.mirror.exclusive(addr, npages).ret).toBe(0);
     const child = f.proc.fork() as Process;
-    f.proc.mm.write(addr, pattern(npages, 1, 50));
-    child.mm.write(addr, pattern(npages, 1, 90));
-    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), pattern(npages, 1, 50))).toBe(true);
-    expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), pattern(npages, 1, 90))).toBe(true);
+    f.proc.mm.write(addr, intPattern(npages, 1, 50));
+    child.mm.write(addr, intPattern(npages, 1, 90));
+    expect(sameBytes(f.proc.mm.read(addr, npages * PAGE_SIZE), intPattern(npages, 1, 50))).toBe(true);
+    expect(sameBytes(child.mm.read(addr, npages * PAGE_SIZE), intPattern(npages, 1, 90))).toBe(true);
     child.exit();
     leakFree(f);
   });
@@ -550,8 +551,8 @@ describe('hmm-tests (dmirror)', () => {
   it('device removal evicts device pages back to RAM while the process keeps running', () => {
     const f = setup();
     const npages = 12;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 33);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 33);
     f.proc.mm.write(addr, data);
     expect(f.mirror.migrateToDevice(addr, npages).cpages).toBe(npages);
     f.mdev.remove();

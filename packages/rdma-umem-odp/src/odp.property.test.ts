@@ -27,7 +27,8 @@ import {
   IbWcStatus,
 } from '@dmakit/rdma-umem-odp';
 import type { HcaQp, Mlx5IbMr } from '@dmakit/rdma-umem-odp';
-import { bytesEqual, createRig, drain, dropPages, mmapRw, pattern } from './testing/rig.js';
+import { mmapAnon, pattern, sameBytes } from '@dmakit/testkit';
+import { createRig, drain, dropPages } from './testing/rig.js';
 import type { OdpRig } from './testing/rig.js';
 
 const PAGES = 16;
@@ -94,8 +95,8 @@ function setup(legacy: boolean, seed: number): World {
   const rig = createRig({ legacy, seed });
   expect(rig.machine.memory.zeroPagePhys).toBeGreaterThan(0); // allocated on first use
   const baseline = rig.machine.memory.allocatedPageCount;
-  const buf = mmapRw(rig.b.proc, LEN);
-  const src = mmapRw(rig.a.proc, LEN);
+  const buf = mmapAnon(rig.b.proc, LEN);
+  const src = mmapAnon(rig.a.proc, LEN);
   const mrA = rig.a.ib.regUserMr(rig.a.pd, src, LEN, src, RW);
   const mrB = rig.b.ib.regUserMr(rig.b.pd, buf, LEN, buf, RW);
   const imr = rig.b.ib.regUserMr(rig.b.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, RW);
@@ -119,7 +120,7 @@ function step(w: World, op: Op): void {
   switch (op.k) {
     case 'write': {
       const n = clampN(op.page, op.n);
-      const data = pattern(op.seed, n * PG);
+      const data = pattern(n * PG, op.seed);
       rig.a.proc.mm.write(src, data);
       const key = op.implicit ? w.imr.rkey : w.mrB.rkey;
       rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: n * PG, lkey: w.mrA.lkey }], remoteAddr: buf + op.page * PG, rkey: key });
@@ -145,13 +146,13 @@ function step(w: World, op: Op): void {
         reconnect(w);
         break;
       }
-      if (!bytesEqual(rig.a.proc.mm.read(src, n * PG), w.shadow.subarray(op.page * PG, (op.page + n) * PG))) w.violations.push(`read ${JSON.stringify(op)}: bytes differ`);
+      if (!sameBytes(rig.a.proc.mm.read(src, n * PG), w.shadow.subarray(op.page * PG, (op.page + n) * PG))) w.violations.push(`read ${JSON.stringify(op)}: bytes differ`);
       break;
     }
     case 'cpu': {
       const n = clampN(op.page, op.n);
       if (!w.writable.slice(op.page, op.page + n).every(Boolean)) break;
-      const data = pattern(op.seed + 7, n * PG);
+      const data = pattern(n * PG, op.seed + 7);
       pb.mm.write(buf + op.page * PG, data);
       w.shadow.set(data, op.page * PG);
       break;
@@ -175,7 +176,7 @@ function step(w: World, op: Op): void {
       if (typeof child === 'number') break;
       const cs = w.shadow.slice();
       if (w.writable[op.page] === true) {
-        const d = pattern(op.seed + 13, PG);
+        const d = pattern(PG, op.seed + 13);
         child.mm.write(buf + op.page * PG, d);
         cs.set(d, op.page * PG);
       }
@@ -229,8 +230,8 @@ function run(legacy: boolean, seed: number, ops: Op[]): string[] {
   const w = setup(legacy, seed);
   for (const op of ops) step(w, op);
   const out = [...w.violations];
-  if (!bytesEqual(w.rig.b.proc.mm.read(w.buf, LEN), w.shadow)) out.push('final bytes differ from the model');
-  for (const c of w.children) if (!bytesEqual(c.proc.mm.read(w.buf, LEN), c.shadow)) out.push('a forked child lost its copy');
+  if (!sameBytes(w.rig.b.proc.mm.read(w.buf, LEN), w.shadow)) out.push('final bytes differ from the model');
+  for (const c of w.children) if (!sameBytes(c.proc.mm.read(w.buf, LEN), c.shadow)) out.push('a forked child lost its copy');
   return out.concat(teardownAndCheckLeaks(w));
 }
 
@@ -262,12 +263,12 @@ function runTimed(legacy: boolean, seed: number, wqes: { page: number; n: number
   const { rig, buf } = w;
   const pb = rig.b.proc;
   // A source slot of 4 pages per WQE, all written before the traffic starts.
-  const src = mmapRw(rig.a.proc, wqes.length * 4 * PG);
+  const src = mmapAnon(rig.a.proc, wqes.length * 4 * PG);
   const mrSrc = rig.a.ib.regUserMr(rig.a.pd, src, wqes.length * 4 * PG, src, RW);
   if (typeof mrSrc === 'number') throw new Error('reg_mr');
   // Each WQE has its own source slice; the shadow takes its bytes when its completion is pushed,
   // which happens in the same simulated event as the data move.
-  const data = wqes.map((q, i) => pattern(q.seed + i, clampN(q.page, q.n) * PG));
+  const data = wqes.map((q, i) => pattern(clampN(q.page, q.n) * PG, q.seed + i));
   const cq = rig.a.cq;
   const push = cq.push.bind(cq);
   cq.push = (wc) => {
@@ -299,7 +300,7 @@ function runTimed(legacy: boolean, seed: number, wqes: { page: number; n: number
           break;
         case 'cpu':
           if (w.writable.slice(e.page, e.page + n).every(Boolean)) {
-            const d = pattern(e.seed + 99, n * PG);
+            const d = pattern(n * PG, e.seed + 99);
             pb.mm.write(a, d);
             w.shadow.set(d, e.page * PG);
           }
@@ -317,7 +318,7 @@ function runTimed(legacy: boolean, seed: number, wqes: { page: number; n: number
   }
   drain(rig);
   const out = [...w.violations];
-  if (!bytesEqual(pb.mm.read(buf, LEN), w.shadow)) out.push('final bytes differ from the model');
+  if (!sameBytes(pb.mm.read(buf, LEN), w.shadow)) out.push('final bytes differ from the model');
   return out.concat(teardownAndCheckLeaks(w));
 }
 

@@ -23,7 +23,8 @@ import {
   Mlx5IbDev,
 } from '@dmakit/rdma-umem-odp';
 import type { Mlx5IbMr } from '@dmakit/rdma-umem-odp';
-import { bytesEqual, createRig, debugReports, drain, dropPages, mmapRw, pattern } from './testing/rig.js';
+import { mmapAnon, pattern, sameBytes } from '@dmakit/testkit';
+import { createRig, debugReports, drain, dropPages } from './testing/rig.js';
 import type { OdpRig } from './testing/rig.js';
 
 const RW = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_REMOTE_WRITE | IB_ACCESS_REMOTE_READ | IB_ACCESS_ON_DEMAND;
@@ -45,26 +46,26 @@ describe('ODP RC traffic (rdma-core test_odp_rc_traffic)', () => {
   for (const legacy of [false, true]) {
     it(`RDMA WRITE, READ and SEND with the pages dropped before every iteration${legacy ? ' (legacy path)' : ''}`, () => {
       const rig = createRig({ legacy });
-      const src = mmapRw(rig.a.proc, MSG);
-      const dst = mmapRw(rig.b.proc, MSG);
+      const src = mmapAnon(rig.a.proc, MSG);
+      const dst = mmapAnon(rig.b.proc, MSG);
       const mrA = reg(rig, 'a', src, MSG);
       const mrB = reg(rig, 'b', dst, MSG);
       for (let it = 0; it < 20; it++) {
         dropPages(rig.a.proc, src, MSG);
         dropPages(rig.b.proc, dst, MSG);
-        const data = pattern(it, MSG);
+        const data = pattern(MSG, it);
         rig.a.proc.mm.write(src, data);
         // RDMA WRITE a -> b
         rig.a.ib.postSend(rig.a.qp, { wrId: it, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
         drain(rig);
         ok(rig, 'a');
-        expect(bytesEqual(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
+        expect(sameBytes(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
         // RDMA READ back into a after dropping a's pages again
         dropPages(rig.a.proc, src, MSG);
         rig.a.ib.postSend(rig.a.qp, { wrId: 100 + it, opcode: IB_WR_RDMA_READ, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
         drain(rig);
         ok(rig, 'a');
-        expect(bytesEqual(rig.a.proc.mm.read(src, MSG), data)).toBe(true);
+        expect(sameBytes(rig.a.proc.mm.read(src, MSG), data)).toBe(true);
         // SEND b <- a into a posted receive
         dropPages(rig.b.proc, dst, MSG);
         rig.b.ib.postRecv(rig.b.qp, { wrId: 200 + it, sgList: [{ addr: dst, length: MSG, lkey: mrB.lkey }] });
@@ -73,7 +74,7 @@ describe('ODP RC traffic (rdma-core test_odp_rc_traffic)', () => {
         ok(rig, 'a');
         const recv = rig.b.cq.poll();
         expect(recv.map((w) => [w.status, w.byteLen])).toEqual([[IbWcStatus.IB_WC_SUCCESS, MSG]]);
-        expect(bytesEqual(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
+        expect(sameBytes(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
       }
       expect(rig.a.ib.stats.pageFaults).toBeGreaterThan(0);
       expect(rig.b.ib.stats.invalidations).toBeGreaterThan(0);
@@ -90,14 +91,14 @@ describe('ODP RC traffic (rdma-core test_odp_rc_traffic)', () => {
 describe('prefetch (test_odp_prefetch_rc_traffic, sync / async / no-fault)', () => {
   it('PREFETCH maps read-only (DOWNGRADE); a later write fault reuses the slot and adds the write bit', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, MSG);
-    rig.b.proc.mm.write(buf, pattern(1, MSG));
+    const buf = mmapAnon(rig.b.proc, MSG);
+    rig.b.proc.mm.write(buf, pattern(MSG, 1));
     const mr = reg(rig, 'b', buf, MSG);
     expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: buf, length: MSG, lkey: mr.lkey }])).toBe(0);
     const e0 = mr.mkey.mtt[0] ?? 0;
     expect(e0 % 4).toBe(1); // READ only
-    const src = mmapRw(rig.a.proc, MSG);
-    rig.a.proc.mm.write(src, pattern(2, MSG));
+    const src = mmapAnon(rig.a.proc, MSG);
+    rig.a.proc.mm.write(src, pattern(MSG, 2));
     const mrA = reg(rig, 'a', src, MSG);
     const faults = rig.b.ib.stats.pageFaults;
     rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
@@ -107,19 +108,19 @@ describe('prefetch (test_odp_prefetch_rc_traffic, sync / async / no-fault)', () 
     const e1 = mr.mkey.mtt[0] ?? 0;
     expect(e1 - (e1 % 4)).toBe(e0 - (e0 % 4)); // same DMA address (HMM_PFN_DMA_MAPPED fast path)
     expect(e1 % 4).toBe(3);
-    expect(bytesEqual(rig.b.proc.mm.read(buf, MSG), pattern(2, MSG))).toBe(true);
+    expect(sameBytes(rig.b.proc.mm.read(buf, MSG), pattern(MSG, 2))).toBe(true);
   });
 
   it('PREFETCH_WRITE (async) runs on the workqueue; no page fault afterwards', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, MSG);
+    const buf = mmapAnon(rig.b.proc, MSG);
     const mr = reg(rig, 'b', buf, MSG);
     expect(mr.mkey.mtt.every((e) => e === 0)).toBe(true);
     expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, 0, [{ addr: buf, length: MSG, lkey: mr.lkey }])).toBe(0);
     expect(mr.mkey.mtt.every((e) => e === 0)).toBe(true); // queued, not run yet
     drain(rig);
     expect(mr.mkey.mtt.every((e) => e % 4 === 3)).toBe(true);
-    const src = mmapRw(rig.a.proc, MSG);
+    const src = mmapAnon(rig.a.proc, MSG);
     const mrA = reg(rig, 'a', src, MSG);
     rig.a.ib.adviseMr(rig.a.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: src, length: MSG, lkey: mrA.lkey }]);
     rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
@@ -131,7 +132,7 @@ describe('prefetch (test_odp_prefetch_rc_traffic, sync / async / no-fault)', () 
 
   it('PREFETCH_NO_FAULT maps only pages already present (SNAPSHOT)', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, MSG);
+    const buf = mmapAnon(rig.b.proc, MSG);
     const mr = reg(rig, 'b', buf, MSG);
     rig.b.proc.mm.write(buf + 4096, new Uint8Array([1])); // page 1 present
     expect(rig.b.ib.adviseMr(rig.b.pd, IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_NO_FAULT, IB_UVERBS_ADVISE_MR_FLAG_FLUSH, [{ addr: buf, length: MSG, lkey: mr.lkey }])).toBe(0);
@@ -142,7 +143,7 @@ describe('prefetch (test_odp_prefetch_rc_traffic, sync / async / no-fault)', () 
 
   it('bad prefetches: unknown key -ENOENT, other PD -EPERM, PREFETCH_WRITE on read-only MR -EPERM, bad advice -EOPNOTSUPP', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, MSG);
+    const buf = mmapAnon(rig.b.proc, MSG);
     const ro = reg(rig, 'b', buf, MSG, IB_ACCESS_ON_DEMAND | IB_ACCESS_REMOTE_READ);
     const other = rig.b.ib.allocPd(rig.b.proc.mm);
     const sge = [{ addr: buf, length: MSG, lkey: ro.lkey }];
@@ -162,17 +163,17 @@ describe('implicit ODP (test_odp_implicit_rc_traffic)', () => {
     expect(imr.implicit).toBe(true);
     // A buffer straddling a 1 GiB boundary.
     const base = 0x7e00_0000_0000 - MSG / 2;
-    mmapRw(rig.b.proc, MSG, base);
-    const src = mmapRw(rig.a.proc, MSG);
+    mmapAnon(rig.b.proc, MSG, { addr: base });
+    const src = mmapAnon(rig.a.proc, MSG);
     const mrA = reg(rig, 'a', src, MSG);
     for (let it = 0; it < 5; it++) {
       dropPages(rig.b.proc, base, MSG);
-      const data = pattern(10 + it, MSG);
+      const data = pattern(MSG, 10 + it);
       rig.a.proc.mm.write(src, data);
       rig.a.ib.postSend(rig.a.qp, { wrId: it, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: base, rkey: imr.rkey });
       drain(rig);
       ok(rig, 'a');
-      expect(bytesEqual(rig.b.proc.mm.read(base, MSG), data)).toBe(true);
+      expect(sameBytes(rig.b.proc.mm.read(base, MSG), data)).toBe(true);
     }
     expect(rig.b.ib.stats.implicitChildrenCreated).toBeGreaterThanOrEqual(2);
     const idx = Math.floor(base / SZ_1G);
@@ -201,14 +202,14 @@ describe('huge-page ODP (test_odp_rc_huge_traffic)', () => {
     const mr = reg(rig, 'b', buf, len, RW | IB_ACCESS_HUGETLB);
     expect(mr.umem.pageShift).toBe(21);
     expect(mr.mkey.mtt.length).toBe(2);
-    const src = mmapRw(rig.a.proc, len);
-    const data = pattern(5, len);
+    const src = mmapAnon(rig.a.proc, len);
+    const data = pattern(len, 5);
     rig.a.proc.mm.write(src, data);
     const mrA = reg(rig, 'a', src, len);
     rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: len, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
     drain(rig);
     ok(rig, 'a');
-    expect(bytesEqual(rig.b.proc.mm.read(buf, len), data)).toBe(true);
+    expect(sameBytes(rig.b.proc.mm.read(buf, len), data)).toBe(true);
     expect(mr.umem.npages).toBe(2);
   });
 
@@ -225,9 +226,9 @@ describe('huge-page ODP (test_odp_rc_huge_traffic)', () => {
 describe('bad input: the kernel error and the HCA completion error, nothing written', () => {
   function setup(): { rig: OdpRig; src: number; dst: number; mrA: Mlx5IbMr; mrB: Mlx5IbMr } {
     const rig = createRig();
-    const src = mmapRw(rig.a.proc, MSG);
-    const dst = mmapRw(rig.b.proc, MSG);
-    rig.a.proc.mm.write(src, pattern(3, MSG));
+    const src = mmapAnon(rig.a.proc, MSG);
+    const dst = mmapAnon(rig.b.proc, MSG);
+    rig.a.proc.mm.write(src, pattern(MSG, 3));
     rig.b.proc.mm.write(dst, new Uint8Array(MSG).fill(0xee));
     return { rig, src, dst, mrA: reg(rig, 'a', src, MSG), mrB: reg(rig, 'b', dst, MSG) };
   }
@@ -252,8 +253,8 @@ describe('bad input: the kernel error and the HCA completion error, nothing writ
 
   it('a VMA made read-only by mprotect: the page fault fails with -EPERM, the WQE with an error', () => {
     const rig = createRig();
-    const src = mmapRw(rig.a.proc, MSG);
-    const dst = mmapRw(rig.b.proc, MSG);
+    const src = mmapAnon(rig.a.proc, MSG);
+    const dst = mmapAnon(rig.b.proc, MSG);
     rig.b.proc.mm.write(dst, new Uint8Array(MSG).fill(0xee));
     const mrA = reg(rig, 'a', src, MSG);
     const mrB = reg(rig, 'b', dst, MSG);
@@ -280,7 +281,7 @@ describe('bad input: the kernel error and the HCA completion error, nothing writ
 
   it('registration errors: no ON_DEMAND -EOPNOTSUPP, bad flags -EINVAL, zero length -EINVAL, implicit with iova -EINVAL', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, MSG);
+    const buf = mmapAnon(rig.b.proc, MSG);
     expect(rig.b.ib.regUserMr(rig.b.pd, buf, MSG, buf, IB_ACCESS_LOCAL_WRITE)).toBe(-Errno.EOPNOTSUPP);
     expect(rig.b.ib.regUserMr(rig.b.pd, buf, MSG, buf, RW | (1 << 29))).toBe(-Errno.EINVAL);
     expect(rig.b.ib.regUserMr(rig.b.pd, buf, 0, buf, RW)).toBe(-Errno.EINVAL);
@@ -293,7 +294,7 @@ describe('bad input: the kernel error and the HCA completion error, nothing writ
     const dev = rig.machine.pci.addDevice({ name: 'mlx5_bounce', dmaMaskBits: 64, forceSwiotlb: true });
     const ib = new Mlx5IbDev({ dev, hmm: rig.hmm, scheduler: rig.machine.scheduler });
     const pd = ib.allocPd(rig.b.proc.mm);
-    const buf = mmapRw(rig.b.proc, MSG);
+    const buf = mmapAnon(rig.b.proc, MSG);
     expect(ib.regUserMr(pd, buf, MSG, buf, RW)).toBe(-Errno.EOPNOTSUPP);
   });
 });
@@ -301,9 +302,9 @@ describe('bad input: the kernel error and the HCA completion error, nothing writ
 describe('concurrent teardown', () => {
   function setup(): { rig: OdpRig; src: number; dst: number; mrA: Mlx5IbMr; mrB: Mlx5IbMr; writes: number[] } {
     const rig = createRig();
-    const src = mmapRw(rig.a.proc, MSG);
-    const dst = mmapRw(rig.b.proc, MSG);
-    rig.a.proc.mm.write(src, pattern(8, MSG));
+    const src = mmapAnon(rig.a.proc, MSG);
+    const dst = mmapAnon(rig.b.proc, MSG);
+    rig.a.proc.mm.write(src, pattern(MSG, 8));
     const writes: number[] = [];
     rig.b.ib.hca.onAccess = (_mk, va, _dma, _len, write) => {
       if (write) writes.push(va);
@@ -370,11 +371,11 @@ describe('two-step vs legacy equivalence', () => {
   it('same bytes and same MTT contents (dma-direct: DMA address = phys), different counters', () => {
     const runOne = (legacy: boolean) => {
       const rig = createRig({ legacy, seed: 3 });
-      const src = mmapRw(rig.a.proc, MSG);
-      const dst = mmapRw(rig.b.proc, MSG);
+      const src = mmapAnon(rig.a.proc, MSG);
+      const dst = mmapAnon(rig.b.proc, MSG);
       const mrA = reg(rig, 'a', src, MSG);
       const mrB = reg(rig, 'b', dst, MSG);
-      const data = pattern(21, MSG);
+      const data = pattern(MSG, 21);
       rig.a.proc.mm.write(src, data);
       rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
       drain(rig);
@@ -382,7 +383,7 @@ describe('two-step vs legacy equivalence', () => {
     };
     const a = runOne(false);
     const b = runOne(true);
-    expect(bytesEqual(a.bytes, b.bytes)).toBe(true);
+    expect(sameBytes(a.bytes, b.bytes)).toBe(true);
     expect(a.mtt).toEqual(b.mtt);
     expect(a.umem.legacyMaps).toBe(0);
     expect(b.umem.legacyMaps).toBe(MSG / 4096);
@@ -413,8 +414,8 @@ describe('malformed work requests and tracing', () => {
   it('page faults, invalidations and prefetches are traced', () => {
     const rig = createRig();
     rig.machine.trace.record({ capacity: 4096 });
-    const src = mmapRw(rig.a.proc, MSG);
-    const dst = mmapRw(rig.b.proc, MSG);
+    const src = mmapAnon(rig.a.proc, MSG);
+    const dst = mmapAnon(rig.b.proc, MSG);
     const mrA = reg(rig, 'a', src, MSG);
     const mrB = reg(rig, 'b', dst, MSG);
     rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
@@ -432,7 +433,7 @@ describe('invalidation zaps the MTT in MLX5_UMR_MTT_NUM_ENTRIES_ALIGNMENT blocks
   it('a block ends at a non-present entry on an 8-entry boundary, or at the end of the range', () => {
     const rig = createRig();
     const len = 16 * 4096;
-    const buf = mmapRw(rig.b.proc, len);
+    const buf = mmapAnon(rig.b.proc, len);
     const mr = reg(rig, 'b', buf, len);
     // Pages 0-2 and 9-10 present and mapped, the rest never touched.
     for (const p of [0, 1, 2, 9, 10]) rig.b.proc.mm.write(buf + p * 4096, new Uint8Array([p + 1]));
@@ -453,8 +454,8 @@ describe('implicit ODP with prefetch (test_odp_implicit_prefetch_rc_traffic)', (
     const rig = createRig();
     const imr = rig.b.ib.regUserMr(rig.b.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, RW);
     if (typeof imr === 'number') throw new Error(String(imr));
-    const dst = mmapRw(rig.b.proc, MSG);
-    const src = mmapRw(rig.a.proc, MSG);
+    const dst = mmapAnon(rig.b.proc, MSG);
+    const src = mmapAnon(rig.a.proc, MSG);
     const mrA = reg(rig, 'a', src, MSG);
     for (let it = 0; it < 5; it++) {
       dropPages(rig.b.proc, dst, MSG);
@@ -462,13 +463,13 @@ describe('implicit ODP with prefetch (test_odp_implicit_prefetch_rc_traffic)', (
       // Through another PD: -EPERM, nothing queued.
       expect(rig.b.ib.adviseMr(rig.b.ib.allocPd(rig.b.proc.mm), IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH, 0, [{ addr: dst, length: MSG, lkey: imr.lkey }])).toBe(-Errno.EPERM);
       const faults = rig.b.ib.stats.pageFaults;
-      const data = pattern(40 + it, MSG);
+      const data = pattern(MSG, 40 + it);
       rig.a.proc.mm.write(src, data);
       rig.a.ib.postSend(rig.a.qp, { wrId: it, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: MSG, lkey: mrA.lkey }], remoteAddr: dst, rkey: imr.rkey });
       drain(rig);
       ok(rig, 'a');
       expect(rig.b.ib.stats.pageFaults).toBe(faults);
-      expect(bytesEqual(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
+      expect(sameBytes(rig.b.proc.mm.read(dst, MSG), data)).toBe(true);
     }
     expect(rig.b.ib.stats.implicitChildrenCreated).toBeGreaterThanOrEqual(1);
   });
@@ -477,7 +478,7 @@ describe('implicit ODP with prefetch (test_odp_implicit_prefetch_rc_traffic)', (
 describe('objects of the wrong device', () => {
   it('a PD, QP or SGE list that does not belong to the device is -EINVAL', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, MSG);
+    const buf = mmapAnon(rig.b.proc, MSG);
     expect(rig.b.ib.regUserMr(rig.a.pd, buf, MSG, buf, RW)).toBe(-Errno.EINVAL);
     expect(rig.b.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_SEND, sgList: [] })).toBe(-Errno.EINVAL);
     expect(rig.b.ib.postRecv(rig.a.qp, { wrId: 1, sgList: [] })).toBe(-Errno.EINVAL);
@@ -495,11 +496,11 @@ describe('responder RDMA faults map at most MAX_PREFETCH_LEN at a time', () => {
   it('an 8 MiB RDMA WRITE into an untouched ODP MR takes two 4 MiB responder faults', () => {
     const rig = createRig();
     const len = 8 << 20;
-    const src = mmapRw(rig.a.proc, len);
-    const dst = mmapRw(rig.b.proc, len);
+    const src = mmapAnon(rig.a.proc, len);
+    const dst = mmapAnon(rig.b.proc, len);
     const mrA = reg(rig, 'a', src, len);
     const mrB = reg(rig, 'b', dst, len);
-    const data = pattern(77, len);
+    const data = pattern(len, 77);
     rig.a.proc.mm.write(src, data);
     rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: len, lkey: mrA.lkey }], remoteAddr: dst, rkey: mrB.rkey });
     drain(rig);
@@ -507,6 +508,6 @@ describe('responder RDMA faults map at most MAX_PREFETCH_LEN at a time', () => {
     expect(rig.a.ib.stats.pageFaults).toBe(1); // the requester's data segment, whole
     expect(rig.b.ib.stats.pageFaults).toBe(2);
     expect(rig.b.ib.stats.faultPages).toBe(len / 4096);
-    expect(bytesEqual(rig.b.proc.mm.read(dst, len), data)).toBe(true);
+    expect(sameBytes(rig.b.proc.mm.read(dst, len), data)).toBe(true);
   });
 });

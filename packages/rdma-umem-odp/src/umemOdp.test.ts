@@ -31,7 +31,8 @@ import {
   ibUmemOdpUnmapDmaPages,
 } from '@dmakit/rdma-umem-odp';
 import type { IbUmemOdp } from '@dmakit/rdma-umem-odp';
-import { bytesEqual, createRig, debugReports, drain, mmapRw, pattern } from './testing/rig.js';
+import { mmapAnon, pattern, sameBytes } from '@dmakit/testkit';
+import { createRig, debugReports, drain } from './testing/rig.js';
 
 const ACC = IB_ACCESS_LOCAL_WRITE | IB_ACCESS_ON_DEMAND;
 const LEN = 16 * 4096;
@@ -63,7 +64,7 @@ describe('ib_umem_odp_get / alloc_implicit / alloc_child', () => {
   it('rejects what the kernel rejects', () => {
     const rig = createRig();
     const mm = rig.b.proc.mm;
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     expect(ibUmemOdpGet(rig.b.ib, mm, buf, LEN, IB_ACCESS_LOCAL_WRITE, ops())).toBe(-Errno.EINVAL);
     expect(ibUmemOdpGet(rig.b.ib, mm, buf, 0, ACC, ops())).toBe(-Errno.EINVAL);
     expect(ibUmemOdpGet(rig.b.ib, mm, Number.MAX_SAFE_INTEGER - 10, LEN, ACC, ops())).toBe(-Errno.EOVERFLOW);
@@ -79,7 +80,7 @@ describe('ib_umem_odp_get / alloc_implicit / alloc_child', () => {
 
   it('aligns the range to the page size, one PFN word per page and one IOVA slot per entry', () => {
     const rig = createRig({ dmaDebug: 'off' });
-    const buf = mmapRw(rig.b.proc, LEN + 4096);
+    const buf = mmapAnon(rig.b.proc, LEN + 4096);
     const u = get(rig, buf + 100, LEN);
     expect(u.start).toBe(buf);
     expect(u.end).toBe(buf + LEN + 4096);
@@ -91,7 +92,7 @@ describe('ib_umem_odp_get / alloc_implicit / alloc_child', () => {
 
   it('the legacy layout costs 16 bytes per page (pfn list + dma_addr_t list)', () => {
     const rig = createRig({ dmaDebug: 'off', legacy: true });
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     const u = get(rig, buf);
     expect(ibUmemOdpMetadataBytes(u)).toBe(16 * 16);
     ibUmemOdpRelease(u);
@@ -101,7 +102,7 @@ describe('ib_umem_odp_get / alloc_implicit / alloc_child', () => {
 describe('ib_umem_odp_map_dma_and_lock', () => {
   it('returns the page count with umem_mutex held; -EFAULT outside the umem with it not held', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     const u = get(rig, buf);
     expect(ibUmemOdpMapDmaAndLock(u, buf + 4096, 3 * 4096, HMM_PFN_WRITE, true)).toBe(3);
     expect(u.umemMutex.held).toBe(true);
@@ -115,7 +116,7 @@ describe('ib_umem_odp_map_dma_and_lock', () => {
 
   it('snapshot mode (fault=false) reports only present pages', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     rig.b.proc.mm.write(buf + 2 * 4096, new Uint8Array([1]));
     const u = get(rig, buf);
     expect(ibUmemOdpMapDmaAndLock(u, buf, LEN, 0, false)).toBe(16);
@@ -127,7 +128,7 @@ describe('ib_umem_odp_map_dma_and_lock', () => {
 
   it('-EPERM for a write fault on a read-only VMA, -EFAULT on a hole', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     const u = get(rig, buf);
     expect(rig.b.proc.mm.mprotect(buf, 4096, 1)).toBe(0);
     expect(ibUmemOdpMapDmaAndLock(u, buf, 4096, HMM_PFN_WRITE, true)).toBe(-Errno.EPERM);
@@ -137,27 +138,27 @@ describe('ib_umem_odp_map_dma_and_lock', () => {
 
   it('an invalidation between hmm_range_fault and the driver lock forces a retry', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
-    rig.b.proc.mm.write(buf, pattern(1, LEN));
+    const buf = mmapAnon(rig.b.proc, LEN);
+    rig.b.proc.mm.write(buf, pattern(LEN, 1));
     const u = get(rig, buf);
     let raced = false;
     rig.b.ib.raceWindow = () => {
       if (raced) return;
       raced = true;
       // The CPU side replaces page 0 (munmap + fresh mapping) while the driver holds no lock.
-      mmapRw(rig.b.proc, 4096, buf);
+      mmapAnon(rig.b.proc, 4096, { addr: buf });
     };
     expect(ibUmemOdpMapDmaAndLock(u, buf, 4096, HMM_PFN_WRITE, true)).toBe(1);
     u.umemMutex.unlock();
     expect(u.stats.seqRetries).toBe(1);
     // The PFN word holds the page mapped now (the retry walked the new page table).
     expect(hmmPfnToPhys(u.map.pfnList, 0)).toBe(rig.b.proc.mm.walkPte(buf) * 4096);
-    expect(bytesEqual(rig.b.proc.mm.read(buf, 4096), new Uint8Array(4096))).toBe(true);
+    expect(sameBytes(rig.b.proc.mm.read(buf, 4096), new Uint8Array(4096))).toBe(true);
   });
 
   it('an invalidation held open keeps returning -EBUSY until the 1000 ms budget runs out', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     const u = get(rig, buf);
     const mm = rig.b.proc.mm;
     rig.b.proc.mm.write(buf, new Uint8Array([1]));
@@ -174,7 +175,7 @@ describe('ib_umem_odp_map_dma_and_lock', () => {
 
   it('huge-page umem over 4 KiB pages fails with -EINVAL', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, 4 << 20);
+    const buf = mmapAnon(rig.b.proc, 4 << 20);
     const aligned = Math.ceil(buf / (2 << 20)) * (2 << 20);
     const u = get(rig, aligned, 2 << 20, ACC | IB_ACCESS_HUGETLB);
     expect(ibUmemOdpMapDmaAndLock(u, aligned, 4096, 0, true)).toBe(-Errno.EINVAL);
@@ -183,7 +184,7 @@ describe('ib_umem_odp_map_dma_and_lock', () => {
 
   it('-EINVAL once the mm is gone', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     const u = get(rig, buf);
     rig.b.proc.exit();
     expect(ibUmemOdpMapDmaAndLock(u, buf, 4096, 0, true)).toBe(-Errno.EINVAL);
@@ -193,9 +194,9 @@ describe('ib_umem_odp_map_dma_and_lock', () => {
 describe('ib_umem_odp_unmap_dma_pages and release', () => {
   it('unmaps DMA-mapped entries, dirties written pages, clears every flag; reports a missing lock', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
-    const src = mmapRw(rig.a.proc, LEN);
-    rig.a.proc.mm.write(src, pattern(4, LEN));
+    const buf = mmapAnon(rig.b.proc, LEN);
+    const src = mmapAnon(rig.a.proc, LEN);
+    rig.a.proc.mm.write(src, pattern(LEN, 4));
     const mrA = rig.a.ib.regUserMr(rig.a.pd, src, LEN, src, ACC);
     const mrB = rig.b.ib.regUserMr(rig.b.pd, buf, LEN, buf, ACC | 2);
     if (typeof mrA === 'number' || typeof mrB === 'number') throw new Error();
@@ -216,12 +217,12 @@ describe('ib_umem_odp_unmap_dma_pages and release', () => {
     // Without the lock: dma-debug reports the rule broken.
     ibUmemOdpUnmapDmaPages(u, buf, buf + LEN);
     expect(debugReports(rig).some((r) => r.includes('umem_mutex not held'))).toBe(true);
-    expect(bytesEqual(rig.b.proc.mm.read(buf, LEN), pattern(4, LEN))).toBe(true);
+    expect(sameBytes(rig.b.proc.mm.read(buf, LEN), pattern(LEN, 4))).toBe(true);
   });
 
   it('release twice is reported, not a crash; a recursive lock is a typed error', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
+    const buf = mmapAnon(rig.b.proc, LEN);
     const u = get(rig, buf);
     ibUmemOdpRelease(u);
     ibUmemOdpRelease(u);
@@ -235,19 +236,19 @@ describe('ib_umem_odp_unmap_dma_pages and release', () => {
 
   it('a read-only MR: pages map (MTT write bit follows the CPU pte, as populate_mtt), the mkey refuses writes', () => {
     const rig = createRig();
-    const buf = mmapRw(rig.b.proc, LEN);
-    rig.b.proc.mm.write(buf, pattern(2, LEN));
+    const buf = mmapAnon(rig.b.proc, LEN);
+    rig.b.proc.mm.write(buf, pattern(LEN, 2));
     const mr = rig.b.ib.regUserMr(rig.b.pd, buf, LEN, buf, IB_ACCESS_ON_DEMAND | IB_ACCESS_REMOTE_READ);
     if (typeof mr === 'number') throw new Error();
     expect(mr.umem.writable).toBe(false);
     expect(rig.b.ib.pagefaultMr(mr, buf, LEN, 0, false)).toBe(16);
     expect([...mr.mkey.mtt].every((e) => e % 4 !== 0)).toBe(true);
-    const src = mmapRw(rig.a.proc, LEN);
+    const src = mmapAnon(rig.a.proc, LEN);
     const mrA = rig.a.ib.regUserMr(rig.a.pd, src, LEN, src, ACC);
     if (typeof mrA === 'number') throw new Error();
     rig.a.ib.postSend(rig.a.qp, { wrId: 1, opcode: IB_WR_RDMA_WRITE, sgList: [{ addr: src, length: 64, lkey: mrA.lkey }], remoteAddr: buf, rkey: mr.rkey });
     drain(rig);
     expect(rig.a.cq.poll()[0]?.status).toBe(IbWcStatus.IB_WC_REM_ACCESS_ERR);
-    expect(bytesEqual(rig.b.proc.mm.read(buf, LEN), pattern(2, LEN))).toBe(true);
+    expect(sameBytes(rig.b.proc.mm.read(buf, LEN), pattern(LEN, 2))).toBe(true);
   });
 });

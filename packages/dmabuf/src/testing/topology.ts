@@ -1,4 +1,5 @@
-// Test fixture (not part of the package surface): the PCI topology of issue 7's demo.
+// Test fixture of @dmakit/dmabuf (not shipped: src/testing/ is excluded from the build and the
+// tarball): the PCI topology of issue 7's demo. Byte helpers come from @dmakit/testkit.
 //   host bridge 0 ── root port A ── switch ── dsp0: gpu (VRAM BAR, P2P)
 //                 │                       └─ dsp1: peer (an NVMe-like endpoint)
 //                 └─ root port B ── nic
@@ -45,24 +46,4 @@ export function buildTopology(opts: TopologyOptions = {}): Topology {
   const nic = pci.addDevice({ name: 'mlx5_0', parent: pci.addRootPort(hb0), dmaMaskBits: 64, maxSegmentSize: MAX_SEG });
   const far = pci.addDevice({ name: 'far0', parent: pci.addRootPort(hb1), dmaMaskBits: 64, maxSegmentSize: MAX_SEG });
   return { machine, gpu, peer, nic, far, vfioDev };
-}
-
-/** A deterministic byte pattern. */
-export function pattern(len: number, seed: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
-/** Byte equality without vitest's slow deep compare of large typed arrays. */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0;
 }

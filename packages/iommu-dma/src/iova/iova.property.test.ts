@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { IovaDomain, type Iova } from './index.js';
+import { IovaDomain, type Iova } from '@dmakit/iommu-dma';
 
 const G = 4096;
 

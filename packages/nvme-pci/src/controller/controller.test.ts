@@ -31,8 +31,9 @@ import {
   nvmeStatusName,
   regGet,
   regSet,
-} from './index.js';
-import type { NvmeControllerOptions } from './index.js';
+} from '@dmakit/nvme-pci';
+import type { NvmeControllerOptions } from '@dmakit/nvme-pci';
+import { pattern } from '@dmakit/testkit';
 
 const PAGE = 4096;
 const LAT = { fetch: 100, admin: 1000, read: 2000, write: 2000, perByte: 0, interrupt: 50, ready: 500_000, reset: 50_000, shutdown: 20_000 };
@@ -108,6 +109,7 @@ interface HostQueue {
   phase: number;
 }
 
+/* eslint-disable vitest/no-standalone-expect -- HandHost is a test double whose methods run only inside tests */
 class HandHost {
   readonly machine: Machine;
   readonly ctrl: NvmeController;
@@ -251,6 +253,7 @@ class HandHost {
     this.write(list + slot * 8, b);
   }
 }
+/* eslint-enable vitest/no-standalone-expect */
 
 function setup(opts: Partial<NvmeControllerOptions> = {}): { machine: Machine; ctrl: NvmeController; host: HandHost } {
   const machine = createMachine({ ramBytes: 256 * SZ_1M, swiotlbBytes: 0 });
@@ -262,16 +265,6 @@ function setup(opts: Partial<NvmeControllerOptions> = {}): { machine: Machine; c
     ...opts,
   });
   return { machine, ctrl, host: new HandHost(machine, ctrl) };
-}
-
-function pattern(len: number, seed: number): Uint8Array {
-  const b = new Uint8Array(len);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < len; i++) {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    b[i] = x >>> 24;
-  }
-  return b;
 }
 
 function rw(opc: number, slba: number, nlb: number, extra: Partial<SqeFields>): SqeFields {
@@ -555,6 +548,7 @@ describe('I/O with PRPs (spec 4.3)', () => {
     expect(status(host.sync(1, rw(NvmeOpcode.READ, 0, 24, { prp1: good, prp2: hole })))).toBe('DATA_XFER_ERROR');
   });
 
+  // eslint-disable-next-line vitest/expect-expect -- roundTrip asserts the command status and the bytes
   it('property: any write then read through PRPs at any dword offset returns the same bytes', () => {
     const { ctrl, host } = ioSetup();
     fc.assert(

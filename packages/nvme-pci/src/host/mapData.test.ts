@@ -1,11 +1,13 @@
 // Direct unit tests of the PRP and SGL builders (drivers/nvme/host/pci.c: nvme_pci_setup_data_prp,
 // nvme_pci_setup_data_sgl, nvme_pci_sgl_set_data/_seg, nvme_unmap_data), without a controller.
-// They import the internal modules on purpose: the builders are not part of the package's public
-// surface, and driving them through NvmeDev cannot pin list-page layouts and limits this exactly.
+// Why this test imports internals (./mapData.js, ./dev.js) while every other test uses the
+// package's surface: the builders are pure functions over the iod and the driver state, kept out
+// of the public API on purpose (a user drives them through NvmeDev.queueRq), and driving them
+// through NvmeDev cannot pin list-page layouts, chaining and limits this exactly. Everything else
+// comes from the public surface.
 import { BlkStatus, createMachine, dmaPoolCreate, ReqOp, SZ_1M } from '@dmakit/dma-core';
-import type { BlkDmaIter, BlkRequest, BlkRqDmaMapper, Device, DmaPool, Machine, PhysVec, QueueLimits } from '@dmakit/dma-core';
+import type { BlkRequest, DmaPool, Machine, QueueLimits } from '@dmakit/dma-core';
 import { describe, expect, it } from 'vitest';
-import { NvmeSglType, readLe64, SQE } from '../controller/spec.js';
 import {
   IOD_SMALL_DESCRIPTOR,
   NVME_ADMIN_TIMEOUT_NS,
@@ -15,12 +17,18 @@ import {
   NVME_MAX_SEGS,
   NVME_PRPS_PER_PAGE,
   NVME_SMALL_POOL_SIZE,
+  NvmeIod,
+  NvmeSglType,
+  readLe64,
   SGL_FORCED,
   SGL_SUPPORTED,
   SGL_UNSUPPORTED,
-} from './constants.js';
+  SQE,
+} from '@dmakit/nvme-pci';
+import type { NvmeBar } from '@dmakit/nvme-pci';
+// eslint-disable-next-line no-restricted-imports -- the driver state the builders take (see the header)
 import { NvmeDevState } from './dev.js';
-import { NvmeIod } from './iod.js';
+// eslint-disable-next-line no-restricted-imports -- the builders under test (see the header)
 import {
   NVME_CMD_SGL_METABUF,
   nvmePciSetupDataPrp,
@@ -30,77 +38,11 @@ import {
   nvmeUnmapData,
   nvmeWantSgl,
 } from './mapData.js';
-import type { NvmeBar } from './queue.js';
+import { ListBlkMapper } from '../testing/blockLayer.js';
 
 const PAGE = NVME_CTRL_PAGE_SIZE;
 /** DMA addresses the fake iterator hands out: any 64-bit bus range will do, nothing reads them. */
 const BUS = 0x10_0000_0000;
-
-/** The block layer's DMA iterator over a fixed list of (DMA address, length) segments. */
-class ListIter implements BlkRqDmaMapper {
-  readonly name = 'list-iter';
-  segs: (readonly [number, number])[] = [];
-  #next = 1;
-
-  /** Loads the first segment into `iter`, as blk_rq_dma_map_iter_start would. */
-  start(iter: BlkDmaIter, segs: (readonly [number, number])[]): void {
-    this.segs = segs;
-    this.#next = 1;
-    const s = segs[0] ?? [0, 0];
-    iter.addr = s[0];
-    iter.len = s[1];
-    iter.status = BlkStatus.OK;
-  }
-
-  blkRqDmaMapIterStart(): boolean {
-    return false;
-  }
-
-  blkRqDmaMapIterNext(_req: BlkRequest, _dev: Device, _state: unknown, iter: BlkDmaIter): boolean {
-    const s = this.segs[this.#next];
-    if (s === undefined) {
-      iter.status = BlkStatus.OK;
-      return false;
-    }
-    this.#next++;
-    iter.addr = s[0];
-    iter.len = s[1];
-    return true;
-  }
-
-  blkRqDmaMapCoalesce(): boolean {
-    return false;
-  }
-
-  /** Direct mapping on a coherent 64-bit device: nothing for the driver to unmap per segment. */
-  blkRqDmaUnmap(): boolean {
-    return true;
-  }
-
-  blkRqIntegrityDmaMapIterStart(): boolean {
-    return false;
-  }
-
-  blkRqIntegrityDmaMapIterNext(): boolean {
-    return false;
-  }
-
-  blkRqIntegrityDmaUnmap(): boolean {
-    return true;
-  }
-
-  blkRqMapSg(): number {
-    return 0;
-  }
-
-  blkRqMapIntegritySg(): number {
-    return 0;
-  }
-
-  reqBvec(_req: BlkRequest, _out: PhysVec): boolean {
-    return false;
-  }
-}
 
 const noBar: NvmeBar = {
   mmioRead32: () => 0,
@@ -113,7 +55,7 @@ const noBar: NvmeBar = {
 interface Rig {
   m: Machine;
   d: NvmeDevState;
-  blk: ListIter;
+  blk: ListBlkMapper;
   iod: NvmeIod;
   small: DmaPool;
   large: DmaPool;
@@ -122,7 +64,7 @@ interface Rig {
 function rig(): Rig {
   const m = createMachine({ ramBytes: 64 * SZ_1M, swiotlbBytes: 0 });
   const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, bars: [{ size: 0x4000 }] });
-  const blk = new ListIter();
+  const blk = new ListBlkMapper();
   const d = new NvmeDevState(m, dev, noBar, blk, {
     ioQueues: 1,
     ioQueueDepth: 64,

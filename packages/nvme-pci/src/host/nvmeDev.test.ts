@@ -1,17 +1,7 @@
 // The host driver against the simulated controller, with a small fake of the block layer's DMA
-// iterator (one direct mapping per bvec; the IOVA-backed combinations are in apps/demo e2e tests).
-import {
-  attachDmaOps,
-  BlkStatus,
-  createMachine,
-  dmaMapPhys,
-  dmaMappingError,
-  dmaNeedUnmap,
-  ReqOp,
-  rqDmaDir,
-  SZ_1M,
-} from '@dmakit/dma-core';
-import type { Bio, BlkDmaIter, BlkRequest, BlkRqDmaMapper, Device, DmaCoherentBuffer, DmaIovaState, DmaMapOps, Machine, PhysVec, QueueLimits, SgTable } from '@dmakit/dma-core';
+// iterator (src/testing/blockLayer.ts: one direct mapping per bvec; the IOVA-backed combinations are in apps/demo e2e tests).
+import { attachDmaOps, BlkStatus, createMachine, ReqOp, SZ_1M } from '@dmakit/dma-core';
+import type { BlkRequest, Device, DmaCoherentBuffer, DmaMapOps, Machine } from '@dmakit/dma-core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -24,124 +14,17 @@ import {
   SQE,
 } from '@dmakit/nvme-pci';
 import type { NvmeControllerOptions, NvmeDevOptions, NvmeIod } from '@dmakit/nvme-pci';
+import { pattern, sameBytes } from '@dmakit/testkit';
+import { DirectBlkMapper, TEST_LATENCY_NS, makeRequest } from '../testing/blockLayer.js';
 
 const PAGE = 4096;
-const LAT = { fetch: 100, admin: 1000, read: 2000, write: 2000, perByte: 0, interrupt: 50, ready: 50_000, reset: 5_000, shutdown: 2_000 };
-
-/** One direct mapping per bvec (what blk-mq-dma does without an IOMMU); segments = bvecs. */
-class FakeBlk implements BlkRqDmaMapper {
-  readonly name = 'fake-blk';
-  starts = 0;
-
-  #map(req: BlkRequest, dev: Device, iter: BlkDmaIter): boolean {
-    const bio = req.bio;
-    const i = iter.iter.iter.idx;
-    if (bio === null || i >= bio.vcnt) {
-      iter.status = BlkStatus.OK;
-      return false;
-    }
-    const phys = (bio.bvPage[i] ?? 0) + (bio.bvOffset[i] ?? 0);
-    const len = bio.bvLen[i] ?? 0;
-    const dma = dmaMapPhys(dev, phys, len, rqDmaDir(req), 0);
-    if (dmaMappingError(dev, dma) !== 0) {
-      iter.status = BlkStatus.RESOURCE;
-      return false;
-    }
-    iter.addr = dma;
-    iter.len = len;
-    iter.iter.iter.idx = i + 1;
-    return true;
-  }
-
-  blkRqDmaMapIterStart(req: BlkRequest, dev: Device, state: DmaIovaState, iter: BlkDmaIter): boolean {
-    this.starts++;
-    state.reset();
-    iter.iter.iter.idx = 0;
-    iter.status = BlkStatus.OK;
-    return this.#map(req, dev, iter);
-  }
-
-  blkRqDmaMapIterNext(req: BlkRequest, dev: Device, _state: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#map(req, dev, iter);
-  }
-
-  blkRqDmaMapCoalesce(state: DmaIovaState): boolean {
-    return state.size !== 0;
-  }
-
-  blkRqDmaUnmap(_req: BlkRequest, dev: Device): boolean {
-    return !dmaNeedUnmap(dev);
-  }
-
-  blkRqIntegrityDmaMapIterStart(): boolean {
-    return false;
-  }
-
-  blkRqIntegrityDmaMapIterNext(): boolean {
-    return false;
-  }
-
-  blkRqIntegrityDmaUnmap(): boolean {
-    return true;
-  }
-
-  blkRqMapSg(req: BlkRequest, sgt: SgTable): number {
-    const bio = req.bio;
-    if (bio === null) return 0;
-    for (let i = 0; i < bio.vcnt; i++) sgt.push((bio.bvPage[i] ?? 0) + (bio.bvOffset[i] ?? 0), bio.bvLen[i] ?? 0);
-    return bio.vcnt;
-  }
-
-  blkRqMapIntegritySg(): number {
-    return 0;
-  }
-
-  reqBvec(req: BlkRequest, out: PhysVec): boolean {
-    const bio = req.bio;
-    if (bio === null || bio.vcnt === 0) return false;
-    const o = out as { paddr: number; len: number };
-    o.paddr = (bio.bvPage[0] ?? 0) + (bio.bvOffset[0] ?? 0);
-    o.len = bio.bvLen[0] ?? 0;
-    return true;
-  }
-}
-
-/** A request over physical ranges [phys, len], each one bvec and one physical segment. */
-function makeReq(limits: QueueLimits, op: ReqOp, sector: number, segs: readonly (readonly [number, number])[], done: (rq: BlkRequest, st: BlkStatus) => void): BlkRequest {
-  const n = segs.length;
-  const bio: Bio = {
-    op,
-    iter: { sector, size: segs.reduce((t, s) => t + s[1], 0), idx: 0, bvecDone: 0 },
-    next: null,
-    integrity: null,
-    bvPage: Float64Array.from(segs, (s) => s[0] - (s[0] % PAGE)),
-    bvOffset: Uint32Array.from(segs, (s) => s[0] % PAGE),
-    bvLen: Uint32Array.from(segs, (s) => s[1]),
-    vcnt: n,
-  };
-  return {
-    tag: 0,
-    op,
-    cmdFlags: 0,
-    rqFlags: 0,
-    sector,
-    dataLen: bio.iter.size,
-    bio,
-    nrPhysSegments: n,
-    nrIntegritySegments: 0,
-    limits,
-    specialVec: null,
-    pdu: null,
-    endIo: done,
-  };
-}
 
 interface Rig {
   m: Machine;
   dev: Device;
   ctrl: NvmeController;
   host: NvmeDev;
-  blk: FakeBlk;
+  blk: DirectBlkMapper;
   ended: Map<BlkRequest, BlkStatus[]>;
   done: (rq: BlkRequest, st: BlkStatus) => void;
 }
@@ -149,8 +32,8 @@ interface Rig {
 function rig(hostOpts: NvmeDevOptions = {}, ctrlOpts: Partial<NvmeControllerOptions> = {}): Rig {
   const m = createMachine({ ramBytes: 256 * SZ_1M, swiotlbBytes: 0 });
   const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 32, bars: [{ size: 0x4000 }] });
-  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4, latencyNs: LAT, ...ctrlOpts });
-  const blk = new FakeBlk();
+  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4, latencyNs: TEST_LATENCY_NS, ...ctrlOpts });
+  const blk = new DirectBlkMapper();
   const host = new NvmeDev(m, dev, ctrl, blk, hostOpts);
   const ended = new Map<BlkRequest, BlkStatus[]>();
   const done = (rq: BlkRequest, st: BlkStatus): void => {
@@ -175,16 +58,11 @@ function pages(m: Machine, n: number): number {
   return p;
 }
 
-function pattern(m: Machine, phys: number, len: number, seed: number): Uint8Array {
-  const b = new Uint8Array(len);
-  for (let i = 0; i < len; i += 4) b[i] = (i * 31 + seed * 7 + (i >> 9)) & 0xff;
+/** Fill `len` bytes at `phys` with the kit's pattern for `seed`; returns them. */
+function fill(m: Machine, phys: number, len: number, seed: number): Uint8Array {
+  const b = pattern(len, seed);
   m.memory.write(phys, b);
   return b;
-}
-
-/** Byte equality without vitest's slow deep diff on megabyte arrays. */
-function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
 function iodOf(req: BlkRequest): NvmeIod {
@@ -224,7 +102,7 @@ describe('NvmeDev bring-up (nvme_probe / nvme_reset_work)', () => {
     expect(r.host.probe()).toBeLessThan(0);
     expect(r.host.state).toBe('dead');
     expect(r.host.lastError).toMatch(/not ready/);
-    const req = makeReq(r.host.queueLimits(), ReqOp.READ, 0, [[pages(r.m, 1), PAGE]], r.done);
+    const req = makeRequest(r.host.queueLimits(), ReqOp.READ, 0, [[pages(r.m, 1), PAGE]], r.done);
     expect(r.host.queueRq(req)).toBe(BlkStatus.IOERR);
   });
 });
@@ -234,8 +112,8 @@ describe('nvme_map_data and the PRP builder', () => {
     const r = live(rig());
     const lim = r.host.queueLimits();
     const buf = pages(r.m, 4);
-    const data = pattern(r.m, buf, 3 * PAGE, 1);
-    const w = makeReq(lim, ReqOp.WRITE, 8, [[buf + 0x200, PAGE]], r.done);
+    const data = fill(r.m, buf, 3 * PAGE, 1);
+    const w = makeRequest(lim, ReqOp.WRITE, 8, [[buf + 0x200, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     const iod = iodOf(w);
     expect(iod.flags & IOD_SINGLE_SEGMENT).toBe(IOD_SINGLE_SEGMENT);
@@ -255,8 +133,8 @@ describe('nvme_map_data and the PRP builder', () => {
     const c = pages(r.m, 1);
     const segs = [[a + 0xe00, 0x200], [b, 4 * PAGE], [c, 0x800]] as const;
     const total = 0x200 + 4 * PAGE + 0x800;
-    const w = makeReq(lim, ReqOp.WRITE, 0, segs, r.done);
-    const bytes = segs.map(([p, l], i) => pattern(r.m, p, l, i + 2));
+    const w = makeRequest(lim, ReqOp.WRITE, 0, segs, r.done);
+    const bytes = segs.map(([p, l], i) => fill(r.m, p, l, i + 2));
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     const iod = iodOf(w);
     expect(readLe64(iod.cmdDv, SQE.PRP1)).toBe(a + 0xe00);
@@ -277,7 +155,7 @@ describe('nvme_map_data and the PRP builder', () => {
     expect(onDisk).toEqual(want);
     // Read it back into fresh buffers through the same PRP path.
     const d = pages(r.m, 8);
-    const rd = makeReq(lim, ReqOp.READ, 0, [[d + 0xe00, 0x200], [d + PAGE, 4 * PAGE + 0x800]], r.done);
+    const rd = makeRequest(lim, ReqOp.READ, 0, [[d + 0xe00, 0x200], [d + PAGE, 4 * PAGE + 0x800]], r.done);
     expect(r.host.queueRq(rd)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(rd)).toEqual([BlkStatus.OK]);
@@ -291,7 +169,7 @@ describe('nvme_map_data and the PRP builder', () => {
     const r = live(rig({ sglThreshold: 0 }));
     const a = pages(r.m, 1);
     const b = pages(r.m, 1);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[a, PAGE], [b, PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[a, PAGE], [b, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     const iod = iodOf(w);
     expect([readLe64(iod.cmdDv, SQE.PRP1), readLe64(iod.cmdDv, SQE.PRP2)]).toEqual([a, b]);
@@ -305,12 +183,12 @@ describe('nvme_map_data and the PRP builder', () => {
     const lim = r.host.queueLimits();
     const p = pages(r.m, 64);
     // Two segments so the fast path does not apply: 1 + 32 pages (32 list entries, small pool) ...
-    const w32 = makeReq(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, 32 * PAGE]], r.done);
+    const w32 = makeRequest(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, 32 * PAGE]], r.done);
     expect(r.host.queueRq(w32)).toBe(BlkStatus.OK);
     expect(iodOf(w32).descriptors.length).toBeGreaterThan(0);
     expect(r.host.stats.smallDescriptors).toBe(1);
     // ... and 1 + 33 pages (33 entries, large pool).
-    const w33 = makeReq(lim, ReqOp.WRITE, 256, [[p, PAGE], [p + PAGE, 33 * PAGE]], r.done);
+    const w33 = makeRequest(lim, ReqOp.WRITE, 256, [[p, PAGE], [p + PAGE, 33 * PAGE]], r.done);
     expect(r.host.queueRq(w33)).toBe(BlkStatus.OK);
     expect(r.host.stats.largeDescriptors).toBe(1);
     expect(listEntries(r.m, iodOf(w33).descriptorsPhys[0] ?? 0, 33)).toEqual(Array.from({ length: 33 }, (_, i) => p + (i + 1) * PAGE));
@@ -326,8 +204,8 @@ describe('nvme_map_data and the PRP builder', () => {
     const lim = r.host.queueLimits();
     const p = pages(r.m, 1024);
     const n = 1 + 513; // PRP1 + 513 list entries
-    const data = pattern(r.m, p, n * PAGE, 9);
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, 513 * PAGE]], r.done);
+    const data = fill(r.m, p, n * PAGE, 9);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, 513 * PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     const iod = iodOf(w);
     expect(iod.nrDescriptors).toBe(2);
@@ -339,7 +217,7 @@ describe('nvme_map_data and the PRP builder', () => {
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
     expect(r.ctrl.stats.prpListPages).toBe(2);
-    expect(same(r.ctrl.namespace(1)?.readLbas(0, (n * PAGE) / 512), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, (n * PAGE) / 512), data)).toBe(true);
     expect(r.host.pools.large?.stats.active).toBe(0);
   });
 
@@ -347,12 +225,12 @@ describe('nvme_map_data and the PRP builder', () => {
     const r = live(rig({ sglThreshold: 0 }, { namespaces: [{ nsid: 1, lbaSize: 4096, capacityLbas: 1 << 12 }] }));
     const lim = r.host.queueLimits();
     const p = pages(r.m, 4096);
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, NVME_MAX_BYTES - PAGE]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, NVME_MAX_BYTES - PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(iodOf(w).nrDescriptors).toBe(5); // 2047 entries = 4 * 511 + 3
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
-    const big = makeReq(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, NVME_MAX_BYTES]], r.done);
+    const big = makeRequest(lim, ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, NVME_MAX_BYTES]], r.done);
     expect(r.host.queueRq(big)).toBe(BlkStatus.IOERR);
     expect(r.host.pools.large?.stats.active).toBe(0);
   });
@@ -360,7 +238,7 @@ describe('nvme_map_data and the PRP builder', () => {
   it('a segment boundary inside a controller page is a bad SGL (BLK_STS_IOERR), nothing leaks', () => {
     const r = live(rig({ sglThreshold: 0 }));
     const p = pages(r.m, 4);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, 0x800], [p + 3 * PAGE, PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE], [p + PAGE, 0x800], [p + 3 * PAGE, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.IOERR);
     expect(r.host.log.some((l) => l.includes('Invalid SGL'))).toBe(true);
     expect(r.m.dmaDebug.dumpMappings(r.dev).filter((e) => e.type !== 'coherent')).toEqual([]);
@@ -371,7 +249,7 @@ describe('the SGL builder', () => {
   it('one large segment: an inline data block descriptor (fast path)', () => {
     const r = live(rig());
     const p = pages(r.m, 16);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, 16 * PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, 16 * PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     const dv = iodOf(w).cmdDv;
     expect((dv.getUint8(SQE.FLAGS) >> 6) & 3).toBe(1);
@@ -386,8 +264,8 @@ describe('the SGL builder', () => {
     const lim = r.host.queueLimits();
     const a = pages(r.m, 16);
     const b = pages(r.m, 16);
-    const data = [pattern(r.m, a, 16 * PAGE, 3), pattern(r.m, b, 16 * PAGE, 4)];
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[a, 16 * PAGE], [b, 16 * PAGE]], r.done);
+    const data = [fill(r.m, a, 16 * PAGE, 3), fill(r.m, b, 16 * PAGE, 4)];
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[a, 16 * PAGE], [b, 16 * PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     const iod = iodOf(w);
     const dv = iod.cmdDv;
@@ -400,8 +278,8 @@ describe('the SGL builder', () => {
     expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
     expect(r.ctrl.stats.sglSegments).toBe(1);
     const disk = r.ctrl.namespace(1)?.readLbas(0, 256);
-    expect(same(disk?.subarray(0, 16 * PAGE), data[0] ?? new Uint8Array(0))).toBe(true);
-    expect(same(disk?.subarray(16 * PAGE), data[1] ?? new Uint8Array(0))).toBe(true);
+    expect(sameBytes(disk?.subarray(0, 16 * PAGE), data[0] ?? new Uint8Array(0))).toBe(true);
+    expect(sameBytes(disk?.subarray(16 * PAGE), data[1] ?? new Uint8Array(0))).toBe(true);
     expect(r.host.pools.small?.stats.active).toBe(0);
   });
 
@@ -409,7 +287,7 @@ describe('the SGL builder', () => {
     const r = live(rig({}, { sgl: false }));
     const a = pages(r.m, 16);
     const b = pages(r.m, 16);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[a, 16 * PAGE], [b, 16 * PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[a, 16 * PAGE], [b, 16 * PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect((iodOf(w).cmdDv.getUint8(SQE.FLAGS) >> 6) & 3).toBe(0);
     r.m.scheduler.runUntilIdle();
@@ -501,24 +379,23 @@ describe('the legacy sgtable path', () => {
       const p = pages(r.m, 32);
       const data = new Uint8Array(16 * PAGE);
       segs(p).forEach(([a], i) => {
-        data.set(pattern(r.m, a, 4 * PAGE, 9 + i), i * 4 * PAGE);
+        data.set(fill(r.m, a, 4 * PAGE, 9 + i), i * 4 * PAGE);
       });
-      const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, segs(p), r.done);
+      const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, segs(p), r.done);
       expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
       r.m.scheduler.runUntilIdle();
       expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
       expect(r.host.stats.legacySg).toBe(1);
       expect({ prp: r.host.stats.prpCommands, sgl: r.host.stats.sglCommands }).toEqual(wantSgl ? { prp: 0, sgl: 1 } : { prp: 1, sgl: 0 });
-      expect(same(r.ctrl.namespace(1)?.readLbas(0, 128), data)).toBe(true);
+      expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, 128), data)).toBe(true);
     }
   });
-
 
   it('maps through an SgTable and dma_map_sgtable, then the same builders', () => {
     const r = live(rig({ mapping: 'sg', sglThreshold: 0 }));
     const p = pages(r.m, 8);
-    const data = pattern(r.m, p, 8 * PAGE, 5);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, 4 * PAGE], [p + 4 * PAGE, 4 * PAGE]], r.done);
+    const data = fill(r.m, p, 8 * PAGE, 5);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, 4 * PAGE], [p + 4 * PAGE, 4 * PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
@@ -533,7 +410,7 @@ describe('completion, timeouts, abort and reset', () => {
   it('an LBA past the end completes with the controller status (BLK_STS_TARGET); the namespace is intact', () => {
     const r = live(rig());
     const p = pages(r.m, 1);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, (1 << 16) - 4, [[p, PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, (1 << 16) - 4, [[p, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toEqual([BlkStatus.TARGET]);
@@ -545,7 +422,7 @@ describe('completion, timeouts, abort and reset', () => {
     const r = live(rig());
     r.m.trace.record({ capacity: 64 });
     const p = pages(r.m, 1);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     const names = r.m.trace.events().map((e) => e.name);
@@ -558,9 +435,9 @@ describe('completion, timeouts, abort and reset', () => {
   it('refuses a length that is not whole logical blocks (BLK_STS_INVAL) and unsupported ops', () => {
     const r = live(rig());
     const p = pages(r.m, 1);
-    expect(r.host.queueRq(makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, 100]], r.done))).toBe(BlkStatus.INVAL);
-    expect(r.host.queueRq(makeReq(r.host.queueLimits(), ReqOp.DISCARD, 0, [[p, 512]], r.done))).toBe(BlkStatus.NOTSUPP);
-    expect(r.host.queueRq(makeReq(r.host.queueLimits(), ReqOp.READ, 0, [[p, 512]], r.done), 9)).toBe(BlkStatus.INVAL);
+    expect(r.host.queueRq(makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, 100]], r.done))).toBe(BlkStatus.INVAL);
+    expect(r.host.queueRq(makeRequest(r.host.queueLimits(), ReqOp.DISCARD, 0, [[p, 512]], r.done))).toBe(BlkStatus.NOTSUPP);
+    expect(r.host.queueRq(makeRequest(r.host.queueLimits(), ReqOp.READ, 0, [[p, 512]], r.done), 9)).toBe(BlkStatus.INVAL);
     expect(r.ended.size).toBe(0);
   });
 
@@ -568,7 +445,7 @@ describe('completion, timeouts, abort and reset', () => {
     const r = live(rig({ ioQueueDepth: 4 }));
     const p = pages(r.m, 4);
     const lim = r.host.queueLimits();
-    const sts = Array.from({ length: 4 }, (_, i) => r.host.queueRq(makeReq(lim, ReqOp.READ, i, [[p + i * PAGE, 512]], r.done)));
+    const sts = Array.from({ length: 4 }, (_, i) => r.host.queueRq(makeRequest(lim, ReqOp.READ, i, [[p + i * PAGE, 512]], r.done)));
     expect(sts).toEqual([BlkStatus.OK, BlkStatus.OK, BlkStatus.OK, BlkStatus.RESOURCE]);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.size).toBe(3);
@@ -577,9 +454,9 @@ describe('completion, timeouts, abort and reset', () => {
   it('a stuck command times out, is aborted, and the retry succeeds', () => {
     const r = live(rig({ ioTimeoutNs: 1_000_000 }));
     const p = pages(r.m, 1);
-    const data = pattern(r.m, p, PAGE, 6);
+    const data = fill(r.m, p, PAGE, 6);
     r.ctrl.injectStall(1);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
@@ -593,8 +470,8 @@ describe('completion, timeouts, abort and reset', () => {
   it('a command the controller never saw: abort finds nothing, the second timeout resets, the request is requeued', () => {
     const r = live(rig({ ioTimeoutNs: 1_000_000 }));
     const p = pages(r.m, 1);
-    const data = pattern(r.m, p, PAGE, 8);
-    const w = makeReq(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
+    const data = fill(r.m, p, PAGE, 8);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
     // last = false and no commitRqs: the SQ doorbell is never rung for it.
     expect(r.host.queueRq(w, 1, false)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
@@ -604,7 +481,7 @@ describe('completion, timeouts, abort and reset', () => {
     expect(r.host.stats.resets).toBe(1);
     expect(r.host.log.some((l) => l.includes('reset controller'))).toBe(true);
     expect(r.host.state).toBe('live');
-    expect(same(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
   });
 
   it('reset in the middle of a run: every request ends exactly once, bytes verified', () => {
@@ -613,9 +490,9 @@ describe('completion, timeouts, abort and reset', () => {
     const n = 40;
     const bufs = Array.from({ length: n }, (_, i) => {
       const p = pages(r.m, 2);
-      return { p, data: pattern(r.m, p, 2 * PAGE, 10 + i) };
+      return { p, data: fill(r.m, p, 2 * PAGE, 10 + i) };
     });
-    const reqs = bufs.map((b, i) => makeReq(lim, ReqOp.WRITE, i * 16, [[b.p + 0x400, PAGE - 0x400], [b.p + PAGE, PAGE]], r.done));
+    const reqs = bufs.map((b, i) => makeRequest(lim, ReqOp.WRITE, i * 16, [[b.p + 0x400, PAGE - 0x400], [b.p + PAGE, PAGE]], r.done));
     for (const q of reqs.slice(0, 30)) expect(r.host.queueRq(q)).toBe(BlkStatus.OK);
     r.ctrl.injectStall(5);
     r.m.advance(150);
@@ -627,7 +504,7 @@ describe('completion, timeouts, abort and reset', () => {
     for (const q of reqs) expect(r.ended.get(q)).toEqual([BlkStatus.OK]);
     expect(r.host.stats.resets).toBe(1);
     bufs.forEach((b, i) => {
-      expect(same(r.ctrl.namespace(1)?.readLbas(i * 16, 14), b.data.subarray(0x400, 2 * PAGE))).toBe(true);
+      expect(sameBytes(r.ctrl.namespace(1)?.readLbas(i * 16, 14), b.data.subarray(0x400, 2 * PAGE))).toBe(true);
     });
     expect(r.host.pools.small?.stats.active).toBe(0);
     expect(r.m.dmaDebug.dumpMappings(r.dev).filter((e) => e.type !== 'coherent')).toEqual([]);
@@ -637,9 +514,9 @@ describe('completion, timeouts, abort and reset', () => {
     const r = live(rig());
     const p = pages(r.m, 4);
     const lim = r.host.queueLimits();
-    const reqs = [0, 1, 2].map((i) => makeReq(lim, ReqOp.WRITE, i * 8, [[p + i * PAGE, PAGE]], r.done));
+    const reqs = [0, 1, 2].map((i) => makeRequest(lim, ReqOp.WRITE, i * 8, [[p + i * PAGE, PAGE]], r.done));
     for (const q of reqs) expect(r.host.queueRq(q)).toBe(BlkStatus.OK);
-    r.m.advance(LAT.fetch + 1); // fetched, still executing
+    r.m.advance(TEST_LATENCY_NS.fetch + 1); // fetched, still executing
     r.host.remove();
     for (const q of reqs) expect(r.ended.get(q)).toEqual([BlkStatus.OK]);
     expect(r.host.log.some((l) => l.includes('shutdown incomplete'))).toBe(false);
@@ -649,7 +526,7 @@ describe('completion, timeouts, abort and reset', () => {
   it('remove frees queues and pools; dma-debug finds no leak at unbind', () => {
     const r = live(rig());
     const p = pages(r.m, 1);
-    const w = makeReq(r.host.queueLimits(), ReqOp.READ, 0, [[p, PAGE]], r.done);
+    const w = makeRequest(r.host.queueLimits(), ReqOp.READ, 0, [[p, PAGE]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     r.host.remove();
@@ -708,10 +585,10 @@ describe('properties of the PRP and SGL builders', () => {
           const want = new Uint8Array(total);
           let off = 0;
           segs.forEach(([p, len], i) => {
-            want.set(pattern(r.m, p, len, i + 1), off);
+            want.set(fill(r.m, p, len, i + 1), off);
             off += len;
           });
-          const w = makeReq(lim, ReqOp.WRITE, sector, segs, r.done);
+          const w = makeRequest(lim, ReqOp.WRITE, sector, segs, r.done);
           expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
           const iod = iodOf(w);
           if (!('forceSgl' in opts)) {
@@ -726,7 +603,7 @@ describe('properties of the PRP and SGL builders', () => {
           }
           r.m.scheduler.runUntilIdle();
           expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
-          expect(same(r.ctrl.namespace(1)?.readLbas(sector, total / 512), want)).toBe(true);
+          expect(sameBytes(r.ctrl.namespace(1)?.readLbas(sector, total / 512), want)).toBe(true);
           sector += total / 512;
           expect(r.host.pools.small?.stats.active ?? 0).toBe(0);
           expect(r.host.pools.large?.stats.active ?? 0).toBe(0);

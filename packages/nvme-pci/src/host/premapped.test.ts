@@ -1,321 +1,27 @@
-// Pre-mapped NVMe I/O into a registered dma-buf, against the simulated controller and a small
-// fake exporter behind dma-core's DmaBufPort (the real exporters and the IOMMU meet it in
+// Pre-mapped NVMe I/O into a registered dma-buf, against the simulated controller and the test
+// kit's fake exporter behind dma-core's DmaBufPort (the real exporters and the IOMMU meet it in
 // apps/demo's e2e tests). Every other request would go to the block layer's mapper.
 import { describe, expect, it } from 'vitest';
-import { BlkStatus, Errno, ReqOp, SZ_1M, SgTable, createMachine, dmaMapPhys, dmaMappingError, dmaUnmapPhys } from '@dmakit/dma-core';
-import type { Bio, BlkDmaIter, BlkPhysVec, BlkRequest, BlkRqDmaMapper, Device, DmaBuf, DmaBufAttachOps, DmaBufAttachment, DmaBufPort, DmaIovaState, DmaResv, Machine, QueueLimits } from '@dmakit/dma-core';
+import { BlkStatus, Errno, ReqOp, SZ_1M, createMachine } from '@dmakit/dma-core';
+import type { BlkRequest, Device, Machine } from '@dmakit/dma-core';
 import { NvmeController, NvmeDev, NvmePremappedMapper } from '@dmakit/nvme-pci';
 import type { NvmePremappedBuffer } from '@dmakit/nvme-pci';
+import { createFakeDmaBufExporter, pattern, sameBytes } from '@dmakit/testkit';
+import type { FakeDmaBuf, FakeDmaBufExporter } from '@dmakit/testkit';
+import { RefusingBlkMapper, TEST_LATENCY_NS, makeRequest } from '../testing/blockLayer.js';
 
-// ---- a small fake exporter behind dma-core's DmaBufPort (the real one is @dmakit/dmabuf, which
-// this package may not import; apps/demo e2e tests use it) -----------------------------------
-interface FakeChunk {
-  phys: number;
-  order: number;
-}
-
-class FakeResv implements DmaResv {
-  locked = false;
-  lockOwner: string | null = null;
-  fenceCount = 0;
-}
-
-class FakeAttach implements DmaBufAttachment {
-  readonly maps = new Map<SgTable, FakeChunk[]>();
-  importerPriv: unknown = null;
-  constructor(
-    readonly dmabuf: FakeBuf,
-    readonly dev: Device,
-    readonly importerOps: DmaBufAttachOps | null,
-  ) {}
-  get peer2peer(): boolean {
-    return this.importerOps?.allowPeer2peer === true;
-  }
-}
-
-class FakeBuf implements DmaBuf {
-  readonly resv = new FakeResv();
-  readonly expName = 'fake';
-  readonly name = '';
-  refcount = 1;
-  readonly attachments: FakeAttach[] = [];
-  /** Two chunks so mappings have two DMA segments. */
-  chunks: FakeChunk[];
-  constructor(
-    readonly size: number,
-    chunks: FakeChunk[],
-  ) {
-    this.chunks = chunks;
-  }
-  get attachmentCount(): number {
-    return this.attachments.length;
-  }
-}
-
-function asBuf(x: DmaBuf): FakeBuf {
-  if (!(x instanceof FakeBuf)) throw new TypeError('not a fake dma-buf');
-  return x;
-}
-
-function asAttach(x: DmaBufAttachment): FakeAttach {
-  if (!(x instanceof FakeAttach)) throw new TypeError('not a fake attachment');
-  return x;
-}
-
-function asResv(x: DmaResv): FakeResv {
-  if (!(x instanceof FakeResv)) throw new TypeError('not a fake reservation object');
-  return x;
-}
-
-interface FakeExporter {
-  readonly port: DmaBufPort;
-  readonly misuse: string[];
-  /** Export `size` bytes (two RAM chunks); returns the fd. */
-  exportRam(size: number): { fd: number; buf: FakeBuf };
-  /** Move to new pages: move_notify under the lock, then copy and free the old chunks. */
-  move(buf: FakeBuf): void;
-  /** CPU view of the buffer. */
-  read(buf: FakeBuf, off: number, len: number): Uint8Array;
-  write(buf: FakeBuf, off: number, data: Uint8Array): void;
-  liveMaps(): number;
-}
-
-function createFakeExporter(m: Machine): FakeExporter {
-  const fds = new Map<number, FakeBuf>();
-  const misuse: string[] = [];
-  let nextFd = 3;
-  let live = 0;
-  const half = (size: number): number => size / 2;
-  const alloc = (size: number): FakeChunk[] => {
-    const order = Math.ceil(Math.log2(half(size) / 4096));
-    const a = m.memory.allocPages(order);
-    const b = m.memory.allocPages(order);
-    return [
-      { phys: a, order },
-      { phys: b, order },
-    ];
-  };
-  const physAt = (buf: FakeBuf, off: number): number => {
-    const h = half(buf.size);
-    const c = buf.chunks[off < h ? 0 : 1];
-    return (c?.phys ?? 0) + (off % h);
-  };
-  const held = (buf: FakeBuf, what: string): void => {
-    if (!buf.resv.locked) misuse.push(`${what} without the reservation lock`);
-  };
-  const port: DmaBufPort = {
-    dmaBufGet(fd) {
-      const b = fds.get(fd);
-      if (b === undefined) return -Errno.EBADF;
-      b.refcount++;
-      return b;
-    },
-    dmaBufPut(dmabuf) {
-      const b = asBuf(dmabuf);
-      b.refcount--;
-      if (b.refcount === 0) {
-        if (b.attachments.length > 0) misuse.push('released while attached');
-        for (const c of b.chunks) m.memory.freePages(c.phys, c.order);
-      }
-    },
-    dmaBufAttach(dmabuf, dev) {
-      return port.dmaBufDynamicAttach(dmabuf, dev, null);
-    },
-    dmaBufDynamicAttach(dmabuf, dev, ops) {
-      const a = new FakeAttach(asBuf(dmabuf), dev, ops);
-      asBuf(dmabuf).attachments.push(a);
-      return a;
-    },
-    dmaBufDetach(dmabuf, attach) {
-      const b = asBuf(dmabuf);
-      const a = asAttach(attach);
-      if (a.maps.size > 0) misuse.push('detached with live mappings');
-      b.attachments.splice(b.attachments.indexOf(a), 1);
-    },
-    dmaBufPin(attach) {
-      held(asBuf(attach.dmabuf), 'pin');
-      return 0;
-    },
-    dmaBufUnpin(attach) {
-      held(asBuf(attach.dmabuf), 'unpin');
-    },
-    dmaBufMapAttachment(attach, dir) {
-      const a = asAttach(attach);
-      const b = a.dmabuf;
-      held(b, 'map');
-      const sgt = new SgTable(2);
-      for (let i = 0; i < 2; i++) {
-        const c = b.chunks[i];
-        const addr = dmaMapPhys(a.dev, c?.phys ?? 0, half(b.size), dir, 0);
-        if (dmaMappingError(a.dev, addr) !== 0) {
-          for (let j = 0; j < i; j++) dmaUnmapPhys(a.dev, sgt.dmaAddress[j] ?? 0, half(b.size), dir, 0);
-          return -Errno.ENOMEM;
-        }
-        sgt.dmaAddress[i] = addr;
-        sgt.dmaLength[i] = half(b.size);
-      }
-      sgt.nents = 2;
-      a.maps.set(sgt, b.chunks);
-      live++;
-      return sgt;
-    },
-    dmaBufUnmapAttachment(attach, sgt, dir) {
-      const a = asAttach(attach);
-      held(a.dmabuf, 'unmap');
-      if (!a.maps.delete(sgt)) {
-        misuse.push('unmap of a table not mapped');
-        return;
-      }
-      for (let i = 0; i < sgt.nents; i++) dmaUnmapPhys(a.dev, sgt.dmaAddress[i] ?? 0, sgt.dmaLength[i] ?? 0, dir, 0);
-      live--;
-    },
-    dmaBufMapAttachmentUnlocked(attach, dir) {
-      const r = asResv(attach.dmabuf.resv);
-      r.locked = true;
-      const s = port.dmaBufMapAttachment(attach, dir);
-      r.locked = false;
-      return s;
-    },
-    dmaBufUnmapAttachmentUnlocked(attach, sgt, dir) {
-      const r = asResv(attach.dmabuf.resv);
-      r.locked = true;
-      port.dmaBufUnmapAttachment(attach, sgt, dir);
-      r.locked = false;
-    },
-    dmaBufBeginCpuAccess: () => 0,
-    dmaBufEndCpuAccess: () => 0,
-    dmaResvLock(resv) {
-      const r = asResv(resv);
-      if (r.locked) {
-        misuse.push('resv locked twice');
-        return -Errno.EDEADLK;
-      }
-      r.locked = true;
-      return 0;
-    },
-    dmaResvUnlock(resv) {
-      asResv(resv).locked = false;
-    },
-    dmaResvWaitTimeout: (_r, _u, _i, t) => Math.max(1, t),
-    dmaResvTestSignaled: () => true,
-  };
-  return {
-    port,
-    misuse,
-    exportRam(size) {
-      const buf = new FakeBuf(size, alloc(size));
-      const fd = nextFd++;
-      fds.set(fd, buf);
-      return { fd, buf };
-    },
-    move(buf) {
-      buf.resv.locked = true;
-      for (const a of [...buf.attachments]) a.importerOps?.moveNotify(a);
-      const old = buf.chunks;
-      const next = alloc(buf.size);
-      const h = half(buf.size);
-      for (let i = 0; i < 2; i++) m.memory.copy(next[i]?.phys ?? 0, old[i]?.phys ?? 0, h);
-      buf.chunks = next;
-      // The old pages stay allocated while a stale mapping still points at them.
-      const stale = buf.attachments.some((a) => [...a.maps.values()].some((c) => c === old));
-      if (stale) misuse.push('stale mapping kept past move_notify');
-      else for (const c of old) m.memory.freePages(c.phys, c.order);
-      buf.resv.locked = false;
-    },
-    read(buf, off, len) {
-      const out = new Uint8Array(len);
-      const h = half(buf.size);
-      for (let done = 0; done < len; ) {
-        const n = Math.min(len - done, h - ((off + done) % h));
-        m.memory.readInto(physAt(buf, off + done), out, done, n);
-        done += n;
-      }
-      return out;
-    },
-    write(buf, off, data) {
-      const h = half(buf.size);
-      for (let done = 0; done < data.length; ) {
-        const n = Math.min(data.length - done, h - ((off + done) % h));
-        m.memory.write(physAt(buf, off + done), data, done, n);
-        done += n;
-      }
-    },
-    liveMaps: () => live,
-  };
-}
-
-const PAGE = 4096;
 const SIZE = 64 * 1024;
-const LAT = { fetch: 100, admin: 1000, read: 2000, write: 2000, perByte: 0, interrupt: 50, ready: 50_000, reset: 5_000, shutdown: 2_000 };
-
-/** The block layer's mapper must not be asked about pre-mapped requests; it refuses everything. */
-class RefusingBlk implements BlkRqDmaMapper {
-  readonly name = 'refusing-blk';
-  calls = 0;
-  #no(iter?: BlkDmaIter): boolean {
-    this.calls++;
-    if (iter !== undefined) iter.status = BlkStatus.IOERR;
-    return false;
-  }
-  blkRqDmaMapIterStart(_r: BlkRequest, _d: Device, _s: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqDmaMapIterNext(_r: BlkRequest, _d: Device, _s: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqDmaMapCoalesce(state: DmaIovaState): boolean {
-    return state.size !== 0;
-  }
-  blkRqDmaUnmap(): boolean {
-    this.calls++;
-    return true;
-  }
-  blkRqIntegrityDmaMapIterStart(_r: BlkRequest, _d: Device, _s: DmaIovaState, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqIntegrityDmaMapIterNext(_r: BlkRequest, _d: Device, iter: BlkDmaIter): boolean {
-    return this.#no(iter);
-  }
-  blkRqIntegrityDmaUnmap(): boolean {
-    return true;
-  }
-  blkRqMapSg(): number {
-    this.calls++;
-    return 0;
-  }
-  blkRqMapIntegritySg(): number {
-    return 0;
-  }
-  reqBvec(_r: BlkRequest, _out: BlkPhysVec): boolean {
-    return this.#no();
-  }
-}
-
-/** A request over [addr, len] ranges (token addresses for a registered buffer). */
-function makeReq(limits: QueueLimits, op: ReqOp, sector: number, segs: readonly (readonly [number, number])[], done: (rq: BlkRequest, st: BlkStatus) => void, tag = 0): BlkRequest {
-  const bio: Bio = {
-    op,
-    iter: { sector, size: segs.reduce((t, s) => t + s[1], 0), idx: 0, bvecDone: 0 },
-    next: null,
-    integrity: null,
-    bvPage: Float64Array.from(segs, (s) => s[0] - (s[0] % PAGE)),
-    bvOffset: Uint32Array.from(segs, (s) => s[0] % PAGE),
-    bvLen: Uint32Array.from(segs, (s) => s[1]),
-    vcnt: segs.length,
-  };
-  return { tag, op, cmdFlags: 0, rqFlags: 0, sector, dataLen: bio.iter.size, bio, nrPhysSegments: segs.length, nrIntegritySegments: 0, limits, specialVec: null, pdu: null, endIo: done };
-}
 
 interface Rig {
   m: Machine;
   dev: Device;
   ctrl: NvmeController;
   host: NvmeDev;
-  blk: RefusingBlk;
+  blk: RefusingBlkMapper;
   mapper: NvmePremappedMapper;
-  exp: FakeExporter;
+  exp: FakeDmaBufExporter;
   fd: number;
-  fake: FakeBuf;
+  fake: FakeDmaBuf;
   buf: NvmePremappedBuffer;
   ended: Map<BlkRequest, BlkStatus>;
   done: (rq: BlkRequest, st: BlkStatus) => void;
@@ -326,28 +32,18 @@ interface Rig {
 function rig(hostOpts: { sglThreshold?: number } = { sglThreshold: 0 }): Rig {
   const m = createMachine({ ramBytes: 256 * SZ_1M, swiotlbBytes: 0 });
   const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64, bars: [{ size: 0x4000 }] });
-  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4, latencyNs: LAT });
-  const blk = new RefusingBlk();
+  const ctrl = new NvmeController(m, dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: 1 << 16 }], maxQueues: 4, latencyNs: TEST_LATENCY_NS });
+  const blk = new RefusingBlkMapper();
   const mapper = new NvmePremappedMapper(blk);
   const host = new NvmeDev(m, dev, ctrl, mapper, hostOpts);
   expect(host.probe()).toBe(0);
   const base = m.dmaDebug.entries;
-  const exp = createFakeExporter(m);
+  const exp = createFakeDmaBufExporter(m);
   const { fd, buf: fake } = exp.exportRam(SIZE);
   const buf = mapper.register(exp.port, dev, fd);
   if (typeof buf === 'number') throw new Error(`register ${buf}`);
   const ended = new Map<BlkRequest, BlkStatus>();
   return { m, dev, ctrl, host, blk, mapper, exp, fd, fake, buf, ended, done: (rq, st) => ended.set(rq, st), base };
-}
-
-function pattern(len: number, seed: number): Uint8Array {
-  const b = new Uint8Array(len);
-  for (let i = 0; i < len; i++) b[i] = (i * 131 + seed * 17 + (i >> 8)) & 0xff;
-  return b;
-}
-
-function same(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
 describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
@@ -358,18 +54,18 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
     expect(entries).toBe(r.base + 2); // the registration's mapping (two chunks)
     const data = pattern(8192, 1);
     r.exp.write(r.fake, 28 * 1024, data); // spans both chunks: two DMA segments
-    const w = makeReq(lim, ReqOp.WRITE, 16, [[r.buf.addr(28 * 1024), 8192]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 16, [[r.buf.addr(28 * 1024), 8192]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(r.m.dmaDebug.entries).toBe(entries);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toBe(BlkStatus.OK);
-    expect(same(r.ctrl.namespace(1)?.readLbas(16, 16), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(16, 16), data)).toBe(true);
     // Read it back elsewhere in the buffer, 4 KiB in two bvecs.
-    const rd = makeReq(lim, ReqOp.READ, 16, [[r.buf.addr(4096), 2048], [r.buf.addr(6144), 6144]], r.done, 1);
+    const rd = makeRequest(lim, ReqOp.READ, 16, [[r.buf.addr(4096), 2048], [r.buf.addr(6144), 6144]], r.done, 1);
     expect(r.host.queueRq(rd)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(rd)).toBe(BlkStatus.OK);
-    expect(same(r.exp.read(r.fake, 4096, 8192), data)).toBe(true);
+    expect(sameBytes(r.exp.read(r.fake, 4096, 8192), data)).toBe(true);
     expect(r.blk.calls).toBe(0);
     expect(r.mapper.stats.premappedRequests).toBe(2);
     expect(r.buf.stats.maps).toBe(1);
@@ -387,11 +83,11 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
     r.exp.write(r.fake, 0, data);
     r.exp.move(r.fake);
     expect(r.buf.sgt).toBeNull();
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toBe(BlkStatus.OK);
-    expect(same(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, 8), data)).toBe(true);
     expect(r.buf.stats).toMatchObject({ maps: 2, unmaps: 1, moveNotifies: 1 });
     expect(r.mapper.stats.remaps).toBe(1);
     expect(r.exp.misuse).toEqual([]);
@@ -401,14 +97,14 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
   it('move_notify with I/O in flight: new I/O waits (RESOURCE), the unmap happens when the last one completes', () => {
     const r = rig();
     const lim = r.host.queueLimits();
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(r.buf.inflight).toBe(1);
     r.exp.move(r.fake);
     // The old mapping is still held for the in-flight command; the fake saw no premature reuse.
     expect(r.buf.sgt).not.toBeNull();
     expect(r.buf.stats.deferredUnmaps).toBe(1);
-    const w2 = makeReq(lim, ReqOp.WRITE, 8, [[r.buf.addr(4096), 4096]], r.done, 1);
+    const w2 = makeRequest(lim, ReqOp.WRITE, 8, [[r.buf.addr(4096), 4096]], r.done, 1);
     expect(r.host.queueRq(w2)).toBe(BlkStatus.RESOURCE);
     r.m.scheduler.runUntilIdle();
     expect(r.ended.get(w)).toBe(BlkStatus.OK);
@@ -433,12 +129,12 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
       [SIZE / 2, SIZE / 2],
     ]);
     runs.forEach(([o, n], i) => {
-      expect(r.host.queueRq(makeReq(lim, ReqOp.WRITE, o / 512, [[r.buf.addr(o), n]], r.done, i))).toBe(BlkStatus.OK);
+      expect(r.host.queueRq(makeRequest(lim, ReqOp.WRITE, o / 512, [[r.buf.addr(o), n]], r.done, i))).toBe(BlkStatus.OK);
     });
     r.m.scheduler.runUntilIdle();
     expect([...r.ended.values()]).toEqual([BlkStatus.OK, BlkStatus.OK]);
     expect(r.host.stats.sglCommands).toBe(2);
-    expect(same(r.ctrl.namespace(1)?.readLbas(0, SIZE / 512), data)).toBe(true);
+    expect(sameBytes(r.ctrl.namespace(1)?.readLbas(0, SIZE / 512), data)).toBe(true);
     expect(r.mapper.ensureMapped(r.buf)).toBe(0);
     r.exp.move(r.fake);
     expect(r.mapper.ensureMapped(r.buf)).toBe(0);
@@ -449,17 +145,17 @@ describe('NVMe pre-mapped I/O into a registered dma-buf', () => {
   it('bad input: I/O beyond the buffer, another device, unregister while busy, unknown fd', () => {
     const r = rig();
     const lim = r.host.queueLimits();
-    const over = makeReq(lim, ReqOp.READ, 0, [[r.buf.addr(SIZE - 2048), 4096]], r.done);
+    const over = makeRequest(lim, ReqOp.READ, 0, [[r.buf.addr(SIZE - 2048), 4096]], r.done);
     expect(r.host.queueRq(over)).toBe(BlkStatus.INVAL);
     expect(r.mapper.register(r.exp.port, r.dev, 99)).toBe(-Errno.EBADF);
-    const w = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done, 2);
+    const w = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096]], r.done, 2);
     expect(r.host.queueRq(w)).toBe(BlkStatus.OK);
     expect(r.mapper.unregister(r.buf)).toBe(-Errno.EBUSY);
     r.m.scheduler.runUntilIdle();
     expect(r.mapper.unregister(r.buf)).toBe(0);
     expect(r.mapper.unregister(r.buf)).toBe(-Errno.EINVAL);
     // After unregistering, the token is nobody's: the block layer's mapper gets (and refuses) it.
-    const late = makeReq(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096], [r.buf.addr(8192), 4096]], r.done, 3);
+    const late = makeRequest(lim, ReqOp.WRITE, 0, [[r.buf.addr(0), 4096], [r.buf.addr(8192), 4096]], r.done, 3);
     expect(r.host.queueRq(late)).toBe(BlkStatus.IOERR);
     expect(r.blk.calls).toBeGreaterThan(0);
     expect(r.m.dmaDebug.entries).toBe(r.base);

@@ -1,8 +1,12 @@
-/** Test rig: a machine, two processes, two HCAs with connected RC QPs, on the fake HMM. */
-import { MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PROT_READ, PROT_WRITE, SZ_1G, createMachine } from '@dmakit/dma-core';
+/**
+ * Test rig of this package (not shipped): a machine, two processes, two HCAs with connected RC QPs,
+ * on the fake HMM. Helpers shared with other packages (bytes, mmap, fake exporter) are in @dmakit/testkit.
+ */
+import { SZ_1G, createMachine } from '@dmakit/dma-core';
 import type { DmaDebugMode, Machine, Process } from '@dmakit/dma-core';
 import { Hca, Mlx5IbDev } from '@dmakit/rdma-umem-odp';
 import type { HcaCq, HcaQp, IbPd, IbWc } from '@dmakit/rdma-umem-odp';
+import { mmapAnon } from '@dmakit/testkit';
 import { createFakeHmm } from './fakeHmm.js';
 import type { FakeHmm } from './fakeHmm.js';
 
@@ -56,38 +60,16 @@ export function drain(rig: OdpRig): void {
   rig.machine.scheduler.runUntilIdle();
 }
 
-export function mmapRw(proc: Process, len: number, addr?: number): number {
-  const r = proc.mm.mmap({ length: len, prot: PROT_READ | PROT_WRITE, flags: MAP_PRIVATE | MAP_ANONYMOUS | (addr !== undefined ? MAP_FIXED : 0), ...(addr !== undefined ? { addr } : {}) });
-  if (r < 0) throw new Error(`mmap failed: ${r}`);
-  return r;
-}
-
 /** Drop the pages of [addr, addr + len) (munmap + mmap MAP_FIXED: madvise(MADV_DONTNEED)-like). */
 export function dropPages(proc: Process, addr: number, len: number): void {
-  mmapRw(proc, len, addr);
+  mmapAnon(proc, len, { addr });
 }
 
 export function pollAll(cq: HcaCq): IbWc[] {
   return cq.poll();
 }
 
-export function pattern(seed: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let x = seed * 2654435761 + 1;
-  for (let i = 0; i < len; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
-}
-
 /** dma-debug reports other than cacheline overlap (see createRig). */
 export function debugReports(rig: OdpRig): string[] {
   return rig.machine.dmaDebug.reports.filter((r) => !r.rule.startsWith('cacheline-overlap')).map((r) => `${r.rule}: ${r.message}`);
-}
-
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

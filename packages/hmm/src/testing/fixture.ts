@@ -1,8 +1,14 @@
-// Shared setup for the tests (not part of the public surface; imported by *.test.ts only).
+/**
+ * Test fixture of @dmakit/hmm (not shipped: src/testing/ is excluded from the build and the
+ * tarball): a machine with the dmirror test device (lib/test_hmm.c) opened by a process, and the
+ * buffers and int patterns of tools/testing/selftests/mm/hmm-tests.c. Helpers other packages need
+ * too (byte compare, anonymous mmap) come from @dmakit/testkit.
+ */
 import { createMachine, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1M } from '@dmakit/dma-core';
 import type { Machine, Process } from '@dmakit/dma-core';
 import { DmirrorDevice } from '@dmakit/hmm';
 import type { Dmirror } from '@dmakit/hmm';
+import { mmapAnon } from '@dmakit/testkit';
 
 export interface Fixture {
   machine: Machine;
@@ -26,21 +32,15 @@ export function addDmirror(machine: Machine, name: string, opts: { devmemBytes?:
   return mdev;
 }
 
-export function mmapAnon(proc: Process, npages: number, prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS): number {
-  const addr = proc.mm.mmap({ length: npages * PAGE_SIZE, prot, flags });
-  if (addr < 0) throw new Error(`mmap: ${addr}`);
-  return addr;
+/** hmm-tests' `mmap(NULL, npages << PAGE_SHIFT, prot, flags, -1, 0)`, counted in pages. */
+export function mmapPages(proc: Process, npages: number, prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS): number {
+  return mmapAnon(proc, npages * PAGE_SIZE, { prot, flags });
 }
 
 /** Page p, word w holds (p * 1024 + w) * sign, as hmm-tests' int patterns. */
-export function pattern(npages: number, sign = 1, seed = 0): Uint8Array {
+export function intPattern(npages: number, sign = 1, seed = 0): Uint8Array {
   const b = new Uint8Array(npages * PAGE_SIZE);
   const v = new Int32Array(b.buffer);
   for (let i = 0; i < v.length; i++) v[i] = sign * (i + seed);
   return b;
-}
-
-/** Fast byte equality (vitest's deep equality walks typed arrays element by element). */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0;
 }
