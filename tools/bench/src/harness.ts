@@ -72,7 +72,8 @@ function nowNs(): number {
   return Number(process.hrtime.bigint());
 }
 
-function median(xs: number[]): number {
+/** Median of samples (NaN when empty). */
+export function medianOf(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? Number.NaN;
 }
@@ -89,7 +90,7 @@ export function sideBySide(contenders: readonly Contender[], ops: number, rounds
     });
   }
   return contenders.map((c, i) => {
-    const ns = median(samples[i] ?? []);
+    const ns = medianOf(samples[i] ?? []);
     return { name: c.name, nsPerOp: ns, opsPerSec: 1e9 / ns, samples: rounds };
   });
 }
@@ -134,11 +135,33 @@ export function writeSuite(result: SuiteResult): string {
   return md;
 }
 
-export function writeSummary(mds: readonly string[]): void {
+/**
+ * `results/SUMMARY.md`: every target of the run in one table at the top (measured value, target,
+ * PASS/FAIL, suite), then each suite's own tables.
+ */
+export function writeSummary(results: readonly SuiteResult[], mds: readonly string[]): string {
   mkdirSync(resultsDir, { recursive: true });
   const r = runInfo();
-  writeFileSync(
-    join(resultsDir, 'SUMMARY.md'),
-    `# dmakit benchmark results\n\nNode ${process.version}, ${process.platform}/${process.arch}; run ${r.date}, commit ${r.commit}${r.dirty ? ' (with uncommitted changes)' : ''}. Charts: charts/*.svg (index in charts/index.json).\n\n${mds.join('\n')}`,
-  );
+  const rows = ['| target | measured | goal | result | suite |', '| --- | ---: | --- | --- | --- |'];
+  let failed = 0;
+  for (const res of results) {
+    for (const c of res.checks) {
+      if (!c.pass) failed++;
+      rows.push(`| ${c.name} | ${fmt(c.value)} | ${c.target} | ${c.pass ? 'PASS' : '**FAIL**'} | ${res.suite} |`);
+    }
+  }
+  const total = rows.length - 2;
+  const head = [
+    '# dmakit benchmark results',
+    '',
+    `Node ${process.version}, ${process.platform}/${process.arch}; compiled JavaScript (no loader); run ${r.date}, commit ${r.commit}${r.dirty ? ' (with uncommitted changes)' : ''}. Charts: charts/*.svg (index in charts/index.json).`,
+    '',
+    `## Targets: ${total - failed} of ${total} PASS`,
+    '',
+    ...rows,
+    '',
+  ].join('\n');
+  const text = `${head}\n${mds.join('\n')}`;
+  writeFileSync(join(resultsDir, 'SUMMARY.md'), text);
+  return head;
 }

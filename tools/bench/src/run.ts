@@ -30,6 +30,7 @@ const suites: [string, () => SuiteResult[]][] = [
 ];
 
 const mds: string[] = [];
+const all: SuiteResult[] = [];
 let failed = 0;
 for (const [name, run] of suites) {
   if (only.length > 0 && !only.includes(name)) continue;
@@ -37,12 +38,13 @@ for (const [name, run] of suites) {
   for (const r of run()) {
     const md = writeSuite(r);
     mds.push(md);
+    all.push(r);
     process.stdout.write(`${md}\n`);
     failed += r.checks.filter((c) => !c.pass).length;
   }
   process.stdout.write(`(${name}: ${(Number(process.hrtime.bigint() - ts) / 1e9).toFixed(1)} s)\n\n`);
 }
-writeSummary(mds);
+process.stdout.write(writeSummary(all, mds));
 // Charts from everything on disk, so a partial run (`pnpm bench nvme`) still draws the rest.
 const { results, skipped } = loadResults(resultsDir);
 for (const s of skipped) process.stderr.write(`charts: skipped ${s.file}: ${s.reason}\n`);
