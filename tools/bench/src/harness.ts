@@ -26,6 +26,10 @@ export interface Check {
   readonly target: string;
   readonly value: number;
   readonly pass: boolean;
+  /** Runs the measured contender's work, for a profile when the target is missed (not serialised). */
+  readonly profile?: () => void;
+  /** Top functions by self time of that work, filled in by run.ts when the target is missed. */
+  top?: string[];
 }
 
 export interface SuiteResult {
@@ -102,8 +106,8 @@ export function once(fn: () => void): number {
   return nowNs() - t0;
 }
 
-export function check(name: string, target: string, value: number, pass: boolean): Check {
-  return { name, target, value, pass };
+export function check(name: string, target: string, value: number, pass: boolean, profile?: () => void): Check {
+  return profile === undefined ? { name, target, value, pass } : { name, target, value, pass, profile };
 }
 
 export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
@@ -129,6 +133,9 @@ export function writeSuite(result: SuiteResult): string {
   if (result.checks.length > 0) {
     lines.push('', '| target | measured | result |', '| --- | ---: | --- |');
     for (const c of result.checks) lines.push(`| ${c.name}: ${c.target} | ${fmt(c.value)} | ${c.pass ? 'PASS' : 'FAIL'} |`);
+    for (const c of result.checks) {
+      if (c.top !== undefined && c.top.length > 0) lines.push('', `Missed: ${c.name}. Top functions by self time of the contender:`, '', ...c.top.map((t) => `- ${t}`));
+    }
   }
   const md = `${lines.join('\n')}\n`;
   writeFileSync(join(resultsDir, `${result.suite}.md`), md);
@@ -147,7 +154,8 @@ export function writeSummary(results: readonly SuiteResult[], mds: readonly stri
   for (const res of results) {
     for (const c of res.checks) {
       if (!c.pass) failed++;
-      rows.push(`| ${c.name} | ${fmt(c.value)} | ${c.target} | ${c.pass ? 'PASS' : '**FAIL**'} | ${res.suite} |`);
+      const why = c.pass || c.top === undefined || c.top.length === 0 ? '' : ` (top: ${c.top.slice(0, 3).join('; ')})`;
+      rows.push(`| ${c.name} | ${fmt(c.value)} | ${c.target} | ${c.pass ? 'PASS' : `**FAIL**${why}`} | ${res.suite} |`);
     }
   }
   const total = rows.length - 2;

@@ -12,6 +12,7 @@ import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { runNvmeBenches } from './nvme.bench.js';
 import { runRdmaOdpBenches } from './rdmaOdp.bench.js';
 import { runVfioMlx5Benches } from './vfioMlx5.bench.js';
+import { profileTop } from './profile.js';
 import { resultsDir, runInfo, writeSuite, writeSummary } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
@@ -36,6 +37,7 @@ for (const [name, run] of suites) {
   if (only.length > 0 && !only.includes(name)) continue;
   const ts = process.hrtime.bigint();
   for (const r of run()) {
+    for (const c of r.checks) if (!c.pass && c.profile !== undefined) c.top = await profileTop(c.profile);
     const md = writeSuite(r);
     mds.push(md);
     all.push(r);
