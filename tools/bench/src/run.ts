@@ -11,6 +11,7 @@ import { runHmmBenches } from './hmm.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { runNvmeBenches } from './nvme.bench.js';
 import { runRdmaOdpBenches } from './rdmaOdp.bench.js';
+import { runScalingBenches } from './scaling.bench.js';
 import { runVfioMlx5Benches } from './vfioMlx5.bench.js';
 import { profileTop } from './profile.js';
 import { resultsDir, runInfo, writeSuite, writeSummary } from './harness.js';
@@ -28,6 +29,7 @@ const suites: [string, () => SuiteResult[]][] = [
   ['hmm', runHmmBenches],
   ['rdma-odp', runRdmaOdpBenches],
   ['vfio-mlx5', runVfioMlx5Benches],
+  ['scaling', runScalingBenches],
 ];
 
 const mds: string[] = [];
