@@ -6,6 +6,7 @@
 export * from './instance/index.js';
 export * from './units/index.js';
 export * from './sim/index.js';
+export * from './util/index.js';
 export * from './trace/index.js';
 export * from './mem/index.js';
 export * from './mm/index.js';

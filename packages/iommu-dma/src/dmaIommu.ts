@@ -617,7 +617,9 @@ export class IommuDmaOps implements DmaMapOps {
     const startPad = offsetIn(phys, g);
     // The common case (trusted device, granule-aligned phys, no attrs): nothing below can apply.
     if (startPad === 0 && attrs === 0 && !devIsUntrusted(dev)) {
-      return this.domain.mapNosync(state.addr + offset, phys, size === g ? g : alignUp(size, g), dmaInfoToProt(dir, dev.coherent, 0));
+      const prot = dmaInfoToProt(dir, dev.coherent, 0);
+      if (size === 4096 && g === 4096) return this.domain.mapNosyncPage(state.addr + offset, phys, prot);
+      return this.domain.mapNosync(state.addr + offset, phys, size === g ? g : alignUp(size, g), prot);
     }
     if (startPad !== 0 && offset > 0) {
       this.#ctx.warn(dev, 'WARN_ON_ONCE: dma_iova_link of an unaligned phys at offset > 0');

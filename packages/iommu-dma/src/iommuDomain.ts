@@ -175,6 +175,31 @@ export class IommuDomain {
     return 0;
   }
 
+  /**
+   * `iommu_map_nosync` of one 4 KiB page, the hot case of `dma_iova_link`: when the page lands in
+   * the cached leaf table it is one PTE store; otherwise (or for anything unusual: unaligned or
+   * fractional addresses, no read/write permission) it is exactly `mapNosync`, with its errors.
+   */
+  mapNosyncPage(iova: number, paddr: number, prot: number): number {
+    if (
+      (prot & (IOMMU_READ | IOMMU_WRITE)) !== 0 &&
+      (iova & 4095) === 0 &&
+      (paddr & 4095) === 0 &&
+      iova >= 0 &&
+      paddr >= 0 &&
+      Math.floor(iova) === iova &&
+      Math.floor(paddr) === paddr &&
+      paddr <= Number.MAX_SAFE_INTEGER &&
+      this.pgtable.mapLeaf4k(iova, paddr, prot)
+    ) {
+      this.maps++;
+      const trace = this.#host.trace;
+      if (trace.enabled) traceIommuMap(trace, this.name, iova, paddr, 4096);
+      return 0;
+    }
+    return this.mapNosync(iova, paddr, 4096, prot);
+  }
+
   /** Unmap what a failed map call mapped (iommu_unmap, synced): nothing changes on error. */
   #undoPartialMap(iova: number, mapped: number, err: number): number {
     if (mapped > 0) this.unmap(iova, mapped);

@@ -227,6 +227,25 @@ export class IoPageTable {
   /** Bytes mapped by the failed `mapPages` before its error. */
   partial = 0;
 
+  /**
+   * The one-page case of `mapPages` when the leaf table for `iova` is the cached one and the entry
+   * is empty: store the PTE and return true. Anything else (another 2 MiB block, a present entry)
+   * returns false having changed nothing, and the caller takes `mapPages`, which applies every rule.
+   * `iova` and `paddr` must be 4 KiB-aligned integers (the caller checked).
+   */
+  mapLeaf4k(iova: number, paddr: number, prot: number): boolean {
+    const t = this.#cacheTable;
+    const rel = iova - this.#cacheBase;
+    if (t < 0 || rel < 0 || rel >= 0x20_0000) return false;
+    const e = t * ENTRIES + rel / 4096;
+    if (this.#flags[e] !== 0) return false;
+    this.#addr[e] = paddr;
+    this.#flags[e] = (prot & PROT_MASK) | PTE_PRESENT | PTE_LEAF;
+    this.#used[t] = (this.#used[t] ?? 0) + 1;
+    this.pteWrites++;
+    return true;
+  }
+
   /** Walk (allocating tables) down to the table that holds level-`level` entries for `va`. */
   #descend(va: number, level: number): number {
     let t = this.root;

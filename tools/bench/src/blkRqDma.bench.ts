@@ -160,16 +160,19 @@ function suite(withIommu: boolean): SuiteResult {
 const sink = { v: 0 };
 
 /**
- * JS heap bytes allocated per call of `fn`, measured between two forced GCs over a run short
- * enough to stay inside the young generation (needs node --expose-gc; NaN without it).
+ * Bytes allocated per call of `fn` (JS heap + ArrayBuffer backing stores), measured between two
+ * forced GCs over a run short enough to stay inside the young generation (needs node
+ * --expose-gc; NaN without it).
  */
 function heapPerOp(fn: () => number, ops: number): number {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc === undefined) return Number.NaN;
   gc();
-  const h0 = process.memoryUsage().heapUsed;
+  const u0 = process.memoryUsage();
   loop(ops, fn);
-  const h1 = process.memoryUsage().heapUsed;
+  const u1 = process.memoryUsage();
+  const h0 = u0.heapUsed + u0.arrayBuffers;
+  const h1 = u1.heapUsed + u1.arrayBuffers;
   return Math.max(0, (h1 - h0) / ops);
 }
 

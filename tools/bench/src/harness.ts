@@ -26,6 +26,10 @@ export interface Check {
   readonly target: string;
   readonly value: number;
   readonly pass: boolean;
+  /** Runs the measured contender's work, for a profile when the target is missed (not serialised). */
+  readonly profile?: () => void;
+  /** Top functions by self time of that work, filled in by run.ts when the target is missed. */
+  top?: string[];
 }
 
 export interface SuiteResult {
@@ -72,7 +76,8 @@ function nowNs(): number {
   return Number(process.hrtime.bigint());
 }
 
-function median(xs: number[]): number {
+/** Median of samples (NaN when empty). */
+export function medianOf(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? Number.NaN;
 }
@@ -89,7 +94,7 @@ export function sideBySide(contenders: readonly Contender[], ops: number, rounds
     });
   }
   return contenders.map((c, i) => {
-    const ns = median(samples[i] ?? []);
+    const ns = medianOf(samples[i] ?? []);
     return { name: c.name, nsPerOp: ns, opsPerSec: 1e9 / ns, samples: rounds };
   });
 }
@@ -101,8 +106,8 @@ export function once(fn: () => void): number {
   return nowNs() - t0;
 }
 
-export function check(name: string, target: string, value: number, pass: boolean): Check {
-  return { name, target, value, pass };
+export function check(name: string, target: string, value: number, pass: boolean, profile?: () => void): Check {
+  return profile === undefined ? { name, target, value, pass } : { name, target, value, pass, profile };
 }
 
 export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
@@ -128,17 +133,43 @@ export function writeSuite(result: SuiteResult): string {
   if (result.checks.length > 0) {
     lines.push('', '| target | measured | result |', '| --- | ---: | --- |');
     for (const c of result.checks) lines.push(`| ${c.name}: ${c.target} | ${fmt(c.value)} | ${c.pass ? 'PASS' : 'FAIL'} |`);
+    for (const c of result.checks) {
+      if (c.top !== undefined && c.top.length > 0) lines.push('', `Missed: ${c.name}. Top functions by self time of the contender:`, '', ...c.top.map((t) => `- ${t}`));
+    }
   }
   const md = `${lines.join('\n')}\n`;
   writeFileSync(join(resultsDir, `${result.suite}.md`), md);
   return md;
 }
 
-export function writeSummary(mds: readonly string[]): void {
+/**
+ * `results/SUMMARY.md`: every target of the run in one table at the top (measured value, target,
+ * PASS/FAIL, suite), then each suite's own tables.
+ */
+export function writeSummary(results: readonly SuiteResult[], mds: readonly string[]): string {
   mkdirSync(resultsDir, { recursive: true });
   const r = runInfo();
-  writeFileSync(
-    join(resultsDir, 'SUMMARY.md'),
-    `# dmakit benchmark results\n\nNode ${process.version}, ${process.platform}/${process.arch}; run ${r.date}, commit ${r.commit}${r.dirty ? ' (with uncommitted changes)' : ''}. Charts: charts/*.svg (index in charts/index.json).\n\n${mds.join('\n')}`,
-  );
+  const rows = ['| target | measured | goal | result | suite |', '| --- | ---: | --- | --- | --- |'];
+  let failed = 0;
+  for (const res of results) {
+    for (const c of res.checks) {
+      if (!c.pass) failed++;
+      const why = c.pass || c.top === undefined || c.top.length === 0 ? '' : ` (top: ${c.top.slice(0, 3).join('; ')})`;
+      rows.push(`| ${c.name} | ${fmt(c.value)} | ${c.target} | ${c.pass ? 'PASS' : `**FAIL**${why}`} | ${res.suite} |`);
+    }
+  }
+  const total = rows.length - 2;
+  const head = [
+    '# dmakit benchmark results',
+    '',
+    `Node ${process.version}, ${process.platform}/${process.arch}; compiled JavaScript (no loader); run ${r.date}, commit ${r.commit}${r.dirty ? ' (with uncommitted changes)' : ''}. Charts: charts/*.svg (index in charts/index.json).`,
+    '',
+    `## Targets: ${total - failed} of ${total} PASS`,
+    '',
+    ...rows,
+    '',
+  ].join('\n');
+  const text = `${head}\n${mds.join('\n')}`;
+  writeFileSync(join(resultsDir, 'SUMMARY.md'), text);
+  return head;
 }

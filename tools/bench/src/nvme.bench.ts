@@ -12,7 +12,7 @@ import { BlkStatus, createMachine, ReqOp, SZ_1G } from '@dmakit/dma-core';
 import type { BlkRequest } from '@dmakit/dma-core';
 import { createIommu } from '@dmakit/iommu-dma';
 import { NVME_PUBLISHED_IOPS, NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
-import { runNvmeStack } from '../../../apps/demo/src/stacks/nvme.js';
+import { runNvmeStack } from '@dmakit/demo/stacks';
 import { check, sideBySide } from './harness.js';
 import type { Check, SuiteResult } from './harness.js';
 

@@ -57,7 +57,7 @@ function heap(): number {
   return u.heapUsed + u.arrayBuffers;
 }
 
-interface RunResult {
+export interface RunResult {
   faultNs: number;
   faults: number;
   iovaAllocs: number;
@@ -72,7 +72,7 @@ function iotlbInv(s: IommuStats): number {
 }
 
 /** One fresh machine: register, populate the CPU side, fault the MR in, then invalidate it. */
-function faultInOnce(legacy: boolean, bytes: number): RunResult {
+export function faultInOnce(legacy: boolean, bytes: number): RunResult {
   const m = createMachine({ ramBytes: Math.max(2 * SZ_1G, bytes + SZ_1G), dmaDebug: 'off' });
   const iommu = createIommu(m, { mode: 'strict' });
   const dev = m.pci.addDevice({ name: 'mlx5_bench', dmaMaskBits: 64 });

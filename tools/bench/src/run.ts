@@ -11,7 +11,9 @@ import { runHmmBenches } from './hmm.bench.js';
 import { runIommuDmaBenches } from './iommuDma.bench.js';
 import { runNvmeBenches } from './nvme.bench.js';
 import { runRdmaOdpBenches } from './rdmaOdp.bench.js';
+import { runScalingBenches } from './scaling.bench.js';
 import { runVfioMlx5Benches } from './vfioMlx5.bench.js';
+import { profileTop } from './profile.js';
 import { resultsDir, runInfo, writeSuite, writeSummary } from './harness.js';
 import type { SuiteResult } from './harness.js';
 
@@ -27,22 +29,26 @@ const suites: [string, () => SuiteResult[]][] = [
   ['hmm', runHmmBenches],
   ['rdma-odp', runRdmaOdpBenches],
   ['vfio-mlx5', runVfioMlx5Benches],
+  ['scaling', runScalingBenches],
 ];
 
 const mds: string[] = [];
+const all: SuiteResult[] = [];
 let failed = 0;
 for (const [name, run] of suites) {
   if (only.length > 0 && !only.includes(name)) continue;
   const ts = process.hrtime.bigint();
   for (const r of run()) {
+    for (const c of r.checks) if (!c.pass && c.profile !== undefined) c.top = await profileTop(c.profile);
     const md = writeSuite(r);
     mds.push(md);
+    all.push(r);
     process.stdout.write(`${md}\n`);
     failed += r.checks.filter((c) => !c.pass).length;
   }
   process.stdout.write(`(${name}: ${(Number(process.hrtime.bigint() - ts) / 1e9).toFixed(1)} s)\n\n`);
 }
-writeSummary(mds);
+process.stdout.write(writeSummary(all, mds));
 // Charts from everything on disk, so a partial run (`pnpm bench nvme`) still draws the rest.
 const { results, skipped } = loadResults(resultsDir);
 for (const s of skipped) process.stderr.write(`charts: skipped ${s.file}: ${s.reason}\n`);

@@ -13,7 +13,7 @@ import { createIommu } from '@dmakit/iommu-dma';
 import type { Iommu } from '@dmakit/iommu-dma';
 import { Mlx5SimFunction, Mlx5VfPciCoreDevice, mlx5vfAllocDataBuffer, mlx5vfFreeDataBuffer } from '@dmakit/vfio-mlx5';
 import type { Mlx5BufferCtx } from '@dmakit/vfio-mlx5';
-import { runVfioMigrationStack } from '../../../apps/demo/src/stacks/vfioMigration.js';
+import { runVfioMigrationStack } from '@dmakit/demo/stacks';
 import { check, once, sideBySide } from './harness.js';
 import type { SuiteResult } from './harness.js';
 

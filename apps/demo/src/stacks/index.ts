@@ -30,6 +30,12 @@ export type { NvmePremappedCompare } from './dmabufP2pNvmePremapped.js';
 export type { RdmaOdpResult } from './rdmaOdp.js';
 export type { VfioMigrationResult } from './vfioMigration.js';
 export { directStack, dmabufP2pStack, gpuSvmStack, nvmeStack, rdmaOdpStack, vfioMigrationStack };
+// Programmatic runners with every option (the StackDefs above take the CLI's options only):
+// benchmarks and notebooks drive the stacks through these.
+export { compareIommuModes, runNvmeStack } from './nvme.js';
+export type { NvmeIommuMode, NvmeStackOptions } from './nvme.js';
+export { runVfioMigrationStack } from './vfioMigration.js';
+export type { VfioMigrationOptions } from './vfioMigration.js';
 
 /** Every stack, in the order the CLI's help lists them. */
 export const STACKS: readonly StackDef[] = Object.freeze([

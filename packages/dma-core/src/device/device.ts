@@ -148,6 +148,13 @@ export class Device {
 
   /** Device reads into `out` (no allocation). */
   dmaReadInto(dmaAddr: number, out: Uint8Array, outOffset = 0, len = out.length - outOffset): void {
+    if (len > 0 && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0 && Number.isSafeInteger(len) && (dmaAddr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE) {
+      // One page: the same translate and checks as below, without the chunk loop.
+      this.host.memory.readInto(this.#translateChunk(dmaAddr, len, 'read', false), out, outOffset, len);
+      this.portStats.reads++;
+      this.portStats.bytesRead += len;
+      return;
+    }
     const n = this.#translateAll(dmaAddr, len, 'read');
     const mem = this.host.memory;
     let done = 0;
@@ -163,6 +170,12 @@ export class Device {
 
   /** Device writes `bytes` to memory at `dmaAddr`. */
   dmaWrite(dmaAddr: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
+    if (len > 0 && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0 && Number.isSafeInteger(len) && (dmaAddr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE) {
+      this.host.memory.write(this.#translateChunk(dmaAddr, len, 'write', true), bytes, srcOffset, len);
+      this.portStats.writes++;
+      this.portStats.bytesWritten += len;
+      return;
+    }
     const n = this.#translateAll(dmaAddr, len, 'write');
     const mem = this.host.memory;
     let done = 0;
@@ -184,28 +197,33 @@ export class Device {
     const chunks = Math.ceil(((dmaAddr % PAGE_SIZE) + len) / PAGE_SIZE);
     if (chunks > this.#scratchPhys.length) this.#scratchPhys = new Float64Array(Math.max(chunks, this.#scratchPhys.length * 2));
     const write = access === 'write';
-    const ops = this.dmaOps;
-    const host = this.host;
     let done = 0;
     for (let i = 0; i < chunks; i++) {
       const addr = dmaAddr + done;
       const chunk = Math.min(PAGE_SIZE - (addr % PAGE_SIZE), len - done);
-      let phys = host.p2pRoute(this, addr);
-      if (phys < 0) {
-        if (ops !== null) {
-          phys = ops.translate(this, addr, write);
-        } else {
-          phys = addr > this.dmaMask ? DmaFaultReason.OUT_OF_RANGE : addr - this.dmaRangeOffset;
-        }
-      }
-      if (phys < 0) this.#fault(addr, chunk, access, phys as DmaFaultReason, 'translation refused');
-      if (!host.physAccessible(phys, chunk)) {
-        this.#fault(addr, chunk, access, DmaFaultReason.OUT_OF_RANGE, `no memory at phys 0x${phys.toString(16)}`);
-      }
-      this.#scratchPhys[i] = phys;
+      this.#scratchPhys[i] = this.#translateChunk(addr, chunk, access, write);
       done += chunk;
     }
     return chunks;
+  }
+
+  /** Physical address of a chunk that stays within one page: P2P route, else IOMMU or dma-direct; faults if refused. */
+  #translateChunk(addr: number, chunk: number, access: DmaAccessKind, write: boolean): number {
+    const host = this.host;
+    let phys = host.p2pRoute(this, addr);
+    if (phys < 0) {
+      const ops = this.dmaOps;
+      if (ops !== null) {
+        phys = ops.translate(this, addr, write);
+      } else {
+        phys = addr > this.dmaMask ? DmaFaultReason.OUT_OF_RANGE : addr - this.dmaRangeOffset;
+      }
+    }
+    if (phys < 0) this.#fault(addr, chunk, access, phys as DmaFaultReason, 'translation refused');
+    if (!host.physAccessible(phys, chunk)) {
+      this.#fault(addr, chunk, access, DmaFaultReason.OUT_OF_RANGE, `no memory at phys 0x${phys.toString(16)}`);
+    }
+    return phys;
   }
 
   #fault(dmaAddr: number, len: number, access: DmaAccessKind, reason: DmaFaultReason, detail: string): never {

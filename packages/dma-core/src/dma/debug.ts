@@ -252,6 +252,16 @@ class Entry {
   }
 }
 
+/** `x mod granule` for a non-negative safe integer and a power-of-two granule (`&`, not an fmod). */
+function granuleOffset(x: number, granule: number): number {
+  return x & (granule - 1);
+}
+
+/** The call facts a report about an IOVA call carries. */
+function iovaCallInfo(call: string, offset: number, size: number): { call: string; offset: number; size: number } {
+  return { call, offset, size };
+}
+
 /** A tracked dma_iova_state: allocation facts plus a merged, sorted set of linked [start, end). */
 class IovaTrack {
   readonly dev: Device;
@@ -314,7 +324,14 @@ class IovaTrack {
       removed += je - js;
       j++;
     }
-    if (j === i) {
+    if (j === i + 1) {
+      // The common case (a link that extends one linked range): no splice.
+      this.starts[i] = ns;
+      this.ends[i] = ne;
+    } else if (j === i && i === this.starts.length) {
+      this.starts.push(ns);
+      this.ends.push(ne);
+    } else if (j === i) {
       this.starts.splice(i, 0, ns);
       this.ends.splice(i, 0, ne);
     } else {
@@ -628,23 +645,22 @@ export class DmaDebug {
     const t = this.#iovaGet(dev, state, 'dma_iova_link', offset, size);
     if (t !== null) {
       const end = offset + size;
-      const call = { call: 'dma_iova_link', offset, size };
       if (!(offset >= 0 && size > 0 && end <= t.size)) {
         this.#raise(
           'iova-link-out-of-range',
           dev,
           `dma_iova_link outside the allocated IOVA range [offset=${hx(offset)}] [size=${size}] [iova size=${t.size}] ${NOT_BY_KERNEL}`,
-          { iova: iovaInfo(t), iovaCall: call, origin: iovaOrigin(t) },
+          { iova: iovaInfo(t), iovaCall: iovaCallInfo('dma_iova_link', offset, size), origin: iovaOrigin(t) },
         );
       }
       // Every link but the first must start on a granule boundary of the IOVA (state->addr +
       // offset), which is offset % granule when the try_alloc phys hint was granule aligned.
-      if (offset > 0 && (t.addr + offset) % t.granule !== 0) {
+      if (offset > 0 && granuleOffset(t.addr + offset, t.granule) !== 0) {
         this.#raise(
           'iova-link-unaligned',
           dev,
           `dma_iova_link at an offset that is not aligned to the merge boundary [offset=${hx(offset)}] [granule=${t.granule}] ${NOT_BY_KERNEL}`,
-          { iova: iovaInfo(t), iovaCall: call, origin: iovaOrigin(t) },
+          { iova: iovaInfo(t), iovaCall: iovaCallInfo('dma_iova_link', offset, size), origin: iovaOrigin(t) },
         );
       }
       if (size > 0 && t.overlaps(offset, end)) {
@@ -652,7 +668,7 @@ export class DmaDebug {
           'iova-link-overlap',
           dev,
           `dma_iova_link over an already linked range [offset=${hx(offset)}] [size=${size}] ${NOT_BY_KERNEL}`,
-          { iova: iovaInfo(t), iovaCall: call, origin: iovaOrigin(t) },
+          { iova: iovaInfo(t), iovaCall: iovaCallInfo('dma_iova_link', offset, size), origin: iovaOrigin(t) },
         );
       }
       if (size > 0) {
@@ -662,12 +678,12 @@ export class DmaDebug {
         const prevEnd = k > 0 ? (t.ends[k - 1] ?? 0) : -1;
         const thisEnd = t.ends[k] ?? 0;
         const hasNext = k + 1 < t.starts.length;
-        if ((prevEnd >= 0 && (t.addr + prevEnd) % t.granule !== 0) || (hasNext && (t.addr + thisEnd) % t.granule !== 0)) {
+        if ((prevEnd >= 0 && granuleOffset(t.addr + prevEnd, t.granule) !== 0) || (hasNext && granuleOffset(t.addr + thisEnd, t.granule) !== 0)) {
           this.#raise(
             'iova-link-unaligned',
             dev,
             `dma_iova_link: a range that is not the last ends inside a granule [granule=${t.granule}] ${NOT_BY_KERNEL}`,
-            { iova: iovaInfo(t), iovaCall: call, origin: iovaOrigin(t) },
+            { iova: iovaInfo(t), iovaCall: iovaCallInfo('dma_iova_link', offset, size), origin: iovaOrigin(t) },
           );
         }
       }

@@ -1,4 +1,8 @@
 import { PAGE_SHIFT, PAGE_SIZE } from '../units/page.js';
+import { IntMap } from '../util/intMap.js';
+
+/** Copies at or below this many bytes use a plain loop: a `subarray` view would cost more than the copy. */
+const SMALL_COPY = 64;
 
 /**
  * Sparse physical memory with real bytes. Pages are materialised on first write, so a 1 TiB
@@ -7,7 +11,9 @@ import { PAGE_SHIFT, PAGE_SIZE } from '../units/page.js';
  * regions: region policy (RAM, BAR, MMIO) lives in the region map.
  */
 export class PhysicalMemory {
-  readonly #pages = new Map<number, Uint8Array>();
+  // IntMap, not Map: pages are freed and re-touched constantly, and a Map's deleted entries would
+  // make later lookups slower with every cycle (see util/intMap.ts).
+  readonly #pages = new IntMap<Uint8Array>();
   /** One past the highest physical address. */
   readonly limit: number;
 
@@ -49,6 +55,15 @@ export class PhysicalMemory {
   /** Copy `len` bytes starting at `phys` into `out` (at `outOffset`). */
   readInto(phys: number, out: Uint8Array, outOffset = 0, len = out.length - outOffset): void {
     this.#check(phys, len);
+    if (!(outOffset >= 0 && outOffset + len <= out.length)) throw new RangeError(`read of ${len} bytes does not fit the buffer at offset ${outOffset}`);
+    const off0 = phys & (PAGE_SIZE - 1); // exact: phys is a safe integer
+    if (len <= SMALL_COPY && off0 + len <= PAGE_SIZE) {
+      // A small access inside one page (a device reading a descriptor or a PRP entry).
+      const p = this.#pages.get((phys - off0) / PAGE_SIZE);
+      if (p === undefined) out.fill(0, outOffset, outOffset + len);
+      else for (let i = 0; i < len; i++) out[outOffset + i] = p[off0 + i] ?? 0;
+      return;
+    }
     let done = 0;
     while (done < len) {
       const addr = phys + done;
@@ -56,8 +71,10 @@ export class PhysicalMemory {
       const off = addr - pfn * PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - off, len - done);
       const p = this.#pages.get(pfn);
-      if (p === undefined) out.fill(0, outOffset + done, outOffset + done + n);
-      else out.set(p.subarray(off, off + n), outOffset + done);
+      const at = outOffset + done;
+      if (p === undefined) out.fill(0, at, at + n);
+      else if (n <= SMALL_COPY) for (let i = 0; i < n; i++) out[at + i] = p[off + i] ?? 0;
+      else out.set(p.subarray(off, off + n), at);
       done += n;
     }
   }
@@ -96,13 +113,17 @@ export class PhysicalMemory {
   /** Copies bytes into physical memory at phys. */
   write(phys: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
     this.#check(phys, len);
+    if (!(srcOffset >= 0 && srcOffset + len <= bytes.length)) throw new RangeError(`write of ${len} bytes reaches past the source buffer at offset ${srcOffset}`);
     let done = 0;
     while (done < len) {
       const addr = phys + done;
       const pfn = Math.floor(addr / PAGE_SIZE);
       const off = addr - pfn * PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - off, len - done);
-      this.page(pfn).set(bytes.subarray(srcOffset + done, srcOffset + done + n), off);
+      const p = this.page(pfn);
+      const from = srcOffset + done;
+      if (n <= SMALL_COPY) for (let i = 0; i < n; i++) p[off + i] = bytes[from + i] ?? 0;
+      else p.set(bytes.subarray(from, from + n), off);
       done += n;
     }
   }

@@ -223,3 +223,31 @@ describe('SystemMemory buddy allocator', () => {
     expect(mc.memory.stats().reservedPages).toBeGreaterThan(0);
   });
 });
+
+describe('PhysicalMemory byte copies', () => {
+  it('copies small and large spans within and across pages, and untouched pages read as zeros', () => {
+    const m = mk();
+    const p = m.allocPages(1);
+    const src = Uint8Array.from({ length: 6000 }, (_, i) => (i * 7 + 1) & 0xff);
+    m.write(p + 4090, src.subarray(0, 12)); // small, crosses a page boundary
+    m.write(p + 100, src, 20, 40); // small, inside a page, with a source offset
+    expect([...m.read(p + 4090, 12)]).toEqual([...src.subarray(0, 12)]);
+    expect([...m.read(p + 100, 40)]).toEqual([...src.subarray(20, 60)]);
+    const q = m.allocPages(2);
+    m.write(q + 10, src); // large, crosses a page
+    expect(m.read(q + 10, 6000)).toEqual(src);
+    expect([...m.read(q + 10 + 6000, 8)]).toEqual(Array(8).fill(0)); // just past what was written
+    const out = new Uint8Array(8).fill(9);
+    m.readInto(q + 3 * PAGE_SIZE, out, 0, 8);
+    expect([...out]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it('refuses a copy whose length runs past the caller buffer, moving no byte', () => {
+    const m = mk();
+    const p = m.allocPages(0);
+    m.write(p, new Uint8Array(16).fill(5));
+    expect(() => m.write(p, new Uint8Array(4).fill(1), 2, 8)).toThrow(RangeError);
+    expect(() => m.readInto(p, new Uint8Array(4), 1, 4)).toThrow(RangeError);
+    expect([...m.read(p, 16)]).toEqual(Array(16).fill(5));
+  });
+});

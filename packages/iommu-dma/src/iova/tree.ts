@@ -8,7 +8,7 @@
  * largest such gap in its subtree, so the same top-down answer is found in O(log n).
  * Internal to the iova room.
  */
-import { Rng } from '@dmakit/dma-core';
+import { IntMap, Rng } from '@dmakit/dma-core';
 
 /** One range in the tree: an allocation (possibly sitting in an rcache), a reservation or the anchor. */
 export class IovaNode {
@@ -47,7 +47,7 @@ function pull(t: IovaNode): void {
 export class IovaTree {
   root: IovaNode | null = null;
   /** Exact-start index: the free paths look nodes up by their first pfn in O(1). */
-  readonly byLo = new Map<number, IovaNode>();
+  readonly byLo = new IntMap<IovaNode>();
   #rng: Rng;
   #splitL: IovaNode | null = null;
   #splitR: IovaNode | null = null;
