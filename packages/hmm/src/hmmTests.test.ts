@@ -222,8 +222,8 @@ describe('hmm-tests (dmirror)', () => {
     const f = setup();
     const npages = (1024 << 12) / PAGE_SIZE; // HMM_BUFFER_SIZE
     const size = npages * PAGE_SIZE;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages); // ptr[i] = i
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages); // ptr[i] = i
     f.proc.mm.write(addr, data);
 
     // Migrate memory to device; check what the device read.
@@ -255,8 +255,8 @@ describe('hmm-tests (dmirror)', () => {
     // dmirror_migrate_finalize_and_map's xa_store replaces the entry of the old system page.
     const f = setup();
     const npages = 8;
-    const addr = mmapAnon(f.proc, npages);
-    const data = pattern(npages, 1, 3);
+    const addr = mmapPages(f.proc, npages);
+    const data = intPattern(npages, 1, 3);
     f.proc.mm.write(addr, data);
     expect(f.mirror.read(addr, npages).ret).toBe(0);
     expect(f.mirror.summary().dmaMapped).toBe(npages);

@@ -155,7 +155,7 @@ describe('RDMA MR over a dma-buf (ib_umem_dmabuf, mlx5 dma-buf MR)', () => {
 describe('Mlx5DmabufMr.lastError', () => {
   it('is 0 while faults succeed and records the -errno of a failed page fault', () => {
     const rig = createRig();
-    const exp = createFakeExporter(rig.machine);
+    const exp = createFakeDmaBufExporter(rig.machine);
     const { fd } = exp.exportRam(SIZE);
     const mr = regDmabuf(rig, exp, fd);
     expect(pagefaultDmabufMr(mr)).toBe(SIZE / 4096);

@@ -10,7 +10,8 @@
 import { Errno } from '@dmakit/dma-core';
 import type { MmStruct } from '@dmakit/dma-core';
 import { IbWcStatus } from './constants.js';
-import type { HcaCq, HcaQp, IbSendWr, IbWc } from './hca.js';
+import type { HcaQp } from './hca.js';
+import type { HcaCq, IbSendWr, IbWc } from './ibVerbs.js';
 import { Hca } from './hca.js';
 import type { IbPd, Mlx5IbDev } from './mlx5.js';
 
