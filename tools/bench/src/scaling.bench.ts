@@ -42,7 +42,7 @@ function device(pages: number): { dev: Device; pages: Float64Array; write: (phys
     list[i] = machine.memory.allocPages(0);
     machine.memory.allocPages(0); // never physically contiguous
   }
-  return { dev, pages: list, write: (phys, b) => machine.memory.write(phys, b) };
+  return { dev, pages: list, write: (phys, b) => { machine.memory.write(phys, b); } };
 }
 
 /** Link: one I/O of N pages = try_alloc + N links + sync + destroy; ns per page. */
