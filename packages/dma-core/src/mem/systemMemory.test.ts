@@ -246,8 +246,8 @@ describe('PhysicalMemory byte copies', () => {
     const m = mk();
     const p = m.allocPages(0);
     m.write(p, new Uint8Array(16).fill(5));
-    expect(() => m.write(p, new Uint8Array(4).fill(1), 2, 8)).toThrow(RangeError);
-    expect(() => m.readInto(p, new Uint8Array(4), 1, 4)).toThrow(RangeError);
+    expect(() => { m.write(p, new Uint8Array(4).fill(1), 2, 8); }).toThrow(RangeError);
+    expect(() => { m.readInto(p, new Uint8Array(4), 1, 4); }).toThrow(RangeError);
     expect([...m.read(p, 16)]).toEqual(Array(16).fill(5));
   });
 });
