@@ -4,12 +4,14 @@
 // reads and writes the local HCA's MRs with RDMA READ/WRITE, one work request at a time, run to
 // completion on the simulation clock. What a test or a demo needs to have "a remote machine" move
 // bytes into and out of a registered MR (an ODP MR, or a dma-buf MR over GPU memory or a BAR).
+// The connection itself (PDs, CQs, QPs, connect, reconnect) is rcConnection.ts's RcEndpoint /
+// RcConnection, the one model of an RC connection; this class adds RDMA READ/WRITE between MRs.
 import type { MmStruct } from '@dmakit/dma-core';
 import { IB_WR_RDMA_READ, IB_WR_RDMA_WRITE, IbWcStatus } from './constants.js';
-import { Hca } from './hca.js';
 import type { HcaQp } from './hca.js';
 import type { HcaCq, IbSendWr } from './ibVerbs.js';
 import type { IbPd, Mlx5IbDev } from './mlx5.js';
+import { RcConnection, RcEndpoint } from './rcConnection.js';
 
 /** What a work request needs of an MR: its I/O virtual address and its keys. */
 export interface IbMrKeys {
@@ -28,16 +30,12 @@ export interface IbMrKeys {
  * hardware); `reconnect()` creates a fresh QP pair, as an application would.
  */
 export class Mlx5RcPair {
-  /** The local end's PD (register the local MRs in it). */
-  readonly pdLocal: IbPd;
-  /** The remote end's PD (register the remote MRs in it). */
-  readonly pdRemote: IbPd;
-  /** The local end's completion queue. */
-  readonly cqLocal: HcaCq;
-  /** The remote end's completion queue (every transfer completes here). */
-  readonly cqRemote: HcaCq;
-  #qpLocal: HcaQp;
-  #qpRemote: HcaQp;
+  /** The local end (its MRs are read and written). */
+  readonly localEnd: RcEndpoint;
+  /** The remote end (it initiates every transfer). */
+  readonly remoteEnd: RcEndpoint;
+  /** The connection between them (the remote end is the requester). */
+  readonly connection: RcConnection;
   #wrId = 1;
 
   /**
@@ -50,32 +48,44 @@ export class Mlx5RcPair {
     readonly remote: Mlx5IbDev,
     mm: MmStruct,
   ) {
-    this.pdLocal = local.allocPd(mm);
-    this.pdRemote = remote.allocPd(mm);
-    this.cqLocal = local.createCq();
-    this.cqRemote = remote.createCq();
-    this.#qpLocal = local.createQp(this.pdLocal, this.cqLocal, this.cqLocal);
-    this.#qpRemote = remote.createQp(this.pdRemote, this.cqRemote, this.cqRemote);
-    Hca.connect(this.#qpLocal, this.#qpRemote);
+    this.localEnd = new RcEndpoint(local, mm);
+    this.remoteEnd = new RcEndpoint(remote, mm);
+    this.connection = new RcConnection(this.remoteEnd, this.localEnd);
+  }
+
+  /** The local end's PD (register the local MRs in it). */
+  get pdLocal(): IbPd {
+    return this.localEnd.pd;
+  }
+
+  /** The remote end's PD (register the remote MRs in it). */
+  get pdRemote(): IbPd {
+    return this.remoteEnd.pd;
+  }
+
+  /** The local end's completion queue. */
+  get cqLocal(): HcaCq {
+    return this.localEnd.cq;
+  }
+
+  /** The remote end's completion queue (every transfer completes here). */
+  get cqRemote(): HcaCq {
+    return this.remoteEnd.cq;
   }
 
   /** The local end's QP. */
   get qpLocal(): HcaQp {
-    return this.#qpLocal;
+    return this.localEnd.qp;
   }
 
   /** The remote end's QP (the requester of every transfer). */
   get qpRemote(): HcaQp {
-    return this.#qpRemote;
+    return this.remoteEnd.qp;
   }
 
   /** Destroy both QPs (flushing anything queued) and connect a new pair, e.g. after an access error. */
   reconnect(): void {
-    this.local.hca.destroyQp(this.#qpLocal);
-    this.remote.hca.destroyQp(this.#qpRemote);
-    this.#qpLocal = this.local.createQp(this.pdLocal, this.cqLocal, this.cqLocal);
-    this.#qpRemote = this.remote.createQp(this.pdRemote, this.cqRemote, this.cqRemote);
-    Hca.connect(this.#qpLocal, this.#qpRemote);
+    this.connection.reconnect();
   }
 
   /**
@@ -95,14 +105,18 @@ export class Mlx5RcPair {
     return this.#post(IB_WR_RDMA_WRITE, src, srcOff, dst, dstOff, len);
   }
 
-  /** Post one RDMA work request on the remote QP: `mine` is the remote end's MR, `theirs` the local one's. */
+  /**
+   * Post one RDMA work request on the remote QP (`mine` is the remote end's MR, `theirs` the local
+   * one's) and run the simulation until idle. Unlike RcConnection.postAndWait, an error completion
+   * leaves the QPs in the error state (the caller decides when to reconnect).
+   */
   #post(opcode: typeof IB_WR_RDMA_READ | typeof IB_WR_RDMA_WRITE, mine: IbMrKeys, mineOff: number, theirs: IbMrKeys, theirsOff: number, len: number): IbWcStatus {
     const wrId = this.#wrId++;
     const wr: IbSendWr = { wrId, opcode, sgList: [{ addr: mine.iova + mineOff, length: len, lkey: mine.lkey }], remoteAddr: theirs.iova + theirsOff, rkey: theirs.rkey };
-    const rc = this.remote.postSend(this.#qpRemote, wr);
+    const rc = this.remote.postSend(this.remoteEnd.qp, wr);
     if (rc !== 0) return IbWcStatus.IB_WC_WR_FLUSH_ERR;
     this.remote.scheduler.runUntilIdle();
-    const wc = this.remote.pollCq(this.cqRemote).find((w) => w.wrId === wrId);
+    const wc = this.remote.pollCq(this.remoteEnd.cq).find((w) => w.wrId === wrId);
     return wc?.status ?? IbWcStatus.IB_WC_WR_FLUSH_ERR;
   }
 }
