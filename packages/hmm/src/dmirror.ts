@@ -1,4 +1,5 @@
 // kernel: lib/test_hmm.c (the dmirror test driver), lib/test_hmm_uapi.h
+// Over 600 lines on purpose: this file mirrors one kernel file, lib/test_hmm.c (~1,700 lines).
 // A device that mirrors a process address space through HMM. Its page table is kept per 2 MiB
 // chunk: one mmu interval notifier and one HmmDmaMap (one IOVA window) per chunk, so the
 // HMM_PFN_* words of the map are the device's own record of what is mapped. System pages are

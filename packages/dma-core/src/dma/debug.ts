@@ -1,4 +1,5 @@
 // kernel: kernel/dma/debug.c (CONFIG_DMA_API_DEBUG)
+// Over 600 lines on purpose: this file mirrors one kernel file, kernel/dma/debug.c (~1,800 lines).
 /**
  * dma-debug: watches every DMA API call from the side (the DMA API calls these hooks behind
  * `if (dbg.enabled)`), tracks live mappings in a hash keyed by (device, dma address) like the
