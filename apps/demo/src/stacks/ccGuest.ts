@@ -82,6 +82,8 @@ function plan(req: StackRunRequest): CcPlan {
   const qd = extraInt(INFO, req, 'qd', 8, 1, 32);
   const vendor = extraString(INFO, req, 'vendor', 'tdx');
   if (vendor !== 'tdx' && vendor !== 'sev') throw new StackUsageError(`--vendor must be tdx or sev, got ${JSON.stringify(vendor)}`);
+  // The mid-run events (accept, TDISP error) need I/O issued both before and after them.
+  if (c.size < 4 * qd) throw new StackUsageError(`--ios must be at least 4 x --qd (${4 * qd}) so every phase has I/O before and after its mid-run event, got ${c.size}`);
   return { seed: c.seed, ios: c.size, qd, vendor };
 }
 
@@ -157,12 +159,12 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
   phase('shared (bounced)');
   // Shared -> private world while I/Os are in flight: bounced mappings finish through the pool.
   phase('convert mid-run', (n) => {
-    if (n === Math.floor(p.ios / 2)) acceptAsTdi(dev);
+    if (n === Math.floor(p.ios / 4)) acceptAsTdi(dev);
   });
   phase('private (TDI)');
   const rogue = rogueDevice(m);
   phase('TDISP error mid-run', (n) => {
-    if (n === Math.floor(p.ios / 3)) tdispError(dev, 'config-write');
+    if (n === Math.floor(p.ios / 4)) tdispError(dev, 'config-write');
   });
   tdispStop(dev);
   const ns = rig.verifyNamespace();

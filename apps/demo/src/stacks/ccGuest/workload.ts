@@ -132,8 +132,8 @@ export class CcNvmeRig {
         this.written.set(s.region, fnv(s.expect));
         s.op = ReqOp.READ;
         issued++;
-        onComplete?.(done);
         submit(s);
+        onComplete?.(done); // after the next submission: a hook that changes the world finds I/O in flight
         return;
       }
       const got = m.memory.read(s.phys, CC_BS);
@@ -145,8 +145,8 @@ export class CcNvmeRig {
       }
       verified += CC_BS;
       s.round++;
-      onComplete?.(done);
       start(s);
+      onComplete?.(done);
     };
     for (const s of slots) start(s);
     for (let guard = 0; done < issued; guard++) {
