@@ -122,6 +122,28 @@ describe('TDISP', () => {
     expect(tdispReset(dev).state).toBe('CONFIG_UNLOCKED'); // nothing locked, nothing lost
   });
 
+  it('shared -> private world with a mapping in flight: the bounced mapping completes through the pool, new ones go private', () => {
+    const { m, dev } = setup();
+    const a = m.memory.allocPages(0);
+    const b = m.memory.allocPages(0);
+    const inFlight = dmaMapPhys(dev, a, 64, DMA_FROM_DEVICE); // made in the shared world: bounced
+    expect(dmaMappingError(dev, inFlight)).toBe(0);
+    expect(m.swiotlb.isSwiotlbBuffer(inFlight - 2 ** 51)).toBe(true);
+    acceptTdi(dev);
+    // The device finishes the old I/O through the shared bounce buffer; unmap copies it back.
+    dev.dmaWrite(inFlight, new Uint8Array(64).fill(0x77));
+    dmaUnmapPhys(dev, inFlight, 64, DMA_FROM_DEVICE);
+    expect(m.memory.read(a, 64).every((x) => x === 0x77)).toBe(true);
+    // The next mapping is private and direct.
+    const next = dmaMapPhys(dev, b, 64, DMA_FROM_DEVICE);
+    expect(dmaMappingError(dev, next)).toBe(0);
+    expect(next).toBe(b);
+    dev.dmaWrite(next, new Uint8Array(64).fill(0x78));
+    dmaUnmapPhys(dev, next, 64, DMA_FROM_DEVICE);
+    expect(m.memory.read(b, 64).every((x) => x === 0x78)).toBe(true);
+    expect(m.swiotlb.stats().usedSlots).toBe(0);
+  });
+
   it('answers a transition not allowed from the current state with INVALID_INTERFACE_STATE', () => {
     const { m, dev } = setup();
     m.trace.record();
