@@ -11,43 +11,14 @@ import { createMachine, DmaFaultError, SZ_1G, tdiOf, tdispAccept, tdispAttest, t
 import type { Device, Machine } from '@dmakit/dma-core';
 import { formatCcGuest } from './ccGuest/report.js';
 import { CC_BS, CcNvmeRig } from './ccGuest/workload.js';
+import type { CcGuestResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import type { CcPhaseResult } from './ccGuest/workload.js';
+export type { CcGuestResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import { checkRequest, extraInt, extraString, StackUsageError } from './types.js';
 import type { StackDef, StackInfo, StackRunRequest } from './types.js';
 
-export type CcVendorName = 'tdx' | 'sev';
 /** The drive's measurement as its DSM reports it, and the guest's reference value for it. */
 const MEASUREMENT = 'nvme-fw-2.1:sha384:5be1';
-
-/** What the second, never-accepted device tried and what happened. */
-export interface CcRogueResult {
-  readonly attempts: number;
-  readonly refused: number;
-  /** The private bytes it aimed at are unchanged. */
-  readonly secretIntact: boolean;
-  /** Its attestation failed (-EACCES) and its accept was refused (-EPERM). */
-  readonly attestErrno: number;
-  readonly acceptErrno: number;
-}
-
-export interface CcGuestResult {
-  readonly stack: 'cc-guest';
-  readonly vendor: CcVendorName;
-  /** The DMA-address bit of the guest (TDX shared GPA bit / SEV C-bit). */
-  readonly sharedBit: number;
-  readonly bs: number;
-  readonly qd: number;
-  readonly phases: readonly CcPhaseResult[];
-  readonly rogue: CcRogueResult;
-  /** The drive's TDISP states, in order. */
-  readonly tdispHistory: readonly string[];
-  readonly conversions: { readonly decrypt: number; readonly encrypt: number };
-  readonly namespaceMismatches: number;
-  readonly dmaDebugReports: number;
-  readonly checks: readonly { readonly name: string; readonly ok: boolean }[];
-  readonly verified: boolean;
-  readonly verifiedBytes: number;
-}
 
 const INFO: StackInfo = {
   name: 'cc-guest',

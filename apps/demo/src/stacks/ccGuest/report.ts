@@ -1,5 +1,5 @@
 /** The cc-guest stack's table: one row per phase (before/after), the rogue device and the checks. */
-import type { CcGuestResult } from '../ccGuest.js';
+import type { CcGuestResult } from './result.js';
 import { table } from '../format.js';
 
 function n(x: number, digits = 0): string {
