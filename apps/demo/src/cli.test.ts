@@ -51,7 +51,7 @@ describe('dmakit CLI: usage errors are one line and exit 2', () => {
 
   it('an unknown stack: the error and a one-line hint, no help dump', () => {
     const r = cli(['nvmee']);
-    expect(r).toEqual({ code: 2, stdout: '', stderr: `dmakit: unknown stack "nvmee" (stacks: direct, nvme, rdma-odp, vfio-migration, dmabuf-p2p, gpu-svm)\n${HINT}` });
+    expect(r).toEqual({ code: 2, stdout: '', stderr: `dmakit: unknown stack "nvmee" (stacks: direct, nvme, rdma-odp, vfio-migration, dmabuf-p2p, gpu-svm, cc-guest)\n${HINT}` });
   });
 
   it('an unknown option, a missing value, a value given to a switch, a second stack', () => {
@@ -94,7 +94,7 @@ describe('dmakit CLI: usage errors are one line and exit 2', () => {
     one(['nvme', '--premapped', '--bs', '4k'], '--premapped and --bs cannot be used together: --premapped runs 4 KiB random reads on its own mapping');
     one(['rdma-odp', '--legacy', '--mapping', 'iova'], '--legacy and --mapping iova cannot be used together');
     one(['nvme', '--ios', '10', '--size', '20'], "--size and --ios cannot be used together (--ios is the nvme stack's name for --size)");
-    one(['direct', '--qd', '4'], '--qd is not an option of the direct stack (it belongs to nvme)');
+    one(['direct', '--qd', '4'], '--qd is not an option of the direct stack (it belongs to nvme, cc-guest)');
     one(['rdma-odp', '--compare'], '--compare is not an option of the rdma-odp stack (it belongs to nvme)');
     one(['nvme', '--rounds', '2'], '--rounds is not an option of the nvme stack (it belongs to rdma-odp)');
     one(['gpu-svm', '--legacy'], '--legacy is not an option of the gpu-svm stack (it has only the iova mapping path)');

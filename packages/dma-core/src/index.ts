@@ -10,6 +10,7 @@ export * from './util/index.js';
 export * from './trace/index.js';
 export * from './mem/index.js';
 export * from './mm/index.js';
+export * from './coco/index.js';
 export * from './bus/index.js';
 export * from './device/index.js';
 export * from './dma/index.js';

@@ -1,4 +1,6 @@
 import { PciTopology } from './bus/pciTopology.js';
+import { CcPlatform } from './coco/cc.js';
+import type { CcOptions, CcVendor } from './coco/cc.js';
 import type { Device } from './device/device.js';
 import type { DmaFaultRecord } from './device/dmaFault.js';
 import type { DeviceHost } from './device/host.js';
@@ -27,6 +29,12 @@ export interface MachineOptions {
   physBits?: number;
   /** dma-debug mode. Default 'strict' under a test runner, else 'warn'. */
   dmaDebug?: DmaDebugMode;
+  /**
+   * A confidential-computing guest (TDX or SEV): RAM is private until converted with
+   * setMemoryDecrypted; dma-direct bounces through the (shared) swiotlb pool; devices reach
+   * private memory only as accepted TDIs. Default: an ordinary machine.
+   */
+  cc?: CcOptions | CcVendor;
 }
 
 function defaultDebugMode(): DmaDebugMode {
@@ -50,6 +58,8 @@ export class Machine implements DeviceHost {
   readonly pci: PciTopology;
   /** Every refused device access, oldest first. */
   readonly faults: DmaFaultRecord[] = [];
+  /** The CC guest's memory-encryption state, or null on an ordinary machine. */
+  readonly cc: CcPlatform | null = null;
   #nextPid = 1;
 
   constructor(opts: MachineOptions = {}) {
@@ -59,13 +69,21 @@ export class Machine implements DeviceHost {
     }
     this.scheduler = new EventScheduler(this.clock);
     this.rng = new Rng(opts.seed ?? 1);
-    this.memory = new SystemMemory({ ramBytes, physBits: opts.physBits ?? 46, faults: this.faultInjection });
+    const physBits = opts.physBits ?? 46;
+    this.memory = new SystemMemory({ ramBytes, physBits, faults: this.faultInjection });
     const swiotlbBytes = Math.min(opts.swiotlbBytes ?? SZ_64M, Math.floor(ramBytes / 4));
     const base = swiotlbBytes > 0 ? this.memory.reserveLow(swiotlbBytes, SZ_1M) : 0;
     this.swiotlb = new Swiotlb(base, swiotlbBytes);
     this.dmaDebug = new DmaDebug(opts.dmaDebug ?? defaultDebugMode());
     this.pci = new PciTopology(this);
     this.trace.now = () => this.clock.now();
+    if (opts.cc != null) {
+      const cc = new CcPlatform(this.memory, this.trace, opts.cc, physBits);
+      // kernel: mem_encrypt_init() -> swiotlb_update_mem_attributes(): the pool is shared from boot.
+      if (swiotlbBytes > 0) cc.bootDecrypt(base, swiotlbBytes);
+      cc.liveMappingCheck = (phys, len, enc) => { this.dmaDebug.ccConvertCheck(phys, len, enc); };
+      this.cc = cc;
+    }
   }
 
   /** A new user process with its own address space. */

@@ -12,6 +12,7 @@ const SMALL: Readonly<Record<StackName, Omit<StackRunRequest, 'seed'>>> = {
   'vfio-migration': { size: 8, mapping: 'iova' },
   'dmabuf-p2p': { size: 1 },
   'gpu-svm': { size: 64 },
+  'cc-guest': { size: 16, extra: { qd: 4 } },
 };
 
 /** The result as JSON without wall-clock fields (wallMs, wallIops: the only non-deterministic ones). */
@@ -27,7 +28,7 @@ function stack(name: string) {
 
 describe('the stack registry', () => {
   it('lists every stack once, with a consistent description', () => {
-    expect(STACKS.map((s) => s.name).sort()).toEqual(['direct', 'dmabuf-p2p', 'gpu-svm', 'nvme', 'rdma-odp', 'vfio-migration']);
+    expect(STACKS.map((s) => s.name).sort()).toEqual(['cc-guest', 'direct', 'dmabuf-p2p', 'gpu-svm', 'nvme', 'rdma-odp', 'vfio-migration']);
     expect(getStack('no-such-stack')).toBeUndefined();
     for (const s of STACKS) {
       expect(getStack(s.name)).toBe(s);

@@ -11,6 +11,7 @@
  * the CLI spells it) before any work; the object it returns is exactly what
  * `dmakit <stack> ... --json` prints for the same inputs.
  */
+import { ccGuestStack } from './ccGuest.js';
 import { directStack } from './direct.js';
 import { dmabufP2pStack } from './dmabufP2p.js';
 import { gpuSvmStack } from './gpuSvm.js';
@@ -45,6 +46,7 @@ export const STACKS: readonly StackDef[] = Object.freeze([
   vfioMigrationStack,
   dmabufP2pStack,
   gpuSvmStack,
+  ccGuestStack,
 ]);
 
 /** The stack called `name`, or undefined. */

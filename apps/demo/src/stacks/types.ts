@@ -5,7 +5,7 @@
  */
 import type { Machine } from '@dmakit/dma-core';
 
-export type StackName = 'direct' | 'nvme' | 'rdma-odp' | 'gpu-svm' | 'vfio-migration' | 'dmabuf-p2p';
+export type StackName = 'direct' | 'nvme' | 'rdma-odp' | 'gpu-svm' | 'vfio-migration' | 'dmabuf-p2p' | 'cc-guest';
 export type IommuMode = 'strict' | 'lazy' | 'off';
 /** Two-step IOVA API vs the legacy scatterlist / per-page path. */
 export type MappingPath = 'iova' | 'legacy';

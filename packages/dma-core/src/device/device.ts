@@ -220,6 +220,10 @@ export class Device {
       }
     }
     if (phys < 0) this.#fault(addr, chunk, access, phys as DmaFaultReason, 'translation refused');
+    const cc = host.cc; // confidential guest (coco/cc.ts): one branch when off
+    if (cc != null && (phys = cc.deviceAccess(this, phys, chunk, write)) < 0) {
+      this.#fault(addr, chunk, access, DmaFaultReason.PERMISSION, 'CC guest: memory of the other world (private memory needs an accepted TDI in RUN)');
+    }
     if (!host.physAccessible(phys, chunk)) {
       this.#fault(addr, chunk, access, DmaFaultReason.OUT_OF_RANGE, `no memory at phys 0x${phys.toString(16)}`);
     }

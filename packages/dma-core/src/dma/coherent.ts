@@ -1,6 +1,7 @@
 // kernel: kernel/dma/mapping.c (dma_alloc_attrs, dma_free_attrs, dma_alloc_pages, ...),
 // kernel/dma/direct.c (dma_direct_alloc, dma_direct_alloc_pages)
 import type { DmaCoherentBuffer } from '../contracts/dmaMapOps.js';
+import { forceDmaUnencrypted, setMemoryDecrypted, setMemoryEncrypted } from '../coco/setMemory.js';
 import type { Device } from '../device/device.js';
 import { traceDmaAlloc, traceDmaFree } from '../trace/dmaEvents.js';
 import { DMA_BIDIRECTIONAL, validDmaDirection } from '../units/direction.js';
@@ -15,6 +16,12 @@ interface Allocation {
   /** 'coherent' (dma_alloc_attrs) or 'pages' (dma_alloc_pages / noncoherent). */
   readonly kind: 'coherent' | 'pages';
   readonly dir: DmaDataDirection;
+  /**
+   * CC guest: the pages were decrypted at allocation and are re-encrypted on free. The kernel asks
+   * force_dma_unencrypted(dev) again at free; the model remembers, so a device accepted as a TDI
+   * in between still gets its shared pages back to private.
+   */
+  readonly decrypted: boolean;
 }
 
 // Model: live allocations per device, so a free with a wrong address or size (a dma-debug report)
@@ -38,19 +45,36 @@ function validSize(size: unknown): size is number {
  * dma-direct page allocation below `limit` (inclusive, a DMA address), zeroed. Null when the
  * allocator cannot satisfy the mask (`dma_coherent_ok` failed and no lower zone helped).
  */
-function directAllocPages(dev: Device, size: number, limit: number): { phys: number; order: number } | null {
+function directAllocPages(dev: Device, size: number, limit: number): { phys: number; order: number; decrypted: boolean } | null {
   const pa = dev.host.memory;
   const order = getOrder(size);
-  const physLimit = limit - dev.dmaRangeOffset;
+  const cc = dev.host.cc;
+  // The CC address bit is not part of the zone limit (the kernel's dma_coherent_ok() checks
+  // phys_to_dma_unencrypted); the device's mask still has to cover it (dma_capable at map time).
+  const physLimit = (cc == null ? limit : cc.stripBit(limit)) - dev.dmaRangeOffset;
   const phys = pa.allocPagesBelow(order, physLimit);
   if (phys === 0) return null;
   const bytes = PAGE_SIZE * 2 ** order;
-  if (physToDma(dev, phys) + bytes - 1 > limit) {
+  if (phys + dev.dmaRangeOffset + bytes - 1 > limit) {
     pa.freePages(phys, order);
     return null;
   }
+  // kernel/dma/direct.c dma_direct_alloc(): force_dma_unencrypted -> dma_set_decrypted(); on
+  // failure the pages are leaked ("out_leak_pages"): their state is unknown. Then memset(0).
+  const decrypted = forceDmaUnencrypted(dev);
+  if (decrypted && setMemoryDecrypted(dev.host, phys, bytes / PAGE_SIZE) !== 0) return null;
   dev.host.memory.fill(phys, bytes, 0);
-  return { phys, order };
+  return { phys, order, decrypted };
+}
+
+/**
+ * dma_direct_free(): re-encrypt decrypted pages before they go back to the allocator; if that
+ * fails the pages are leaked rather than handed out shared (kernel: `dma_set_encrypted()` failure
+ * returns without freeing).
+ */
+function directFreePages(dev: Device, a: Allocation): void {
+  if (a.decrypted && setMemoryEncrypted(dev.host, a.buf.phys, 2 ** a.order) !== 0) return;
+  dev.host.memory.freePages(a.buf.phys, a.order);
 }
 
 /**
@@ -71,12 +95,14 @@ function allocAttrs(dev: Device, size: number, _gfp: number, attrs: number, call
   if (dev.coherentDmaMaskBits === 0) host.dmaDebug.report('no-dma-mask', dev, 'dma_alloc_attrs: coherent_dma_mask is 0');
   let buf: DmaCoherentBuffer | null = null;
   let order = 0;
+  let decrypted = false;
   const ops = dev.dmaOps;
   if (ops === null) {
     const limit = dev.coherentDmaMaskBits === 0 ? 0 : minNotZeroLimit(dev.coherentDmaMask, dev.busDmaLimit);
     const got = limit === 0 ? null : directAllocPages(dev, pageAlign(size), limit);
     if (got !== null) {
       order = got.order;
+      decrypted = got.decrypted;
       buf = { cpuAddr: got.phys, phys: got.phys, dmaAddr: physToDma(dev, got.phys), size };
     }
   } else {
@@ -84,7 +110,7 @@ function allocAttrs(dev: Device, size: number, _gfp: number, attrs: number, call
   }
   if (host.trace.enabled) traceDmaAlloc(host.trace, dev.name, buf?.cpuAddr ?? 0, buf?.dmaAddr ?? 0, size, DMA_BIDIRECTIONAL, attrs);
   if (buf === null) return null;
-  liveOf(dev).set(buf.cpuAddr, { buf, order, kind: 'coherent', dir: DMA_BIDIRECTIONAL });
+  liveOf(dev).set(buf.cpuAddr, { buf, order, kind: 'coherent', dir: DMA_BIDIRECTIONAL, decrypted });
   const dbg = host.dmaDebug;
   if (dbg.enabled) dbg.allocCoherent(dev, size, buf.dmaAddr, buf.cpuAddr, attrs, call);
   return buf;
@@ -113,7 +139,7 @@ export function dmaFreeAttrs(dev: Device, size: number, cpuAddr: number, dmaAddr
   if (a === undefined || a.kind !== 'coherent' || a.buf.dmaAddr !== dmaAddr) return; // dma-debug reported it
   m?.delete(cpuAddr);
   const ops = dev.dmaOps;
-  if (ops === null) dev.host.memory.freePages(a.buf.phys, a.order);
+  if (ops === null) directFreePages(dev, a);
   else ops.free(dev, a.buf, attrs);
 }
 
@@ -147,11 +173,13 @@ function allocPages(dev: Device, size: number, dir: DmaDataDirection, _gfp: numb
   const len = pageAlign(size);
   let buf: DmaCoherentBuffer | null = null;
   let order = 0;
+  let decrypted = false;
   const ops = dev.dmaOps;
   if (ops === null) {
     const got = directAllocPages(dev, len, minNotZeroLimit(dev.coherentDmaMask, dev.busDmaLimit));
     if (got !== null) {
       order = got.order;
+      decrypted = got.decrypted;
       buf = { cpuAddr: got.phys, phys: got.phys, dmaAddr: physToDma(dev, got.phys), size: len };
     }
   } else {
@@ -167,7 +195,7 @@ function allocPages(dev: Device, size: number, dir: DmaDataDirection, _gfp: numb
   }
   if (host.trace.enabled) traceDmaAlloc(host.trace, dev.name, buf?.cpuAddr ?? 0, buf?.dmaAddr ?? 0, len, dir, 0, 'dma_alloc_pages');
   if (buf === null) return null;
-  liveOf(dev).set(buf.cpuAddr, { buf, order, kind: 'pages', dir });
+  liveOf(dev).set(buf.cpuAddr, { buf, order, kind: 'pages', dir, decrypted });
   const dbg = host.dmaDebug;
   if (dbg.enabled) dbg.allocPages(dev, buf.phys, len, dir, buf.dmaAddr, call);
   return buf;
@@ -185,8 +213,12 @@ export function dmaFreePages(dev: Device, size: number, phys: number, dmaAddr: n
   if (a === undefined || a.kind !== 'pages' || a.buf.dmaAddr !== dmaAddr) return; // dma-debug reported it
   m?.delete(phys);
   const ops = dev.dmaOps;
-  if (ops !== null) ops.unmapPhys(dev, a.buf.dmaAddr, a.buf.size, a.dir, 0);
-  dev.host.memory.freePages(a.buf.phys, a.order);
+  if (ops !== null) {
+    ops.unmapPhys(dev, a.buf.dmaAddr, a.buf.size, a.dir, 0);
+    dev.host.memory.freePages(a.buf.phys, a.order);
+  } else {
+    directFreePages(dev, a);
+  }
 }
 
 /** `dma_alloc_noncoherent(dev, size, &dma_handle, dir, gfp)`: the CPU address of dma_alloc_pages. */

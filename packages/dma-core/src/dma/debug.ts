@@ -67,6 +67,7 @@ export type DmaDebugRule =
   | 'invalid-direction' // BUG() in the kernel
   | 'invalid-argument' // zero/negative/non-integer/oversized sizes and addresses
   | 'no-dma-mask' // WARN: dev->dma_mask not set
+  | 'cc-convert-mapped' // set_memory_decrypted/encrypted on memory with a live DMA mapping (this model only)
   // The two-step API (the kernel's dma-debug does not track it; this model does):
   | 'iova-leak-at-unbind'
   | 'iova-link-out-of-range'
@@ -442,6 +443,27 @@ export class DmaDebug {
   report(rule: DmaDebugRule, dev: Device, message: string, extra?: DmaDebugReportDetails): void {
     this.#raise(rule, dev, message, extra);
     this.#done();
+  }
+
+  /**
+   * A CC guest converts `[phys, +len)` (set_memory_decrypted/encrypted): every live mapping or
+   * allocation whose CPU range overlaps it is reported, once per call (the device would lose access
+   * or see the other world's bytes mid-DMA). Not checked by the kernel's dma-debug.
+   */
+  ccConvertCheck(phys: number, len: number, enc: boolean): void {
+    if (this.mode === 'off') return;
+    for (const bucket of this.#hash.values()) {
+      for (const e of bucket) {
+        if (e.paddr < phys + len && phys < e.paddr + e.size) {
+          const fn = enc ? 'set_memory_encrypted' : 'set_memory_decrypted';
+          this.report('cc-convert-mapped', e.dev, `${fn} of [${hx(phys)}, +${len}) overlaps a live ${e.type} mapping [device address=${a16(e.dmaAddr)}] [size=${e.size} bytes] (not checked by the kernel's dma-debug)`, {
+            mapped: this.#info(e),
+            origin: origin(e),
+          });
+          return;
+        }
+      }
+    }
   }
 
   /** Forget every report, mapping and IOVA state. */

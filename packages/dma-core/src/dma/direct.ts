@@ -4,6 +4,7 @@
 // bytes (arch_sync_dma_* have nothing to flush here).
 import { pciP2pdmaBusAddrMap, pciP2pdmaMapStateInit, pciP2pdmaState, PciP2pdmaMapType } from '../bus/p2pdma.js';
 import type { PciP2pdmaMapState } from '../bus/p2pdma.js';
+import { forceDmaUnencrypted } from '../coco/setMemory.js';
 import type { Device } from '../device/device.js';
 import { traceSwiotlbBounced } from '../trace/dmaEvents.js';
 import { DMA_ATTR_MMIO, DMA_ATTR_REQUIRE_COHERENT, DMA_ATTR_SKIP_CPU_SYNC } from '../units/attrs.js';
@@ -16,14 +17,22 @@ import { SG_DMA_BUS_ADDRESS, SG_DMA_MMIO } from './scatterlist.js';
 import type { SgTable } from './scatterlist.js';
 import { swiotlbMaxMappingSize, swiotlbSyncSingleForCpu, swiotlbSyncSingleForDevice, swiotlbTblMapSingle, swiotlbTblUnmapSingle } from './swiotlb.js';
 
-/** `phys_to_dma(dev, phys)`. */
+/**
+ * `phys_to_dma(dev, phys)`. In a CC guest the address carries the world of the page
+ * (include/linux/dma-direct.h: phys_to_dma() = `__sme_set(phys_to_dma_unencrypted())`, and
+ * phys_to_dma_unencrypted() for decrypted memory; the TDX shared bit as cc_mkdec sets it).
+ */
 export function physToDma(dev: Device, phys: number): number {
-  return phys + dev.dmaRangeOffset;
+  const cc = dev.host.cc;
+  const dma = phys + dev.dmaRangeOffset;
+  if (cc == null) return dma;
+  return cc.isShared(phys) ? cc.ccMkdec(dma) : cc.ccMkenc(dma);
 }
 
-/** `dma_to_phys(dev, dma)`. */
+/** `dma_to_phys(dev, dma)` (without the CC address bit). */
 export function dmaToPhys(dev: Device, dma: number): number {
-  return dma - dev.dmaRangeOffset;
+  const cc = dev.host.cc;
+  return (cc == null ? dma : cc.stripBit(dma)) - dev.dmaRangeOffset;
 }
 
 /** `dma_capable(dev, addr, size, is_ram)`: `addr + size - 1 <= min_not_zero(*dma_mask, bus_dma_limit)`. */
@@ -32,9 +41,17 @@ export function dmaCapable(dev: Device, addr: number, size: number): boolean {
   return addr + size - 1 <= minNotZero(dev.dmaMask, dev.busDmaLimit);
 }
 
-/** `is_swiotlb_force_bounce(dev)`. */
+/**
+ * `is_swiotlb_force_bounce(dev)`: `swiotlb=force`, or a CC guest (x86 sets SWIOTLB_FORCE when
+ * cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT); kernel/dma/direct.c bounces when
+ * force_dma_unencrypted(dev)), except for an accepted TDI in RUN (coco/cc.ts).
+ */
+function forceBounceWanted(dev: Device): boolean {
+  return dev.forceSwiotlb || forceDmaUnencrypted(dev);
+}
+
 function forceBounce(dev: Device): boolean {
-  return dev.forceSwiotlb && dev.host.swiotlb.active;
+  return forceBounceWanted(dev) && dev.host.swiotlb.active;
 }
 
 function warnOverflow(dev: Device, dmaAddr: number, size: number): void {
@@ -64,7 +81,7 @@ export function swiotlbMap(dev: Device, paddr: number, size: number, dir: DmaDat
 /** `dma_direct_map_phys`. Arguments are already validated by mapping.ts. */
 export function dmaDirectMapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): number {
   const noBounce = (attrs & (DMA_ATTR_MMIO | DMA_ATTR_REQUIRE_COHERENT)) !== 0;
-  if (dev.forceSwiotlb) {
+  if (forceBounceWanted(dev)) {
     // A force-bounce device (CoCo guest, restricted pool) cannot map MMIO at all.
     if (noBounce || !dev.host.swiotlb.active) return DMA_MAPPING_ERROR;
     return swiotlbMap(dev, phys, size, dir, attrs);
