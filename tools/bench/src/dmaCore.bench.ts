@@ -129,7 +129,8 @@ function memoryInUse(): number {
 
 function sparseMemory(): SuiteResult {
   const gc = (globalThis as { gc?: () => void }).gc;
-  gc?.();
+  // Runs first in the process, and after full collections, so no earlier garbage is freed inside the window.
+  for (let i = 0; i < 3; i++) gc?.();
   const mem0 = memoryInUse();
   const m = createMachine({ ramBytes: SZ_1T, dmaDebug: 'off' });
   const stride = Math.floor(SZ_1T / 1000 / PAGE_SIZE) * PAGE_SIZE;
@@ -137,7 +138,9 @@ function sparseMemory(): SuiteResult {
   for (let i = 0; i < 1000; i++) m.memory.write(PAGE_SIZE + i * stride, byte);
   gc?.();
   const bytes = memoryInUse() - mem0;
-  const ok = m.memory.touchedPages === 1000;
+  // The 1000 page buffers are live in `m`: a growth below their size means the window was disturbed.
+  const pageBytes = m.memory.touchedPages * PAGE_SIZE;
+  const ok = m.memory.touchedPages === 1000 && bytes >= pageBytes;
   const mib = bytes / (1024 * 1024);
   return {
     suite: 'dma-core-sparse-memory',
@@ -148,10 +151,10 @@ function sparseMemory(): SuiteResult {
       'of which touched page buffers (MiB)': (m.memory.touchedPages * PAGE_SIZE) / (1024 * 1024),
       'gc exposed': gc ? 'yes' : 'no',
     },
-    checks: [check('1 TiB machine, 1000 touched pages: memory (JS heap + ArrayBuffers)', '< 64 MiB', mib, ok && mib < 64)],
+    checks: [check('1 TiB machine, 1000 touched pages: memory (JS heap + ArrayBuffers, at least the page buffers)', '< 64 MiB', mib, ok && mib < 64)],
   };
 }
 
 export function runDmaCoreBenches(): SuiteResult[] {
-  return [directMapUnmap(), swiotlbBounce(), sparseMemory()];
+  return [sparseMemory(), directMapUnmap(), swiotlbBounce()];
 }
