@@ -113,7 +113,8 @@ export const ACL = 3;
 export const AERL = 3;
 /** Do Not Retry, ORed into a status. */
 export const DNR = NvmeStatus.DNR;
-export const FID_NOT_SAVEABLE = 0x10d; // SCT 1 SC 0x0D, Feature Identifier Not Saveable
+/** SCT 1 SC 0x0D, Feature Identifier Not Saveable (kernel NVME_SC_FEATURE_NOT_SAVEABLE). */
+export const FID_NOT_SAVEABLE = NvmeStatus.FID_NOT_SAVEABLE;
 
 /** One fetched command. Slots are pooled so the hot path allocates nothing per command. */
 export class NvmeCmd {

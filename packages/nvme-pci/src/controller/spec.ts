@@ -178,6 +178,7 @@ export const NvmeStatus = {
   ASYNC_LIMIT: 0x105,
   INVALID_VECTOR: 0x108,
   INVALID_QUEUE: 0x10c,
+  FID_NOT_SAVEABLE: 0x10d,
   // Status field flags
   MORE: 0x2000,
   DNR: 0x4000,
