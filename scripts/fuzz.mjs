@@ -33,7 +33,7 @@ console.log(`commands     ${r.commands}`);
 console.log(`completions  ${r.completions}`);
 for (const [status, n] of [...r.byStatus].sort((a, b) => b[1] - a[1])) console.log(`  ${status.padEnd(26)} ${n}`);
 console.log(`held AERs    ${r.heldAers}`);
-console.log(`fatal (CFS)  ${r.fatalEvents}`);
+console.log(`fatal (CFS)  ${r.fatalEvents}  (probes: ${r.fatalProbes} scratch SQs rung with their ring beyond RAM)`);
 console.log(`resets       ${r.resets}`);
 console.log(`seconds      ${secs.toFixed(2)}  (${Math.round(r.commands / secs)} commands/s)`);
 if (r.violation !== null) {

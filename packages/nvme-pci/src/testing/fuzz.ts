@@ -58,6 +58,8 @@ const QUEUE_PAGES = 8;
 const DATA_PAGES = 64;
 const ARENA_PAGES = LIST_PAGES + QUEUE_PAGES + DATA_PAGES + MDTS_BYTES / PAGE; // 168 (+ 2 guard pages: order 8)
 const GUARD_BYTE = 0xa5;
+/** A bus address past the end of the machine's 64 MiB of RAM: DMA there faults. */
+const BEYOND_RAM = 0x1_0000_0000;
 
 const KNOWN_STATUS = new Set<number>(Object.entries(NvmeStatus).filter(([k]) => k !== 'MORE' && k !== 'DNR').map(([, v]) => v));
 
@@ -77,6 +79,8 @@ export interface NvmeFuzzReport {
   byStatus: Map<string, number>;
   /** Times CSTS.CFS was seen (each followed by a reset). */
   fatalEvents: number;
+  /** Scratch SQs placed beyond RAM and rung, to make the controller report a fatal error. */
+  fatalProbes: number;
   resets: number;
   /** Async Event Requests the controller holds (they complete only on an event; dropped at reset). */
   heldAers: number;
@@ -132,7 +136,7 @@ export class NvmeCtrlFuzzer {
       mdts: MDTS,
       latencyNs: LAT,
     });
-    this.report = { seed, commands: 0, completions: 0, byStatus: new Map(), fatalEvents: 0, resets: 0, heldAers: 0, violation: null };
+    this.report = { seed, commands: 0, completions: 0, byStatus: new Map(), fatalEvents: 0, fatalProbes: 0, resets: 0, heldAers: 0, violation: null };
     // guard page | arena | guard page, physically contiguous (order 8 = 256 pages covers 122)
     const base = this.machine.memory.allocPages(8);
     if (base === 0) throw new Error('fuzz: no memory for the arena');
@@ -567,6 +571,14 @@ export class NvmeCtrlFuzzer {
 
   // ---- the run --------------------------------------------------------------------------------
 
+  /**
+   * Submit one admin command with PRP1, CDW10 and CDW11 and wait for it; returns its status (the
+   * completion passes the same checks as the fuzzer's own). For tests that replay a finding.
+   */
+  adminCommand(opc: number, prp1: number, cdw10: number, cdw11: number): number {
+    return this.#adminSync(opc, prp1, cdw10 >>> 0, cdw11 >>> 0);
+  }
+
   /** A known write + read round trip on the I/O queue (after every reset). */
   roundTrip(): void {
     const q = this.#queues.get(IO_QID);
@@ -637,6 +649,23 @@ export class NvmeCtrlFuzzer {
     }
   }
 
+  /**
+   * A scratch SQ whose ring lies beyond the end of RAM (no host memory at all: nothing the device
+   * could corrupt), then its doorbell: the fetch is refused, and the controller must say so through
+   * CSTS.CFS (NVMe Base Specification 1.4 section 10.5) instead of failing silently or throwing.
+   */
+  #fatalProbe(): void {
+    const qid = SCRATCH_QIDS[SCRATCH_QIDS.length - 1] ?? 3;
+    this.#adminSync(NvmeAdminOpcode.DELETE_SQ, 0, qid, 0);
+    this.#adminSync(NvmeAdminOpcode.DELETE_SQ, 0, SCRATCH_QIDS[0] ?? 2, 0); // a scratch SQ may use this CQ
+    this.#adminSync(NvmeAdminOpcode.DELETE_CQ, 0, qid, 0);
+    const cq = this.#adminSync(NvmeAdminOpcode.CREATE_CQ, this.#queueBase, (3 << 16) | qid, ((0 << 16) | NVME_QUEUE_PHYS_CONTIG) >>> 0);
+    const sq = this.#adminSync(NvmeAdminOpcode.CREATE_SQ, BEYOND_RAM, (3 << 16) | qid, ((qid << 16) | NVME_QUEUE_PHYS_CONTIG) >>> 0);
+    if (cq !== 0 || sq !== 0) this.#fail(`fatal probe: creating scratch queue pair ${qid} failed: ${nvmeStatusName(cq)} / ${nvmeStatusName(sq)}`);
+    this.ctrl.mmioWrite32(nvmeDoorbellOffset(qid, false), 1);
+    this.report.fatalProbes++;
+  }
+
   /** One batch: some admin and I/O commands, stray doorbells, run to idle, reap and check. */
   step(): void {
     const io = this.#queues.get(IO_QID);
@@ -655,6 +684,9 @@ export class NvmeCtrlFuzzer {
       const { sqe, o } = this.#adminCmd();
       this.#writeSqe(admin, sqe, o);
     }
+    const before = this.report.fatalProbes;
+    if (this.rng.nextInt(200) === 0) this.#fatalProbe();
+    const probes = this.report.fatalProbes - before;
     // Doorbells: the real ones, plus stray writes a buggy driver might make.
     if (this.rng.nextInt(10) === 0) {
       const qid = this.rng.nextInt(MAX_QUEUES + 2);
@@ -671,6 +703,7 @@ export class NvmeCtrlFuzzer {
     this.machine.scheduler.runUntilIdle();
     this.#reapAll();
     const csts = this.ctrl.mmioRead32(NVME_REG_CSTS);
+    if (regGet(csts, CSTS.CFS) !== probes) this.#fail(probes === 1 ? 'a refused SQ fetch did not set CSTS.CFS' : 'CSTS.CFS set without a refused queue access');
     if (regGet(csts, CSTS.CFS) === 1) {
       this.report.fatalEvents++;
       this.reset();
