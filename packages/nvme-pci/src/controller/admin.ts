@@ -146,6 +146,7 @@ export function nvmeCreateCq(n: NvmeCtrl, dv: DataView): number {
   if (vector >= n.msixVectors) return NvmeStatus.INVALID_VECTOR | DNR;
   if ((cdw11 & NVME_QUEUE_PHYS_CONTIG) === 0) return NvmeStatus.INVALID_FIELD | DNR; // CAP.CQR
   n.cqs[qid] = new NvmeCompQueue(qid, prp1, qsize + 1, vector, (cdw11 & NVME_CQ_IRQ_ENABLED) !== 0);
+  n.qsCreated = true;
   return NvmeStatus.SUCCESS;
 }
 
@@ -168,6 +169,7 @@ export function nvmeCreateSq(n: NvmeCtrl, dv: DataView): number {
     nvmeProcessSq(n, sq);
   });
   cq.sqRefs++;
+  n.qsCreated = true;
   return NvmeStatus.SUCCESS;
 }
 
@@ -211,6 +213,9 @@ export function nvmeSetFeature(n: NvmeCtrl, dv: DataView): number {
   if ((cdw10 & 0x8000_0000) !== 0) return FID_NOT_SAVEABLE | DNR; // SV: nothing is saveable
   switch (fid) {
     case NvmeFeat.NUM_QUEUES: {
+      // Only before any I/O queue is created (NVMe Base Specification 1.4 section 5.21.1.7; QEMU
+      // nvme_set_feature checks n->qs_created): shrinking it under live queues would orphan them.
+      if (n.qsCreated) return NvmeStatus.CMD_SEQ_ERROR | DNR;
       const nsqr = cdw11 & 0xffff;
       const ncqr = cdw11 >>> 16;
       if (nsqr === 0xffff || ncqr === 0xffff) return NvmeStatus.INVALID_FIELD | DNR;

@@ -405,6 +405,7 @@ export class NvmeController {
     this.#n.stallBudget = 0;
     this.#n.allocSqs = this.#n.maxQueues;
     this.#n.allocCqs = this.#n.maxQueues;
+    this.#n.qsCreated = false;
     this.#n.features.clear();
   }
 

@@ -195,6 +195,8 @@ export class NvmeCtrl {
   readonly cqs: (NvmeCompQueue | undefined)[];
   allocSqs: number;
   allocCqs: number;
+  /** An I/O queue was created since the last reset (QEMU `qs_created`): Number of Queues is then fixed. */
+  qsCreated = false;
   readonly inflight = new Set<NvmeCmd>();
   readonly freeCmds: NvmeCmd[] = [];
   /** Execute a fetched command (set by `NvmeController`). */

@@ -47,7 +47,7 @@ const ADMIN_ENTRIES = 32;
 const IO_ENTRIES = 64;
 const IO_QID = 1;
 /** Scratch queue ids the fuzzer may create and delete (its queues live in the arena). */
-const SCRATCH_QIDS = [2, 3];
+const SCRATCH_QIDS = [2, 3, 4];
 const MAX_QUEUES = 4;
 /** MDTS 2^5 pages: 128 KiB per command. */
 const MDTS = 5;
@@ -511,7 +511,7 @@ export class NvmeCtrlFuzzer {
     const r = this.rng.nextInt(100);
     const scratchQid = (): number => {
       const x = this.rng.nextInt(10);
-      return x < 7 ? (SCRATCH_QIDS[this.rng.nextInt(SCRATCH_QIDS.length)] ?? 2) : x === 7 ? 0 : x === 8 ? MAX_QUEUES + this.rng.nextInt(3) : 0xffff;
+      return x < 7 ? (SCRATCH_QIDS[this.rng.nextInt(SCRATCH_QIDS.length)] ?? 2) : x === 7 ? 0 : x === 8 ? MAX_QUEUES + 1 + this.rng.nextInt(3) : 0xffff;
     };
     const queueBase = (): number => this.#queueBase + this.rng.nextInt(QUEUE_PAGES / 2) * 2 * PAGE + (this.rng.nextInt(20) === 0 ? 64 : 0);
     let opc: number;
@@ -655,9 +655,9 @@ export class NvmeCtrlFuzzer {
    * CSTS.CFS (NVMe Base Specification 1.4 section 10.5) instead of failing silently or throwing.
    */
   #fatalProbe(): void {
-    const qid = SCRATCH_QIDS[SCRATCH_QIDS.length - 1] ?? 3;
-    this.#adminSync(NvmeAdminOpcode.DELETE_SQ, 0, qid, 0);
-    this.#adminSync(NvmeAdminOpcode.DELETE_SQ, 0, SCRATCH_QIDS[0] ?? 2, 0); // a scratch SQ may use this CQ
+    const qid = SCRATCH_QIDS[this.rng.nextInt(SCRATCH_QIDS.length)] ?? 2;
+    // Any scratch SQ may be bound to this CQ: delete them all first.
+    for (const sq of SCRATCH_QIDS) this.#adminSync(NvmeAdminOpcode.DELETE_SQ, 0, sq, 0);
     this.#adminSync(NvmeAdminOpcode.DELETE_CQ, 0, qid, 0);
     const cq = this.#adminSync(NvmeAdminOpcode.CREATE_CQ, this.#queueBase, (3 << 16) | qid, ((0 << 16) | NVME_QUEUE_PHYS_CONTIG) >>> 0);
     const sq = this.#adminSync(NvmeAdminOpcode.CREATE_SQ, BEYOND_RAM, (3 << 16) | qid, ((qid << 16) | NVME_QUEUE_PHYS_CONTIG) >>> 0);
