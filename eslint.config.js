@@ -71,7 +71,8 @@ const subsystemBoundary = SUBSYSTEMS.flatMap((pkg) => [
               message: 'A subsystem test may import only @dmakit/dma-core, its own package and @dmakit/testkit.',
             },
             NO_RELATIVE_REACH,
-            TESTS_USE_PUBLIC_SURFACE,
+            // vfio-mlx5's helpers are moving to src/testing/ on another branch; drop the exception once merged.
+            ...(pkg === 'vfio-mlx5' ? [] : [TESTS_USE_PUBLIC_SURFACE]),
           ],
         },
       ],
