@@ -34,14 +34,15 @@ import type { Check, Measured, SuiteResult } from './harness.js';
 
 const PAGES = 512;
 
-interface Rig {
+export interface Rig {
   machine: Machine;
   iommu: Iommu;
   dev: Device;
   pages: Float64Array;
 }
 
-function rig(mode: 'strict' | 'lazy', npages = PAGES, dmaDebug: 'off' | 'warn' = 'off'): Rig {
+/** A machine (1 GiB) with one 64-bit device behind an IOMMU in `mode` and `npages` pages, none physically contiguous. */
+export function rig(mode: 'strict' | 'lazy', npages = PAGES, dmaDebug: 'off' | 'warn' = 'off'): Rig {
   const machine = createMachine({ ramBytes: SZ_1G, dmaDebug });
   const iommu = createIommu(machine, { mode });
   const dev = machine.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64 });

@@ -4,7 +4,6 @@
  * more than 1.5x its smallest per operation. NVMe I/O is measured in nvme.bench.ts (same rule).
  */
 import {
-  createMachine,
   DMA_BIDIRECTIONAL,
   DmaIovaState,
   dmaIovaDestroy,
@@ -13,14 +12,14 @@ import {
   dmaIovaTryAlloc,
   dmaMapPhys,
   dmaUnmapPhys,
-  SZ_1G,
   SZ_1M,
   SZ_4K,
 } from '@dmakit/dma-core';
 import type { Device } from '@dmakit/dma-core';
-import { createIommu, IovaDomain } from '@dmakit/iommu-dma';
+import { IovaDomain } from '@dmakit/iommu-dma';
 import { check, medianOf, sideBySide } from './harness.js';
 import type { Check, Measured, SuiteResult } from './harness.js';
+import { rig } from './iommuDma.bench.js';
 import { faultInOnce } from './rdmaOdp.bench.js';
 
 /** Largest / smallest per-operation cost allowed across a path's three sizes. */
@@ -33,16 +32,10 @@ interface Row {
   readonly ns: readonly number[];
 }
 
+/** A strict-IOMMU device with `pages` non-contiguous pages (iommuDma.bench.ts's rig). */
 function device(pages: number): { dev: Device; pages: Float64Array; write: (phys: number, b: Uint8Array) => void } {
-  const machine = createMachine({ ramBytes: 2 * SZ_1G, dmaDebug: 'off' });
-  const dev = machine.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64 });
-  createIommu(machine, { mode: 'strict' }).attachDevice(dev);
-  const list = new Float64Array(pages);
-  for (let i = 0; i < pages; i++) {
-    list[i] = machine.memory.allocPages(0);
-    machine.memory.allocPages(0); // never physically contiguous
-  }
-  return { dev, pages: list, write: (phys, b) => { machine.memory.write(phys, b); } };
+  const r = rig('strict', pages);
+  return { dev: r.dev, pages: r.pages, write: (phys, b) => { r.machine.memory.write(phys, b); } };
 }
 
 /** Link: one I/O of N pages = try_alloc + N links + sync + destroy; ns per page. */

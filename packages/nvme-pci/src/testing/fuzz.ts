@@ -40,9 +40,9 @@ import {
   writeLe64,
 } from '../index.js';
 import type { NvmeNamespace } from '../index.js';
+import { TEST_LATENCY_NS } from './blockLayer.js';
 
 const PAGE = 4096;
-const LAT = { fetch: 100, admin: 1000, read: 2000, write: 2000, perByte: 0, interrupt: 50, ready: 50_000, reset: 5_000, shutdown: 2_000 };
 const ADMIN_ENTRIES = 32;
 const IO_ENTRIES = 64;
 const IO_QID = 1;
@@ -134,7 +134,7 @@ export class NvmeCtrlFuzzer {
       maxQueues: MAX_QUEUES,
       maxQueueEntries: 256,
       mdts: MDTS,
-      latencyNs: LAT,
+      latencyNs: TEST_LATENCY_NS,
     });
     this.report = { seed, commands: 0, completions: 0, byStatus: new Map(), fatalEvents: 0, fatalProbes: 0, resets: 0, heldAers: 0, violation: null };
     // guard page | arena | guard page, physically contiguous (order 8 = 256 pages covers 122)
