@@ -1,4 +1,5 @@
 import { PciTopology } from './bus/pciTopology.js';
+import type { TdispMmioGate } from './bus/tdisp.js';
 import { CcPlatform } from './coco/cc.js';
 import type { CcOptions, CcVendor } from './coco/cc.js';
 import type { Device } from './device/device.js';
@@ -60,6 +61,8 @@ export class Machine implements DeviceHost {
   readonly faults: DmaFaultRecord[] = [];
   /** The CC guest's memory-encryption state, or null on an ordinary machine. */
   readonly cc: CcPlatform | null = null;
+  /** The private-MMIO gate of the machine's TDIs (set by tdispInit on the first TDI with private BARs). */
+  tdispMmio: TdispMmioGate | null = null;
   #nextPid = 1;
 
   constructor(opts: MachineOptions = {}) {

@@ -104,7 +104,7 @@ describe('TDISP', () => {
     expect(tdiOf(dev)!.history).toEqual(['CONFIG_UNLOCKED', 'CONFIG_LOCKED', 'RUN', 'ERROR', 'CONFIG_UNLOCKED']);
     // A fresh lock needs a fresh attestation: the old report's nonce is stale.
     expect(tdispLock(dev).state).toBe('CONFIG_LOCKED');
-    expect(tdispAttest(dev, { bdf: tdiOf(dev)!.bdf, measurement: REF, nonce: 12345 }, REF)).toBe(-Errno.EACCES);
+    expect(tdispAttest(dev, { bdf: tdiOf(dev)!.bdf, measurement: REF, nonce: 12345, mmio: [] }, REF)).toBe(-Errno.EACCES);
   });
 
   it('reset (FLR) and unlock also revoke', () => {
@@ -142,6 +142,27 @@ describe('TDISP', () => {
     dmaUnmapPhys(dev, next, 64, DMA_FROM_DEVICE);
     expect(m.memory.read(b, 64).every((x) => x === 0x78)).toBe(true);
     expect(m.swiotlb.stats().usedSlots).toBe(0);
+  });
+
+  it('DMA from a device in CONFIG_LOCKED: refused, recorded as a fault and traced, no byte moved', () => {
+    const { m, dev } = setup();
+    m.trace.record();
+    const page = m.memory.allocPages(0);
+    m.memory.write(page, new Uint8Array([5, 6, 7, 8]));
+    expect(tdispLock(dev).state).toBe('CONFIG_LOCKED');
+    expect(() => { dev.dmaWrite(page, new Uint8Array([0, 0, 0, 0])); }).toThrow(DmaFaultError);
+    expect(() => dev.dmaRead(page, 4)).toThrow(DmaFaultError);
+    expect(m.memory.read(page, 4)).toEqual(new Uint8Array([5, 6, 7, 8]));
+    expect(m.faults.map((f) => [f.device, f.access, f.reasonName])).toEqual([
+      ['nvme-tdi', 'write', 'permission'],
+      ['nvme-tdi', 'read', 'permission'],
+    ]);
+    const refused = m.trace.events().filter((e) => e.name === 'coco:dma_refused');
+    expect(refused.map((e) => e.fields)).toEqual([
+      { phys_addr: page, size: 4, write: true, private: true },
+      { phys_addr: page, size: 4, write: false, private: true },
+    ]);
+    expect(refused[0]?.device).toBe('nvme-tdi');
   });
 
   it('answers a transition not allowed from the current state with INVALID_INTERFACE_STATE', () => {

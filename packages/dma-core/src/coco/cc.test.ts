@@ -13,6 +13,7 @@ import {
   PAGE_SIZE,
   setMemoryDecrypted,
   setMemoryEncrypted,
+  toPciDev,
 } from '../index.js';
 
 const SHARED = 2 ** 51;
@@ -66,6 +67,23 @@ describe('confidential guest: memory conversion', () => {
     expect(evs).toHaveLength(9);
     expect(evs.at(-2)?.fields).toEqual({ addr: base, numpages: 1, ret: -Errno.EIO });
     expect(evs.at(-1)?.name).toBe('coco:set_memory_encrypted');
+  });
+
+  it('refuses a non-RAM range (a BAR, a range running past RAM) with -EFAULT, traced, converting nothing', () => {
+    const m = createMachine({ cc: { type: 'tdx', sharedBit: 51 }, dmaDebug: 'strict' });
+    const dev = m.pci.addDevice({ name: 'bar-owner', dmaMaskBits: 64, bars: [{ size: 1 << 20 }] });
+    const bar = toPciDev(dev)!.bar(0)!;
+    m.trace.record();
+    const before = m.cc!.stats.sharedPages;
+    expect(setMemoryDecrypted(m, bar.start, 1)).toBe(-Errno.EFAULT);
+    expect(setMemoryEncrypted(m, bar.start, 1)).toBe(-Errno.EFAULT);
+    const lastRam = m.memory.ramTop() - PAGE_SIZE;
+    expect(setMemoryDecrypted(m, lastRam, 2)).toBe(-Errno.EFAULT); // half RAM, half nothing
+    expect(m.cc!.isShared(lastRam)).toBe(false);
+    expect(m.cc!.stats.sharedPages).toBe(before);
+    const evs = m.trace.events().filter((e) => e.name.startsWith('coco:set_memory_'));
+    expect(evs.map((e) => e.fields.ret)).toEqual([-Errno.EFAULT, -Errno.EFAULT, -Errno.EFAULT]);
+    expect(evs[0]?.fields).toEqual({ addr: bar.start, numpages: 1, ret: -Errno.EFAULT });
   });
 
   it('does not preserve contents across a conversion (written pages scramble, untouched pages read zero)', () => {

@@ -224,6 +224,10 @@ export class Device {
     if (cc != null && (phys = cc.deviceAccess(this, phys, chunk, write)) < 0) {
       this.#fault(addr, chunk, access, DmaFaultReason.PERMISSION, 'CC guest: memory of the other world (private memory needs an accepted TDI in RUN)');
     }
+    const gate = host.tdispMmio; // TDIs' private MMIO (bus/tdisp.ts): one branch while no TDI exists
+    if (gate != null && gate.deviceAccess(this, phys, chunk, write) < 0) {
+      this.#fault(addr, chunk, access, DmaFaultReason.PERMISSION, 'TDISP: private MMIO of a TDI reached outside RUN/acceptance, or by a T=0 request once locked');
+    }
     if (!host.physAccessible(phys, chunk)) {
       this.#fault(addr, chunk, access, DmaFaultReason.OUT_OF_RANGE, `no memory at phys 0x${phys.toString(16)}`);
     }
