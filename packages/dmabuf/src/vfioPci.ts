@@ -3,7 +3,21 @@
 // A VFIO-owned PCI function exports page-aligned ranges of one of its BARs. Importers must accept
 // P2P addresses. Turning memory decode off, resetting or closing the device revokes every buffer:
 // move_notify, then maps fail with -ENODEV until decode is back (close revokes for good).
-import { Errno, PAGE_SIZE, isAligned, pciP2pdmaAddResource, pcimP2pdmaInit, pcimP2pdmaProvider, toPciDev } from '@dmakit/dma-core';
+// Private MMIO (a BAR of a TDI, bus/tdisp.ts in dma-core): exported only while the TDI is in RUN
+// and accepted, and revoked the same way the moment it leaves (the role the TSM plays for
+// vfio-pci's dma-bufs in the proposed private-MMIO series; not in the ~6.19 sources read).
+import {
+  Errno,
+  PAGE_SIZE,
+  isAligned,
+  pciP2pdmaAddResource,
+  pcimP2pdmaInit,
+  pcimP2pdmaProvider,
+  tdispBarIsPrivate,
+  tdispNotifierRegister,
+  tdispPrivateMmioAllowed,
+  toPciDev,
+} from '@dmakit/dma-core';
 import type { Device, DmaBuf, Machine, P2pdmaProvider, PciDev, PhysVec } from '@dmakit/dma-core';
 import { dmaBufExport, dmaBufMoveNotify, toDmaBufObject } from './dmaBuf.js';
 import type { DmaBufObject, DmaBufOps } from './dmaBuf.js';
@@ -32,6 +46,8 @@ interface VfioPciDmaBuf {
   readonly provider: P2pdmaProvider;
   readonly physVec: PhysVec[];
   readonly size: number;
+  /** The BAR is a TDI's private (TEE) MMIO: usable only while the TDI is in RUN and accepted. */
+  readonly private: boolean;
   revoked: boolean;
   /** null after cleanup (device closed). */
   vdev: VfioPciCoreDevice | null;
@@ -49,6 +65,9 @@ export class VfioPciCoreDevice {
   open = true;
   readonly #dmabufs: VfioPciDmaBuf[] = [];
   revokes = 0;
+  /** Revocations caused by the TDI leaving RUN (a subset of `revokes`). */
+  tdispRevokes = 0;
+  readonly #unnotify: () => void;
 
   /** Throws `RangeError` when `dev` is not a PCI function (the model's probe failure). */
   constructor(machine: Machine, dev: Device) {
@@ -59,6 +78,10 @@ export class VfioPciCoreDevice {
     this.pdev = pdev;
     // kernel: vfio_pci_core_enable → pcim_p2pdma_init (per-BAR providers, no struct pages).
     pcimP2pdmaInit(pdev);
+    // Every TDISP change re-evaluates the buffers over private MMIO (revoke or restore).
+    this.#unnotify = tdispNotifierRegister(dev, () => {
+      this.#move(!this.memoryEnabled, true);
+    });
   }
 
   /** Buffers currently exported from this device. */
@@ -69,7 +92,8 @@ export class VfioPciCoreDevice {
   /**
    * `vfio_pci_core_feature_dma_buf` (VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF): a new
    * buffer over the ranges, or -EINVAL (no ranges, flags, unaligned/empty/outside the BAR),
-   * -ENODEV (not a BAR, device closed), -EOVERFLOW (ranges overflow).
+   * -ENODEV (not a BAR, device closed), -EOVERFLOW (ranges overflow), -EPERM (the BAR is a TDI's
+   * private MMIO and the TDI is not in RUN or not accepted: no importer may reach it yet).
    */
   featureDmaBuf(req: VfioDeviceFeatureDmaBuf): DmaBufObject | number {
     if (!this.open) return -Errno.ENODEV;
@@ -94,6 +118,9 @@ export class VfioPciCoreDevice {
       if (end > bar.size) return -Errno.EINVAL;
       physVec.push({ paddr: bar.start + r.offset, len: r.length });
     }
+    // Private MMIO is refused before anything is published or exported.
+    const isPrivate = tdispBarIsPrivate(this.dev, bar.index);
+    if (isPrivate && !tdispPrivateMmioAllowed(this.dev)) return -Errno.EPERM;
     // Model: peers reach the BAR through the switch only if its bus addresses are routed; publish
     // the BAR once (the kernel routes every BAR by address decode).
     if (bar.region.kind !== 'p2p-bar') {
@@ -102,7 +129,7 @@ export class VfioPciCoreDevice {
     }
     const provider = pcimP2pdmaProvider(this.pdev, bar.index);
     if (provider === null) return -Errno.EINVAL;
-    const priv: VfioPciDmaBuf = { provider, physVec, size: total, revoked: !this.memoryEnabled, vdev: this, dmabuf: null };
+    const priv: VfioPciDmaBuf = { provider, physVec, size: total, private: isPrivate, revoked: !this.memoryEnabled, vdev: this, dmabuf: null };
     const dmabuf = dmaBufExport({ exporter: this.dev, expName: 'vfio_pci', ops: vfioOps(priv), size: total, flags: req.openFlags ?? 0, priv });
     if (typeof dmabuf === 'number') return dmabuf;
     priv.dmabuf = dmabuf;
@@ -130,24 +157,39 @@ export class VfioPciCoreDevice {
     if (this.memoryEnabled) this.#move(false);
   }
 
+  /** Is this buffer over a TDI's private MMIO? */
+  isPrivate(dmabuf: DmaBuf): boolean {
+    const buf = toDmaBufObject(dmabuf);
+    return (buf?.priv as VfioPciDmaBuf | null)?.private === true;
+  }
+
   /** `vfio_pci_core_close_device` → `vfio_pci_dma_buf_cleanup`: revoke for good. */
   close(): void {
     if (!this.open) return;
+    this.#unnotify();
     this.#move(true);
     for (const p of this.#dmabufs) p.vdev = null;
     this.#dmabufs.length = 0;
     this.open = false;
   }
 
-  /** `vfio_pci_dma_buf_move(vdev, revoked)`: flip under the resv, then move_notify. */
-  #move(revoked: boolean): void {
+  /**
+   * `vfio_pci_dma_buf_move(vdev, revoked)`: flip under the resv, then move_notify. A buffer over
+   * private MMIO also stays revoked while its TDI is not in RUN and accepted.
+   */
+  #move(revoked: boolean, tdisp = false): void {
+    const privateOk = tdispPrivateMmioAllowed(this.dev);
     for (const p of [...this.#dmabufs]) {
       const buf = p.dmabuf;
-      if (buf === null || buf.released || p.revoked === revoked) continue;
+      const want = revoked || (p.private && !privateOk);
+      if (buf === null || buf.released || p.revoked === want) continue;
       if (dmaResvLock(buf.resv, 'vfio-pci') !== 0) continue;
       try {
-        p.revoked = revoked;
-        if (revoked) this.revokes++;
+        p.revoked = want;
+        if (want) {
+          this.revokes++;
+          if (tdisp) this.tdispRevokes++;
+        }
         dmaBufMoveNotify(buf);
       } finally {
         dmaResvUnlock(buf.resv);

@@ -27,10 +27,17 @@ export interface TopologyOptions {
   busOffset?: number;
   vramBytes?: number;
   seed?: number;
+  /** Build a confidential guest (TDX/SEV) machine. */
+  cc?: 'tdx' | 'sev';
 }
 
 export function buildTopology(opts: TopologyOptions = {}): Topology {
-  const machine = createMachine({ ramBytes: 256 * SZ_1M, seed: opts.seed ?? 1, ...(opts.debug === undefined ? {} : { dmaDebug: opts.debug }) });
+  const machine = createMachine({
+    ramBytes: 256 * SZ_1M,
+    seed: opts.seed ?? 1,
+    ...(opts.debug === undefined ? {} : { dmaDebug: opts.debug }),
+    ...(opts.cc === undefined ? {} : { cc: opts.cc }),
+  });
   // x86: dma_get_cache_alignment() is 1, so dma-debug skips the cacheline-overlap check (~7.0).
   machine.dmaDebug.cacheAlignment = 1;
   const pci = machine.pci;
