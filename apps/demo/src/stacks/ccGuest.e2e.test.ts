@@ -44,6 +44,49 @@ describe('cc-guest stack', () => {
     expect(text).toContain('verified:');
   });
 
+  it('exports the private MMIO of a TDI through a vfio-pci dma-buf only in RUN, moves verified bytes P2P, and revokes it on a TDISP error', () => {
+    const r = run();
+    const pm = r.privateMmio;
+    // -EPERM in CONFIG_UNLOCKED, CONFIG_LOCKED and RUN before acceptance; the guest's private loads read all ones.
+    expect(pm.exportErrnos).toEqual([-1, -1, -1]);
+    expect(pm.cpuRefused).toBe(4);
+    expect(pm.cpuAllOnes).toBe(true);
+    // In RUN: two 16 KiB ranges mapped by bus address through the switch, every byte checked both ways.
+    expect(pm.mode).toBe('bus-addr');
+    expect(pm.bytesMoved).toBe(32768);
+    expect(pm.mismatches).toBe(0);
+    // The TDISP error: one move_notify, the importer's mapping torn down, a new map -ENODEV,
+    // the stale address and a non-TDI peer both refused, the BAR untouched.
+    expect(pm.moveNotifies).toBe(1);
+    expect(pm.mapAfterRevokeErrno).toBe(-19);
+    expect(pm.liveMappingsAfterRevoke).toBe(0);
+    expect(pm.p2pRefused).toBe(2);
+    expect(pm.barIntact).toBe(true);
+    expect(r.checks.at(-1)).toEqual({ name: 'dma-buf over private MMIO: refused before RUN, bytes moved in RUN, revoked on leaving RUN', ok: true });
+    expect(r.dmaDebugReports).toBe(0);
+    expect(stack().format(r)).toContain('dma-buf over private MMIO: export before acceptance -1/-1/-1');
+  });
+
+  it('--verify fails when the private-MMIO step sees a wrong byte', () => {
+    // Corrupt every private store the guest makes (a flipped bit on the CPU side) and watch the check fail.
+    const r = run({}, 32, (m) => {
+      const write = m.memory.write.bind(m.memory);
+      m.memory.write = (phys: number, bytes: Uint8Array, off?: number, len?: number) => {
+        const region = m.memory.regionOf(phys);
+        if (region?.name.endsWith('BAR1') === true && region.owner === 'accel0') {
+          const bad = bytes.slice();
+          bad[0] = (bad[0] ?? 0) ^ 1;
+          write(phys, bad, off, len);
+          return;
+        }
+        write(phys, bytes, off, len);
+      };
+    });
+    expect(r.privateMmio.mismatches).toBeGreaterThan(0);
+    expect(r.verified).toBe(false);
+    expect(r.checks.find((c) => c.name.startsWith('dma-buf over private MMIO'))?.ok).toBe(false);
+  });
+
   it('runs on SEV too, and is deterministic per seed', () => {
     const a = run({ vendor: 'sev', qd: 4 }, 24);
     expect(a.verified).toBe(true);
@@ -57,7 +100,7 @@ describe('cc-guest stack', () => {
       m.trace.subscribe((e) => events.push(e));
     });
     const names = new Set(events.map((e) => e.name));
-    for (const n of ['coco:set_memory_decrypted', 'coco:set_memory_encrypted', 'coco:dma_refused', 'tdisp:state_change', 'tdisp:accept', 'tdisp:error_response', 'swiotlb:swiotlb_bounced']) {
+    for (const n of ['coco:set_memory_decrypted', 'coco:set_memory_encrypted', 'coco:dma_refused', 'tdisp:state_change', 'tdisp:accept', 'tdisp:error_response', 'tdisp:mmio_refused', 'swiotlb:swiotlb_bounced']) {
       expect(names.has(n), n).toBe(true);
     }
     const states = events.filter((e) => e.name === 'tdisp:state_change' && e.device !== '' && e.fields.new_state === 'ERROR');

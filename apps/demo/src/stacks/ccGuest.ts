@@ -5,15 +5,18 @@
  * I/O in flight, and the same workload then runs privately with no bounce. A second, unaccepted
  * device tries to read private memory and is refused; a TDISP error mid-run revokes the drive's
  * private access, the I/Os in flight fail and are redone through bounce buffers, and every byte
- * is verified. Platform-neutral (no node: imports).
+ * is verified. Last, a vfio-pci dma-buf over a TDI's private BAR (phys_vec): refused before the
+ * TDI is accepted, moved peer-to-peer in RUN, revoked by a TDISP error (ccGuest/privateMmio.ts).
+ * Platform-neutral (no node: imports).
  */
-import { createMachine, DmaFaultError, SZ_1G, tdiOf, tdispAccept, tdispAttest, tdispError, tdispGetReport, tdispInit, tdispLock, tdispStart, tdispStop } from '@dmakit/dma-core';
+import { createMachine, DmaFaultError, Errno, SZ_1G, tdiOf, tdispAccept, tdispAttest, tdispError, tdispGetReport, tdispInit, tdispLock, tdispStart, tdispStop } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
 import { formatCcGuest } from './ccGuest/report.js';
+import { runPrivateMmioStep } from './ccGuest/privateMmio.js';
 import { CC_BS, CcNvmeRig } from './ccGuest/workload.js';
 import type { CcGuestResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import type { CcPhaseResult } from './ccGuest/workload.js';
-export type { CcGuestResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
+export type { CcGuestResult, CcPrivateMmioResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import { checkRequest, extraInt, extraString, StackUsageError } from './types.js';
 import type { StackDef, StackInfo, StackRunRequest } from './types.js';
 
@@ -26,7 +29,9 @@ const INFO: StackInfo = {
   help: `  cc-guest      An NVMe drive in a confidential (TDX/SEV) guest: verified I/O through the
                 shared swiotlb pool, the drive locked, attested and accepted as a TDI mid-run
                 (no I/O lost), the same I/O privately with no bounce, an unaccepted device
-                refused, and a TDISP error mid-run revoking access (I/O redone, nothing corrupted).
+                refused, and a TDISP error mid-run revoking access (I/O redone, nothing corrupted);
+                then a vfio-pci dma-buf over a TDI's private BAR: refused before acceptance,
+                moved peer-to-peer in RUN, revoked by a TDISP error.
                 Options: --ios N per phase (default 256)  --qd N (1..32, default 8)  --vendor tdx|sev
 `,
   defaultIommu: 'off',
@@ -141,6 +146,7 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
   const ns = rig.verifyNamespace();
   rig.host.remove();
   m.unbindDevice(dev);
+  const pm = runPrivateMmioStep(m);
 
   const [shared, convert, priv, err] = phases as [CcPhaseResult, CcPhaseResult, CcPhaseResult, CcPhaseResult];
   const checks = [
@@ -151,6 +157,21 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     { name: 'private phase: no bounce, private DMA', ok: priv.bounces === 0 && priv.privateAccesses > 0 && priv.faults === 0 },
     { name: 'rogue device refused, secret intact', ok: rogue.refused === rogue.attempts && rogue.secretIntact },
     { name: 'TDISP error revoked access mid-run', ok: err.faults > 0 && err.ioErrors + err.driverRetries > 0 && err.bounces > 0 },
+    {
+      name: 'dma-buf over private MMIO: refused before RUN, bytes moved in RUN, revoked on leaving RUN',
+      ok:
+        pm.exportErrnos.length === 3 &&
+        pm.exportErrnos.every((e) => e === -Errno.EPERM) &&
+        pm.cpuRefused === 4 &&
+        pm.cpuAllOnes &&
+        pm.bytesMoved > 0 &&
+        pm.mismatches === 0 &&
+        pm.p2pRefused === 2 &&
+        pm.moveNotifies === 1 &&
+        pm.mapAfterRevokeErrno === -Errno.ENODEV &&
+        pm.liveMappingsAfterRevoke === 0 &&
+        pm.barIntact,
+    },
   ];
   const cs = m.cc?.stats;
   return {
@@ -164,10 +185,11 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     tdispHistory: tdiOf(dev)?.history.slice() ?? [],
     conversions: { decrypt: cs?.decryptCalls ?? 0, encrypt: cs?.encryptCalls ?? 0 },
     namespaceMismatches: ns.mismatches,
+    privateMmio: pm,
     dmaDebugReports: m.dmaDebug.reports.length,
     checks,
     verified: checks.every((c) => c.ok),
-    verifiedBytes: phases.reduce((t, x) => t + x.verifiedBytes, 0) + ns.bytes,
+    verifiedBytes: phases.reduce((t, x) => t + x.verifiedBytes, 0) + ns.bytes + pm.bytesMoved,
   };
 }
 

@@ -6,6 +6,16 @@ function n(x: number, digits = 0): string {
   return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
+/** One line for the dma-buf-over-private-MMIO step. */
+function privateMmioLine(r: CcGuestResult): string {
+  const p = r.privateMmio;
+  return (
+    `dma-buf over private MMIO: export before acceptance ${p.exportErrnos.join('/')}, ${n(p.cpuRefused)} private loads read all ones, ` +
+    `${n(p.bytesMoved)} bytes moved P2P in RUN (${p.mode}, ${p.mismatches === 0 ? 'verified' : `${p.mismatches} BAD`}), ` +
+    `TDISP error: ${n(p.moveNotifies)} move_notify, map ${p.mapAfterRevokeErrno}, ${n(p.p2pRefused)} peer requests refused, ${n(p.liveMappingsAfterRevoke)} mappings left`
+  );
+}
+
 /** The human-readable report of a cc-guest run. */
 export function formatCcGuest(r: CcGuestResult): string {
   const rows = r.phases.map((p) => [
@@ -28,6 +38,7 @@ export function formatCcGuest(r: CcGuestResult): string {
       `(attestation ${r.rogue.attestErrno}, accept ${r.rogue.acceptErrno})`,
     `TDISP: ${r.tdispHistory.join(' -> ')}`,
     `conversions: ${r.conversions.decrypt} set_memory_decrypted, ${r.conversions.encrypt} set_memory_encrypted; dma-debug reports: ${r.dmaDebugReports}`,
+    privateMmioLine(r),
     '',
     ...r.checks.map((c) => `  [${c.ok ? 'ok' : 'FAIL'}] ${c.name}`),
     '',

@@ -13,6 +13,30 @@ export interface CcRogueResult {
   readonly acceptErrno: number;
 }
 
+/** The dma-buf-over-private-MMIO step (see ccGuest/privateMmio.ts). */
+export interface CcPrivateMmioResult {
+  /** featureDmaBuf errnos in CONFIG_UNLOCKED, CONFIG_LOCKED and RUN before acceptance (-EPERM each). */
+  readonly exportErrnos: readonly number[];
+  /** The guest's private loads refused outside RUN/acceptance, and whether each read all ones. */
+  readonly cpuRefused: number;
+  readonly cpuAllOnes: boolean;
+  /** Peer requests refused: a peer that is not a TDI, and the importer's stale address after the revoke. */
+  readonly p2pRefused: number;
+  /** How the importer's table was mapped ('bus-addr' through the switch). */
+  readonly mode: string;
+  /** Bytes moved peer-to-peer in RUN (each verified against the guest's private view). */
+  readonly bytesMoved: number;
+  readonly mismatches: number;
+  /** move_notify calls the importer got (the revoke). */
+  readonly moveNotifies: number;
+  /** A new map after the revoke (-ENODEV). */
+  readonly mapAfterRevokeErrno: number;
+  /** dma-buf mappings still live after the revoke (0: the importer's mapping was torn down). */
+  readonly liveMappingsAfterRevoke: number;
+  /** The stale writes after the revoke changed no byte of the BAR. */
+  readonly barIntact: boolean;
+}
+
 export interface CcGuestResult {
   readonly stack: 'cc-guest';
   readonly vendor: CcVendorName;
@@ -26,6 +50,7 @@ export interface CcGuestResult {
   readonly tdispHistory: readonly string[];
   readonly conversions: { readonly decrypt: number; readonly encrypt: number };
   readonly namespaceMismatches: number;
+  readonly privateMmio: CcPrivateMmioResult;
   readonly dmaDebugReports: number;
   readonly checks: readonly { readonly name: string; readonly ok: boolean }[];
   readonly verified: boolean;
