@@ -890,6 +890,17 @@ export class Dmirror {
     return cmd;
   }
 
+  /**
+   * HMM_DMIRROR_RELEASE (`dmirror_device_remove_chunks`): every page of the device's memory that a
+   * process still maps is migrated back to system memory (dmirror_device_evict_chunk), whichever
+   * mirror put it there. Returns 0, as the ioctl does. Model: the device memory stays plugged in
+   * (the kernel unplugs its chunks and hot-plugs new ones on the next allocation).
+   */
+  release(): number {
+    this.mdevice.evictAll();
+    return 0;
+  }
+
   /** HMM_DMIRROR_CHECK_EXCLUSIVE: -EPERM if a page of the range is still mapped atomically. */
   checkExclusive(addr: number, npages: number): number {
     const bad = this.#checkArgs(addr, npages);
