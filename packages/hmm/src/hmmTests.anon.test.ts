@@ -3,6 +3,7 @@
 // kernel TEST_F of the same name.
 import { describe, expect, it } from 'vitest';
 import { Errno, MAP_ANONYMOUS, MAP_HUGETLB, MAP_PRIVATE, PAGE_SIZE, PROT_NONE, PROT_READ, PROT_WRITE, SZ_2M } from '@dmakit/dma-core';
+import type { Process } from '@dmakit/dma-core';
 import { HMM_DMIRROR_PROT_PMD, HMM_DMIRROR_PROT_READ, HMM_DMIRROR_PROT_WRITE } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
 import { addDmirror, intPattern, mmapPages, setup } from './testing/fixture.js';
@@ -27,6 +28,35 @@ function setup2(dmaDebug: 'strict' | 'warn' = 'strict'): ReturnType<typeof setup
 }
 
 describe('hmm-tests (dmirror): remaining anonymous and hugetlb cases', () => {
+  it('anon_write_child (the migrate = 1 iteration, without THP)', () => {
+    // The buffer is migrated to the device before fork: the child reads the parent's values (its
+    // CPU access brings the device-private pages back), writes through its own mirror, and the
+    // parent's buffer is unchanged. (hmmTests.test.ts has the migrate = 0 iteration.)
+    const f = setup();
+    const npages = HMM_BUFFER_PAGES;
+    const size = npages * PAGE_SIZE;
+    const ptr = mmapPages(f.proc, npages);
+    const pos = intPattern(npages);
+    const neg = intPattern(npages, -1);
+    f.proc.mm.write(ptr, pos);
+    const m = f.mirror.migrateToDevice(ptr, npages);
+    expect(m.ret).toBe(0);
+    expect(m.cpages).toBe(npages);
+    const child = f.proc.fork() as Process;
+    expect(typeof child).toBe('object');
+    expect(sameBytes(child.mm.read(ptr, size), pos)).toBe(true);
+    const cm = f.mdev.open(child.mm);
+    const w = cm.write(ptr, neg);
+    expect(w.ret).toBe(0);
+    expect(w.cpages).toBe(npages);
+    expect(w.faults).toBe(1);
+    expect(sameBytes(child.mm.read(ptr, size), neg)).toBe(true);
+    cm.close();
+    child.exit();
+    expect(sameBytes(f.proc.mm.read(ptr, size), pos)).toBe(true);
+    leakFree(f);
+  });
+
   it('migrate_release', () => {
     // Migrate to the device, then HMM_DMIRROR_RELEASE: the driver gives its memory back, every
     // page returns to system memory, and the CPU reads the data.
