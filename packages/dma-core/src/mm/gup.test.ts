@@ -108,6 +108,31 @@ describe('get_user_pages / pin_user_pages', () => {
     c.exit();
   });
 
+  it('a FOLL_LONGTERM read pin in a private mapping unshares a page-cache page or the zero page; a short-term one does not', () => {
+    const { m, p } = setup();
+    const f = openTmpfile(m.memory, { size: PAGE_SIZE });
+    if (typeof f === 'number') throw new Error('tmpfile');
+    f.pwrite(new Uint8Array([3]), 0);
+    const a = p.mm.mmap({ length: PAGE_SIZE, prot: RW, flags: MAP_PRIVATE, file: f });
+    const z = p.mm.mmap({ length: PAGE_SIZE, prot: RW, flags: ANON });
+    const cached = f.inode.mapping?.findPage(0);
+    const pages = new Float64Array(1);
+    expect(pinUserPages(p.mm, a, 1, 0, pages)).toBe(1);
+    expect(pages[0]).toBe(cached);
+    unpinUserPages(m.memory, pages, 1);
+    expect(pinUserPages(p.mm, a, 1, FOLL_LONGTERM, pages)).toBe(1);
+    expect(pages[0]).not.toBe(cached);
+    expect(m.memory.pageFlags(pages[0] ?? 0) & PageFlag.ANON).toBeTruthy();
+    expect(p.mm.read(a, 1)[0]).toBe(3);
+    unpinUserPages(m.memory, pages, 1);
+    expect(getUserPages(p.mm, z, 1, 0, pages)).toBe(1);
+    expect(pages[0]).toBe(m.memory.zeroPagePhys);
+    putUserPages(m.memory, pages, 1);
+    expect(pinUserPages(p.mm, z, 1, FOLL_LONGTERM, pages)).toBe(1);
+    expect(pages[0]).not.toBe(m.memory.zeroPagePhys);
+    unpinUserPages(m.memory, pages, 1);
+  });
+
   it('the fast variants take present, permitted PTEs without faulting and fall back for the rest', () => {
     const { m, p } = setup();
     const a = p.mm.mmap({ length: 4 * PAGE_SIZE, prot: RW, flags: ANON });

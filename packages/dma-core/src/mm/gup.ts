@@ -69,11 +69,16 @@ function followPage(mm: MmStruct, vma: VmArea, addr: number, gupFlags: number): 
   if ((gupFlags & FOLL_WRITE) !== 0 && (f & PTE_WRITE) === 0) return -1;
   const pfn = mm.walkPte(addr);
   const head = (f & PTE_HUGE) !== 0 ? (pfn - (pfn % 2 ** HPAGE_PMD_ORDER)) * PAGE_SIZE : pfn * PAGE_SIZE;
-  if ((gupFlags & FOLL_PIN) !== 0 && !vma.shared && (vma.prot & PROT_WRITE) !== 0) {
+  if ((gupFlags & FOLL_PIN) !== 0 && (gupFlags & FOLL_WRITE) === 0 && !vma.shared && (vma.prot & PROT_WRITE) !== 0) {
     const pf = mm.memory.pageFlags(head);
-    // gup_must_unshare: a pinned anonymous page must be exclusive to this mm. The model breaks COW
-    // with a write fault (the kernel's FAULT_FLAG_UNSHARE copies without granting write).
-    if ((pf & PageFlag.ANON) !== 0 && (pf & PageFlag.ANON_EXCLUSIVE) === 0) return -1;
+    // gup_must_unshare: a pinned anonymous page must be exclusive to this mm; a FOLL_LONGTERM
+    // read-only pin of a page that is not anonymous (page cache, the zero page) in a COW mapping
+    // gets a private anonymous copy, so later writes by the process reach the pinned page. The
+    // model unshares with a write fault (the kernel's FAULT_FLAG_UNSHARE copies without granting
+    // write).
+    if ((pf & PageFlag.ANON) !== 0) {
+      if ((pf & PageFlag.ANON_EXCLUSIVE) === 0) return -1;
+    } else if ((gupFlags & FOLL_LONGTERM) !== 0) return -1;
   }
   return head;
 }
