@@ -15,9 +15,17 @@ import { PAGE_SIZE } from '../units/page.js';
 import { MAP_HUGETLB, MAP_PRIVATE, MAP_SHARED, MAP_TYPE, PROT_WRITE, PTE_DIRTY, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, VM_MIXEDMAP, VM_PFNMAP } from './constants.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_CLEAR } from './mmuNotifier.js';
-import type { MmStruct } from './mmStruct.js';
+// The mm a VMA belongs to: MmuNotifierMm is MmStruct (completed by declaration merging in
+// mmStruct.ts), named so because mmStruct.ts imports this file's users.
+import type { MmuNotifierMm as MmStruct } from './mmuNotifier.js';
 import { AddressSpace } from './pageCache.js';
 import type { VmArea } from './vmaTree.js';
+
+declare module './vmaTree.js' {
+  // A VMA's file is this VfsFile (see the forward declaration in vmaTree.ts).
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- completes a forward declaration
+  interface VmFile extends VfsFile {}
+}
 
 /** The file was opened for reading. kernel: FMODE_READ in include/linux/fs.h. */
 export const FMODE_READ = 0x1;

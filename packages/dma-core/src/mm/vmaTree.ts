@@ -4,7 +4,6 @@
 import { Errno } from '../units/errno.js';
 import { PAGE_SIZE, alignDown } from '../units/page.js';
 import { MAP_SHARED, MMAP_BASE, MMAP_MIN_ADDR } from './constants.js';
-import type { VfsFile } from './file.js';
 
 /**
  * The pages behind a MAP_SHARED|MAP_ANONYMOUS mapping (a shmem inode): indexed by unit
@@ -19,6 +18,16 @@ export class ShmemObject {
   constructor(order: number) {
     this.order = order;
   }
+}
+
+/**
+ * The mapped file of a VMA (`vma->vm_file`), forward-declared as the kernel's headers do: the
+ * members used here. mm/file.ts completes it to the whole `VfsFile` (declaration merging), so this
+ * file does not import the file model.
+ */
+export interface VmFile {
+  /** split_vma: `upper` is the new half of `lower` and maps the file too. */
+  vmaSplit(lower: VmArea, upper: VmArea): void;
 }
 
 /** `struct vm_area_struct`: anonymous, shared anonymous (shmem) or file-backed (`file`). */
@@ -40,7 +49,7 @@ export class VmArea {
    */
   vmFlags = 0;
   /** `vm_file`: the mapped file (mm/file.ts), undefined for anonymous memory. */
-  file: VfsFile | undefined = undefined;
+  file: VmFile | undefined = undefined;
 
   constructor(start: number, end: number, prot: number, flags: number, order: number, shmem: ShmemObject | undefined, pgoff: number) {
     this.start = start;
