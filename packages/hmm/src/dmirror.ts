@@ -31,6 +31,7 @@ import {
   hmmDmaMapMetadataBytes,
   dmaMappingError,
   dmaUnmapPhys,
+  GFP_ZERO,
   hmmPfnSet,
   hmmPfnToMapOrder,
   hmmPfnToPhys,
@@ -41,9 +42,11 @@ import {
   mmuIntervalReadBegin,
   mmuIntervalReadRetry,
   mmuIntervalSetSeq,
+  openDeviceFile,
   pciP2pdmaMapStateInit,
+  vmInsertPage,
 } from '@dmakit/dma-core';
-import type { Device, HmmPort, HmmRange, MmStruct, MmuIntervalNotifierOps, MmuNotifierRange, SystemMemory } from '@dmakit/dma-core';
+import type { Device, HmmPort, HmmRange, MmStruct, MmuIntervalNotifierOps, MmuNotifierRange, SystemMemory, VfsFile, VmArea } from '@dmakit/dma-core';
 import { memremapPages, memunmapPages, pagePgmap } from './devmem.js';
 import { makeDeviceExclusive } from './exclusive.js';
 import type { DevPagemap, VmFault } from './devmem.js';
@@ -404,9 +407,16 @@ export class Dmirror {
   #closed = false;
   readonly #p2p = pciP2pdmaMapStateInit();
 
+  /**
+   * The open device file (`/dev/hmm_dmirrorN`): what hmm-tests passes to mmap(2). Its mmap is
+   * dmirror_fops_mmap: every page of the new VMA gets a zeroed page of its own (vm_insert_page).
+   */
+  readonly file: VfsFile;
+
   constructor(mdevice: DmirrorDevice, mm: MmStruct) {
     this.mdevice = mdevice;
     this.mm = mm;
+    this.file = openDeviceFile({ name: `/dev/${mdevice.name}`, fOp: { mmap: (_f, vma, vmm) => dmirrorFopsMmap(vma, vmm) }, privateData: this });
     this.#ops = { invalidate: (sub, range, curSeq) => (sub instanceof DmirrorChunk ? this.#invalidate(sub, range, curSeq) : true) };
     eraseEntry.set(this, (addr) => {
       const base = addr - (addr % CHUNK_BYTES);
@@ -880,6 +890,17 @@ export class Dmirror {
     return cmd;
   }
 
+  /**
+   * HMM_DMIRROR_RELEASE (`dmirror_device_remove_chunks`): every page of the device's memory that a
+   * process still maps is migrated back to system memory (dmirror_device_evict_chunk), whichever
+   * mirror put it there. Returns 0, as the ioctl does. Model: the device memory stays plugged in
+   * (the kernel unplugs its chunks and hot-plugs new ones on the next allocation).
+   */
+  release(): number {
+    this.mdevice.evictAll();
+    return 0;
+  }
+
   /** HMM_DMIRROR_CHECK_EXCLUSIVE: -EPERM if a page of the range is still mapped atomically. */
   checkExclusive(addr: number, npages: number): number {
     const bad = this.#checkArgs(addr, npages);
@@ -982,6 +1003,9 @@ export class Dmirror {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Model: the mirror is torn down at close even while the process still maps the device file
+    // (the kernel releases it with the file's last reference); those mappings hold plain pages.
+    this.file.close();
     for (const c of this.#chunks.values()) {
       this.#zap(c, c.base, c.base + CHUNK_BYTES);
       mmuIntervalNotifierRemove(c);
@@ -990,6 +1014,23 @@ export class Dmirror {
     this.#chunks.clear();
     this.mdevice.mirrors.delete(this);
   }
+}
+
+/**
+ * `dmirror_fops_mmap` (lib/test_hmm.c): a zeroed page for every page of the VMA, inserted with
+ * vm_insert_page (the VMA becomes VM_MIXEDMAP; a private mapping maps them read-only). 0, -ENOMEM,
+ * or vm_insert_page's error.
+ */
+function dmirrorFopsMmap(vma: VmArea, mm: MmStruct): number {
+  const mem = mm.memory;
+  for (let addr = vma.start; addr < vma.end; addr += PAGE_SIZE) {
+    const page = mem.allocPages(0, GFP_ZERO);
+    if (page === 0) return -Errno.ENOMEM;
+    const r = vmInsertPage(mm, vma, addr, page);
+    mem.pagePut(page); // __free_page on error; otherwise the PTE holds the page
+    if (r !== 0) return r;
+  }
+  return 0;
 }
 
 function anyDmaMapped(c: DmirrorChunk, start: number, end: number): boolean {

@@ -14,6 +14,7 @@ import {
   PageFlag,
   VM_IO,
   VM_PFNMAP,
+  folioMapping,
 } from '@dmakit/dma-core';
 import type { MmStruct, VmArea } from '@dmakit/dma-core';
 import { installMigrateToRam, pagePgmap } from './devmem.js';
@@ -98,15 +99,21 @@ export class MigrateVma {
 }
 
 /** Counters (tests, demos). */
-export const migrateStats = { setups: 0, collected: 0, migrated: 0, restored: 0 };
+export const migrateStats = { setups: 0, collected: 0, migrated: 0, restored: 0, refusedFile: 0 };
 
 /**
  * `migrate_vma_setup(args)`: collect the pages of [start, end) selected by `flags` (system RAM
  * and holes, or device-private pages of `pgmapOwner`), tell mirrors (MMU_NOTIFY_MIGRATE with the
  * owner, so a driver can skip its own), and unmap them from the CPU. Returns 0 or -EINVAL.
  *
- * Model: there is no rmap, so a page mapped by more than this mm (refcount above 1, e.g. shared
- * with a forked child) is not collected; device-private pages shared after fork are copied for
+ * Page-cache and shmem pages (file and MAP_SHARED mappings) are collected, as
+ * migrate_vma_collect_pmd does, and refused later by migrateVmaPages; holes are collected only in
+ * private anonymous VMAs (migrate_vma_collect_hole), and pages without a mapping that are not
+ * anonymous (a driver's vm_insert_page pages) are skipped (`!page->mapping`).
+ *
+ * Model: there is no rmap, so an anonymous page mapped by more than this mm (refcount above 1,
+ * e.g. shared with a forked child) is not collected, and a cached page is unmapped from this mm
+ * only; device-private pages shared after fork are copied for
  * this mm only (the other keeps its reference). Migration runs to completion without yielding,
  * so CPU accesses never meet a migration entry.
  */
@@ -126,7 +133,8 @@ export function migrateVmaSetup(args: MigrateVma): number {
   args.savedPte.fill(0, 0, n);
   args.npages = n;
   args.cpages = 0;
-  const anonPrivate = !vma.shared;
+  // kernel: vma_is_anonymous(): only private anonymous VMAs get pages inserted into holes.
+  const anonPrivate = vma.anonymous;
   const range = mm.notifierRange(MMU_NOTIFY_MIGRATE, start, end, args.pgmapOwner);
   mm.invalidateRangeStart(range);
   for (let i = 0; i < n; i++) {
@@ -155,8 +163,14 @@ export function migrateVmaSetup(args: MigrateVma): number {
         args.cpages++;
         continue;
       }
-      // Only private anonymous pages we hold the single reference to (migrate_vma_check_page).
-      if (!anonPrivate || mem.getPageRef(phys) !== 1) continue;
+      if ((mem.pageFlags(phys) & PageFlag.ANON) !== 0) {
+        // Anonymous pages we hold the single reference to (migrate_vma_check_page: a pinned page
+        // has references its mappings do not explain).
+        if (mem.getPageRef(phys) !== 1) continue;
+      } else if ((vma.shmem === undefined && folioMapping(mem, phys) === undefined) || mem.pageMaybeDmaPinned(phys)) {
+        // `!page->mapping` (a driver's inserted page), or a pinned cached page.
+        continue;
+      }
       args.src[i] = migratePfn(pfn) + MIGRATE_PFN_MIGRATE + ((f & PTE_WRITE) !== 0 ? MIGRATE_PFN_WRITE : 0);
       if ((f & PTE_DIRTY) !== 0) mem.setPageFlags(phys, PageFlag.DIRTY);
     }
@@ -189,7 +203,16 @@ export function migrateVmaPages(args: MigrateVma): void {
       args.src[i] = setFlags(src, 0, MIGRATE_PFN_MIGRATE);
       continue;
     }
-    if ((migratePfnFlags(src) & MIGRATE_PFN_VALID) !== 0) continue;
+    if ((migratePfnFlags(src) & MIGRATE_PFN_VALID) !== 0) {
+      // kernel: __migrate_device_pages — "for now only support anonymous memory migrating to
+      // device private or coherent memory": a page with a mapping (page cache, shmem) stays.
+      const spfn = migratePfnToPfn(src);
+      if (pagePgmap(mm.memory, dpfn * PAGE_SIZE) !== undefined && (mm.memory.pageFlags(spfn * PAGE_SIZE) & PageFlag.ANON) === 0 && pagePgmap(mm.memory, spfn * PAGE_SIZE) === undefined) {
+        args.src[i] = setFlags(src, 0, MIGRATE_PFN_MIGRATE);
+        migrateStats.refusedFile++;
+      }
+      continue;
+    }
     // migrate_vma_insert_page: only over a none or zero-page PTE.
     const addr = args.start + i * PAGE_SIZE;
     const f = mm.pteFlags(addr);

@@ -76,6 +76,11 @@ export const PTE_DEVICE_PRIVATE = 1 << 6;
 export const VM_IO = 0x0000_4000;
 /** Page-ranges managed without struct page, just pure PFN (remap_pfn_range). */
 export const VM_PFNMAP = 0x0000_0400;
+/**
+ * The VMA may map pages with and without struct page (set by vm_insert_page). HMM and GUP treat
+ * its normal pages like any other. kernel: VM_MIXEDMAP in include/linux/mm.h.
+ */
+export const VM_MIXEDMAP = 0x1000_0000;
 
 // kernel: include/uapi/linux/mman.h — mremap flags.
 /** mremap may move the mapping. kernel: MREMAP_MAYMOVE in include/uapi/linux/mman.h. */

@@ -23,8 +23,10 @@ export function dupMmap(mm: MmCore, child: MmCore): number {
     if (v.shmem !== undefined) v.shmem.users++;
     const cv = new VmArea(v.start, v.end, v.prot, v.flags, v.order, v.shmem, v.pgoff);
     cv.vmFlags = v.vmFlags;
+    cv.file = v.file;
+    v.file?.vmaLink(cv, child);
     child.vmas.insert(cv);
-    const cow = v.shmem === undefined;
+    const cow = !v.shared;
     const notify = cow && mm.pt.anyIn(v.start, v.end);
     // kernel: copy_page_range on a COW mapping write-protects the parent under PROTECTION_PAGE.
     if (notify) mm.rangeStart(MMU_NOTIFY_PROTECTION_PAGE, v.start, v.end);

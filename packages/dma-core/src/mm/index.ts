@@ -6,3 +6,20 @@ export type { MmapArgs } from './mmap.js';
 export { SegvError } from './uaccess.js';
 export { ShmemObject, VmArea } from './vmaTree.js';
 export * from './process.js';
+export { AddressSpace, folioMapping } from './pageCache.js';
+export { FMODE_READ, FMODE_WRITE, Inode, O_RDONLY, O_RDWR, O_WRONLY, VfsFile, fileStats, openDeviceFile, openTmpfile, vmInsertPage } from './file.js';
+export type { DeviceFileOptions, FileOperations, TmpfileOptions } from './file.js';
+export {
+  FOLL_GET,
+  FOLL_LONGTERM,
+  FOLL_NOFAULT,
+  FOLL_PIN,
+  FOLL_WRITE,
+  getUserPages,
+  getUserPagesFast,
+  gupStats,
+  pinUserPages,
+  pinUserPagesFast,
+  putUserPages,
+  unpinUserPages,
+} from './gup.js';

@@ -5,6 +5,7 @@ import { GFP_ZERO } from '../mem/systemMemory.js';
 import { Errno } from '../units/errno.js';
 import { PAGE_SIZE } from '../units/page.js';
 import { PROT_NONE, PROT_WRITE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE, PTE_PRESENT, PTE_WRITE, PTE_YOUNG, PTE_ZERO } from './constants.js';
+import { doFileFault } from './file.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_CLEAR } from './mmuNotifier.js';
 import type { VmArea } from './vmaTree.js';
@@ -36,6 +37,11 @@ export function doFault(mm: MmCore, v: VmArea, addr: number, write: boolean): nu
     const r = mm.migrateToRam(addr, pt.walk(addr));
     if (r < 0) return r;
     return (pt.flags(addr) & PTE_PRESENT) !== 0 ? doFault(mm, v, addr, write) : -Errno.EFAULT;
+  }
+  // File-backed VMAs (mm/file.ts): missing PTEs, and writes to a read-only page-cache (or
+  // driver-inserted) page; their anonymous COW copies take the path below.
+  if (v.file !== undefined && ((flags & PTE_PRESENT) === 0 || (write && (flags & PTE_WRITE) === 0 && (mem.pageFlags(pt.walk(addr) * PAGE_SIZE) & PageFlag.ANON) === 0))) {
+    return doFileFault(mm, v, addr, write);
   }
   if ((flags & PTE_PRESENT) === 0) {
     const writable = (v.prot & PROT_WRITE) !== 0 ? PTE_WRITE : 0;

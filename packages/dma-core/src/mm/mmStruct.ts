@@ -112,10 +112,11 @@ export class MmStruct {
   }
 
   /**
-   * `mmap` of anonymous memory. Returns the start address, or a negative errno:
-   * -EINVAL (zero length, bad flags, unaligned MAP_FIXED), -EBADF (file mappings are not modelled),
-   * -ENOMEM (no room / above TASK_SIZE), -EEXIST (MAP_FIXED_NOREPLACE over a mapping),
-   * -EPERM (below mmap_min_addr). A non-fixed hint that does not fit is ignored, as in the kernel.
+   * `mmap` of anonymous memory, or of a file (`args.file` with `args.offset`: tmpfs files and device
+   * files, mm/file.ts). Returns the start address, or a negative errno: -EINVAL (zero length, bad
+   * flags, unaligned MAP_FIXED or offset), -EBADF (no open file without MAP_ANONYMOUS), -EACCES (the
+   * file's mode forbids the mapping), an error of the file's mmap, -ENOMEM (no room / above
+   * TASK_SIZE), -EEXIST (MAP_FIXED_NOREPLACE over a mapping), -EPERM (below mmap_min_addr). A non-fixed hint that does not fit is ignored, as in the kernel.
    */
   mmap(args: MmapArgs): number {
     return doMmap(this.#mm, args);

@@ -21,6 +21,8 @@ import {
   PROT_WRITE,
   TASK_SIZE,
 } from './constants.js';
+import { fileMmapCheck, fileMmapSetup } from './file.js';
+import type { VfsFile } from './file.js';
 import { doFault } from './memory.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_RELEASE, MMU_NOTIFY_UNMAP } from './mmuNotifier.js';
@@ -33,11 +35,16 @@ export interface MmapArgs {
   flags: number;
   /** Hint (or the exact address with MAP_FIXED / MAP_FIXED_NOREPLACE). */
   addr?: number;
+  /** The open file to map (the fd of mmap(2)); ignored with MAP_ANONYMOUS. See mm/file.ts. */
+  file?: VfsFile;
+  /** Byte offset into the file (page aligned). Default 0. */
+  offset?: number;
 }
 
 /**
- * `do_mmap` of anonymous memory. Returns the start address, or a negative errno:
- * -EINVAL (zero length, bad flags, unaligned MAP_FIXED), -EBADF (file mappings are not modelled),
+ * `do_mmap` of anonymous memory or of a file (`args.file`, mm/file.ts). Returns the start address,
+ * or a negative errno: -EINVAL (zero length, bad flags, unaligned MAP_FIXED or offset), -EBADF
+ * (no file without MAP_ANONYMOUS), -EACCES (file mode forbids the mapping), -ENODEV,
  * -ENOMEM (no room / above TASK_SIZE), -EEXIST (MAP_FIXED_NOREPLACE over a mapping),
  * -EPERM (below mmap_min_addr). A non-fixed hint that does not fit is ignored, as in the kernel.
  */
@@ -51,7 +58,11 @@ export function doMmap(mm: MmCore, args: MmapArgs): number {
   if (type !== MAP_SHARED && type !== MAP_PRIVATE && type !== MAP_SHARED_VALIDATE) return -Errno.EINVAL;
   // kernel: legacy MAP_SHARED/MAP_PRIVATE ignore unknown flags; MAP_SHARED_VALIDATE refuses them.
   if (type === MAP_SHARED_VALIDATE && (flags & ~MAP_KNOWN_FLAGS) !== 0) return -Errno.EOPNOTSUPP;
-  if ((flags & MAP_ANONYMOUS) === 0) return -Errno.EBADF;
+  const file = (flags & MAP_ANONYMOUS) === 0 ? args.file : undefined;
+  if ((flags & MAP_ANONYMOUS) === 0) {
+    const r = fileMmapCheck(args.file, prot, flags, args.offset ?? 0);
+    if (r < 0) return r;
+  }
   const order = (flags & MAP_HUGETLB) !== 0 ? HPAGE_PMD_ORDER : 0;
   const unit = PAGE_SIZE * 2 ** order;
   const len = alignUp(length, unit);
@@ -80,8 +91,17 @@ export function doMmap(mm: MmCore, args: MmapArgs): number {
     }
   }
   const shared = type !== MAP_PRIVATE;
-  const v = new VmArea(addr, addr + len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_HUGETLB), order, shared ? new ShmemObject(order) : undefined, 0);
+  const shmem = shared && file === undefined ? new ShmemObject(order) : undefined;
+  const pgoff = file === undefined ? 0 : (args.offset ?? 0) / PAGE_SIZE;
+  const v = new VmArea(addr, addr + len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | (flags & MAP_HUGETLB), order, shmem, pgoff);
   vmas.insert(v);
+  if (file !== undefined) {
+    const r = fileMmapSetup(mm, v, file);
+    if (r < 0) {
+      doMunmap(mm, addr, len);
+      return r;
+    }
+  }
   if ((flags & MAP_POPULATE) !== 0 && prot !== PROT_NONE) {
     // kernel: populate_vma_page_range — write faults for private writable mappings.
     const write = (prot & PROT_WRITE) !== 0 && !shared;
@@ -136,6 +156,7 @@ export function doMunmap(mm: MmCore, addr: number, length: number): number {
 
 /** Drop a VMA's reference on its shmem object; the last one queues the object's pages. */
 function dropVmaObject(mm: MmCore, v: VmArea): void {
+  v.file?.vmaUnlink(v);
   const s = v.shmem;
   if (s === undefined) return;
   s.users--;

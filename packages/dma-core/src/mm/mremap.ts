@@ -79,6 +79,9 @@ export function doMremap(mm: MmCore, oldAddr: number, oldLength: number, newLeng
   if (newLen < oldLen) pt.zapRange(oldAddr + keep, oldEnd, mm.putLater);
   const nv = new VmArea(dst, dst + newLen, src.prot, src.flags, src.order, src.shmem, src.pgoff);
   nv.vmFlags = src.vmFlags;
+  nv.file = src.file;
+  src.file?.vmaLink(nv, mm);
+  src.file?.vmaUnlink(src);
   vmas.remove(src);
   vmas.insert(nv);
   if (notify) mm.rangeEnd();

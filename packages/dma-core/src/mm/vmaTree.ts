@@ -3,7 +3,7 @@
 // behind MAP_SHARED|MAP_ANONYMOUS)
 import { Errno } from '../units/errno.js';
 import { PAGE_SIZE, alignDown } from '../units/page.js';
-import { MMAP_BASE, MMAP_MIN_ADDR } from './constants.js';
+import { MAP_SHARED, MMAP_BASE, MMAP_MIN_ADDR } from './constants.js';
 
 /**
  * The pages behind a MAP_SHARED|MAP_ANONYMOUS mapping (a shmem inode): indexed by unit
@@ -20,7 +20,17 @@ export class ShmemObject {
   }
 }
 
-/** `struct vm_area_struct` (anonymous memory only). */
+/**
+ * The mapped file of a VMA (`vma->vm_file`), forward-declared as the kernel's headers do: the
+ * members used here. mm/file.ts completes it to the whole `VfsFile` (declaration merging), so this
+ * file does not import the file model.
+ */
+export interface VmFile {
+  /** split_vma: `upper` is the new half of `lower` and maps the file too. */
+  vmaSplit(lower: VmArea, upper: VmArea): void;
+}
+
+/** `struct vm_area_struct`: anonymous, shared anonymous (shmem) or file-backed (`file`). */
 export class VmArea {
   start: number;
   end: number;
@@ -38,6 +48,8 @@ export class VmArea {
    * driver's mmap with remap_pfn_range sets). Kept across splits and fork.
    */
   vmFlags = 0;
+  /** `vm_file`: the mapped file (mm/file.ts), undefined for anonymous memory. */
+  file: VmFile | undefined = undefined;
 
   constructor(start: number, end: number, prot: number, flags: number, order: number, shmem: ShmemObject | undefined, pgoff: number) {
     this.start = start;
@@ -49,9 +61,17 @@ export class VmArea {
     this.pgoff = pgoff;
   }
 
-  /** True for a shared mapping (MAP_SHARED). */
+  /** True for a shared mapping (MAP_SHARED, anonymous or file). */
   get shared(): boolean {
-    return this.shmem !== undefined;
+    return (this.flags & MAP_SHARED) !== 0;
+  }
+
+  /**
+   * `vma_is_anonymous`: private anonymous memory (no shmem object, no file). Only such VMAs get
+   * pages inserted into their holes by migration.
+   */
+  get anonymous(): boolean {
+    return this.shmem === undefined && this.file === undefined;
   }
 
   /** True for a huge-page mapping (MAP_HUGETLB). */
@@ -132,6 +152,8 @@ export class VmaTree {
     if (v.shmem !== undefined) v.shmem.users++;
     const upper = new VmArea(addr, v.end, v.prot, v.flags, v.order, v.shmem, v.pgoff + (addr - v.start) / PAGE_SIZE);
     upper.vmFlags = v.vmFlags;
+    upper.file = v.file;
+    v.file?.vmaSplit(v, upper);
     v.end = addr;
     this.insert(upper);
   }

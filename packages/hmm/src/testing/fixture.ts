@@ -4,8 +4,8 @@
  * buffers and int patterns of tools/testing/selftests/mm/hmm-tests.c. Helpers other packages need
  * too (byte compare, anonymous mmap) come from @dmakit/testkit.
  */
-import { createMachine, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1M } from '@dmakit/dma-core';
-import type { Machine, Process } from '@dmakit/dma-core';
+import { createMachine, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1M, openTmpfile } from '@dmakit/dma-core';
+import type { Machine, Process, VfsFile } from '@dmakit/dma-core';
 import { DmirrorDevice } from '@dmakit/hmm';
 import type { Dmirror } from '@dmakit/hmm';
 import { mmapAnon } from '@dmakit/testkit';
@@ -43,4 +43,16 @@ export function intPattern(npages: number, sign = 1, seed = 0): Uint8Array {
   const v = new Int32Array(b.buffer);
   for (let i = 0; i < v.length; i++) v[i] = sign * (i + seed);
   return b;
+}
+
+/**
+ * hmm-tests' `hmm_create_file(size)`: `open("/tmp", O_TMPFILE | O_EXCL | O_RDWR, 0600)` then
+ * `ftruncate(fd, size)`: an unnamed tmpfs file that goes away with its last reference.
+ */
+export function hmmCreateFile(machine: Machine, size: number): VfsFile {
+  const f = openTmpfile(machine.memory, { name: 'hmm_create_file' });
+  if (typeof f === 'number') throw new Error(`openTmpfile: ${f}`);
+  const r = f.ftruncate(size);
+  if (r !== 0) throw new Error(`ftruncate: ${r}`);
+  return f;
 }
