@@ -82,7 +82,8 @@ export class BioIntegrity implements BioIntegrityPayload {
 
 /** `struct bio`. Make one with `bioAlloc`, fill it with `bioAddPhys`. */
 export class BlkBio implements Bio {
-  readonly op: ReqOp;
+  /** `bi_opf`'s operation (set again by `bioReset`). */
+  op: ReqOp;
   readonly iter: BvecIter;
   next: Bio | null = null;
   integrity: BioIntegrity | null = null;
@@ -177,6 +178,28 @@ export function bioFromRanges(op: ReqOp, sector: number, ranges: ArrayLike<numbe
     if (bioAddPhys(bio, ranges[2 * i] ?? -1, len, merge) !== len) return null;
   }
   return bio;
+}
+
+/**
+ * `bio_reset(bio, bdev, opf)` + `bi_iter.bi_sector = sector`: make a finished bio empty again for
+ * reuse, keeping its bvec table (as a driver or file system reuses bios from its own `bio_set`
+ * mempool instead of allocating one per I/O): no bvecs, no integrity payload, no chain link,
+ * status 0. False, and the bio untouched, on a bad op or sector, or for a clone split from a
+ * parent (it shares the parent's bvecs).
+ */
+export function bioReset(bio: BlkBio, op: ReqOp, sector: number): boolean {
+  if (bio.parent !== null || !validOp(op) || !Number.isSafeInteger(sector) || sector < 0) return false;
+  bio.op = op;
+  const it = bio.iter;
+  it.sector = sector;
+  it.size = 0;
+  it.idx = 0;
+  it.bvecDone = 0;
+  bio.store.vcnt = 0;
+  bio.next = null;
+  bio.integrity = null;
+  bio.status = 0;
+  return true;
 }
 
 /** `bio_integrity_alloc(bio, gfp, nr_vecs)`: attach an empty PI payload. Null if one exists. */

@@ -12,6 +12,9 @@ import {
   blkRqAlloc,
   blkRqDma,
   blkRqFromBio,
+  blkRqInitFromBio,
+  bioReset,
+  bioSplit,
   blkRqMapIterInit,
   blkRqIntegrityMapIterInit,
   blkRqSetSpecialPayload,
@@ -172,6 +175,64 @@ describe('building requests under the limits', () => {
     expect(r.failed).toHaveLength(1);
     expect(r.failed[0]!.status).toBe(BlkStatus.INVAL);
     expect(blkRqFromBio(lim, bioFromRanges(ReqOp.READ, 0, [0x100000, 1 << 20])!)).toBeNull(); // needs a split
+  });
+});
+
+describe('reusing bios and requests (bio_reset, a tag\'s preallocated request)', () => {
+  const fields = (rq: BlkRequest): unknown => ({
+    tag: rq.tag,
+    op: rq.op,
+    cmdFlags: rq.cmdFlags,
+    rqFlags: rq.rqFlags,
+    sector: rq.sector,
+    dataLen: rq.dataLen,
+    nrPhysSegments: rq.nrPhysSegments,
+    gap: reqPhysGapMask(rq),
+    segs: segments(rq),
+  });
+
+  it('a reset bio and a reinitialised request equal freshly built ones, I/O after I/O', () => {
+    const lim = queueLimits({ maxSegmentSize: 16 * K, segBoundaryMask: 0xffff, maxHwSectors: 4096 });
+    const bio = bioAlloc(ReqOp.WRITE, 0, 4)!;
+    const rq = blkRqAlloc(lim, ReqOp.READ, 0, 7);
+    const cases: [ReqOp, number, number[]][] = [
+      [ReqOp.READ, 8, [0x10000, P]],
+      [ReqOp.WRITE, 64, [0xf000, 2 * P, 0x40000, 10 * P]],
+      [ReqOp.READ, 0, [0x90200, 512, 0x91000, 1024]],
+    ];
+    for (const [op, sector, ranges] of cases) {
+      expect(bioReset(bio, op, sector)).toBe(true);
+      for (let i = 0; i < ranges.length; i += 2) expect(bioAddPhys(bio, ranges[i]!, ranges[i + 1]!)).toBe(ranges[i + 1]);
+      expect(blkRqInitFromBio(rq, bio)).toBe(true);
+      const fresh = blkRqFromBio(lim, bioFromRanges(op, sector, ranges)!, 7)!;
+      expect(fields(rq)).toEqual(fields(fresh));
+      expect(rq.bio).toBe(bio);
+      expect(rq.pdu).toBeNull();
+      expect(rq.endIo).toBeNull();
+    }
+  });
+
+  it('refuses what blkRqFromBio refuses and leaves the request untouched', () => {
+    const lim = queueLimits();
+    const rq = blkRqAlloc(lim, ReqOp.READ, 0, 1);
+    const bio = bioAlloc(ReqOp.READ, 0, 2)!;
+    expect(blkRqInitFromBio(rq, bio)).toBe(false); // empty bio
+    expect(bioAddPhys(bio, 0x100000, 1 << 20)).toBe(1 << 20);
+    expect(blkRqInitFromBio(rq, bio)).toBe(false); // needs a split
+    expect(bioReset(bio, ReqOp.READ, 3)).toBe(true);
+    expect(bioAddPhys(bio, 0x100000, 100)).toBe(100);
+    expect(blkRqInitFromBio(rq, bio)).toBe(false); // not a multiple of the logical block size
+    expect(fields(rq)).toEqual(fields(blkRqAlloc(lim, ReqOp.READ, 0, 1)));
+  });
+
+  it('bio_reset refuses a bad op or sector and a clone', () => {
+    const bio = bioFromRanges(ReqOp.READ, 0, [0x100000, 4 * P])!;
+    expect(bioReset(bio, 99 as ReqOp, 0)).toBe(false);
+    expect(bioReset(bio, ReqOp.READ, -1)).toBe(false);
+    expect(bio.iter.size).toBe(4 * P);
+    const clone = bioSplit(bio, 8, 0)!;
+    expect(clone).not.toBeNull();
+    expect(bioReset(clone, ReqOp.READ, 0)).toBe(false);
   });
 });
 

@@ -3,7 +3,7 @@
  * mapping without a scatterlist (kernel: block/blk-mq-dma.c, block/blk-merge.c, block/bio.c).
  * Implements the dma-core `BlkRqDmaMapper` contract (`blkRqDma`, `createBlkRqDmaMapper`).
  */
-export { BIO_MAX_VECS, BioIntegrity, BlkBio, bioAddPage, bioAddPhys, bioAlloc, bioFromRanges, bioIntegrityAddPhys, bioIntegrityAlloc, bioSplit, bvecIterAdvance } from './bio.js';
+export { BIO_MAX_VECS, BioIntegrity, BlkBio, bioAddPage, bioAddPhys, bioAlloc, bioFromRanges, bioIntegrityAddPhys, bioIntegrityAlloc, bioReset, bioSplit, bvecIterAdvance } from './bio.js';
 export {
   BLK_DEF_MAX_SECTORS_CAP,
   BLK_MAX_SEGMENT_SIZE,
@@ -19,7 +19,7 @@ export {
   queueLimits,
 } from './limits.js';
 export { blkMapIterCreate, blkMapIterNext, blkRqIntegrityMapIterInit, blkRqMapIterInit } from './mapIter.js';
-export { BlkRq, bioSplitIoAt, bioWillGap, blkRqAlloc, blkRqFromBio, blkRqSetSpecialPayload, blkRqsFromBios, reqPhysGapMask } from './request.js';
+export { BlkRq, bioSplitIoAt, bioWillGap, blkRqAlloc, blkRqFromBio, blkRqInitFromBio, blkRqSetSpecialPayload, blkRqsFromBios, reqPhysGapMask } from './request.js';
 export type { BlkBuildOptions, BlkBuildResult } from './request.js';
 export type { SplitResult } from './request.js';
 export { BlkRqDma, blkRqDma, createBlkRqDmaMapper } from './dmaMap.js';

@@ -14,7 +14,8 @@ import { errnoToBlkStatus } from './status.js';
 /** `struct request` (the model's implementation of the dma-core shape). */
 export class BlkRq implements BlkRequest {
   readonly tag: number;
-  readonly op: ReqOp;
+  /** The operation (set again when the request is reinitialised by `blkRqInitFromBio`). */
+  op: ReqOp;
   cmdFlags: number;
   rqFlags: number;
   sector: number;
@@ -318,6 +319,36 @@ export function blkRqsFromBios(limits: QueueLimits, bios: readonly BlkBio[], opt
   }
   for (const rq of res.requests) reqPhysGapMask(rq);
   return res;
+}
+
+/**
+ * Reinitialise `rq` (its tag and queue limits kept) as the request of one bio that must fit the
+ * limits without splitting, as blk-mq hands out the tag's preallocated request and reinitialises
+ * it (`blk_mq_rq_ctx_init`, `blk_mq_bio_to_request`) instead of allocating one per I/O. The same
+ * checks as `blkRqFromBio`: false, and `rq` untouched, when the bio is empty, a flush, misaligned,
+ * needs a split, or is a chain. dmakit helper.
+ */
+export function blkRqInitFromBio(rq: BlkRq, bio: BlkBio): boolean {
+  if (bio.iter.size === 0 || bio.op === ReqOp.FLUSH || bio.next !== null) return false;
+  const limits = rq.limits;
+  const r = bioSplitIoAt(bio, limits, maxIoBytes(limits));
+  if (r.sectors !== 0) return false;
+  rq.op = bio.op;
+  rq.cmdFlags = 0;
+  rq.rqFlags = 0;
+  rq.sector = bio.iter.sector;
+  rq.dataLen = 0;
+  rq.bio = null;
+  rq.biotail = null;
+  rq.nrPhysSegments = 0;
+  rq.nrIntegritySegments = 0;
+  rq.specialVec = null;
+  rq.pdu = null;
+  rq.endIo = null;
+  rq.physGapMask = -1;
+  appendBio(rq, bio, r.segs === 0 ? 1 : r.segs, limits);
+  reqPhysGapMask(rq);
+  return true;
 }
 
 /** One request from one bio chain that must fit the limits without splitting; null if it does not. dmakit helper (the kernel builds requests in blk_mq_submit_bio()). */

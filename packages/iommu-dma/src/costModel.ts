@@ -10,6 +10,29 @@
  * - an IOVA allocation from the per-CPU rcache is a magazine pop; one from the rbtree takes the
  *   domain lock and walks the tree (kernel: drivers/iommu/iova.c).
  * `iotlb_sync_map` costs nothing on a non-caching-mode IOMMU (the default here).
+ *
+ * Two terms price what lazy (flush-queue) invalidation does instead of a ranged invalidation, each
+ * one a counted event, priced from documented figures:
+ * - `fqQueueNs`, per IOVA queued on a flush queue (`IommuCostCounters.fqQueued`). kernel:
+ *   `queue_iova` in drivers/iommu/dma-iommu.c runs, for every lazily unmapped range, an `smp_mb()`,
+ *   `spin_lock_irqsave(&fq->lock)` / `spin_unlock_irqrestore` on the per-CPU `struct iova_fq`,
+ *   `fq_ring_free_locked` (an `atomic64_read` of `fq_flush_finish_cnt`), `fq_ring_add`, an
+ *   `atomic64_read` of `fq_flush_start_cnt` and the `fq_timer_on` test. On x86 that is an MFENCE
+ *   (about 33 cycles), a LOCK CMPXCHG (about 18), PUSHF/CLI and POPF (about 20), and the plain loads
+ *   and stores: about 90 cycles (Agner Fog, "Instruction tables", Skylake), 30 ns at 3 GHz.
+ *   The reclaim of each entry is `free_iova_fast`, already priced by `iovaFreeNs`; the full flush a
+ *   full ring or the 10 ms `fq_flush_timeout` timer issues is priced by `iotlbInvalidateFullNs`
+ *   (both are counted in `iotlbInvalidationsFull`).
+ * - `iotlbWalkNs`, per IOTLB miss that walks the I/O page table (`IommuCostCounters.iotlbWalks`).
+ *   Strict unmap invalidates the range and a lazy flush drops the whole IOTLB, so an I/O through an
+ *   IOVA reused from the rcache (or a fresh one) misses and the IOMMU walks the table: on VT-d with
+ *   a 48-bit address width, four dependent reads of second-level paging entries (Intel VT-d
+ *   specification, "Second-Stage Translation"; the model's page table has the same 4 levels), each
+ *   a DRAM access of about 80 ns (idle load latency of a Xeon-class server, as Intel Memory Latency
+ *   Checker reports it): 320 ns. Neugebauer et al. ("Understanding PCIe performance for end host
+ *   networking", SIGCOMM 2018, IOMMU section) measure an added DMA latency of this order once the
+ *   IOTLB's reach is exceeded. This model charges the walk to the I/O's service time (serial with the I/O, as for a single polled queue): an
+ *   assumption that overstates it when deep queues overlap the walks of many I/Os.
  */
 export interface IommuCostModel {
   /** An IOVA allocation served by the rbtree (rcache miss). */
@@ -26,6 +49,10 @@ export interface IommuCostModel {
   readonly iotlbInvalidateRangeNs: number;
   /** One whole-domain IOTLB flush, waited for (flush queue). */
   readonly iotlbInvalidateFullNs: number;
+  /** One IOVA queued on a flush queue (`queue_iova`: barrier, fq lock, counters, ring add). */
+  readonly fqQueueNs: number;
+  /** One IOTLB miss: the IOMMU's page-table walk before the DMA can proceed. */
+  readonly iotlbWalkNs: number;
 }
 
 /**
@@ -40,6 +67,8 @@ export const IOMMU_DEFAULT_COST_MODEL: IommuCostModel = Object.freeze({
   iotlbSyncMapNs: 0,
   iotlbInvalidateRangeNs: 2000,
   iotlbInvalidateFullNs: 2000,
+  fqQueueNs: 30,
+  iotlbWalkNs: 320,
 });
 
 /** The counters the cost model reads (a subset of `IommuStats`). */
@@ -51,6 +80,10 @@ export interface IommuCostCounters {
   readonly iotlbSyncMaps: number;
   readonly iotlbInvalidationsRange: number;
   readonly iotlbInvalidationsFull: number;
+  /** IOVAs queued on flush queues (lazy unmaps). */
+  readonly fqQueued: number;
+  /** IOTLB misses that walked the page table. */
+  readonly iotlbWalks: number;
 }
 
 /** Simulated CPU nanoseconds the counted IOMMU work costs under `model`. */
@@ -63,6 +96,8 @@ export function iommuSimulatedNs(c: IommuCostCounters, model: IommuCostModel = I
     c.pteWrites * model.pteWriteNs +
     c.iotlbSyncMaps * model.iotlbSyncMapNs +
     c.iotlbInvalidationsRange * model.iotlbInvalidateRangeNs +
-    c.iotlbInvalidationsFull * model.iotlbInvalidateFullNs
+    c.iotlbInvalidationsFull * model.iotlbInvalidateFullNs +
+    c.fqQueued * model.fqQueueNs +
+    c.iotlbWalks * model.iotlbWalkNs
   );
 }

@@ -20,6 +20,14 @@ export class DmaIovaState {
     return BigInt(this.size) | (this.useSwiotlb ? DMA_IOVA_USE_SWIOTLB : 0n);
   }
 
+  /**
+   * Bytes of mapping state this object holds: two 64-bit words, `addr` and `__size` (the
+   * USE_SWIOTLB flag lives in `__size`'s top bit), the layout of `struct dma_iova_state`.
+   */
+  get byteLength(): number {
+    return 2 * Float64Array.BYTES_PER_ELEMENT;
+  }
+
   /** Zero the state, as `dma_iova_try_alloc` does first. */
   reset(): void {
     this.addr = 0;

@@ -66,6 +66,15 @@ export class SgTable {
     return t;
   }
 
+  /**
+   * Bytes one entry takes across the table's arrays (CPU address and length, DMA address and
+   * length, flags): the per-entry metadata a mapping of `origNents` entries occupies is
+   * `origNents * entryBytes`.
+   */
+  get entryBytes(): number {
+    return this.phys.BYTES_PER_ELEMENT + this.length.BYTES_PER_ELEMENT + this.dmaAddress.BYTES_PER_ELEMENT + this.dmaLength.BYTES_PER_ELEMENT + this.dmaFlags.BYTES_PER_ELEMENT;
+  }
+
   /** Bytes of metadata this table holds (the real array sizes), for memory comparisons. */
   metadataBytes(): number {
     return this.phys.byteLength + this.length.byteLength + this.dmaAddress.byteLength + this.dmaLength.byteLength + this.dmaFlags.byteLength;

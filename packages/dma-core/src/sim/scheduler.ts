@@ -11,16 +11,38 @@ export interface SimTimer {
   readonly pending: boolean;
 }
 
-interface Entry extends SimTimer {
+/** A scheduled event: one object per `schedule` (its `cancel` is a method, not a closure). */
+class Entry implements SimTimer {
   due: number;
   seq: number;
   fn: SimEventFn;
-  pending: boolean;
+  pending = true;
+  /** Position in the scheduler's heap, -1 once it left it (ran or cancelled). */
+  heapIndex = -1;
+  readonly #sched: EventScheduler;
+
+  constructor(sched: EventScheduler, due: number, seq: number, fn: SimEventFn) {
+    this.#sched = sched;
+    this.due = due;
+    this.seq = seq;
+    this.fn = fn;
+  }
+
+  cancel(): void {
+    this.#sched.cancel(this);
+  }
+
+  /** @internal */
+  ownedBy(sched: EventScheduler): boolean {
+    return this.#sched === sched;
+  }
 }
 
 /**
  * Discrete-event scheduler on the simulation clock. Events due at the same time run in the order
- * they were scheduled (stable by sequence number), so every run is reproducible.
+ * they were scheduled (stable by sequence number), so every run is reproducible. A cancelled
+ * event leaves the heap at once, so a timer armed and cancelled on every I/O (a request timeout)
+ * costs nothing later and the heap holds only what is pending.
  */
 export class EventScheduler {
   readonly #clock: SimClock;
@@ -33,7 +55,7 @@ export class EventScheduler {
 
   /** Number of events still pending. */
   get pendingCount(): number {
-    return this.#heap.filter((e) => e.pending).length;
+    return this.#heap.length;
   }
 
   /** Run `fn` when `delayNs` of simulated time has passed. */
@@ -41,17 +63,27 @@ export class EventScheduler {
     if (!Number.isFinite(delayNs) || delayNs < 0) {
       throw new RangeError(`schedule: delay must be a finite non-negative number of ns, got ${delayNs}`);
     }
-    const entry: Entry = {
-      due: this.#clock.now() + delayNs,
-      seq: this.#seq++,
-      fn,
-      pending: true,
-      cancel() {
-        entry.pending = false;
-      },
-    };
+    const entry = new Entry(this, this.#clock.now() + delayNs, this.#seq++, fn);
     this.#push(entry);
     return entry;
+  }
+
+  /** Cancel a pending event of this scheduler (what `timer.cancel()` does): it leaves the heap now. */
+  cancel(timer: SimTimer): void {
+    if (!(timer instanceof Entry) || !timer.ownedBy(this) || !timer.pending) return;
+    timer.pending = false;
+    const e = timer;
+    const h = this.#heap;
+    const i = e.heapIndex;
+    if (i < 0 || h[i] !== e) return;
+    e.heapIndex = -1;
+    const last = h.pop();
+    if (last === undefined || last === e) return;
+    h[i] = last;
+    last.heapIndex = i;
+    const parent = h[(i - 1) >> 1];
+    if (i > 0 && parent !== undefined && this.#less(last, parent)) this.#siftUp(last, i);
+    else this.#siftDown(last, i);
   }
 
   /** Run events in time order until none is left (or `maxEvents` ran, to stop runaway loops). */
@@ -94,43 +126,56 @@ export class EventScheduler {
   #push(e: Entry): void {
     const h = this.#heap;
     h.push(e);
-    let i = h.length - 1;
+    this.#siftUp(e, h.length - 1);
+  }
+
+  #siftUp(e: Entry, from: number): void {
+    const h = this.#heap;
+    let i = from;
     while (i > 0) {
       const p = (i - 1) >> 1;
       const parent = h[p];
       if (parent === undefined || !this.#less(e, parent)) break;
       h[i] = parent;
+      parent.heapIndex = i;
       i = p;
     }
     h[i] = e;
+    e.heapIndex = i;
+  }
+
+  #siftDown(e: Entry, from: number): void {
+    const h = this.#heap;
+    const n = h.length;
+    let i = from;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      let m = l;
+      let mv = h[l];
+      const rv = h[r];
+      if (mv === undefined) break;
+      if (r < n && rv !== undefined && this.#less(rv, mv)) {
+        m = r;
+        mv = rv;
+      }
+      if (!this.#less(mv, e)) break;
+      h[i] = mv;
+      mv.heapIndex = i;
+      i = m;
+    }
+    h[i] = e;
+    e.heapIndex = i;
   }
 
   #pop(): Entry | undefined {
     const h = this.#heap;
     const top = h[0];
+    if (top === undefined) return undefined;
+    top.heapIndex = -1;
     const last = h.pop();
-    if (top === undefined || last === undefined || h.length === 0) return top;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      let mv: Entry = last;
-      const lv = h[l];
-      const rv = h[r];
-      if (lv !== undefined && this.#less(lv, mv)) {
-        m = l;
-        mv = lv;
-      }
-      if (rv !== undefined && this.#less(rv, mv)) {
-        m = r;
-        mv = rv;
-      }
-      if (m === i) break;
-      h[i] = mv;
-      i = m;
-    }
-    h[i] = last;
+    if (last !== undefined && last !== top) this.#siftDown(last, 0);
     return top;
   }
 }

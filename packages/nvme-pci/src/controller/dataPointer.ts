@@ -276,9 +276,9 @@ export class NvmeDataWalker {
   }
 
   /** Device writes `src[0 .. total)` into the mapped host buffers; bit-bucket bytes are dropped. */
-  scatter(src: Uint8Array): number {
+  scatter(src: Uint8Array, srcOffset = 0): number {
     const dev = this.#dev;
-    let off = 0;
+    let off = srcOffset;
     try {
       for (let i = 0; i < this.count; i++) {
         const a = this.#addrs[i] ?? 0;

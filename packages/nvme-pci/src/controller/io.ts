@@ -65,8 +65,14 @@ export function nvmeRw(n: NvmeCtrl, cmd: NvmeCmd, ns: NvmeNamespace, isWrite: bo
     n.stats.bytesWritten += len;
     return NvmeStatus.SUCCESS;
   }
-  ns.readBytes(pos, buf, 0, len);
-  const s = n.walker.scatter(buf);
+  // Stored bytes inside one chunk go to the host straight from the namespace; otherwise staged.
+  const view = ns.storedView(pos, len);
+  let s: number;
+  if (view !== null) s = n.walker.scatter(view, ns.viewOffset);
+  else {
+    ns.readBytes(pos, buf, 0, len);
+    s = n.walker.scatter(buf);
+  }
   if (s === NvmeStatus.SUCCESS) n.stats.bytesRead += len;
   return s;
 }

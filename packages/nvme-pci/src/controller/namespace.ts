@@ -56,6 +56,24 @@ export class NvmeNamespace {
     return slba >= 0 && nlb >= 0 && slba + nlb <= this.capacityLbas;
   }
 
+  /** Offset in the array the last successful `storedView` returned where its range starts. */
+  viewOffset = 0;
+
+  /**
+   * The stored chunk that holds all of `[pos, pos + len)`, to copy from without staging (its
+   * start is `viewOffset`); null when the range crosses a chunk boundary or was never written
+   * (then `readBytes` is the way: it reads zeros there). Valid until the next write or zeroing.
+   */
+  storedView(pos: number, len: number): Uint8Array | null {
+    const ci = Math.floor(pos / CHUNK_BYTES);
+    const off = pos - ci * CHUNK_BYTES;
+    if (!(len > 0 && off + len <= CHUNK_BYTES)) return null;
+    const c = this.#chunks.get(ci);
+    if (c === undefined) return null;
+    this.viewOffset = off;
+    return c;
+  }
+
   /** Copy `len` bytes from byte offset `pos` of the namespace into `out` at `outOff`. */
   readBytes(pos: number, out: Uint8Array, outOff: number, len: number): void {
     let done = 0;

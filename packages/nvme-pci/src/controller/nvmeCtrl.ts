@@ -125,6 +125,10 @@ export class NvmeCmd {
   /** Pending execution event; null when held (stalled, or an Async Event Request). */
   timer: SimTimer | null = null;
   readonly run: () => void;
+  /** Links of the in-flight list (`InflightCmds`). */
+  inflightPrev: NvmeCmd | null = null;
+  inflightNext: NvmeCmd | null = null;
+  inInflight = false;
 
   constructor(exec: (cmd: NvmeCmd) => void) {
     this.run = () => {
@@ -134,6 +138,71 @@ export class NvmeCmd {
 
   get opcode(): number {
     return this.sqe[SQE.OPC] ?? 0;
+  }
+}
+
+/**
+ * The commands fetched and not yet completed, in fetch order: a list linked through the pooled
+ * command slots themselves, so adding and removing one allocates nothing (a JS `Set` reallocates
+ * its table each time it empties and fills again, i.e. on every command at queue depth 1).
+ * Iterating while deleting the current command is safe, as with a `Set`.
+ */
+export class InflightCmds {
+  #head: NvmeCmd | null = null;
+  #tail: NvmeCmd | null = null;
+  size = 0;
+
+  add(cmd: NvmeCmd): void {
+    if (cmd.inInflight) return;
+    cmd.inInflight = true;
+    cmd.inflightPrev = this.#tail;
+    cmd.inflightNext = null;
+    if (this.#tail === null) this.#head = cmd;
+    else this.#tail.inflightNext = cmd;
+    this.#tail = cmd;
+    this.size++;
+  }
+
+  delete(cmd: NvmeCmd): boolean {
+    if (!cmd.inInflight) return false;
+    const p = cmd.inflightPrev;
+    const nx = cmd.inflightNext;
+    if (p === null) this.#head = nx;
+    else p.inflightNext = nx;
+    if (nx === null) this.#tail = p;
+    else nx.inflightPrev = p;
+    cmd.inInflight = false;
+    cmd.inflightPrev = null;
+    cmd.inflightNext = null;
+    this.size--;
+    return true;
+  }
+
+  has(cmd: NvmeCmd): boolean {
+    return cmd.inInflight;
+  }
+
+  clear(): void {
+    let c = this.#head;
+    while (c !== null) {
+      const nx = c.inflightNext;
+      c.inInflight = false;
+      c.inflightPrev = null;
+      c.inflightNext = null;
+      c = nx;
+    }
+    this.#head = null;
+    this.#tail = null;
+    this.size = 0;
+  }
+
+  *[Symbol.iterator](): Generator<NvmeCmd, void, undefined> {
+    let c = this.#head;
+    while (c !== null) {
+      const nx = c.inflightNext;
+      yield c;
+      c = nx;
+    }
   }
 }
 
@@ -197,7 +266,7 @@ export class NvmeCtrl {
   allocCqs: number;
   /** An I/O queue was created since the last reset (QEMU `qs_created`): Number of Queues is then fixed. */
   qsCreated = false;
-  readonly inflight = new Set<NvmeCmd>();
+  readonly inflight = new InflightCmds();
   readonly freeCmds: NvmeCmd[] = [];
   /** Execute a fetched command (set by `NvmeController`). */
   exec: (cmd: NvmeCmd) => void = () => {

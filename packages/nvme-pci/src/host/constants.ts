@@ -60,6 +60,8 @@ export const IOD_SMALL_DESCRIPTOR = 1 << 1;
  * drivers/nvme/host/pci.c.
  */
 export const IOD_SINGLE_SEGMENT = 1 << 2;
+/** iod flag: mapped through the legacy sgtable path (model flag, not in the kernel). */
+export const IOD_LEGACY_SG = 1 << 8;
 
 /** `enum nvme_use_sgl`. */
 export const SGL_UNSUPPORTED = 0;

@@ -94,6 +94,12 @@ export interface NvmeHostStats {
   dmaVecs: number;
   /** Metadata bytes the legacy path used per request, summed (scatterlist entries). */
   sgMetadataBytes: number;
+  /**
+   * Bytes of the iods' arrays and structures that held the mappings of the requests that went
+   * through the mapper (not the single-segment fast path), summed; read from the arrays at map
+   * time (`NvmeIod.mappingMetadataBytes`).
+   */
+  mapMetadataBytes: number;
   /** Physical segments of the requests that went through the mapper (not the fast path), summed. */
   physSegments: number;
   /** DMA segments the mapper handed to the driver for them (1 per request when IOVA-coalesced), summed. */
@@ -131,6 +137,7 @@ export function nvmeHostStatsInit(): NvmeHostStats {
     sglListDescriptors: 0,
     dmaVecs: 0,
     sgMetadataBytes: 0,
+    mapMetadataBytes: 0,
     physSegments: 0,
     dmaSegments: 0,
   };

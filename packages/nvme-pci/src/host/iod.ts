@@ -1,7 +1,7 @@
 // Per-request driver state, the blk-mq pdu. kernel: drivers/nvme/host/pci.c (struct nvme_iod)
-import { blkDmaIterInit, DmaIovaState } from '@dmakit/dma-core';
+import { blkDmaIterInit, DmaIovaState, dmaUseIova } from '@dmakit/dma-core';
 import type { BlkDmaIter, BlkRequest, SgTable } from '@dmakit/dma-core';
-import { NVME_MAX_NR_DESCRIPTORS, NVME_MAX_SEGS } from './constants.js';
+import { IOD_LEGACY_SG, NVME_MAX_NR_DESCRIPTORS, NVME_MAX_SEGS } from './constants.js';
 import { NVME_SQE_SIZE } from '../controller/spec.js';
 
 /** What an admin command's submitter is told: the completion status (NVMe, with DNR) and DW0. */
@@ -63,6 +63,21 @@ export class NvmeIod {
 
   constructor(tag: number) {
     this.tag = tag;
+  }
+
+  /**
+   * Bytes of this iod's arrays and structures that hold the current request's DMA mapping, read
+   * from them: the legacy path's scatterlist entries (`origNents` entries of the table's arrays),
+   * else the IOVA state when the two-step path linked the request, plus the `dma_vecs` entries
+   * recorded for per-segment unmap. 0 for the single-segment fast path (the command holds it).
+   */
+  mappingMetadataBytes(): number {
+    let bytes = 0;
+    const sgt = this.sgt;
+    if ((this.flags & IOD_LEGACY_SG) !== 0 && sgt !== null) bytes += sgt.origNents * sgt.entryBytes;
+    else if (dmaUseIova(this.dmaState)) bytes += this.dmaState.byteLength;
+    if (this.nrDmaVecs > 0) bytes += this.nrDmaVecs * (this.dmaVecAddr.BYTES_PER_ELEMENT + this.dmaVecLen.BYTES_PER_ELEMENT);
+    return bytes;
   }
 
   /** `nvme_prep_rq`: reset the per-request fields before mapping. */

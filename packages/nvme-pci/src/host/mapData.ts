@@ -35,6 +35,7 @@ import {
 import type { BlkRequest, DmaDataDirection } from '@dmakit/dma-core';
 import { NVME_SGL_DESC_SIZE, NvmeOpcode, NvmeSglType, readLe64, SQE, writeLe64 } from '../controller/spec.js';
 import {
+  IOD_LEGACY_SG,
   IOD_SINGLE_SEGMENT,
   IOD_SMALL_DESCRIPTOR,
   NVME_CTRL_PAGE_SIZE,
@@ -52,8 +53,7 @@ import type { NvmeDevState } from './dev.js';
 import type { NvmeIod } from './iod.js';
 import type { NvmeQueue } from './queue.js';
 
-/** Set on an iod mapped through the legacy sgtable path (model flag, not in the kernel). */
-export const IOD_LEGACY_SG = 1 << 8;
+export { IOD_LEGACY_SG } from './constants.js';
 /** `sizeof(struct scatterlist)` on 64-bit with CONFIG_NEED_SG_DMA_LENGTH: page_link, offset, length, dma_address, dma_length (+ flags). */
 const SCATTERLIST_ENTRY_BYTES = 32;
 /** PSDT 01b: SGL for data, MPTR a contiguous buffer (`NVME_CMD_SGL_METABUF`). */

@@ -1,6 +1,6 @@
 // The host driver against the simulated controller, with a small fake of the block layer's DMA
 // iterator (src/testing/blockLayer.ts: one direct mapping per bvec; the IOVA-backed combinations are in apps/demo e2e tests).
-import { attachDmaOps, BlkStatus, createMachine, ReqOp, SZ_1M } from '@dmakit/dma-core';
+import { attachDmaOps, BlkStatus, createMachine, ReqOp, SgTable, SZ_1M } from '@dmakit/dma-core';
 import type { BlkRequest, Device, DmaCoherentBuffer, DmaMapOps, Machine } from '@dmakit/dma-core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -401,8 +401,31 @@ describe('the legacy sgtable path', () => {
     expect(r.ended.get(w)).toEqual([BlkStatus.OK]);
     expect(r.host.stats.legacySg).toBe(1);
     expect(r.host.stats.sgMetadataBytes).toBe(2 * 32);
+    // Read from the table's arrays: two entries of (phys, length, dma address, dma length, flags).
+    expect(r.host.stats.mapMetadataBytes).toBe(2 * new SgTable(1).entryBytes);
+    expect(new SgTable(1).entryBytes).toBe(8 + 4 + 8 + 4 + 1);
     expect(r.ctrl.namespace(1)?.readLbas(0, 64)).toEqual(data);
     expect(r.m.dmaDebug.dumpMappings(r.dev).filter((e) => e.type !== 'coherent')).toEqual([]);
+  });
+});
+
+describe('mapping metadata read from the iod', () => {
+  it('counts the dma_vecs entries a two-segment PRP request recorded, and nothing for the fast path', () => {
+    const r = live(rig({ sglThreshold: 0 }));
+    const p = pages(r.m, 8);
+    fill(r.m, p, 8 * PAGE, 3);
+    const one = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 0, [[p, PAGE]], r.done);
+    expect(r.host.queueRq(one)).toBe(BlkStatus.OK);
+    r.m.scheduler.runUntilIdle();
+    expect(r.host.stats.singleSegment).toBe(1);
+    expect(r.host.stats.mapMetadataBytes).toBe(0);
+    const two = makeRequest(r.host.queueLimits(), ReqOp.WRITE, 8, [[p + 2 * PAGE, 2 * PAGE], [p + 5 * PAGE, 2 * PAGE]], r.done);
+    expect(r.host.queueRq(two)).toBe(BlkStatus.OK);
+    r.m.scheduler.runUntilIdle();
+    expect(r.ended.get(two)).toEqual([BlkStatus.OK]);
+    // dma-direct with dma-debug on needs per-segment unmap: one (addr, len) pair of float64 per segment.
+    expect(r.host.stats.dmaVecs).toBe(2);
+    expect(r.host.stats.mapMetadataBytes).toBe(2 * 16);
   });
 });
 

@@ -18,6 +18,7 @@ import {
 } from '@dmakit/dma-core';
 import type { BlkRequest, BlkRqDmaMapper, Device, DmaPool, Machine, QueueLimits } from '@dmakit/dma-core';
 import {
+  IOD_SINGLE_SEGMENT,
   NVME_ADMIN_TIMEOUT_NS,
   NVME_CTRL_PAGE_SIZE,
   NVME_DEFAULT_SGL_THRESHOLD,
@@ -316,6 +317,7 @@ export class NvmeDev {
       if (s === BlkStatus.RESOURCE) this.stats.resource++;
       return s;
     }
+    if ((iod.flags & IOD_SINGLE_SEGMENT) === 0) this.stats.mapMetadataBytes += iod.mappingMetadataBytes();
     iod.req = req;
     iod.retries = d.retriesOf.get(req) ?? 0;
     req.pdu = iod;
