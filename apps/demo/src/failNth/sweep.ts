@@ -1,0 +1,194 @@
+/**
+ * fail_nth sweeps over whole demo stacks, the way tools/testing/selftests/iommu/iommufd_fail_nth.c
+ * sweeps an ioctl sequence: run the stack once with nothing armed to count the fault-injection
+ * sites each of its machines passes, then rerun it failing the nth site of machine m, for every
+ * (m, n). Every run must end cleanly:
+ *  - no exception escapes the stack: the failure surfaces as an errno / NVMe / verbs / VFIO status
+ *    in the result (`StackResult.failure`) or the stack recovers and finishes;
+ *  - nothing leaks: every machine's `resourceCounts()` (pages, dma-debug mappings and IOVA states,
+ *    swiotlb slots, DMA pools and blocks, IOVA granules, IO page-table pages) is back where it
+ *    was when the stack created the machine (flush queues drained first, as their timer would);
+ *  - no corruption: a run that reports no failure verified every byte it moved (`verified`).
+ * Platform-neutral (no `node:*`); scripts/failnth.mjs prints the table, failNth.test.ts runs a
+ * bounded sweep in CI.
+ */
+import { resourceCountChanges } from '@dmakit/dma-core';
+import type { Machine, MachineResourceCounts } from '@dmakit/dma-core';
+import { iommuDeviceList } from '@dmakit/iommu-dma';
+import { StackUsageError } from '../stacks/index.js';
+import type { StackDef, StackResult, StackRunRequest } from '../stacks/index.js';
+
+/** The request each stack is swept with: its smallest workload that still runs every phase. */
+export const SWEEP_REQUESTS: Readonly<Record<string, Omit<StackRunRequest, 'seed'>>> = {
+  direct: {},
+  nvme: { size: 8, iommu: 'strict', verify: true, extra: { qd: 2, bs: '16k' } },
+  'rdma-odp': { size: 4, extra: { rounds: 1 } },
+  'vfio-migration': { size: 8, mapping: 'iova' },
+  'dmabuf-p2p': { size: 1 },
+  'gpu-svm': { size: 16 },
+  'cc-guest': { size: 16, extra: { qd: 4 } },
+};
+
+export type FailNthOutcome = 'clean' | 'leak' | 'corruption' | 'exception';
+
+/** One run of a sweep that did not end cleanly. */
+export interface FailNthFinding {
+  /** Index of the machine whose site failed (creation order) and its role. */
+  readonly machine: number;
+  readonly role: string;
+  /** The site number that was failed (1-based, over every site of that machine). */
+  readonly nth: number;
+  /** The site it hit ('alloc_pages', 'iova', ...), null when the run passed fewer sites. */
+  readonly site: string | null;
+  readonly outcome: Exclude<FailNthOutcome, 'clean'>;
+  readonly detail: string;
+}
+
+/** A stack's sweep: the table row plus what was found. */
+export interface FailNthRow {
+  readonly stack: string;
+  /** Sites the unarmed run passed, over all its machines. */
+  readonly sites: number;
+  /** Sites per machine (creation order), with the machine's role. */
+  readonly machines: readonly { readonly role: string; readonly sites: number; readonly bySite: Readonly<Record<string, number>> }[];
+  readonly runs: number;
+  readonly clean: number;
+  /** Runs whose failure the stack reported at its edge (the rest recovered and finished). */
+  readonly reported: number;
+  readonly leaks: number;
+  readonly corruptions: number;
+  readonly exceptions: number;
+  /** The runs that did not end cleanly (at most `maxFindings`). */
+  readonly findings: readonly FailNthFinding[];
+}
+
+export interface FailNthSweepOptions {
+  readonly seed?: number;
+  /** Overrides SWEEP_REQUESTS[stack]. */
+  readonly request?: Omit<StackRunRequest, 'seed'>;
+  /** Rerun at most this many sites, spread evenly over all of them (default: every site). */
+  readonly maxRuns?: number;
+  /** Findings kept in the row (default 20). */
+  readonly maxFindings?: number;
+  /** Called after every run. */
+  readonly onRun?: (done: number, total: number) => void;
+}
+
+interface Observed {
+  readonly machine: Machine;
+  readonly role: string;
+  readonly before: MachineResourceCounts;
+}
+
+interface RunOutcome {
+  readonly observed: readonly Observed[];
+  readonly result: StackResult | null;
+  readonly error: unknown;
+}
+
+function runObserved(def: StackDef, req: StackRunRequest): RunOutcome {
+  const observed: Observed[] = [];
+  const outer = req.onMachine;
+  const observedReq: StackRunRequest = {
+    ...req,
+    onMachine: (machine, role) => {
+      outer?.(machine, role);
+      observed.push({ machine, role, before: machine.resourceCounts() });
+    },
+  };
+  try {
+    return { observed, result: def.run(observedReq), error: null };
+  } catch (error) {
+    if (error instanceof StackUsageError) throw error;
+    return { observed, result: null, error };
+  }
+}
+
+/** What a machine still holds that it did not hold when the stack created it. */
+function leaksOf(o: Observed): string[] {
+  // The lazy flush queues' timer would free the IOVAs they hold: drain them first.
+  for (const iommu of iommuDeviceList(o.machine)) iommu.flushQueues();
+  return resourceCountChanges(o.before, o.machine.resourceCounts());
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const at = err.stack?.split('\n').slice(1).find((l) => l.includes(' at '))?.trim() ?? '';
+    return `${err.name}: ${err.message}${at === '' ? '' : ` (${at})`}`;
+  }
+  return String(err);
+}
+
+/** Judge one run; null when it ended cleanly. */
+function judge(o: RunOutcome, machine: number, nth: number): Omit<FailNthFinding, 'machine' | 'role' | 'nth' | 'site'> | null {
+  if (o.error !== null) return { outcome: 'exception', detail: describe(o.error) };
+  const leaks = o.observed.flatMap((ob, i) => leaksOf(ob).map((l) => `machine ${i} (${ob.role}) ${l}`));
+  if (leaks.length > 0) return { outcome: 'leak', detail: leaks.join('; ') };
+  const r = o.result;
+  if (r !== null && r.failure === undefined && !r.verified) {
+    return { outcome: 'corruption', detail: `failing site ${nth} of machine ${machine}: the stack reported no failure but did not verify its bytes` };
+  }
+  if (r?.failure !== undefined && !r.failure.dataIntact) {
+    return { outcome: 'corruption', detail: `failing site ${nth} of machine ${machine}: ${r.failure.step}: ${r.failure.error}, and bytes reported written are wrong` };
+  }
+  return null;
+}
+
+/** The n to rerun: every one of 1..total, or `max` of them spread evenly (always the first and last). */
+export function sweepPoints(total: number, max?: number): number[] {
+  if (total <= 0) return [];
+  if (max === undefined || max >= total) return Array.from({ length: total }, (_, i) => i + 1);
+  if (max <= 1) return [1];
+  const out = new Set<number>();
+  for (let i = 0; i < max; i++) out.add(1 + Math.round((i * (total - 1)) / (max - 1)));
+  return [...out];
+}
+
+/** Sweep one stack: count its sites, then fail each (or `maxRuns` of them) in turn. */
+export function failNthSweep(def: StackDef, opts: FailNthSweepOptions = {}): FailNthRow {
+  const req: StackRunRequest = { ...(opts.request ?? SWEEP_REQUESTS[def.name] ?? {}), seed: opts.seed ?? 1 };
+  const maxFindings = opts.maxFindings ?? 20;
+  const base = runObserved(def, req);
+  const baseFinding = judge(base, -1, 0);
+  if (baseFinding !== null) throw new Error(`fail_nth ${def.name}: the run with nothing armed did not end cleanly: ${baseFinding.outcome}: ${baseFinding.detail}`);
+  const machines = base.observed.map((o) => ({ role: o.role, sites: o.machine.faultInjection.totalCalls, bySite: Object.fromEntries(o.machine.faultInjection.sites()) }));
+  // (machine, n) pairs in machine order; maxRuns spreads over the concatenation.
+  const pairs: [number, number][] = [];
+  machines.forEach((m, i) => {
+    for (let n = 1; n <= m.sites; n++) pairs.push([i, n]);
+  });
+  const points = sweepPoints(pairs.length, opts.maxRuns);
+  const findings: FailNthFinding[] = [];
+  let clean = 0;
+  let reported = 0;
+  let leaks = 0;
+  let corruptions = 0;
+  let exceptions = 0;
+  points.forEach((p, k) => {
+    const [machine, nth] = pairs[p - 1] as [number, number];
+    const o = runObserved(def, { ...req, failNth: { nth, machine } });
+    const fi = o.observed[machine]?.machine.faultInjection;
+    const site = fi !== undefined && fi.failNthPending === 0 ? (fi.lastInjected?.site ?? null) : null;
+    const j = judge(o, machine, nth);
+    if (j === null) {
+      clean++;
+      if (o.result?.failure !== undefined) reported++;
+    } else {
+      if (j.outcome === 'leak') leaks++;
+      else if (j.outcome === 'corruption') corruptions++;
+      else exceptions++;
+      if (findings.length < maxFindings) findings.push({ machine, role: machines[machine]?.role ?? '?', nth, site, ...j });
+    }
+    opts.onRun?.(k + 1, points.length);
+  });
+  return { stack: def.name, sites: pairs.length, machines, runs: points.length, clean, reported, leaks, corruptions, exceptions, findings };
+}
+
+/** The table `pnpm failnth` prints: one line per stack. */
+export function formatFailNthTable(rows: readonly FailNthRow[]): string {
+  const head = ['stack', 'sites', 'runs', 'clean', 'reported', 'leaks', 'corruptions', 'exceptions'];
+  const lines = rows.map((r) => [r.stack, r.sites, r.runs, r.clean, r.reported, r.leaks, r.corruptions, r.exceptions].map(String));
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)));
+  const fmt = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [fmt(head), ...lines.map(fmt)].join('\n');
+}
