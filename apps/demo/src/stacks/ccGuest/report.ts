@@ -31,6 +31,7 @@ export function formatCcGuest(r: CcGuestResult): string {
     '',
     ...r.checks.map((c) => `  [${c.ok ? 'ok' : 'FAIL'}] ${c.name}`),
     '',
+    ...(r.failure !== undefined ? [`stopped: ${r.failure.step}: ${r.failure.error}`] : []),
     r.verified ? `verified: ${n(r.verifiedBytes)} bytes, every check passed` : 'NOT VERIFIED: a check failed',
     '',
   ];

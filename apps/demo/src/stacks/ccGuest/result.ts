@@ -1,4 +1,5 @@
 /** The cc-guest stack's result types (shared by the stack and its report). */
+import type { StackFailure } from '../types.js';
 import type { CcPhaseResult } from './workload.js';
 
 export type CcVendorName = 'tdx' | 'sev';
@@ -29,5 +30,7 @@ export interface CcGuestResult {
   readonly dmaDebugReports: number;
   readonly checks: readonly { readonly name: string; readonly ok: boolean }[];
   readonly verified: boolean;
+  /** Where the run stopped and the errno it got (probe, buffers, a page for the rogue test). */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
 }
