@@ -40,7 +40,7 @@ export interface MachineOptions {
 
 /**
  * What a machine holds that a finished workload must have given back, by name: the page
- * allocator's allocated pages, dma-debug's live mappings and two-step IOVA states, swiotlb slots
+ * allocator's allocated pages (less the zero page), dma-debug's live mappings and two-step IOVA states, swiotlb slots
  * in use, live DMA pools and their blocks in use, plus whatever the subsystems registered with
  * `registerResourceCounter` (iommu-dma: IOVA ranges and IO page-table pages). A fail_nth sweep
  * takes one snapshot before a workload and one after: any count that grew is a leak.
@@ -120,7 +120,8 @@ export class Machine implements DeviceHost {
   resourceCounts(): MachineResourceCounts {
     const pools = dmaPoolCounts(this);
     const out: Record<string, number> = {
-      allocatedPages: this.memory.allocatedPageCount,
+      // The zero page is a boot-time page the model allocates at first use: not the workload's.
+      allocatedPages: this.memory.allocatedPageCount - (this.memory.zeroPageAllocated ? 1 : 0),
       dmaDebugEntries: this.dmaDebug.entries,
       dmaDebugIovaStates: this.dmaDebug.iovaStates,
       swiotlbSlots: this.swiotlb.stats().usedSlots,
