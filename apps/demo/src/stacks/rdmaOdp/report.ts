@@ -1,4 +1,5 @@
 /** The rdma-odp stack's result and its text form. */
+import type { StackFailure } from '../types.js';
 import type { IommuStats } from '@dmakit/iommu-dma';
 import type { Mlx5DevReport } from '@dmakit/rdma-umem-odp';
 
@@ -36,6 +37,8 @@ export interface RdmaOdpResult {
   readonly implicit: boolean;
   readonly iommuMode: RdmaOdpIommuMode;
   readonly verified: boolean;
+  /** Where the run stopped: reg_mr's errno, a work completion's status, or the signal the CPU got. */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
   readonly steps: RdmaOdpStep[];
   readonly odp: RdmaOdpOdpCounts;
