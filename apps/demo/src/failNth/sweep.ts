@@ -88,6 +88,8 @@ interface Observed {
   readonly machine: Machine;
   readonly role: string;
   readonly before: MachineResourceCounts;
+  /** The site of every call (counting run only). */
+  readonly sequence: string[];
 }
 
 interface RunOutcome {
@@ -96,14 +98,20 @@ interface RunOutcome {
   readonly error: unknown;
 }
 
-function runObserved(def: StackDef, req: StackRunRequest): RunOutcome {
+function runObserved(def: StackDef, req: StackRunRequest, record = false): RunOutcome {
   const observed: Observed[] = [];
   const outer = req.onMachine;
   const observedReq: StackRunRequest = {
     ...req,
     onMachine: (machine, role) => {
       outer?.(machine, role);
-      observed.push({ machine, role, before: machine.resourceCounts() });
+      const sequence: string[] = [];
+      if (record) {
+        machine.faultInjection.onCall = (site) => {
+          sequence.push(site);
+        };
+      }
+      observed.push({ machine, role, before: machine.resourceCounts(), sequence });
     },
   };
   try {
@@ -144,7 +152,7 @@ function judge(o: RunOutcome, machine: number, nth: number, checkLeaks: boolean)
   return null;
 }
 
-/** The n to rerun: every one of 1..total, or `max` of them spread evenly (always the first and last). */
+/** `max` of 1..total spread evenly (the first and the last among them), all when max >= total. */
 export function sweepPoints(total: number, max?: number): number[] {
   if (total <= 0) return [];
   if (max === undefined || max >= total) return Array.from({ length: total }, (_, i) => i + 1);
@@ -154,21 +162,49 @@ export function sweepPoints(total: number, max?: number): number[] {
   return [...out];
 }
 
+/**
+ * The calls (1-based indexes into `sequence`, the site of every call) a bounded sweep reruns:
+ * every call when `max` is undefined or large enough; else up to `perSite` calls of every site
+ * kind (spread over its occurrences, so a rare site such as 'dmabuf_attach' is never skipped),
+ * then the rest of `max` spread evenly over all calls. Sorted ascending.
+ */
+export function sweepSelection(sequence: readonly string[], max?: number, perSite = 3): number[] {
+  const total = sequence.length;
+  if (max === undefined || max >= total) return sweepPoints(total);
+  const byKind = new Map<string, number[]>();
+  sequence.forEach((site, i) => {
+    const l = byKind.get(site);
+    if (l === undefined) byKind.set(site, [i + 1]);
+    else l.push(i + 1);
+  });
+  const out = new Set<number>();
+  for (const calls of byKind.values()) for (const p of sweepPoints(calls.length, perSite)) if (out.size < max) out.add(calls[p - 1] ?? 1);
+  for (const p of sweepPoints(total, Math.max(1, max - out.size))) {
+    if (out.size >= max) break;
+    out.add(p);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
 /** Sweep one stack: count its sites, then fail each (or `maxRuns` of them) in turn. */
 export function failNthSweep(def: StackDef, opts: FailNthSweepOptions = {}): FailNthRow {
   const req: StackRunRequest = { ...(opts.request ?? SWEEP_REQUESTS[def.name] ?? {}), seed: opts.seed ?? 1 };
   const maxFindings = opts.maxFindings ?? 20;
   const checkLeaks = NO_TEARDOWN[def.name] === undefined;
-  const base = runObserved(def, req);
+  const base = runObserved(def, req, true);
   const baseFinding = judge(base, -1, 0, checkLeaks);
   if (baseFinding !== null) throw new Error(`fail_nth ${def.name}: the run with nothing armed did not end cleanly: ${baseFinding.outcome}: ${baseFinding.detail}`);
   const machines = base.observed.map((o) => ({ role: o.role, sites: o.machine.faultInjection.totalCalls, bySite: Object.fromEntries(o.machine.faultInjection.sites()) }));
   // (machine, n) pairs in machine order; maxRuns spreads over the concatenation.
   const pairs: [number, number][] = [];
-  machines.forEach((m, i) => {
-    for (let n = 1; n <= m.sites; n++) pairs.push([i, n]);
+  const sequence: string[] = [];
+  base.observed.forEach((o, i) => {
+    o.sequence.forEach((site, k) => {
+      pairs.push([i, k + 1]);
+      sequence.push(site);
+    });
   });
-  const points = sweepPoints(pairs.length, opts.maxRuns);
+  const points = sweepSelection(sequence, opts.maxRuns);
   const findings: FailNthFinding[] = [];
   let clean = 0;
   let reported = 0;

@@ -555,6 +555,11 @@ export class SystemMemory extends PhysicalMemory {
     return this.pageInfo(phys);
   }
 
+  /** The machine's fault injection (for allocators built on this memory, e.g. a device pagemap). */
+  get faultInjection(): FaultInjection | undefined {
+    return this.#faults;
+  }
+
   /** True once the zero page exists (allocated at its first use, kept for the machine's life). */
   get zeroPageAllocated(): boolean {
     return this.#zeroPage !== 0;

@@ -24,6 +24,11 @@ export class FaultInjection {
   readonly injected = new Map<string, number>();
   /** The latest injected failure, or null before the first. */
   lastInjected: InjectedFault | null = null;
+  /**
+   * Called at every site with its name and the call number over all sites (1-based), before the
+   * decision: a sweep's counting run records which site each call number is.
+   */
+  onCall: ((site: string, call: number) => void) | null = null;
 
   /** Fail the `nth` (1-based) next call at `site`; with `every`, all calls from then on. */
   arm(site: string, nth: number, every = false): void {
@@ -61,6 +66,7 @@ export class FaultInjection {
   shouldFail(site: string): boolean {
     this.#total++;
     this.#calls.set(site, (this.#calls.get(site) ?? 0) + 1);
+    this.onCall?.(site, this.#total);
     let fail = false;
     if (this.#nth > 0 && --this.#nth === 0) fail = true;
     const a = this.#armed.get(site);
