@@ -191,7 +191,9 @@ export function notAllowListed(seed: number, mode: 'strict' | 'lazy' | 'off', on
     device: rig.nic.name,
     bytes: 0,
     verified: ok,
-    ...(st2 !== IbWcStatus.IB_WC_SUCCESS ? { error: wcStatusName(st2) } : placement !== 'system' ? { error: `GPU buffer not moved to system memory for the NIC (placement ${placement})` } : {}),
+    // The refused BAR access must fail for the P2P reason (-EINVAL); any other failure of it (the
+    // peer's own MR could not be mapped) is an error the step got, not the refusal it checks.
+    ...(st1 !== IbWcStatus.IB_WC_SUCCESS && refused !== -Errno.EINVAL ? { error: `${wcStatusName(st1)} (BAR MR access failed before the P2P check)` } : st2 !== IbWcStatus.IB_WC_SUCCESS ? { error: wcStatusName(st2) } : placement !== 'system' ? { error: `GPU buffer not moved to system memory for the NIC (placement ${placement})` } : {}),
     detail: `VFIO BAR: NIC map ${refused === 0 ? 'ok?' : errnoName(refused)} (pci: "...${warned.slice(13, 60)}..."), drive under the switch: ${nearMode}; GPU buffer: moved to ${placement} memory for the NIC`,
   };
 }
