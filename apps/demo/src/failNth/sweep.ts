@@ -179,11 +179,21 @@ export function sweepSelection(sequence: readonly string[], max?: number, perSit
   });
   const out = new Set<number>();
   for (const calls of byKind.values()) for (const p of sweepPoints(calls.length, perSite)) if (out.size < max) out.add(calls[p - 1] ?? 1);
-  for (const p of sweepPoints(total, Math.max(1, max - out.size))) {
-    if (out.size >= max) break;
-    out.add(p);
-  }
+  const rest: number[] = [];
+  for (let i = 1; i <= total; i++) if (!out.has(i)) rest.push(i);
+  if (max > out.size) for (const p of sweepPoints(rest.length, max - out.size)) out.add(rest[p - 1] ?? 1);
   return [...out].sort((a, b) => a - b);
+}
+
+/**
+ * The site of every call each machine of an unarmed run passes (machine creation order): where
+ * a test finds the call number of, say, the first 'dma_pool' allocation to fail it alone.
+ */
+export function siteSequences(def: StackDef, opts: { readonly seed?: number; readonly request?: Omit<StackRunRequest, 'seed'> } = {}): string[][] {
+  const req: StackRunRequest = { ...(opts.request ?? SWEEP_REQUESTS[def.name] ?? {}), seed: opts.seed ?? 1 };
+  const o = runObserved(def, req, true);
+  if (o.error !== null) throw o.error;
+  return o.observed.map((x) => x.sequence);
 }
 
 /** Sweep one stack: count its sites, then fail each (or `maxRuns` of them) in turn. */
