@@ -4,7 +4,7 @@
  * one at a time; every run must end cleanly. Caps keep the file near 40 s on a loaded 2-core box.
  */
 import { describe, expect, it } from 'vitest';
-import { getStack } from '../stacks/index.js';
+import { getStack, StackUsageError } from '../stacks/index.js';
 import { failNthSweep, formatFailNthTable, sweepSelection } from './sweep.js';
 import type { FailNthRow } from './sweep.js';
 
@@ -38,6 +38,20 @@ describe('fail_nth sweep over every stack (bounded)', () => {
     const table = formatFailNthTable(rows);
     expect(table.split('\n')[0]).toMatch(/^stack\s+sites\s+runs\s+clean\s+reported\s+leaks\s+corruptions\s+exceptions$/);
     expect(table.split('\n')).toHaveLength(rows.length + 1);
+  });
+});
+
+describe('the failNth plan of a run request', () => {
+  it('arms only the planned machine and is checked like every option (StackUsageError, one line)', () => {
+    const def = getStack('direct');
+    if (def === undefined) throw new Error('direct');
+    expect(() => def.run({ seed: 1, failNth: { nth: 0 } })).toThrow(StackUsageError);
+    expect(() => def.run({ seed: 1, failNth: { nth: 1.5 } })).toThrow(/--fail-nth must be an integer >= 1, got 1.5/);
+    expect(() => def.run({ seed: 1, failNth: { nth: 1, machine: -1 } })).toThrow(/--fail-nth-machine/);
+    const r = def.run({ seed: 1, failNth: { nth: 1 } });
+    expect(r.failure).toEqual({ step: 'stream TO_DEVICE (dma-direct)', error: '-ENOMEM (alloc_pages)', dataIntact: true });
+    // A plan for a machine the stack never creates arms nothing.
+    expect(def.run({ seed: 1, failNth: { nth: 1, machine: 5 } }).failure).toBeUndefined();
   });
 });
 

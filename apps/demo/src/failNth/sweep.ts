@@ -192,7 +192,7 @@ export function sweepSelection(sequence: readonly string[], max?: number, perSit
 export function siteSequences(def: StackDef, opts: { readonly seed?: number; readonly request?: Omit<StackRunRequest, 'seed'> } = {}): string[][] {
   const req: StackRunRequest = { ...(opts.request ?? SWEEP_REQUESTS[def.name] ?? {}), seed: opts.seed ?? 1 };
   const o = runObserved(def, req, true);
-  if (o.error !== null) throw o.error;
+  if (o.error !== null) throw o.error instanceof Error ? o.error : new Error(describe(o.error));
   return o.observed.map((x) => x.sequence);
 }
 

@@ -134,7 +134,7 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     base += p.ios;
   };
 
-  let rogue = NO_ROGUE;
+  let rogue: CcRogueResult;
   try {
     phase('shared (bounced)');
     // Shared -> private world while I/Os are in flight: bounced mappings finish through the pool.

@@ -112,7 +112,9 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
   };
   try {
     const drive = createDmabufDrive(rig, 3 * fileLbas);
-    undo.push(() => drive.remove());
+    undo.push(() => {
+      drive.remove();
+    });
     drive.ctrl.namespace(1)?.writeLbas(0, fileA);
     drive.ctrl.namespace(1)?.writeLbas(fileLbas, fileB);
     const exported = must(gpu.exportBuffer(fileBytes, { name: 'frame', maxRange: SZ_1M }), 'GPU export');
@@ -120,19 +122,29 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
     const sink = must(heap.allocate(fileBytes, 'rdma-sink'), 'system heap allocation');
     const sinkFd = dmaBufFd(fds, sink);
     const buf = must(port.dmaBufGet(fd), 'dma_buf_get');
-    undo.push(() => port.dmaBufPut(buf));
+    undo.push(() => {
+      port.dmaBufPut(buf);
+    });
 
     // The importers: the drive registers the buffer (mapped now); the NIC and its peer register MRs
     // (mapped on first access).
     const pre = must(drive.register(port, fd), 'nvme dma-buf register');
-    undo.push(() => drive.unregister(pre));
+    undo.push(() => {
+      drive.unregister(pre);
+    });
     const fabric = createDmabufFabric(rig);
     const mrGpu = must(mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, fileBytes, GPU_IOVA, fd, RDMA_RW), 'ibv_reg_dmabuf_mr (GPU buffer)');
-    undo.push(() => mlx5IbDeregDmabufMr(mrGpu));
+    undo.push(() => {
+      mlx5IbDeregDmabufMr(mrGpu);
+    });
     const mrSink = must(mlx5IbRegUserMrDmabuf(fabric.remote, fabric.pdRemote, port, 0, fileBytes, PEER_IOVA, sinkFd, RDMA_RW), 'ibv_reg_dmabuf_mr (sink)');
-    undo.push(() => mlx5IbDeregDmabufMr(mrSink));
+    undo.push(() => {
+      mlx5IbDeregDmabufMr(mrSink);
+    });
     const sinkMap = must(dmaBufVmapUnlocked(sink), 'dma_buf_vmap');
-    undo.push(() => dmaBufVunmapUnlocked(sink, sinkMap));
+    undo.push(() => {
+      dmaBufVunmapUnlocked(sink, sinkMap);
+    });
     const w = { m, rig, gpu, buf, drive, pre, fabric, mrGpu, mrSink, sinkMap, fileA, fileB, fileBytes, tick };
 
     steps.push(driveReadsFile(w));

@@ -71,10 +71,14 @@ export function vfioRevoke(m: Machine, fds: DmaBufFdTable, port: DmaBufPort, hea
   // A static importer is refused: a BAR can only be shared with importers that allow P2P.
   const notP2p = port.dmaBufAttach(created, rig.nic);
   const fd = dmaBufFd(fds, created);
-  undo.push(() => fds.close(fd));
+  undo.push(() => {
+    fds.close(fd);
+  });
   const peer = peerBuffer(fds, port, heap, fabric, 2 * SZ_1M);
   if (typeof peer === 'string') return fail(peer);
-  undo.push(() => dropPeerBuffer(fds, peer));
+  undo.push(() => {
+    dropPeerBuffer(fds, peer);
+  });
   const mr = mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, 2 * SZ_1M, BAR_IOVA, fd, RDMA_RW);
   if (isErrPtr(mr)) return fail(`BAR MR registration -${errnoName(mr)}`);
   // The peer RDMA-WRITEs 2 MiB into the BAR ranges: the NIC's first access faults and maps them.
@@ -134,13 +138,17 @@ export function notAllowListed(seed: number, mode: 'strict' | 'lazy' | 'off', on
   const heap = new SystemHeap(m);
   const peer = peerBuffer(fds, port, heap, fabric, SZ_1M);
   if (typeof peer === 'string') return fail(peer);
-  undo.push(() => dropPeerBuffer(fds, peer));
+  undo.push(() => {
+    dropPeerBuffer(fds, peer);
+  });
   // An MMIO-only exporter (VFIO BAR): dma_buf_phys_vec_to_sgt sees NOT_SUPPORTED for the NIC.
   const vdev = new VfioPciCoreDevice(m, rig.vfioDev);
   const vbuf = vdev.featureDmaBuf({ regionIndex: 1, dmaRanges: [{ offset: 0, length: SZ_1M }] });
   if (isErrPtr(vbuf)) return fail(`VFIO_DEVICE_FEATURE_DMA_BUF -${errnoName(vbuf)}`);
   const vfd = dmaBufFd(fds, vbuf);
-  undo.push(() => fds.close(vfd));
+  undo.push(() => {
+    fds.close(vfd);
+  });
   const mrBar = mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, SZ_1M, BAR_IOVA, vfd, RDMA_RW);
   if (isErrPtr(mrBar)) return fail(`BAR MR registration -${errnoName(mrBar)}`);
   const st1 = fabric.rdmaRead(mrBar, 0, peer.mr, 0, PAGE_SIZE);
@@ -167,7 +175,9 @@ export function notAllowListed(seed: number, mode: 'strict' | 'lazy' | 'off', on
   const frame = m.rng.fill(new Uint8Array(SZ_1M));
   gpu.gpuWrite(gbuf, 0, frame);
   const gfd = dmaBufFd(fds, gbuf);
-  undo.push(() => fds.close(gfd));
+  undo.push(() => {
+    fds.close(gfd);
+  });
   const mrGpu = mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, SZ_1M, BAR_IOVA, gfd, RDMA_RW);
   if (isErrPtr(mrGpu)) return fail(`GPU MR registration -${errnoName(mrGpu)}`);
   fabric.reconnect(); // the refused access took the QP to the error state

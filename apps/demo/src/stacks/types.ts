@@ -159,10 +159,8 @@ export function checkRequest(info: StackInfo, req: StackRunRequest): CheckedRequ
   if (req.verify !== undefined && typeof req.verify !== 'boolean') throw new StackUsageError(`verify must be a boolean, got ${shown(req.verify)}`);
   const plan: unknown = req.failNth;
   if (plan !== undefined) {
-    const p = plan as { nth?: unknown; machine?: unknown };
-    if (typeof p !== 'object' || p === null || typeof p.nth !== 'number' || !Number.isSafeInteger(p.nth) || p.nth < 1) {
-      throw new StackUsageError(`--fail-nth must be an integer >= 1, got ${shown(p?.nth ?? plan)}`);
-    }
+    const p: { nth?: unknown; machine?: unknown } = typeof plan === 'object' && plan !== null ? plan : { nth: plan };
+    if (typeof p.nth !== 'number' || !Number.isSafeInteger(p.nth) || p.nth < 1) throw new StackUsageError(`--fail-nth must be an integer >= 1, got ${shown(p.nth)}`);
     if (p.machine !== undefined && (typeof p.machine !== 'number' || !Number.isSafeInteger(p.machine) || p.machine < 0)) {
       throw new StackUsageError(`--fail-nth-machine must be a non-negative integer, got ${shown(p.machine)}`);
     }

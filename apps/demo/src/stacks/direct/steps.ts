@@ -11,6 +11,7 @@ import {
   DmaFaultError,
   DmaIovaState,
   dmaAllocCoherent,
+  errnoName,
   dmaFreeCoherent,
   dmaIovaDestroy,
   dmaIovaLink,
@@ -81,7 +82,9 @@ export function remapFromDevice(m: Machine, dev: Device, phys: number): StepResu
   m.memory.fill(phys, len, 0);
   const bouncesBefore = m.swiotlb.stats().bounces;
   const step = 'IOMMU remap FROM_DEVICE (32-bit device, buffer above 4 GiB)';
-  const dma = mapped(dev, dmaMapPhys(dev, phys, len, DMA_FROM_DEVICE, 0), step, () => m.memory.freePages(phys, 2));
+  const dma = mapped(dev, dmaMapPhys(dev, phys, len, DMA_FROM_DEVICE, 0), step, () => {
+    m.memory.freePages(phys, 2);
+  });
   const data = pattern(m, len);
   dev.dmaWrite(dma, data);
   dmaUnmapPhys(dev, dma, len, DMA_FROM_DEVICE, 0);
@@ -99,7 +102,9 @@ export function iommuFaultOnPurpose(m: Machine, iommu: Iommu, dev: Device): Step
   const phys = allocPages(m, 0, 'IOMMU fault on purpose');
   const data = pattern(m, PAGE_SIZE);
   m.memory.write(phys, data);
-  const dma = mapped(dev, dmaMapPhys(dev, phys, PAGE_SIZE, DMA_TO_DEVICE, 0), 'IOMMU fault on purpose', () => m.memory.freePages(phys, 0));
+  const dma = mapped(dev, dmaMapPhys(dev, phys, PAGE_SIZE, DMA_TO_DEVICE, 0), 'IOMMU fault on purpose', () => {
+    m.memory.freePages(phys, 0);
+  });
   const faultsBefore = iommu.faults.length;
   const refused = !tryDma(() => {
     dev.dmaWrite(dma, new Uint8Array(16).fill(0xee));
@@ -138,7 +143,9 @@ export function streamToDevice(m: Machine, dev: Device, viaIommu: boolean): Step
   const phys = allocPages(m, 2, step);
   const data = pattern(m, len);
   m.memory.write(phys + 100, data);
-  const dma = mapped(dev, dmaMapPhys(dev, phys + 100, len, DMA_TO_DEVICE, 0), step, () => m.memory.freePages(phys, 2));
+  const dma = mapped(dev, dmaMapPhys(dev, phys + 100, len, DMA_TO_DEVICE, 0), step, () => {
+    m.memory.freePages(phys, 2);
+  });
   const ok = bytesEqual(dev.dmaRead(dma, len), data);
   dmaUnmapPhys(dev, dma, len, DMA_TO_DEVICE, 0);
   m.memory.freePages(phys, 2);
@@ -150,7 +157,9 @@ export function streamToDevice(m: Machine, dev: Device, viaIommu: boolean): Step
 export function bounceFromDevice(m: Machine, dev: Device, phys: number): StepResult {
   const len = 4 * PAGE_SIZE;
   m.memory.fill(phys, len, 0);
-  const dma = mapped(dev, dmaMapPhys(dev, phys, len, DMA_FROM_DEVICE, 0), 'swiotlb bounce FROM_DEVICE', () => m.memory.freePages(phys, 2));
+  const dma = mapped(dev, dmaMapPhys(dev, phys, len, DMA_FROM_DEVICE, 0), 'swiotlb bounce FROM_DEVICE', () => {
+    m.memory.freePages(phys, 2);
+  });
   const data = pattern(m, len);
   dev.dmaWrite(dma, data);
   const seenBeforeUnmap = m.memory.mismatch(phys, data) < 0;
@@ -171,7 +180,9 @@ export function bidirectionalRoundTrip(m: Machine, dev: Device, phys: number): S
   const len = PAGE_SIZE;
   const first = pattern(m, len);
   m.memory.write(phys, first);
-  const dma = mapped(dev, dmaMapPhys(dev, phys, len, DMA_BIDIRECTIONAL, 0), 'BIDIRECTIONAL with syncs', () => m.memory.freePages(phys, 0));
+  const dma = mapped(dev, dmaMapPhys(dev, phys, len, DMA_BIDIRECTIONAL, 0), 'BIDIRECTIONAL with syncs', () => {
+    m.memory.freePages(phys, 0);
+  });
   const seen = dev.dmaRead(dma, len);
   const reply = seen.map((b) => b ^ 0xff);
   dev.dmaWrite(dma, reply);
@@ -229,7 +240,9 @@ export function iovaApiWithFallback(m: Machine, dev: Device): StepResult {
   } else {
     ok &&= !dmaUseIova(state);
     for (let i = 0; i < pages; i++) {
-      const dma = mapped(dev, dmaMapPhys(dev, phys + i * PAGE_SIZE, PAGE_SIZE, DMA_TO_DEVICE, 0), step, () => m.memory.freePages(phys, 3));
+      const dma = mapped(dev, dmaMapPhys(dev, phys + i * PAGE_SIZE, PAGE_SIZE, DMA_TO_DEVICE, 0), step, () => {
+    m.memory.freePages(phys, 3);
+  });
       ok &&= bytesEqual(dev.dmaRead(dma, PAGE_SIZE), data.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
       dmaUnmapPhys(dev, dma, PAGE_SIZE, DMA_TO_DEVICE, 0);
     }
