@@ -199,6 +199,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
 export function formatDmabufP2p(r: DmabufP2pResult): string {
   const lines: string[] = [];
   lines.push(`dmabuf-p2p stack (IOMMU ${r.iommu?.mode ?? 'off'}): ${r.verified ? 'every step verified' : 'VERIFICATION FAILED'}`);
+  if (r.failure !== undefined) lines.push(`stopped: ${r.failure.step}: ${r.failure.error}`);
   lines.push('');
   const w = Math.max(...r.steps.map((s) => s.step.length));
   for (const s of r.steps) {

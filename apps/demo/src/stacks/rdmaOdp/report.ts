@@ -109,6 +109,7 @@ export function formatRdmaOdp(r: RdmaOdpResult): string {
   }
   lines.push(`  mapping metadata: ${r.metadata.bytes} bytes for ${r.metadata.pages} pages (${r.metadata.bytesPerPage.toFixed(2)} B/page)`);
   lines.push(`  stale HCA accesses ${r.staleAccesses}; after teardown: mkeys ${r.leaks.mkeys}, mapped pages ${r.leaks.mappedPages}, IOVA outstanding ${r.leaks.iovaOutstanding}, dma-debug ${r.leaks.debugReports}`);
+  if (r.failure !== undefined) lines.push(`  stopped: ${r.failure.step}: ${r.failure.error}`);
   lines.push(`  verified ${r.verifiedBytes} bytes in ${(r.simulatedNs / 1e6).toFixed(3)} ms simulated: ${r.verified ? 'OK' : 'FAILED'}`);
   return `${lines.join('\n')}\n`;
 }
