@@ -62,8 +62,12 @@ describe('FaultInjection.failNth (the fail-nth counter over every site)', () => 
 
   it('refuses a negative or fractional n', () => {
     const f = new FaultInjection();
-    expect(() => f.failNth(-1)).toThrow(RangeError);
-    expect(() => f.failNth(1.5)).toThrow(RangeError);
+    expect(() => {
+      f.failNth(-1);
+    }).toThrow(RangeError);
+    expect(() => {
+      f.failNth(1.5);
+    }).toThrow(RangeError);
   });
 
   it('fails the nth allocation of a machine: the page allocator returns 0', () => {
