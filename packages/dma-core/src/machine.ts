@@ -6,6 +6,7 @@ import type { Device } from './device/device.js';
 import type { DmaFaultRecord } from './device/dmaFault.js';
 import type { DeviceHost } from './device/host.js';
 import { DmaDebug } from './dma/debug.js';
+import { dmaPoolCounts } from './dma/pool.js';
 import type { DmaDebugMode } from './dma/debug.js';
 import { Swiotlb } from './dma/swiotlb.js';
 import { SystemMemory } from './mem/systemMemory.js';
@@ -38,6 +39,26 @@ export interface MachineOptions {
   cc?: CcOptions | CcVendor;
 }
 
+/**
+ * What a machine holds that a finished workload must have given back, by name: the page
+ * allocator's allocated pages (less the zero page), dma-debug's live mappings and two-step IOVA states, swiotlb slots
+ * in use, live DMA pools and their blocks in use, plus whatever the subsystems registered with
+ * `registerResourceCounter` (iommu-dma: IOVA ranges and IO page-table pages). A fail_nth sweep
+ * takes one snapshot before a workload and one after: any count that grew is a leak.
+ */
+export type MachineResourceCounts = Readonly<Record<string, number>>;
+
+/** The counts that differ between two snapshots, as `name: before -> after` (empty when none). */
+export function resourceCountChanges(before: MachineResourceCounts, after: MachineResourceCounts): string[] {
+  const out: string[] = [];
+  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    const a = before[k] ?? 0;
+    const b = after[k] ?? 0;
+    if (a !== b) out.push(`${k}: ${a} -> ${b}`);
+  }
+  return out;
+}
+
 function defaultDebugMode(): DmaDebugMode {
   const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
   return env?.VITEST !== undefined || env?.NODE_ENV === 'test' ? 'strict' : 'warn';
@@ -64,6 +85,7 @@ export class Machine implements DeviceHost {
   /** The private-MMIO gate of the machine's TDIs (set by tdispInit on the first TDI with private BARs). */
   tdispMmio: TdispMmioGate | null = null;
   #nextPid = 1;
+  readonly #counters = new Map<string, () => number>();
 
   constructor(opts: MachineOptions = {}) {
     const ramBytes = opts.ramBytes ?? SZ_1G;
@@ -87,6 +109,30 @@ export class Machine implements DeviceHost {
       cc.liveMappingCheck = (phys, len, enc) => { this.dmaDebug.ccConvertCheck(phys, len, enc); };
       this.cc = cc;
     }
+  }
+
+  /**
+   * Add a named count to `resourceCounts()` (a subsystem's own state a workload must give back,
+   * e.g. iommu-dma's IOVA ranges). Registering a name again replaces its counter.
+   */
+  registerResourceCounter(name: string, count: () => number): void {
+    this.#counters.set(name, count);
+  }
+
+  /** A snapshot of everything a finished workload must have given back (see MachineResourceCounts). */
+  resourceCounts(): MachineResourceCounts {
+    const pools = dmaPoolCounts(this);
+    const out: Record<string, number> = {
+      // The zero page is a boot-time page the model allocates at first use: not the workload's.
+      allocatedPages: this.memory.allocatedPageCount - (this.memory.zeroPageAllocated ? 1 : 0),
+      dmaDebugEntries: this.dmaDebug.entries,
+      dmaDebugIovaStates: this.dmaDebug.iovaStates,
+      swiotlbSlots: this.swiotlb.stats().usedSlots,
+      dmaPools: pools.pools,
+      dmaPoolBlocks: pools.activeBlocks,
+    };
+    for (const [name, count] of this.#counters) out[name] = count();
+    return out;
   }
 
   /** A new user process with its own address space. */

@@ -82,6 +82,19 @@ describe('export and references', () => {
     expect(t.machine.memory.allocatedPageCount).toBe(before);
   });
 
+  it("dma_buf_attach returns -ENOMEM when the attachment cannot be allocated (fault-injection site 'dmabuf_attach'), and the buffer keeps no attachment", () => {
+    const t = buildTopology({ debug: 'strict' });
+    const heap = new SystemHeap(t.machine);
+    const buf = mustBuf(heap.allocate(64 * 1024));
+    t.machine.faultInjection.arm('dmabuf_attach', 1);
+    expect(dmaBufAttach(buf, t.peer)).toBe(-Errno.ENOMEM);
+    expect(buf.attachments).toHaveLength(0);
+    const a = must(dmaBufAttach(buf, t.peer));
+    dmaBufDetach(buf, a);
+    dmaBufPut(buf);
+    expect(heap.liveBuffers).toBe(0);
+  });
+
   it('a put after release and a release while attached are reported; nothing leaks', () => {
     const t = buildTopology({ debug: 'warn' });
     const heap = new SystemHeap(t.machine);

@@ -264,7 +264,8 @@ function exporterUnpin(a: DmaBufAttachmentObject): void {
 
 /**
  * `dma_buf_dynamic_attach(dmabuf, dev, importer_ops, importer_priv)`: the attachment or -errno
- * (-EINVAL bad arguments; the exporter's attach may refuse, e.g. -EOPNOTSUPP / -ENODEV).
+ * (-EINVAL bad arguments; -ENOMEM when the attachment cannot be allocated, fault-injection site
+ * 'dmabuf_attach'; the exporter's attach may refuse, e.g. -EOPNOTSUPP / -ENODEV).
  */
 export function dmaBufDynamicAttach(dmabuf: DmaBuf, dev: Device, importerOps: DmaBufAttachOps | null, importerPriv: unknown = null): DmaBufAttachmentObject | number {
   if (!isBuf(dmabuf) || typeof dev !== 'object' || (dev as Device | null) === null) return -Errno.EINVAL;
@@ -276,6 +277,9 @@ export function dmaBufDynamicAttach(dmabuf: DmaBuf, dev: Device, importerOps: Dm
     dev.host.dmaDebug.report('invalid-argument', dev, 'dma_buf_dynamic_attach: importer_ops without move_notify');
     return -Errno.EINVAL;
   }
+  // kernel: drivers/dma-buf/dma-buf.c dma_buf_dynamic_attach(): kzalloc of the attachment
+  // (fault-injection site 'dmabuf_attach'), ERR_PTR(-ENOMEM) when it fails.
+  if (dev.host.faultInjection?.shouldFail('dmabuf_attach') === true) return -Errno.ENOMEM;
   const attach = new DmaBufAttachmentObject(dmabuf, dev, importerOps, importerPriv);
   const ops = dmabuf.ops;
   if (ops.attach !== undefined) {

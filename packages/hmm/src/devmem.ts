@@ -87,6 +87,9 @@ export class DevPagemap {
 
   /** Allocate one zeroed device page with one reference; 0 when device memory is exhausted. kernel: a driver's device-page allocator (e.g. dmirror_devmem_alloc_page() in lib/test_hmm.c) and zone_device_page_init(). */
   allocPage(): number {
+    // kernel: lib/test_hmm.c dmirror_devmem_alloc_page() returns NULL when no device page can be
+    // had (its chunk allocation failed): fault-injection site 'devmem_alloc'.
+    if (this.memory.faultInjection?.shouldFail('devmem_alloc') === true) return 0;
     if (this.#nfree === 0) this.reclaim();
     if (this.#nfree === 0) return 0;
     const idx = this.#free[--this.#nfree] ?? 0;

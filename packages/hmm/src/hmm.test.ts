@@ -227,6 +227,18 @@ describe('HMM DMA helpers', () => {
     hmmDmaMapFree(dev, map);
   });
 
+  it("fails with -ENOMEM when its pfn list cannot be allocated (fault-injection site 'hmm_dma_map_alloc'), holding nothing", () => {
+    const machine = createMachine({ ramBytes: 256 * 2 ** 20, dmaDebug: 'strict' });
+    const dev = machine.pci.addDevice({ name: 'ok', dmaMaskBits: 64 });
+    const map = new HmmDmaMap();
+    const before = machine.resourceCounts();
+    machine.faultInjection.arm('hmm_dma_map_alloc', 1);
+    expect(hmmDmaMapAlloc(dev, map, 16, PAGE_SIZE)).toBe(-Errno.ENOMEM);
+    expect(machine.resourceCounts()).toEqual(before);
+    expect(hmmDmaMapAlloc(dev, map, 16, PAGE_SIZE)).toBe(0);
+    hmmDmaMapFree(dev, map);
+  });
+
   it('refuses devices that need syncs or could bounce (-EOPNOTSUPP) and bad sizes (-EINVAL)', () => {
     const machine = createMachine({ ramBytes: 6 * 2 ** 30, dmaDebug: 'warn' });
     const nc = machine.pci.addDevice({ name: 'nc', dmaMaskBits: 64, coherent: false });

@@ -119,6 +119,8 @@ export function hmmDmaMapAlloc(dev: Device, map: HmmDmaMap, nrEntries: number, d
   }
   // kernel: dma_need_sync = !dev->dma_skip_sync (CONFIG_DMA_NEED_SYNC); dma_addressing_limited.
   if (!dev.dmaSkipSync || dmaAddressingLimited(dev)) return -Errno.EOPNOTSUPP;
+  // kernel: mm/hmm.c kvcalloc() of map->pfn_list (fault-injection site 'hmm_dma_map_alloc').
+  if (dev.host.faultInjection?.shouldFail('hmm_dma_map_alloc') === true) return -Errno.ENOMEM;
   map.dmaEntrySize = dmaEntrySize;
   map.nrEntries = nrEntries;
   map.pfnList = hmmPfnsAlloc(nrEntries);

@@ -214,6 +214,9 @@ export class Iommu implements IommuDmaContext {
     const list = IOMMU_DEVICE_LIST.get(machine);
     if (list === undefined) IOMMU_DEVICE_LIST.set(machine, [this]);
     else list.push(this);
+    // machine.resourceCounts() sums every IOMMU of the machine (fail_nth sweeps compare snapshots).
+    machine.registerResourceCounter('iovaGranules', () => iommuDeviceList(machine).reduce((t, i) => t + i.resourceCounts().iovaGranules, 0));
+    machine.registerResourceCounter('iopgtablePages', () => iommuDeviceList(machine).reduce((t, i) => t + i.resourceCounts().iopgtablePages, 0));
   }
 
   /** The simulated CPU subsequent DMA API calls run on (per-CPU rcaches and flush queues). */
@@ -333,6 +336,23 @@ export class Iommu implements IommuDmaContext {
   /** Flush every lazy domain's queue now (all deferred invalidations done, IOVAs reclaimed). */
   flushQueues(): void {
     for (const e of this.#domains.values()) e.cookie.fq?.drain();
+  }
+
+  /**
+   * What this IOMMU's users hold, summed over its DMA domains: IOVA granules allocated and not
+   * freed (those parked in the rcaches are free from the user's side; those waiting in a flush
+   * queue are not, until it drains), and IO page-table pages below the roots (a root lives as
+   * long as its domain). A workload that unmapped everything brings both back to where they were.
+   */
+  resourceCounts(): { iovaGranules: number; iopgtablePages: number } {
+    let iovaGranules = 0;
+    let iopgtablePages = 0;
+    for (const { domain, cookie } of this.#domains.values()) {
+      const iv = cookie.iovad.stats();
+      iovaGranules += iv.allocatedGranules - iv.cachedGranules;
+      iopgtablePages += domain.stats().tablePagesLive - 1;
+    }
+    return { iovaGranules, iopgtablePages };
   }
 
   /** Counters summed over every domain, with the simulated time they cost. */

@@ -13,12 +13,12 @@ import { createMachine, DmaFaultError, Errno, SZ_1G, tdiOf, tdispAccept, tdispAt
 import type { Device, Machine } from '@dmakit/dma-core';
 import { formatCcGuest } from './ccGuest/report.js';
 import { runPrivateMmioStep } from './ccGuest/privateMmio.js';
-import { CC_BS, CcNvmeRig } from './ccGuest/workload.js';
+import { CC_BS, CcNvmeRig, CcRigError } from './ccGuest/workload.js';
 import type { CcGuestResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import type { CcPhaseResult } from './ccGuest/workload.js';
 export type { CcGuestResult, CcPrivateMmioResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import { checkRequest, extraInt, extraString, StackUsageError } from './types.js';
-import type { StackDef, StackInfo, StackRunRequest } from './types.js';
+import type { StackDef, StackFailure, StackInfo, StackRunRequest } from './types.js';
 
 /** The drive's measurement as its DSM reports it, and the guest's reference value for it. */
 const MEASUREMENT = 'nvme-fw-2.1:sha384:5be1';
@@ -80,6 +80,7 @@ function rogueDevice(m: Machine): CcRogueResult {
   const cc = m.cc;
   const rogue = m.pci.addDevice({ name: 'rogue0', dmaMaskBits: 64 });
   const secret = m.memory.allocPages(0);
+  if (secret === 0) throw new CcRigError('rogue device: secret page', '-ENOMEM (alloc_pages)');
   const bytes = m.rng.fill(new Uint8Array(512));
   m.memory.write(secret, bytes);
   const tries: (() => void)[] = [
@@ -114,7 +115,13 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
   const sharedBit = p.vendor === 'tdx' ? 51 : 47;
   const m = createMachine({ ramBytes: SZ_1G, seed: p.seed, dmaDebug: 'warn', cc: { type: p.vendor, sharedBit } });
   req.onMachine?.(m, 'guest');
-  const rig = new CcNvmeRig(m, 'nvme0');
+  let rig: CcNvmeRig;
+  try {
+    rig = new CcNvmeRig(m, 'nvme0');
+  } catch (err) {
+    if (!(err instanceof CcRigError)) throw err;
+    return stoppedResult(p, m, sharedBit, { step: err.step, error: err.error, dataIntact: true });
+  }
   const dev = rig.dev;
   const total = 4 * p.ios;
   let base = 0;
@@ -132,21 +139,40 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     base += p.ios;
   };
 
-  phase('shared (bounced)');
-  // Shared -> private world while I/Os are in flight: bounced mappings finish through the pool.
-  phase('convert mid-run', (n) => {
-    if (n === Math.floor(p.ios / 4)) acceptAsTdi(dev);
-  });
-  phase('private (TDI)');
-  const rogue = rogueDevice(m);
-  phase('TDISP error mid-run', (n) => {
-    if (n === Math.floor(p.ios / 4)) tdispError(dev, 'config-write');
-  });
+  let rogue: CcRogueResult;
+  try {
+    phase('shared (bounced)');
+    // Shared -> private world while I/Os are in flight: bounced mappings finish through the pool.
+    phase('convert mid-run', (n) => {
+      if (n === Math.floor(p.ios / 4)) acceptAsTdi(dev);
+    });
+    phase('private (TDI)');
+    rogue = rogueDevice(m);
+    phase('TDISP error mid-run', (n) => {
+      if (n === Math.floor(p.ios / 4)) tdispError(dev, 'config-write');
+    });
+  } catch (err) {
+    if (!(err instanceof CcRigError)) throw err;
+    // Unwind: stop the TDI, remove the driver; every phase that ran was checked byte for byte.
+    tdispStop(dev);
+    const ns = rig.verifyNamespace();
+    rig.host.remove();
+    m.unbindDevice(dev);
+    const intact = ns.mismatches === 0 && phases.every((x) => x.mismatches === 0);
+    return { ...stoppedResult(p, m, sharedBit, { step: err.step, error: err.error, dataIntact: intact }), phases, tdispHistory: tdiOf(dev)?.history.slice() ?? [], namespaceMismatches: ns.mismatches };
+  }
   tdispStop(dev);
   const ns = rig.verifyNamespace();
   rig.host.remove();
   m.unbindDevice(dev);
-  const pm = runPrivateMmioStep(m);
+  let pm;
+  try {
+    pm = runPrivateMmioStep(m);
+  } catch (err) {
+    if (!(err instanceof CcRigError)) throw err;
+    const intact = ns.mismatches === 0 && phases.every((x) => x.mismatches === 0);
+    return { ...stoppedResult(p, m, sharedBit, { step: err.step, error: err.error, dataIntact: intact }), phases, rogue, tdispHistory: tdiOf(dev)?.history.slice() ?? [], namespaceMismatches: ns.mismatches };
+  }
 
   const [shared, convert, priv, err] = phases as [CcPhaseResult, CcPhaseResult, CcPhaseResult, CcPhaseResult];
   const checks = [
@@ -190,6 +216,30 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     checks,
     verified: checks.every((c) => c.ok),
     verifiedBytes: phases.reduce((t, x) => t + x.verifiedBytes, 0) + ns.bytes + pm.bytesMoved,
+  };
+}
+
+const NO_ROGUE: CcRogueResult = { attempts: 0, refused: 0, secretIntact: true, attestErrno: 0, acceptErrno: 0 };
+
+/** The result of a run that stopped on `failure` (nothing verified as a whole). */
+function stoppedResult(p: CcPlan, m: Machine, sharedBit: number, failure: StackFailure): CcGuestResult {
+  const cs = m.cc?.stats;
+  return {
+    stack: 'cc-guest',
+    vendor: p.vendor,
+    sharedBit,
+    bs: CC_BS,
+    qd: p.qd,
+    phases: [],
+    rogue: NO_ROGUE,
+    tdispHistory: [],
+    conversions: { decrypt: cs?.decryptCalls ?? 0, encrypt: cs?.encryptCalls ?? 0 },
+    namespaceMismatches: 0,
+    dmaDebugReports: m.dmaDebug.reports.length,
+    checks: [],
+    verified: false,
+    failure,
+    verifiedBytes: 0,
   };
 }
 

@@ -16,11 +16,12 @@ import {
   iommuFaultOnPurpose,
   iovaApiWithFallback,
   remapFromDevice,
+  StepFailed,
   streamToDevice,
 } from './direct/steps.js';
 import type { StepResult } from './direct/steps.js';
 import { checkRequest } from './types.js';
-import type { IommuMode, StackDef } from './types.js';
+import type { IommuMode, StackDef, StackFailure } from './types.js';
 
 export type { IommuMode } from './types.js';
 export type { StepResult } from './direct/steps.js';
@@ -53,16 +54,25 @@ export function runDirectStack(opts: DirectStackOptions = {}): DirectStackResult
     steps.push(r);
     opts.onProgress?.(steps.length, total);
   };
-  step(streamToDevice(m, nic, iommu !== null));
-  step(iommu === null ? bounceFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)) : remapFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)));
-  step(bidirectionalRoundTrip(m, legacy, allocAbove(m, 0, SZ_4G)));
-  step(coherentBuffer(m, legacy));
-  step(iovaApiWithFallback(m, nic));
-  if (iommu !== null) step(iommuFaultOnPurpose(m, iommu, nic));
+  // A step that cannot get its memory or mapping gives back what it held and throws StepFailed:
+  // the run stops there and reports the errno (the steps already done stay checked).
+  let failure: StackFailure | undefined;
+  try {
+    step(streamToDevice(m, nic, iommu !== null));
+    step(iommu === null ? bounceFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)) : remapFromDevice(m, legacy, allocAbove(m, 2, SZ_4G)));
+    step(bidirectionalRoundTrip(m, legacy, allocAbove(m, 0, SZ_4G)));
+    step(coherentBuffer(m, legacy));
+    step(iovaApiWithFallback(m, nic));
+    if (iommu !== null) step(iommuFaultOnPurpose(m, iommu, nic));
+  } catch (err) {
+    if (!(err instanceof StepFailed)) throw err;
+    failure = { step: err.step, error: err.error, dataIntact: steps.every((s) => s.verified) };
+  }
 
   return {
     stack: 'direct',
-    verified: steps.every((s) => s.verified),
+    ...(failure !== undefined ? { failure } : {}),
+    verified: failure === undefined && steps.every((s) => s.verified),
     verifiedBytes: steps.reduce((t, s) => t + (s.verified ? s.bytes : 0), 0),
     steps,
     swiotlb: m.swiotlb.stats(),

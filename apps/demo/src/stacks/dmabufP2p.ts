@@ -21,23 +21,25 @@
  * the topology is in dmabufP2pRig.ts, steps 1-3 in dmabufP2pSteps.ts, steps 4-5 in
  * dmabufP2pEdges.ts.
  */
-import { createMachine, errnoName, isErrPtr, SZ_1G, SZ_1M } from '@dmakit/dma-core';
+import { createMachine, errnoName, SZ_1G, SZ_1M } from '@dmakit/dma-core';
 import type { Machine } from '@dmakit/dma-core';
 import { DmaBufFdTable, GpuVramExporter, SystemHeap, createDmaBufPort, dmaBufFd, dmaBufMappingStats, dmaBufVmapUnlocked, dmaBufVunmapUnlocked } from '@dmakit/dmabuf';
 import type { IommuStats } from '@dmakit/iommu-dma';
 import { mlx5IbDeregDmabufMr, mlx5IbRegUserMrDmabuf } from '@dmakit/rdma-umem-odp';
 import { notAllowListed, vfioRevoke } from './dmabufP2pEdges.js';
-import { LBA, RDMA_RW, buildDmabufTopology, createDmabufDrive, createDmabufFabric } from './dmabufP2pRig.js';
+import { DmabufSetupError, LBA, RDMA_RW, Unwind, buildDmabufTopology, createDmabufDrive, createDmabufFabric } from './dmabufP2pRig.js';
 import { TRAFFIC_ROUNDS, driveReadsFile, nicServesMr, trafficUnderEviction } from './dmabufP2pSteps.js';
 import type { DmabufStepResult } from './dmabufP2pSteps.js';
 import { checkRequest, progressReporter } from './types.js';
-import type { StackDef } from './types.js';
+import type { StackDef, StackFailure } from './types.js';
 
 export type { DmabufStepResult } from './dmabufP2pSteps.js';
 
 export interface DmabufP2pResult {
   readonly stack: 'dmabuf-p2p';
   readonly verified: boolean;
+  /** Where the run stopped (setup errno) or the first errno / status a step's operation got. */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
   readonly steps: DmabufStepResult[];
   /** The IOMMU's mode and counters, or null with --iommu off (dma-direct: per-range MMIO maps). */
@@ -96,51 +98,79 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
   const fileA = m.rng.fill(new Uint8Array(fileBytes));
   const fileB = m.rng.fill(new Uint8Array(fileBytes));
   const fileLbas = fileBytes / LBA;
-  const drive = createDmabufDrive(rig, 3 * fileLbas);
-  drive.ctrl.namespace(1)?.writeLbas(0, fileA);
-  drive.ctrl.namespace(1)?.writeLbas(fileLbas, fileB);
-  const exported = gpu.exportBuffer(fileBytes, { name: 'frame', maxRange: SZ_1M });
-  if (isErrPtr(exported)) throw new Error(`gpu: export failed: ${errnoName(exported)}`);
-  const fd = dmaBufFd(fds, exported);
-  const sink = heap.allocate(fileBytes, 'rdma-sink');
-  if (isErrPtr(sink)) throw new Error('heap: allocation failed');
-  const sinkFd = dmaBufFd(fds, sink);
-  const buf = port.dmaBufGet(fd);
-  if (isErrPtr(buf)) throw new Error('dma_buf_get failed');
-
-  // The importers: the drive registers the buffer (mapped now); the NIC and its peer register MRs
-  // (mapped on first access).
-  const pre = drive.register(port, fd);
-  if (isErrPtr(pre)) throw new Error(`nvme: registering the dma-buf failed: ${errnoName(pre)}`);
-  const fabric = createDmabufFabric(rig);
-  const mrGpu = mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, fileBytes, GPU_IOVA, fd, RDMA_RW);
-  const mrSink = mlx5IbRegUserMrDmabuf(fabric.remote, fabric.pdRemote, port, 0, fileBytes, PEER_IOVA, sinkFd, RDMA_RW);
-  if (isErrPtr(mrGpu) || isErrPtr(mrSink)) throw new Error('rdma: dma-buf MR registration failed');
-  const sinkMap = dmaBufVmapUnlocked(sink);
-  if (isErrPtr(sinkMap)) throw new Error('heap: vmap failed');
-  const w = { m, rig, gpu, buf, drive, pre, fabric, mrGpu, mrSink, sinkMap, fileA, fileB, fileBytes, tick };
-
+  // Setup and teardown as the kernel's goto-unwind: every acquisition pushes its release; an
+  // errno on the way (probe, export, heap, register, reg_mr, vmap) becomes the stack's failure
+  // and what was taken is given back in reverse.
+  const undo = new Unwind();
   const steps: DmabufStepResult[] = [];
-  steps.push(driveReadsFile(w));
-  tick();
-  steps.push(nicServesMr(w));
-  tick();
-  steps.push(trafficUnderEviction(w));
-  steps.push(vfioRevoke(m, fds, port, heap, rig, fabric));
-  tick();
-  steps.push(notAllowListed(opts.seed ?? 1, mode, opts.onMachine));
-  tick();
+  let failure: StackFailure | undefined;
+  let moveNotifies = 0;
+  let remaps = 0;
+  const must = <T extends object>(v: T | number, what: string): T => {
+    if (typeof v === 'number') throw new DmabufSetupError(`${what} -${errnoName(v)}`);
+    return v;
+  };
+  try {
+    const drive = createDmabufDrive(rig, 3 * fileLbas);
+    undo.push(() => {
+      drive.remove();
+    });
+    drive.ctrl.namespace(1)?.writeLbas(0, fileA);
+    drive.ctrl.namespace(1)?.writeLbas(fileLbas, fileB);
+    const exported = must(gpu.exportBuffer(fileBytes, { name: 'frame', maxRange: SZ_1M }), 'GPU export');
+    const fd = dmaBufFd(fds, exported);
+    const sink = must(heap.allocate(fileBytes, 'rdma-sink'), 'system heap allocation');
+    const sinkFd = dmaBufFd(fds, sink);
+    const buf = must(port.dmaBufGet(fd), 'dma_buf_get');
+    undo.push(() => {
+      port.dmaBufPut(buf);
+    });
 
-  const moveNotifies = pre.stats.moveNotifies + mrGpu.umem.stats.moveNotifies;
-  const remaps = pre.stats.maps + mrGpu.umem.stats.maps;
-  dmaBufVunmapUnlocked(sink, sinkMap);
-  mlx5IbDeregDmabufMr(mrGpu);
-  mlx5IbDeregDmabufMr(mrSink);
-  drive.unregister(pre);
-  drive.remove();
-  port.dmaBufPut(buf);
+    // The importers: the drive registers the buffer (mapped now); the NIC and its peer register MRs
+    // (mapped on first access).
+    const pre = must(drive.register(port, fd), 'nvme dma-buf register');
+    undo.push(() => {
+      drive.unregister(pre);
+    });
+    const fabric = createDmabufFabric(rig);
+    const mrGpu = must(mlx5IbRegUserMrDmabuf(fabric.local, fabric.pdLocal, port, 0, fileBytes, GPU_IOVA, fd, RDMA_RW), 'ibv_reg_dmabuf_mr (GPU buffer)');
+    undo.push(() => {
+      mlx5IbDeregDmabufMr(mrGpu);
+    });
+    const mrSink = must(mlx5IbRegUserMrDmabuf(fabric.remote, fabric.pdRemote, port, 0, fileBytes, PEER_IOVA, sinkFd, RDMA_RW), 'ibv_reg_dmabuf_mr (sink)');
+    undo.push(() => {
+      mlx5IbDeregDmabufMr(mrSink);
+    });
+    const sinkMap = must(dmaBufVmapUnlocked(sink), 'dma_buf_vmap');
+    undo.push(() => {
+      dmaBufVunmapUnlocked(sink, sinkMap);
+    });
+    const w = { m, rig, gpu, buf, drive, pre, fabric, mrGpu, mrSink, sinkMap, fileA, fileB, fileBytes, tick };
+
+    steps.push(driveReadsFile(w));
+    tick();
+    steps.push(nicServesMr(w));
+    tick();
+    steps.push(trafficUnderEviction(w));
+    steps.push(vfioRevoke(m, fds, port, heap, rig, fabric));
+    tick();
+    steps.push(notAllowListed(opts.seed ?? 1, mode, opts.onMachine));
+    tick();
+    moveNotifies = pre.stats.moveNotifies + mrGpu.umem.stats.moveNotifies;
+    remaps = pre.stats.maps + mrGpu.umem.stats.maps;
+  } catch (err) {
+    if (!(err instanceof DmabufSetupError)) throw err;
+    failure = { step: 'setup', error: err.message, dataIntact: true };
+  }
+  undo.run();
   fds.closeAll();
   iommu?.flushQueues();
+  // A step whose operation got an errno or status is not verified because of it: the first such
+  // error is the stack's failure; every other step must have verified its bytes.
+  const failed = steps.find((x) => x.error !== undefined);
+  if (failure === undefined && failed?.error !== undefined) {
+    failure = { step: failed.step, error: failed.error, dataIntact: steps.every((x) => x.verified || x.error !== undefined) };
+  }
   const leaks = {
     mappings: dmaBufMappingStats.live - live0,
     iovaStates: m.dmaDebug.iovaStates,
@@ -152,7 +182,8 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
   tick();
   return {
     stack: 'dmabuf-p2p',
-    verified: steps.every((s) => s.verified),
+    ...(failure !== undefined ? { failure } : {}),
+    verified: failure === undefined && steps.every((s) => s.verified),
     verifiedBytes: steps.reduce((n, s) => n + (s.verified ? s.bytes : 0), 0),
     steps,
     iommu: iommu === null || mode === 'off' ? null : { mode, stats: iommu.stats(), faults: iommu.faults.length },
@@ -168,6 +199,7 @@ export function runDmabufP2pStack(opts: DmabufP2pOptions = {}): DmabufP2pResult 
 export function formatDmabufP2p(r: DmabufP2pResult): string {
   const lines: string[] = [];
   lines.push(`dmabuf-p2p stack (IOMMU ${r.iommu?.mode ?? 'off'}): ${r.verified ? 'every step verified' : 'VERIFICATION FAILED'}`);
+  if (r.failure !== undefined) lines.push(`stopped: ${r.failure.step}: ${r.failure.error}`);
   lines.push('');
   const w = Math.max(...r.steps.map((s) => s.step.length));
   for (const s of r.steps) {

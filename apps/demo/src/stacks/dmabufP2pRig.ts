@@ -5,7 +5,7 @@
  * packages: `NvmePremappedDrive` (nvme-pci), `Mlx5RcPair` and the dma-buf MR (rdma-umem-odp).
  */
 import { createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
-import { SZ_1M } from '@dmakit/dma-core';
+import { errnoName, SZ_1M } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
 import { createHmmPort } from '@dmakit/hmm';
 import { createIommu } from '@dmakit/iommu-dma';
@@ -56,8 +56,28 @@ export function buildDmabufTopology(machine: Machine, mode: 'strict' | 'lazy' | 
 /** The NVMe drive on `rig.nvme` (`lbas` 4 KiB blocks), block-rq-dma behind its pre-mapped mapper, probed. */
 export function createDmabufDrive(rig: DmabufRig, lbas: number): NvmePremappedDrive {
   const drive = new NvmePremappedDrive(rig.machine, rig.nvme, createBlkRqDmaMapper(), { lbaSize: LBA, capacityLbas: lbas, maxQueues: 4 });
-  if (drive.probe() !== 0) throw new Error(`nvme: probe failed: ${drive.host.lastError}`);
+  const err = drive.probe();
+  if (err !== 0) {
+    drive.remove(); // nvme_probe's error path: nothing of the driver stays
+    throw new DmabufSetupError(`nvme probe -${errnoName(err)}: ${drive.host.lastError}`);
+  }
   return drive;
+}
+
+/** Setting up the stack failed with an errno (the part that failed gave back what it held). */
+export class DmabufSetupError extends Error {
+  override readonly name = 'DmabufSetupError';
+}
+
+/** Undo actions run in reverse order (the kernel's goto-unwind labels). */
+export class Unwind {
+  readonly #fns: (() => void)[] = [];
+  push(fn: () => void): void {
+    this.#fns.push(fn);
+  }
+  run(): void {
+    for (let fn = this.#fns.pop(); fn !== undefined; fn = this.#fns.pop()) fn();
+  }
 }
 
 /** mlx5_0 (the NIC) and mlx5_1 (its peer) connected by an RC QP pair, on the HMM port, in a new process. */

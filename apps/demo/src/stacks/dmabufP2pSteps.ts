@@ -4,7 +4,7 @@
  * (through the host bridge), then traffic of both while the GPU evicts and restores it. Each
  * step checks bytes and returns one line of the report.
  */
-import { BlkStatus, ReqOp } from '@dmakit/dma-core';
+import { BlkStatus, errnoName, ReqOp } from '@dmakit/dma-core';
 import type { DmaBuf, Machine } from '@dmakit/dma-core';
 import { dmaBufSgtMode } from '@dmakit/dmabuf';
 import type { GpuVramExporter, IosysMap } from '@dmakit/dmabuf';
@@ -22,6 +22,21 @@ export interface DmabufStepResult {
   readonly bytes: number;
   readonly verified: boolean;
   readonly detail: string;
+  /**
+   * The first errno or status an operation of the step returned (an allocation failed under it):
+   * the step is then not verified because of that error, and the stack reports it as its failure.
+   */
+  readonly error?: string;
+}
+
+/** `BLK_STS_*` name of a block status. */
+export function blkStatusName(st: number): string {
+  return `BLK_STS_${Object.entries(BlkStatus).find(([, v]) => v === st)?.[0] ?? String(st)}`;
+}
+
+/** `IB_WC_*` name of a work completion status. */
+export function wcStatusName(st: number): string {
+  return Object.entries(IbWcStatus).find(([, v]) => v === st)?.[0] ?? `status ${st}`;
 }
 
 /** Traffic rounds of step 3 (one progress unit each). */
@@ -55,7 +70,14 @@ export function driveReadsFile(w: DmabufWorkload): DmabufStepResult {
   const before = stats(w);
   const CMD = 128 * 1024;
   let bad = 0;
-  for (let off = 0; off < fileBytes; off += CMD) if (drive.io(pre, ReqOp.READ, off / LBA, off, CMD) !== BlkStatus.OK) bad++;
+  let error: string | undefined;
+  for (let off = 0; off < fileBytes; off += CMD) {
+    const st = drive.io(pre, ReqOp.READ, off / LBA, off, CMD);
+    if (st !== BlkStatus.OK) {
+      bad++;
+      error ??= blkStatusName(st);
+    }
+  }
   const after = stats(w);
   const back = w.gpu.gpuRead(w.buf, 0, fileBytes);
   const noIova = before === null || after === null || after.iovaAllocs - before.iovaAllocs <= 2; // PRP-list pool pages only
@@ -65,6 +87,7 @@ export function driveReadsFile(w: DmabufWorkload): DmabufStepResult {
     device: w.rig.nvme.name,
     bytes: fileBytes,
     verified: ok,
+    ...(error !== undefined ? { error } : {}),
     detail: `${fileBytes / CMD} READ commands, pre-mapped by ${pre.busAddr ? 'PCI bus address' : 'DMA address'} (${pre.sgt?.nents ?? 0} segments, mapped once), no per-I/O mapping`,
   };
 }
@@ -82,12 +105,14 @@ export function nicServesMr(w: DmabufWorkload): DmabufStepResult {
   const mapMode = mrGpu.umem.sgt === null ? 'unmapped' : (dmaBufSgtMode(mrGpu.umem.sgt) ?? 'sg');
   const d = (k: keyof IommuStats): number => (after === null || before === null ? 0 : after[k] - before[k]);
   const want = iommu === null ? 'map-phys' : 'iova';
+  const error = st === IbWcStatus.IB_WC_SUCCESS ? undefined : wcStatusName(st);
   const ok = st === IbWcStatus.IB_WC_SUCCESS && mapMode === want && same(w.sinkMap.read(0, fileBytes), w.fileA) && mrGpu.stats.pageFaults === 1;
   return {
     step: `NIC serves it as an RDMA MR through the host bridge (${iommu === null ? 'dma_map_phys + MMIO' : 'IOVA + MMIO'})`,
     device: w.rig.nic.name,
     bytes: fileBytes,
     verified: ok,
+    ...(error !== undefined ? { error } : {}),
     detail: `RDMA READ by mlx5_1: 1 page fault mapped ${mapMode} (${mrGpu.umem.sgt?.nents ?? 0} segment(s)); IOMMU: ${d('iovaAllocs')} IOVA allocs, ${d('pteWrites')} PTE writes`,
   };
 }
@@ -107,17 +132,27 @@ export function trafficUnderEviction(w: DmabufWorkload): DmabufStepResult {
   let bytes = 0;
   let evictRc = 0;
   let restoreRc = 0;
+  let error: string | undefined;
+  const blk = (st: number): boolean => {
+    if (st !== BlkStatus.OK) error ??= blkStatusName(st);
+    return st === BlkStatus.OK;
+  };
+  const wc = (st: number): boolean => {
+    if (st !== IbWcStatus.IB_WC_SUCCESS) error ??= wcStatusName(st);
+    return st === IbWcStatus.IB_WC_SUCCESS;
+  };
   const placements: string[] = [];
   for (let r = 0; r < TRAFFIC_ROUNDS; r++) {
     const off = ((r * 5) % chunks) * CH;
     if (r === 8) {
       // In flight: submit, then evict before the controller runs.
-      if (drive.submit(pre, ReqOp.READ, fileLbas + off / LBA, off, CH) !== BlkStatus.OK) ok = false;
+      if (!blk(drive.submit(pre, ReqOp.READ, fileLbas + off / LBA, off, CH))) ok = false;
       evictRc = gpu.evict(buf);
+      if (evictRc !== 0) error ??= `evict -${errnoName(evictRc)}`;
       placements.push(gpu.placement(buf) ?? '?');
       const mark = drive.statuses.length;
       m.scheduler.runUntilIdle();
-      if (drive.statuses.slice(mark).some((x) => x !== BlkStatus.OK)) ok = false;
+      if (!drive.statuses.slice(mark).every((x) => blk(x))) ok = false;
       shadow.set(fileB.subarray(off, off + CH), off);
       bytes += CH;
       w.tick();
@@ -125,19 +160,20 @@ export function trafficUnderEviction(w: DmabufWorkload): DmabufStepResult {
     }
     if (r === 16) {
       restoreRc = gpu.restore(buf);
+      if (restoreRc !== 0) error ??= `restore -${errnoName(restoreRc)}`;
       placements.push(gpu.placement(buf) ?? '?');
     }
     switch (r % 3) {
       case 0:
-        if (drive.io(pre, ReqOp.READ, fileLbas + off / LBA, off, CH) !== BlkStatus.OK) ok = false;
+        if (!blk(drive.io(pre, ReqOp.READ, fileLbas + off / LBA, off, CH))) ok = false;
         shadow.set(fileB.subarray(off, off + CH), off);
         break;
       case 1:
-        if (w.fabric.rdmaRead(mrGpu, off, w.mrSink, off, CH) !== IbWcStatus.IB_WC_SUCCESS) ok = false;
+        if (!wc(w.fabric.rdmaRead(mrGpu, off, w.mrSink, off, CH))) ok = false;
         if (!same(w.sinkMap.read(off, CH), shadow.subarray(off, off + CH))) ok = false;
         break;
       default: {
-        if (drive.io(pre, ReqOp.WRITE, 2 * fileLbas + off / LBA, off, CH) !== BlkStatus.OK) ok = false;
+        if (!blk(drive.io(pre, ReqOp.WRITE, 2 * fileLbas + off / LBA, off, CH))) ok = false;
         const onDisk = drive.ctrl.namespace(1)?.readLbas(2 * fileLbas + off / LBA, CH / LBA);
         if (onDisk === undefined || !same(onDisk, shadow.subarray(off, off + CH))) ok = false;
       }
@@ -152,6 +188,7 @@ export function trafficUnderEviction(w: DmabufWorkload): DmabufStepResult {
     device: w.rig.gpuDev.name,
     bytes,
     verified: ok,
+    ...(error !== undefined ? { error } : {}),
     detail: `placements ${placements.join(' → ')}; move_notify nvme ${pre.stats.moveNotifies} (deferred ${pre.stats.deferredUnmaps}), rdma ${mrGpu.umem.stats.moveNotifies}; re-maps nvme ${pre.stats.maps - 1}, rdma ${mrGpu.umem.stats.maps - 1} (page faults ${mrGpu.stats.pageFaults}); copied ${gpu.stats.bytesCopied} bytes`,
   };
 }

@@ -17,10 +17,12 @@ import { dmabufP2pStack } from './dmabufP2p.js';
 import { gpuSvmStack } from './gpuSvm.js';
 import { nvmeStack } from './nvmeStack.js';
 import { rdmaOdpStack } from './rdmaOdp.js';
-import type { StackDef } from './types.js';
+import { checkRequest, withFailNth } from './types.js';
+import type { StackDef, StackResult } from './types.js';
 import { vfioMigrationStack } from './vfioMigration.js';
 
 export { IOMMU_MODES, MAPPING_PATHS, StackUsageError } from './types.js';
+export type { FailNthPlan, StackFailure } from './types.js';
 export type { IommuMode, MappingPath, StackDef, StackInfo, StackName, StackOptionInfo, StackResult, StackRunRequest, StackSizeInfo } from './types.js';
 export type { DirectStackResult } from './direct.js';
 export type { DmabufP2pResult } from './dmabufP2p.js';
@@ -38,16 +40,22 @@ export type { NvmeIommuMode, NvmeStackOptions } from './nvme.js';
 export { runVfioMigrationStack } from './vfioMigration.js';
 export type { VfioMigrationOptions } from './vfioMigration.js';
 
+/** A stack whose `run` takes a `failNth` plan (checked first, then armed through onMachine). */
+function takesFaultPlan<R extends StackResult>(def: StackDef<R>): StackDef<R> {
+  return {
+    ...def,
+    run(req) {
+      if (req.failNth === undefined) return def.run(req);
+      checkRequest(def, req);
+      return def.run(withFailNth(req));
+    },
+  };
+}
+
 /** Every stack, in the order the CLI's help lists them. */
-export const STACKS: readonly StackDef[] = Object.freeze([
-  directStack,
-  nvmeStack,
-  rdmaOdpStack,
-  vfioMigrationStack,
-  dmabufP2pStack,
-  gpuSvmStack,
-  ccGuestStack,
-]);
+export const STACKS: readonly StackDef[] = Object.freeze(
+  [directStack, nvmeStack, rdmaOdpStack, vfioMigrationStack, dmabufP2pStack, gpuSvmStack, ccGuestStack].map((s) => takesFaultPlan<StackResult>(s)),
+);
 
 /** The stack called `name`, or undefined. */
 export function getStack(name: string): StackDef | undefined {

@@ -7,7 +7,7 @@
  * (nvme/checksums.ts); the result (nvme/report.ts) prices the run with nvme-pci's cost model.
  */
 import { createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
-import { createMachine, SZ_1G } from '@dmakit/dma-core';
+import { BlkStatus, createMachine, errnoName, SZ_1G } from '@dmakit/dma-core';
 import { createIommu } from '@dmakit/iommu-dma';
 import type { Iommu } from '@dmakit/iommu-dma';
 import { NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
@@ -15,7 +15,10 @@ import { resolveNvmeOptions } from './nvme/options.js';
 import type { NvmeIommuMode, NvmeStackOptions } from './nvme/options.js';
 import { nvmeStackResult } from './nvme/report.js';
 import type { NvmeStackResult } from './nvme/report.js';
+import { SlotAllocError } from './nvme/slots.js';
 import { FioWorkload } from './nvme/workload.js';
+import type { FioCounts } from './nvme/workload.js';
+import type { StackFailure } from './types.js';
 import { wallNowMs } from './wallClock.js';
 
 export type { NvmeIommuMode, NvmeStackOptions } from './nvme/options.js';
@@ -51,10 +54,13 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
     mapping: cfg.mapping === 'sg' ? 'sg' : 'iter',
     ...(opts.sglThreshold !== undefined ? { sglThreshold: opts.sglThreshold } : {}),
   });
-  if (host.probe() !== 0) throw new Error(`nvme stack: probe failed: ${host.lastError}`);
+  // A failed probe or buffer allocation ends the run with the errno (the teardown below still runs).
+  let failure: StackFailure | undefined;
+  const probed = host.probe();
+  if (probed !== 0) failure = { step: 'probe', error: `-${errnoName(probed)}: ${host.lastError}`, dataIntact: true };
 
   // ---- workload ----
-  const workload = new FioWorkload(m, host, {
+  const workload = failure !== undefined ? null : newWorkload(() => new FioWorkload(m, host, {
     total: cfg.total,
     qd,
     bs: cfg.bs,
@@ -64,15 +70,15 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
     verify: cfg.verify,
     resetAfter: cfg.resetAfter,
     ...(opts.onProgress !== undefined ? { onProgress: opts.onProgress } : {}),
-  });
+  }), (err) => (failure = { step: 'I/O buffers', error: err, dataIntact: true }));
   const t0 = wallNowMs();
-  const run = workload.run();
+  const run = workload?.run() ?? NO_IO;
   const wallMs = wallNowMs() - t0;
 
   // ---- verify what the namespace holds (the controller's view), then tear down ----
-  let verified = run.ioErrors === 0 && run.mismatched === 0 && run.completed === cfg.total;
+  let verified = failure === undefined && run.ioErrors === 0 && run.mismatched === 0 && run.completed === cfg.total;
   let { mismatched, verifiedBytes } = run;
-  if (cfg.verify && !workload.readOnly) {
+  if (workload !== null && cfg.verify && !workload.readOnly) {
     const ns = ctrl.namespace(1);
     if (ns === undefined) verified = false;
     else {
@@ -89,14 +95,19 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
   const pools = host.pools;
   const liveBlocks = (pools.small?.stats.active ?? 0) + (pools.large?.stats.active ?? 0);
   host.remove();
-  workload.freeBuffers();
+  workload?.freeBuffers();
   iommu?.flushQueues();
   const after = iommu?.stats();
   const iovaRanges = after === undefined ? 0 : after.iovaAllocs - after.iovaFrees;
   const mappings = m.dmaDebug.enabled ? m.dmaDebug.dumpMappings(dev).length : 0;
   m.unbindDevice(dev);
+  if (failure === undefined && run.ioErrors > 0) {
+    const sts = Object.entries(BlkStatus).find(([, v]) => v === run.firstError)?.[0] ?? String(run.firstError);
+    failure = { step: 'I/O', error: `${run.ioErrors} I/O(s) failed, the first with BLK_STS_${sts}`, dataIntact: mismatched === 0 };
+  }
 
   return nvmeStackResult({
+    ...(failure !== undefined ? { failure } : {}),
     cfg,
     counts: { ...run, mismatched, verifiedBytes },
     verified,
@@ -112,6 +123,19 @@ export function runNvmeStack(opts: NvmeStackOptions = {}): NvmeStackResult {
     log: host.log.slice(0, 20),
     ...(opts.costModel !== undefined ? { costModel: opts.costModel } : {}),
   });
+}
+
+const NO_IO: FioCounts = { issued: 0, completed: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, verifiedBytes: 0, ioErrors: 0, mismatched: 0, bytesTotal: 0, firstError: 0 };
+
+/** The workload, or null after `onFail` got why its buffers could not be allocated. */
+function newWorkload(make: () => FioWorkload, onFail: (error: string) => void): FioWorkload | null {
+  try {
+    return make();
+  } catch (err) {
+    if (!(err instanceof SlotAllocError)) throw err;
+    onFail(err.message);
+    return null;
+  }
 }
 
 /** Run the same workload under strict, lazy and no IOMMU (fresh machines, same seed). */

@@ -18,7 +18,7 @@
  * `--legacy` runs the pre-6.16 ODP path (page list + dma_addr_t list, one dma_map_page per page)
  * for comparison: same bytes, different IOVA / IOTLB / metadata counters.
  */
-import { createMachine, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1G, SZ_1M } from '@dmakit/dma-core';
+import { createMachine, errnoName, SegvError, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1G, SZ_1M } from '@dmakit/dma-core';
 import type { Machine, Process } from '@dmakit/dma-core';
 import { createHmmPort } from '@dmakit/hmm';
 import { createIommu, iommuIovaToPhys } from '@dmakit/iommu-dma';
@@ -26,9 +26,9 @@ import type { Iommu } from '@dmakit/iommu-dma';
 import { IB_ACCESS_LOCAL_WRITE, IB_ACCESS_ON_DEMAND, IB_ACCESS_REMOTE_READ, IB_ACCESS_REMOTE_WRITE, IB_IMPLICIT_MR_LENGTH, Mlx5IbDev, RcConnection, RcEndpoint, watchOdpAccesses } from '@dmakit/rdma-umem-odp';
 import { formatRdmaOdp, iovaCounts, odpCounts } from './rdmaOdp/report.js';
 import type { RdmaOdpIommuMode, RdmaOdpResult } from './rdmaOdp/report.js';
-import { OdpTraffic } from './rdmaOdp/traffic.js';
+import { OdpTraffic, OdpTrafficStop } from './rdmaOdp/traffic.js';
 import { checkRequest, extraBool, extraInt, progressReporter } from './types.js';
-import type { StackDef } from './types.js';
+import type { StackDef, StackFailure } from './types.js';
 
 export { formatRdmaOdp } from './rdmaOdp/report.js';
 export type { RdmaOdpIommuMode, RdmaOdpResult, RdmaOdpStep } from './rdmaOdp/report.js';
@@ -80,35 +80,55 @@ export function runRdmaOdpStack(opts: RdmaOdpOptions = {}): RdmaOdpResult {
   const anon = MAP_PRIVATE | MAP_ANONYMOUS;
   const buf = server.proc.mm.mmap({ length: mrBytes, prot: rw, flags: anon });
   const src = client.proc.mm.mmap({ length: SRC_BYTES, prot: rw, flags: anon });
-  if (buf < 0 || src < 0) throw new Error('rdma-odp: mmap failed');
+  if (buf < 0 || src < 0) throw new Error('rdma-odp: mmap failed'); // address space only: no allocation behind it
 
   // Every DMA the server HCA issues must reach the page the CPU maps at that address right now.
   const serverDomain = iommu?.domainOf(serverIb.dmaDevice) ?? null;
   const watch = watchOdpAccesses(serverIb.hca, server.proc.mm, serverDomain === null ? undefined : (dma) => iommuIovaToPhys(serverDomain, dma));
 
-  // 1. registration
-  const mrC = clientIb.regUserMr(client.ep.pd, src, SRC_BYTES, src, ACCESS);
-  const mrS = implicit ? serverIb.regUserMr(server.ep.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, ACCESS) : serverIb.regUserMr(server.ep.pd, buf, mrBytes, buf, ACCESS);
-  if (typeof mrC === 'number' || typeof mrS === 'number') throw new Error(`rdma-odp: reg_mr failed (${typeof mrC === 'number' ? mrC : 0}, ${typeof mrS === 'number' ? mrS : 0})`);
-  const traffic = new OdpTraffic({ m, rng, conn, client: client.proc, server: server.proc, src, srcBytes: SRC_BYTES, buf, mrBytes, mrC, mrS });
-  const steps = traffic.steps;
-  steps.push({ step: implicit ? 'register implicit ODP MR (whole address space)' : `register ODP MR (${mrBytes / SZ_1M} MiB)`, bytes: 0, verified: true, detail: `rkey 0x${mrS.rkey.toString(16)}, nothing mapped` });
+  // A verbs call that fails (reg_mr's errno, a work completion in error) or a signal the CPU
+  // gets (SIGBUS on VM_FAULT_OOM) stops the traffic: the stack reports it, checks every byte it
+  // still knows, and tears down as usual.
+  let failure: StackFailure | undefined;
+  let traffic: OdpTraffic | null = null;
+  const steps: RdmaOdpResult['steps'] = [];
+  try {
+    // 1. registration
+    const mrC = clientIb.regUserMr(client.ep.pd, src, SRC_BYTES, src, ACCESS);
+    const mrS = implicit ? serverIb.regUserMr(server.ep.pd, 0, IB_IMPLICIT_MR_LENGTH, 0, ACCESS) : serverIb.regUserMr(server.ep.pd, buf, mrBytes, buf, ACCESS);
+    if (typeof mrC === 'number' || typeof mrS === 'number') {
+      throw new OdpTrafficStop('ibv_reg_mr', `-${errnoName(typeof mrC === 'number' ? mrC : typeof mrS === 'number' ? mrS : 0)}`);
+    }
+    traffic = new OdpTraffic({ m, rng, conn, client: client.proc, server: server.proc, src, srcBytes: SRC_BYTES, buf, mrBytes, mrC, mrS });
+    traffic.steps.push({ step: implicit ? 'register implicit ODP MR (whole address space)' : `register ODP MR (${mrBytes / SZ_1M} MiB)`, bytes: 0, verified: true, detail: `rkey 0x${mrS.rkey.toString(16)}, nothing mapped` });
 
-  // 2. a first sequential pass: every page faults in; 3. rounds of traffic while the process
-  // changes its mappings; 4. every byte
-  traffic.firstTouch();
-  progress(1);
-  for (let r = 0; r < rounds; r++) {
-    traffic.round(r);
-    progress(r + 2);
+    // 2. a first sequential pass: every page faults in; 3. rounds of traffic while the process
+    // changes its mappings; 4. every byte
+    traffic.firstTouch();
+    progress(1);
+    for (let r = 0; r < rounds; r++) {
+      traffic.round(r);
+      progress(r + 2);
+    }
+    traffic.verifyAll();
+    progress(rounds + 2);
+  } catch (err) {
+    if (err instanceof OdpTrafficStop) failure = { step: err.step, error: err.error, dataIntact: true };
+    else if (err instanceof SegvError) failure = { step: 'CPU access to a registered buffer', error: err.message, dataIntact: true };
+    else throw err;
+    if (traffic !== null) {
+      // What the traffic did before the failure must still read back right (a CPU read of the
+      // whole buffer, pages of a failed WRITE left out).
+      traffic.verifyAll();
+      failure = { ...failure, dataIntact: traffic.steps.every((x) => x.verified) };
+    }
   }
-  traffic.verifyAll();
-  progress(rounds + 2);
+  if (traffic !== null) steps.push(...traffic.steps);
   const verifiedBytes = steps.reduce((s, x) => s + (x.verified ? x.bytes : 0), 0);
 
   const retries = serverIb.umems().reduce((acc, u) => ({ seq: acc.seq + u.stats.seqRetries, busy: acc.busy + u.stats.busyRetries }), { seq: 0, busy: 0 });
   const odp = odpCounts(serverIb.report(), clientIb.report(), retries);
-  const metadata = { pages: traffic.metaPages, bytes: traffic.peakMeta, bytesPerPage: traffic.peakMeta / traffic.metaPages };
+  const metadata = traffic === null ? { pages: 0, bytes: 0, bytesPerPage: 0 } : { pages: traffic.metaPages, bytes: traffic.peakMeta, bytesPerPage: traffic.peakMeta / traffic.metaPages };
   const simulatedNs = m.clock.now();
 
   // 5. teardown
@@ -131,10 +151,11 @@ export function runRdmaOdpStack(opts: RdmaOdpOptions = {}): RdmaOdpResult {
   const clean = mkeys === 0 && mapped === 0 && leaks.iovaOutstanding === 0 && leakReports === 0 && staleAccesses === 0 && (st?.faults ?? 0) === 0;
   return {
     stack: 'rdma-odp',
+    ...(failure !== undefined ? { failure } : {}),
     path: legacy ? 'legacy' : 'two-step',
     implicit,
     iommuMode: mode,
-    verified: clean && steps.every((s) => s.verified),
+    verified: failure === undefined && clean && steps.every((s) => s.verified),
     verifiedBytes,
     steps,
     odp,

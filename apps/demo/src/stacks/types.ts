@@ -29,6 +29,17 @@ export interface StackRunRequest {
   readonly onMachine?: (machine: Machine, role: string) => void;
   /** Progress in the stack's own units; called at most ~100 times per run. */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * A fault plan (fail_nth): fail the `nth` fault-injection site the `machine`-th machine the
+   * stack creates passes (0-based, in creation order; default 0), once. See failNth/sweep.ts.
+   */
+  readonly failNth?: FailNthPlan;
+}
+
+/** `StackRunRequest.failNth`: which site of which machine fails (FaultInjection.failNth). */
+export interface FailNthPlan {
+  readonly nth: number;
+  readonly machine?: number;
 }
 
 /** One stack-specific option (a key of StackRunRequest.extra). */
@@ -76,6 +87,21 @@ export interface StackInfo {
 
 export interface StackResult {
   readonly verified: boolean;
+  /**
+   * The error the stack stopped on, as the kernel (or the device) reports it at the stack's edge:
+   * an errno ('-ENOMEM'), an NVMe status, a verbs or VFIO error, with the step that got it. Set
+   * when an allocation failed (e.g. under a fail_nth plan) and the stack unwound instead of
+   * finishing; bytes it reports verified were still checked. Absent on a run that finished.
+   */
+  readonly failure?: StackFailure;
+}
+
+/** Where a stack stopped and what it got (StackResult.failure). */
+export interface StackFailure {
+  readonly step: string;
+  readonly error: string;
+  /** Every byte the stack reported written or read (before and after the failure) checked right. */
+  readonly dataIntact: boolean;
 }
 
 export interface StackDef<R extends StackResult = StackResult> extends StackInfo {
@@ -131,6 +157,14 @@ export function checkRequest(info: StackInfo, req: StackRunRequest): CheckedRequ
     throw new StackUsageError(`${what}, got ${shown(size)}`);
   }
   if (req.verify !== undefined && typeof req.verify !== 'boolean') throw new StackUsageError(`verify must be a boolean, got ${shown(req.verify)}`);
+  const plan: unknown = req.failNth;
+  if (plan !== undefined) {
+    const p: { nth?: unknown; machine?: unknown } = typeof plan === 'object' && plan !== null ? plan : { nth: plan };
+    if (typeof p.nth !== 'number' || !Number.isSafeInteger(p.nth) || p.nth < 1) throw new StackUsageError(`--fail-nth must be an integer >= 1, got ${shown(p.nth)}`);
+    if (p.machine !== undefined && (typeof p.machine !== 'number' || !Number.isSafeInteger(p.machine) || p.machine < 0)) {
+      throw new StackUsageError(`--fail-nth-machine must be a non-negative integer, got ${shown(p.machine)}`);
+    }
+  }
   for (const [key, value] of Object.entries(req.extra ?? {})) {
     const opt = info.options.find((o) => o.key === key);
     if (opt === undefined) throw new StackUsageError(`${info.name} takes no option --${flagOf(info, key)}`);
@@ -142,6 +176,27 @@ export function checkRequest(info: StackInfo, req: StackRunRequest): CheckedRequ
     mapping: (mapping as MappingPath | undefined) ?? (info.comparesMappings ? undefined : info.mappings[0]),
     size,
     verify: req.verify ?? false,
+  };
+}
+
+/**
+ * The request with its `failNth` plan turned into an `onMachine` hook: the planned machine's
+ * FaultInjection is armed with `failNth(nth)` as the stack creates it, before any DMA (then the
+ * caller's own hook runs). Stacks call `req.onMachine` for every machine they build, so every
+ * stack takes a plan without knowing of it (the registry wraps each `run`).
+ */
+export function withFailNth(req: StackRunRequest): StackRunRequest {
+  const plan = req.failNth;
+  if (plan === undefined) return req;
+  const target = plan.machine ?? 0;
+  const outer = req.onMachine;
+  let index = 0;
+  return {
+    ...req,
+    onMachine: (machine, role) => {
+      if (index++ === target) machine.faultInjection.failNth(plan.nth);
+      outer?.(machine, role);
+    },
   };
 }
 

@@ -12,8 +12,9 @@
  * the paths and reports; the models (guest, dirty log, driver, function) are @dmakit/vfio-mlx5's.
  */
 import { checkRequest, StackUsageError } from './types.js';
-import type { StackDef } from './types.js';
+import type { StackDef, StackFailure } from './types.js';
 import { runVfioMigrationPath } from './vfioMigrationPath.js';
+import { VfioMigrationStop } from './vfioMigrationTypes.js';
 import type { VfioMigrationOptions, VfioMigrationPathResult, VfioMigrationResult } from './vfioMigrationTypes.js';
 
 export { runVfioMigrationPath } from './vfioMigrationPath.js';
@@ -24,7 +25,9 @@ export function runVfioMigrationStack(opts: VfioMigrationOptions = {}): VfioMigr
   const paths: VfioMigrationPathResult[] = [];
   const runs: ('iova' | 'legacy')[] = which === 'both' ? ['iova', 'legacy'] : [which];
   const onProgress = opts.onProgress;
+  let failure: StackFailure | undefined;
   runs.forEach((path, i) => {
+    if (failure !== undefined) return;
     const progress =
       onProgress === undefined
         ? {}
@@ -33,7 +36,12 @@ export function runVfioMigrationStack(opts: VfioMigrationOptions = {}): VfioMigr
               onProgress(i * total + done, runs.length * total);
             },
           };
-    paths.push(runVfioMigrationPath(path, { ...opts, ...progress }));
+    try {
+      paths.push(runVfioMigrationPath(path, { ...opts, ...progress }));
+    } catch (err) {
+      if (!(err instanceof VfioMigrationStop)) throw err;
+      failure = { step: `${path} path: ${err.step}`, error: err.error, dataIntact: true };
+    }
   });
   const a = paths[0];
   const b = paths[1];
@@ -41,7 +49,8 @@ export function runVfioMigrationStack(opts: VfioMigrationOptions = {}): VfioMigr
   return {
     stack: 'vfio-migration',
     iommu: opts.iommu ?? 'strict',
-    verified: paths.every((p) => p.verified) && identical !== false,
+    ...(failure !== undefined ? { failure } : {}),
+    verified: failure === undefined && paths.every((p) => p.verified) && identical !== false,
     pathsIdentical: identical,
     paths,
   };
@@ -68,6 +77,7 @@ export function formatVfioMigration(r: VfioMigrationResult): string {
     L.push(`    [${v.dmaDebugReports === 0 && v.iommuFaults === 0 ? ' ok ' : 'FAIL'}] no dma-debug report, no IOMMU fault (${v.dmaDebugReports} reports, ${v.iommuFaults} faults)`);
   }
   if (r.pathsIdentical !== null) L.push(`\n  [${r.pathsIdentical ? ' ok ' : 'FAIL'}] legacy path produced the identical stream and rounds`);
+  if (r.failure !== undefined) L.push(`\n  stopped: ${r.failure.step}: ${r.failure.error}`);
   L.push(`\n${r.verified ? 'verified' : 'NOT verified'}`);
   return `${L.join('\n')}\n`;
 }

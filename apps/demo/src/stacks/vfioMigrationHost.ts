@@ -10,6 +10,7 @@ import { createIommu, createUnmanagedDomain } from '@dmakit/iommu-dma';
 import type { Iommu, UnmanagedIommuDomain } from '@dmakit/iommu-dma';
 import { Mlx5SimFunction, Mlx5VfPciCoreDevice, createGuestMemory } from '@dmakit/vfio-mlx5';
 import type { GuestMemory } from '@dmakit/vfio-mlx5';
+import { VfioMigrationStop } from './vfioMigrationTypes.js';
 import type { VfioMigrationIommuMode, VfioMigrationOptions } from './vfioMigrationTypes.js';
 
 /** Guest RAM is split into this many memory slots, with a hole as large as a slot after each. */
@@ -50,8 +51,9 @@ export function buildHost(name: 'src' | 'dst', seed: number, o: VfioMigrationHos
   // Some pages first so the two hosts back the guest with different host pages.
   for (let i = 0; i < (seed % 7) + 1; i++) machine.memory.allocPages(0);
   const mem = createGuestMemory(machine, domain, regions);
-  if (typeof mem === 'number') throw new Error(`vfio-migration: guest RAM setup failed: ${mem}`);
-  if (domain.attachDevice(vf) !== 0) throw new Error('vfio-migration: attach to the unmanaged domain failed');
+  if (typeof mem === 'number') throw new VfioMigrationStop(`${name}: guest RAM setup (VFIO_IOMMU_MAP_DMA)`, mem);
+  const attached = domain.attachDevice(vf);
+  if (attached !== 0) throw new VfioMigrationStop(`${name}: attach to the unmanaged domain`, attached);
   const fw = new Mlx5SimFunction({ machine, pf, vf, stateBytes: o.stateBytes, queues: 8, caps: { chunkBytes: o.chunkBytes }, seed: seed * 31 + 7, vhcaId: seed });
   const drv = new Mlx5VfPciCoreDevice({ machine, fw, name: `${name}/vfio-mlx5`, legacySgBuffers: o.legacy });
   return { machine, iommu, pf, vf, domain, fw, drv, mem };

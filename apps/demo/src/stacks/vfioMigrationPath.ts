@@ -5,9 +5,10 @@
  * pieces, RESUMING and RUNNING there; then the byte-for-byte checks. The workload and the models
  * are vfio-mlx5's (KvmGuest, the mlx5 variant driver, the VMM helpers); this file wires and measures.
  */
-import { PAGE_SIZE, Rng } from '@dmakit/dma-core';
+import { Errno, PAGE_SIZE, Rng } from '@dmakit/dma-core';
 import { IovaBitmap, KvmGuest, VfioDeviceMigState as S, mlx5GuestPostRxRings, vfioDeviceDirtySync, vfioMigReadAll, vfioMigStateName, vfioMigWriteAll } from '@dmakit/vfio-mlx5';
 import { buildHost } from './vfioMigrationHost.js';
+import { VfioMigrationStop } from './vfioMigrationTypes.js';
 import type { VfioMigrationOptions, VfioMigrationPathResult, VfioMigrationRound } from './vfioMigrationTypes.js';
 import { wallNowMs } from './wallClock.js';
 
@@ -48,7 +49,8 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const pages = src.mem.pages;
   // The guest: vCPUs write the upper half of its RAM; its mlx5 driver's receive rings fill the lower half.
   const guest = new KvmGuest({ machine: src.machine, memory: src.mem, seed: seed + 5, cpuFirstPage: Math.floor(pages / 2), devices: [src.fw] });
-  if (mlx5GuestPostRxRings(src.fw, src.mem) !== 0) throw new Error('vfio-migration: the guest driver could not post its rings');
+  const posted = mlx5GuestPostRxRings(src.fw, src.mem);
+  if (posted !== 0) throw new VfioMigrationStop('guest driver posts its rings', posted);
   // Target guest RAM starts as whatever the target host had there: zero it (the VMM allocates it).
   for (let i = 0; i < pages; i++) dst.machine.memory.fill(dst.mem.hpa[i] ?? 0, PAGE_SIZE, 0);
 
@@ -70,18 +72,18 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   guest.setDirtyLogging(true);
   const vdev = src.drv.vdev;
   const trackedPageSize = vdev.dmaLoggingStart(src.mem.regions, PAGE_SIZE);
-  if (trackedPageSize < 0) throw new Error(`DMA logging start failed: ${trackedPageSize}`);
+  if (trackedPageSize < 0) throw new VfioMigrationStop('VFIO_DEVICE_FEATURE_DMA_LOGGING_START', trackedPageSize);
   src.domain.setDirtyTracking(true);
   const trackedRanges = src.drv.trackedRanges.length;
 
   // The target waits in RESUMING for the whole migration (QEMU loads pre-copy data as it comes).
   const t = dst.drv.vdev.setMigDeviceState(S.RESUMING);
-  if (t.ret !== 0 || t.dataFd === null) throw new Error(`target RESUMING failed: ${t.ret}`);
+  if (t.ret !== 0 || t.dataFd === null) throw new VfioMigrationStop('target -> RESUMING', t.ret === 0 ? -Errno.EIO : t.ret);
   const dstFd = t.dataFd;
   let targetWriteErr = 0;
 
   const r = vdev.setMigDeviceState(S.PRE_COPY);
-  if (r.ret !== 0 || r.dataFd === null) throw new Error(`source PRE_COPY failed: ${r.ret}`);
+  if (r.ret !== 0 || r.dataFd === null) throw new VfioMigrationStop('source -> PRE_COPY', r.ret === 0 ? -Errno.EIO : r.ret);
   const fd = r.dataFd;
   const deviceStream: Uint8Array[] = [];
   let ramBytes = 0;
@@ -101,7 +103,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const sendDevice = (): number => {
     const parts: Uint8Array[] = [];
     const n = vfioMigReadAll(fd, parts);
-    if (n < 0) throw new Error(`vfio-migration: read of the migration fd failed: ${n}`);
+    if (n < 0) throw new VfioMigrationStop('read of the source migration fd', n);
     for (const p of parts) {
       deviceStream.push(p);
       if (targetWriteErr === 0) {
@@ -119,7 +121,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
     const cpu = guest.getAndClearDirtyLog(set);
     const devSet = new Set<number>();
     const device = vfioDeviceDirtySync(vdev, src.mem, trackedPageSize, devSet);
-    if (device < 0) throw new Error(`DMA logging report failed: ${device}`);
+    if (device < 0) throw new VfioMigrationStop('VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT', device);
     for (const i of devSet) set.add(i);
     let iommu = 0;
     for (const reg of src.mem.regions) {
@@ -160,7 +162,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const wallStop = wallNowMs();
   guest.stop();
   const st = vdev.setMigDeviceState(S.STOP_COPY);
-  if (st.ret !== 0) throw new Error(`source STOP_COPY failed: ${st.ret}`);
+  if (st.ret !== 0) throw new VfioMigrationStop('source -> STOP_COPY', st.ret);
   // The moment of stop: nothing writes guest memory or function state any more.
   const snapMem = new Uint8Array(pages * PAGE_SIZE);
   for (let i = 0; i < pages; i++) src.machine.memory.readInto(src.mem.hpa[i] ?? 0, snapMem, i * PAGE_SIZE, PAGE_SIZE);
@@ -221,6 +223,11 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const syncs = (pfDomainSrc?.stats().iotlbSyncMaps ?? 0) - syncs0;
   const dmaDebugReports = src.machine.dmaDebug.reports.length + dst.machine.dmaDebug.reports.length;
   const iommuFaults = src.iommu.faults.length + dst.iommu.faults.length;
+  // The target could not take the stream (a write to its fd, or RESUMING -> RUNNING's load, got an
+  // errno): the migration failed at the target, as QEMU reports it; the source is untouched.
+  if (opts.corruptStream !== true && run.ret !== 0) {
+    throw new VfioMigrationStop(targetWriteErr !== 0 ? 'write to the target migration fd' : 'target RESUMING -> RUNNING', run.ret);
+  }
   const verified =
     opts.corruptStream === true
       ? refused === true

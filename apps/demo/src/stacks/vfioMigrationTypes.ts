@@ -2,9 +2,28 @@
  * The result and option types of the "vfio-migration" stack (vfioMigration.ts): what a run is
  * asked to do and what it reports, per path (two-step IOVA or legacy scatterlist).
  */
+import { errnoName } from '@dmakit/dma-core';
+import type { StackFailure } from './types.js';
 import type { Machine } from '@dmakit/dma-core';
 
 export type VfioMigrationIommuMode = 'strict' | 'lazy';
+
+/**
+ * A VFIO call (or the VMM's own setup) returned an errno: the migration stops there and the
+ * stack reports it (QEMU fails the migration and keeps the source running).
+ */
+export class VfioMigrationStop extends Error {
+  override readonly name = 'VfioMigrationStop';
+  readonly error: string;
+  constructor(
+    readonly step: string,
+    errno: number,
+  ) {
+    const error = `-${errnoName(errno)}`;
+    super(`vfio-migration: ${step}: ${error}`);
+    this.error = error;
+  }
+}
 
 export interface VfioMigrationOptions {
   readonly seed?: number;
@@ -81,6 +100,8 @@ export interface VfioMigrationResult {
   readonly stack: 'vfio-migration';
   readonly iommu: VfioMigrationIommuMode;
   readonly verified: boolean;
+  /** Where the migration stopped: the errno a VFIO ioctl, the migration fd or the VMM's setup returned. */
+  readonly failure?: StackFailure;
   readonly pathsIdentical: boolean | null;
   readonly paths: VfioMigrationPathResult[];
 }

@@ -4,6 +4,7 @@
 // here. Block positions follow the boundary rule (no block crosses a `boundary`-aligned line);
 // the free list is a typed-array stack, so alloc and free allocate nothing once the pool is warm.
 import type { Device } from '../device/device.js';
+import type { DeviceHost } from '../device/host.js';
 import { GFP_ZERO } from '../mem/systemMemory.js';
 import { hex } from '../units/dmaAddr.js';
 import { PAGE_SIZE } from '../units/page.js';
@@ -219,6 +220,23 @@ function isPow2(x: number): boolean {
   return Number.isSafeInteger(x) && x > 0 && (x & (x - 1)) === 0 && x <= 0x4000_0000;
 }
 
+/** Live pools per host (what `dmaPoolCounts` sums; no kernel counterpart beyond /sys/.../pools). */
+const LIVE_POOLS = new WeakMap<object, Set<DmaPool>>();
+
+/**
+ * Pools alive on a host and their blocks in use, summed (the kernel's per-device `pools` sysfs
+ * file lists the same per pool). A pool destroyed while busy stays counted: its pages leaked.
+ */
+export function dmaPoolCounts(host: DeviceHost): { pools: number; activeBlocks: number } {
+  let pools = 0;
+  let activeBlocks = 0;
+  for (const p of LIVE_POOLS.get(host) ?? []) {
+    pools++;
+    activeBlocks += p.stats.active;
+  }
+  return { pools, activeBlocks };
+}
+
 /**
  * `dma_pool_create(name, dev, size, align, boundary)`: a pool of `size`-byte blocks aligned to
  * `align` (0 = 1) that never cross a `boundary` line (0 = the allocation size). Null on bad
@@ -245,7 +263,11 @@ export function dmaPoolCreate(name: string, dev: Device, size: number, align: nu
     return null;
   }
   b = Math.min(b, allocation);
-  return new DmaPool(name, dev, sz, allocation, b);
+  const pool = new DmaPool(name, dev, sz, allocation, b);
+  const live = LIVE_POOLS.get(dev.host);
+  if (live === undefined) LIVE_POOLS.set(dev.host, new Set([pool]));
+  else live.add(pool);
+  return pool;
 }
 
 /**
@@ -337,4 +359,5 @@ export function dmaPoolDestroy(pool: DmaPool | null): void {
     return;
   }
   for (const p of pool.pages()) dmaFreeCoherent(dev, pool.allocation, p.vaddr, p.dma);
+  LIVE_POOLS.get(dev.host)?.delete(pool);
 }

@@ -555,6 +555,16 @@ export class SystemMemory extends PhysicalMemory {
     return this.pageInfo(phys);
   }
 
+  /** The machine's fault injection (for allocators built on this memory, e.g. a device pagemap). */
+  get faultInjection(): FaultInjection | undefined {
+    return this.#faults;
+  }
+
+  /** True once the zero page exists (allocated at its first use, kept for the machine's life). */
+  get zeroPageAllocated(): boolean {
+    return this.#zeroPage !== 0;
+  }
+
   /**
    * The shared zero page (`ZERO_PAGE(0)`), allocated on first use and never freed. Read faults on
    * untouched private anonymous memory map it read-only.

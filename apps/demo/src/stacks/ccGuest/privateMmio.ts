@@ -8,10 +8,11 @@
  * -ENODEV, the stale address reaches nothing) and no mapping is left behind.
  * Platform-neutral: no node: imports.
  */
-import { DMA_BIDIRECTIONAL, DmaFaultError, Errno, PAGE_SIZE, SZ_1M, isErrPtr, pciMmioRead, pciMmioWrite, tdispAccept, tdispAttest, tdispError, tdispGetReport, tdispInit, tdispLock, tdispStart, tdispStop, toPciDev } from '@dmakit/dma-core';
+import { DMA_BIDIRECTIONAL, DmaFaultError, Errno, errnoName, PAGE_SIZE, SZ_1M, isErrPtr, pciMmioRead, pciMmioWrite, tdispAccept, tdispAttest, tdispError, tdispGetReport, tdispInit, tdispLock, tdispStart, tdispStop, toPciDev } from '@dmakit/dma-core';
 import type { Device, DmaBufAttachment, Machine, SgTable } from '@dmakit/dma-core';
 import { dmaBufDetach, dmaBufDynamicAttach, dmaBufMappingStats, dmaBufMapAttachmentUnlocked, dmaBufPut, dmaBufSgtMode, dmaBufUnmapAttachment, VfioPciCoreDevice } from '@dmakit/dmabuf';
 import type { CcPrivateMmioResult } from './result.js';
+import { CcRigError } from './workload.js';
 
 const ACCEL_MEASUREMENT = 'accel-fw-4.0:sha384:9e11';
 const DMA_MEASUREMENT = 'dma-engine-fw-1.3:sha384:41aa';
@@ -96,9 +97,18 @@ export function runPrivateMmioStep(m: Machine): CcPrivateMmioResult {
       sgt = null;
     },
   });
-  if (isErrPtr(attach)) throw new Error(`cc-guest: attach failed (${attach})`);
+  // An allocation failure (fail_nth) stops the step at its edge: give back what it holds, report.
+  const unwind = (step: string, errno: number): never => {
+    if (typeof attach !== 'number') dmaBufDetach(buf, attach);
+    dmaBufPut(buf);
+    vdev.close();
+    tdispStop(accel);
+    tdispStop(engine);
+    throw new CcRigError(step, `-${errnoName(errno)}`);
+  };
+  if (isErrPtr(attach)) return unwind('private MMIO: dma_buf_dynamic_attach', attach);
   const mapped = dmaBufMapAttachmentUnlocked(attach, DMA_BIDIRECTIONAL);
-  if (isErrPtr(mapped)) throw new Error(`cc-guest: map of private MMIO failed (${mapped})`);
+  if (isErrPtr(mapped)) return unwind('private MMIO: dma_buf_map_attachment', mapped);
   sgt = mapped;
   const mode = dmaBufSgtMode(mapped) ?? 'none';
   let bytesMoved = 0;

@@ -7,13 +7,14 @@ function n(x: number, digits = 0): string {
 }
 
 /** One line for the dma-buf-over-private-MMIO step. */
-function privateMmioLine(r: CcGuestResult): string {
+function privateMmioLine(r: CcGuestResult): string[] {
   const p = r.privateMmio;
-  return (
+  if (p === undefined) return [];
+  return [
     `dma-buf over private MMIO: export before acceptance ${p.exportErrnos.join('/')}, ${n(p.cpuRefused)} private loads read all ones, ` +
     `${n(p.bytesMoved)} bytes moved P2P in RUN (${p.mode}, ${p.mismatches === 0 ? 'verified' : `${p.mismatches} BAD`}), ` +
-    `TDISP error: ${n(p.moveNotifies)} move_notify, map ${p.mapAfterRevokeErrno}, ${n(p.p2pRefused)} peer requests refused, ${n(p.liveMappingsAfterRevoke)} mappings left`
-  );
+    `TDISP error: ${n(p.moveNotifies)} move_notify, map ${p.mapAfterRevokeErrno}, ${n(p.p2pRefused)} peer requests refused, ${n(p.liveMappingsAfterRevoke)} mappings left`,
+  ];
 }
 
 /** The human-readable report of a cc-guest run. */
@@ -38,10 +39,11 @@ export function formatCcGuest(r: CcGuestResult): string {
       `(attestation ${r.rogue.attestErrno}, accept ${r.rogue.acceptErrno})`,
     `TDISP: ${r.tdispHistory.join(' -> ')}`,
     `conversions: ${r.conversions.decrypt} set_memory_decrypted, ${r.conversions.encrypt} set_memory_encrypted; dma-debug reports: ${r.dmaDebugReports}`,
-    privateMmioLine(r),
+    ...privateMmioLine(r),
     '',
     ...r.checks.map((c) => `  [${c.ok ? 'ok' : 'FAIL'}] ${c.name}`),
     '',
+    ...(r.failure !== undefined ? [`stopped: ${r.failure.step}: ${r.failure.error}`] : []),
     r.verified ? `verified: ${n(r.verifiedBytes)} bytes, every check passed` : 'NOT VERIFIED: a check failed',
     '',
   ];

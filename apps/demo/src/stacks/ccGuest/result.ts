@@ -1,4 +1,5 @@
 /** The cc-guest stack's result types (shared by the stack and its report). */
+import type { StackFailure } from '../types.js';
 import type { CcPhaseResult } from './workload.js';
 
 export type CcVendorName = 'tdx' | 'sev';
@@ -50,9 +51,12 @@ export interface CcGuestResult {
   readonly tdispHistory: readonly string[];
   readonly conversions: { readonly decrypt: number; readonly encrypt: number };
   readonly namespaceMismatches: number;
-  readonly privateMmio: CcPrivateMmioResult;
+  /** Absent when the run stopped before the step. */
+  readonly privateMmio?: CcPrivateMmioResult;
   readonly dmaDebugReports: number;
   readonly checks: readonly { readonly name: string; readonly ok: boolean }[];
   readonly verified: boolean;
+  /** Where the run stopped and the errno it got (probe, buffers, a page for the rogue test). */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
 }

@@ -7,7 +7,7 @@
  */
 import { bioFromRanges, blkRqFromBio, createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
 import type { BlkRqDma } from '@dmakit/block-rq-dma';
-import { BlkStatus, ReqOp } from '@dmakit/dma-core';
+import { BlkStatus, errnoName, ReqOp } from '@dmakit/dma-core';
 import type { Device, Machine } from '@dmakit/dma-core';
 import { NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
 import { nvmeSimulatedCost } from '../nvmeCost.js';
@@ -42,6 +42,17 @@ export interface CcPhaseResult {
   readonly simulatedIops: number;
 }
 
+/** The rig could not get memory (probe or I/O buffers): the errno, after giving back what it held. */
+export class CcRigError extends Error {
+  override readonly name = 'CcRigError';
+  constructor(
+    readonly step: string,
+    readonly error: string,
+  ) {
+    super(`cc-guest: ${step}: ${error}`);
+  }
+}
+
 interface Slot {
   readonly idx: number;
   readonly phys: number;
@@ -68,7 +79,13 @@ export class CcNvmeRig {
     this.ctrl = new NvmeController(m, this.dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: REGIONS * SECTORS }], maxQueues: 4 });
     this.blk = createBlkRqDmaMapper();
     this.host = new NvmeDev(m, this.dev, this.ctrl, this.blk, { ioQueues: 1, ioQueueDepth: 64, mapping: 'iter' });
-    if (this.host.probe() !== 0) throw new Error(`cc-guest: NVMe probe failed: ${this.host.lastError}`);
+    const err = this.host.probe();
+    if (err !== 0) {
+      // nvme_probe's error path has unwound; the driver is removed and unbound like a failed bind.
+      this.host.remove();
+      m.unbindDevice(this.dev);
+      throw new CcRigError('NVMe probe', `-${errnoName(err)}: ${this.host.lastError}`);
+    }
   }
 
   /**
@@ -93,7 +110,10 @@ export class CcNvmeRig {
     const slots: Slot[] = [];
     for (let i = 0; i < qd; i++) {
       const phys = m.memory.allocPages(1);
-      if (phys === 0) throw new Error('cc-guest: out of memory for I/O buffers');
+      if (phys === 0) {
+        for (const s of slots) m.memory.freePages(s.phys, 1);
+        throw new CcRigError(`${phase}: I/O buffers`, '-ENOMEM (alloc_pages)');
+      }
       slots.push({ idx: i, phys, expect: new Uint8Array(CC_BS), op: ReqOp.WRITE, region: 0, round: 0 });
     }
     const submit = (s: Slot): void => {

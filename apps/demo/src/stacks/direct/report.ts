@@ -2,11 +2,14 @@
 import type { Machine } from '@dmakit/dma-core';
 import type { IommuStats } from '@dmakit/iommu-dma';
 import { table } from '../format.js';
+import type { StackFailure } from '../types.js';
 import type { StepResult } from './steps.js';
 
 export interface DirectStackResult {
   readonly stack: 'direct';
   readonly verified: boolean;
+  /** Where the run stopped and the errno it got, when a step could not allocate or map. */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
   readonly steps: StepResult[];
   readonly swiotlb: ReturnType<Machine['swiotlb']['stats']>;
@@ -36,6 +39,7 @@ export function formatDirect(r: DirectStackResult): string {
             `${r.iommu.stats.staleIotlbAccesses} stale-IOTLB accesses, ${r.iommu.faults} faults`,
         ]),
     `dma-debug reports: ${r.dmaDebugReports}`,
+    ...(r.failure !== undefined ? [`stopped: ${r.failure.step}: ${r.failure.error}`] : []),
     `verified: ${r.verified ? 'yes' : 'NO'} (${r.verifiedBytes} bytes checked)`,
     '',
   ].join('\n');

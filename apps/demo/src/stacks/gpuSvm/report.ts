@@ -1,4 +1,5 @@
 /** The gpu-svm stack's result and the table the CLI prints for it. */
+import type { StackFailure } from '../types.js';
 import type { IommuStats } from '@dmakit/iommu-dma';
 import type { DmirrorStats, DmirrorSummary, HmmDmaStats, HmmStats } from '@dmakit/hmm';
 
@@ -14,6 +15,8 @@ export interface GpuSvmStep {
 export interface GpuSvmResult {
   readonly stack: 'gpu-svm';
   readonly verified: boolean;
+  /** Where the run stopped: the errno a dmirror call returned, or the signal the process got. */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
   readonly steps: GpuSvmStep[];
   readonly gpu: DmirrorStats & { readonly devicePagesInUse: number; readonly copiesToDevice: number; readonly copiesToSystem: number };
@@ -49,6 +52,7 @@ export function formatGpuSvm(r: GpuSvmResult): string {
       ? []
       : [`iommu: ${io.iovaAllocs} IOVA allocs, ${io.pteWrites} PTE writes, ${io.iotlbSyncs} IOTLB syncs, ${io.iotlbInvalidationsRange} range invalidations, ${r.iommu.faults} faults`]),
     `leaks after teardown: ${r.leaks.dmaMappings} DMA mappings, ${r.leaks.devicePages} device pages; dma-debug reports: ${r.dmaDebugReports}`,
+    ...(r.failure !== undefined ? [`stopped: ${r.failure.step}: ${r.failure.error}`] : []),
     `verified: ${r.verified ? 'yes' : 'NO'} (${r.verifiedBytes} bytes checked)`,
     '',
   ].join('\n');

@@ -17,9 +17,17 @@ const ZERO_BLOCK_SUM = blockChecksum(new Int32Array(128), 0);
 /** What every 512-byte block of the span should read back (zeros until written). */
 export class BlockChecksums {
   readonly #sums: Uint32Array;
+  /** 1 = the block's contents are unknown (a write to it failed: NVMe leaves them indeterminate). */
+  readonly #unknown: Uint8Array;
 
   constructor(spanBytes: number) {
     this.#sums = new Uint32Array(spanBytes / 512).fill(ZERO_BLOCK_SUM);
+    this.#unknown = new Uint8Array(spanBytes / 512);
+  }
+
+  /** Forget `n` blocks from `first`: a failed write may have left any contents there. */
+  forget(first: number, n: number): void {
+    this.#unknown.fill(1, first, first + n);
   }
 
   /** Blocks tracked. */
@@ -30,12 +38,13 @@ export class BlockChecksums {
   /** Record `n` blocks starting at block `first` as the blocks of `words` from word `at`. */
   record(first: number, n: number, words: Int32Array, at: number): void {
     for (let b = 0; b < n; b++) this.#sums[first + b] = blockChecksum(words, at + b * 128);
+    this.#unknown.fill(0, first, first + n);
   }
 
   /** Blocks among `n` from `first` that differ from `words` (from word 0). */
   mismatches(first: number, n: number, words: Int32Array): number {
     let bad = 0;
-    for (let b = 0; b < n; b++) if (blockChecksum(words, b * 128) !== this.#sums[first + b]) bad++;
+    for (let b = 0; b < n; b++) if (this.#unknown[first + b] === 0 && blockChecksum(words, b * 128) !== this.#sums[first + b]) bad++;
     return bad;
   }
 
@@ -45,6 +54,7 @@ export class BlockChecksums {
     const blockWords = new Int32Array(blockBuf.buffer);
     let bad = 0;
     for (let b = 0; b < this.#sums.length; b++) {
+      if (this.#unknown[b] !== 0) continue;
       ns.readBytes(b * 512, blockBuf, 0, 512);
       if (blockChecksum(blockWords, 0) !== this.#sums[b]) bad++;
     }

@@ -23,6 +23,7 @@ export function formatNvme(r: NvmeStackResult): string {
     ['I/Os', `${r.ios} (${r.reads} reads, ${r.writes} writes, ${r.ioErrors} errors)`],
     ['bytes', `${bytes(r.bytesRead)} read, ${bytes(r.bytesWritten)} written`],
     ['verified', `${r.verified ? 'yes' : 'NO'}: ${bytes(r.verifiedBytes)} checked, ${r.mismatchedBlocks} mismatched blocks`],
+    ...(r.failure !== undefined ? [['stopped', `${r.failure.step}: ${r.failure.error}`]] : []),
     ['wall IOPS', `${n(r.wallIops)} (${n(r.wallMs)} ms)`],
     ['simulated IOPS', `${n(s.simulatedIops)} (cpu-bound ${n(s.cpuBoundIops)}, device-bound ${n(s.deviceBoundIops)})`],
     ['sim ns per I/O', `block ${n(s.nsPerIo.block)}, driver ${n(s.nsPerIo.driver)}, dma ${n(s.nsPerIo.dma)}, iommu ${n(s.nsPerIo.iommu)}, swiotlb ${n(s.nsPerIo.swiotlb)} = ${n(s.nsPerIo.total)}`],

@@ -7,6 +7,7 @@ import type { NvmeSimulatedCost, NvmeStackCostModel } from '../nvmeCost.js';
 import type { NvmeRunConfig, NvmeIommuMode } from './options.js';
 import type { FioRw } from './options.js';
 import type { FioCounts } from './workload.js';
+import type { StackFailure } from '../types.js';
 
 export interface NvmePerIo {
   readonly iovaAllocs: number;
@@ -61,6 +62,8 @@ export interface NvmeStackResult {
   readonly leaks: NvmeLeaks;
   readonly simulatedNs: number;
   readonly log: readonly string[];
+  /** Where the run stopped and why (probe or buffer allocation failed, or I/Os failed). */
+  readonly failure?: StackFailure;
 }
 
 /** Everything one run measured, taken before and after teardown. */
@@ -80,6 +83,7 @@ export interface NvmeRunMeasures {
   readonly simulatedNs: number;
   readonly log: readonly string[];
   readonly costModel?: NvmeStackCostModel;
+  readonly failure?: StackFailure;
 }
 
 /** The result object: simulated cost from the counters, per-I/O figures, the layers' stats. */
@@ -103,6 +107,7 @@ export function nvmeStackResult(x: NvmeRunMeasures): NvmeStackResult {
   );
   const per = (v: number): number => v / Math.max(1, completed);
   return {
+    ...(x.failure !== undefined ? { failure: x.failure } : {}),
     stack: 'nvme',
     iommu: cfg.mode,
     mapping: cfg.mapping,

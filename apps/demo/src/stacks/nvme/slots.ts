@@ -18,15 +18,25 @@ export interface Slot {
   /** Offset of the I/O in the first page. */
   offset: number;
   submittedAt: number;
+  /** The driver returned BLK_STS_RESOURCE: resubmit this same I/O (blk-mq requeues the request). */
+  requeued: boolean;
 }
 
-/** `qd` slots of `pagesPerSlot` pages each, the pages interleaved across slots. */
+/** No memory for the workload's buffers (allocSlots gave back what it had taken). */
+export class SlotAllocError extends Error {
+  override readonly name = 'SlotAllocError';
+}
+
+/** `qd` slots of `pagesPerSlot` pages each, the pages interleaved across slots; SlotAllocError (nothing held) without memory. */
 export function allocSlots(m: Machine, qd: number, pagesPerSlot: number): Slot[] {
-  const slots: Slot[] = Array.from({ length: qd }, (_, idx) => ({ idx, pages: new Float64Array(pagesPerSlot), busy: false, op: ReqOp.READ, lba: 0, bytes: 0, offset: 0, submittedAt: 0 }));
+  const slots: Slot[] = Array.from({ length: qd }, (_, idx) => ({ idx, pages: new Float64Array(pagesPerSlot), busy: false, op: ReqOp.READ, lba: 0, bytes: 0, offset: 0, submittedAt: 0, requeued: false }));
   for (let p = 0; p < pagesPerSlot; p++) {
     for (const s of slots) {
       const phys = m.memory.allocPages(0);
-      if (phys === 0) throw new Error('nvme stack: out of memory for I/O buffers');
+      if (phys === 0) {
+        for (const t of slots) for (const q of t.pages) if (q !== 0) m.memory.freePages(q, 0);
+        throw new SlotAllocError('-ENOMEM: no memory for the I/O buffers');
+      }
       s.pages[p] = phys;
     }
   }
@@ -35,7 +45,7 @@ export function allocSlots(m: Machine, qd: number, pagesPerSlot: number): Slot[]
 
 /** Give every slot's pages back. */
 export function freeSlots(m: Machine, slots: readonly Slot[]): void {
-  for (const s of slots) for (const p of s.pages) m.memory.freePages(p, 0);
+  for (const s of slots) for (const p of s.pages) if (p !== 0) m.memory.freePages(p, 0);
 }
 
 /** The slot's current I/O as (phys, len) pairs into `ranges`; returns the number of pairs. */

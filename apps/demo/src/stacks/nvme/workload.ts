@@ -46,6 +46,8 @@ export interface FioCounts {
   readonly mismatched: number;
   /** Bytes of every completed I/O, failed ones included. */
   readonly bytesTotal: number;
+  /** The block status of the first failed I/O (BlkStatus), 0 when none failed. */
+  readonly firstError: number;
 }
 
 const PATTERN_BYTES = 2 * SZ_1M;
@@ -68,7 +70,7 @@ export class FioWorkload {
   readonly #waiting: Slot[] = [];
   readonly #progressStep: number;
   #seqPos = 0;
-  #c = { issued: 0, completed: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, verifiedBytes: 0, ioErrors: 0, mismatched: 0, bytesTotal: 0 };
+  #c = { issued: 0, completed: 0, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, verifiedBytes: 0, ioErrors: 0, mismatched: 0, bytesTotal: 0, firstError: 0 };
 
   /** Allocate the slot buffers (QD x the largest block size) and the write pattern. */
   constructor(m: Machine, host: NvmeDev, o: FioWorkloadOptions) {
@@ -198,8 +200,11 @@ export class FioWorkload {
     this.#c.issued++;
     const st = this.#host.queueRq(rq);
     if (st === BlkStatus.RESOURCE) {
+      // blk-mq requeues the same request (blk_mq_requeue_request): same op, LBA and length. The
+      // range stays busy and the checksums keep what this write will put there.
       this.#c.issued--;
       s.busy = false;
+      s.requeued = true;
       this.#waiting.push(s);
       return;
     }
@@ -208,7 +213,8 @@ export class FioWorkload {
 
   #next(s: Slot): void {
     if (this.#c.issued >= this.#o.total) return;
-    if (!this.#prepare(s)) {
+    if (s.requeued) s.requeued = false;
+    else if (!this.#prepare(s)) {
       this.#waiting.push(s);
       return;
     }
@@ -222,8 +228,12 @@ export class FioWorkload {
     c.completed++;
     const len = s.bytes;
     c.bytesTotal += len;
-    if (st !== BlkStatus.OK) c.ioErrors++;
-    else if (s.op === ReqOp.READ) {
+    if (st !== BlkStatus.OK) {
+      c.ioErrors++;
+      if (c.firstError === 0) c.firstError = st;
+      // A failed write leaves its blocks indeterminate: they are no longer "reported written".
+      if (s.op === ReqOp.WRITE && this.#o.verify) this.sums.forget((s.lba * lbaSize) / 512, len / 512);
+    } else if (s.op === ReqOp.READ) {
       c.reads++;
       c.bytesRead += len;
       if (this.#o.verify) {

@@ -1,4 +1,5 @@
 /** The rdma-odp stack's result and its text form. */
+import type { StackFailure } from '../types.js';
 import type { IommuStats } from '@dmakit/iommu-dma';
 import type { Mlx5DevReport } from '@dmakit/rdma-umem-odp';
 
@@ -36,6 +37,8 @@ export interface RdmaOdpResult {
   readonly implicit: boolean;
   readonly iommuMode: RdmaOdpIommuMode;
   readonly verified: boolean;
+  /** Where the run stopped: reg_mr's errno, a work completion's status, or the signal the CPU got. */
+  readonly failure?: StackFailure;
   readonly verifiedBytes: number;
   readonly steps: RdmaOdpStep[];
   readonly odp: RdmaOdpOdpCounts;
@@ -106,6 +109,7 @@ export function formatRdmaOdp(r: RdmaOdpResult): string {
   }
   lines.push(`  mapping metadata: ${r.metadata.bytes} bytes for ${r.metadata.pages} pages (${r.metadata.bytesPerPage.toFixed(2)} B/page)`);
   lines.push(`  stale HCA accesses ${r.staleAccesses}; after teardown: mkeys ${r.leaks.mkeys}, mapped pages ${r.leaks.mappedPages}, IOVA outstanding ${r.leaks.iovaOutstanding}, dma-debug ${r.leaks.debugReports}`);
+  if (r.failure !== undefined) lines.push(`  stopped: ${r.failure.step}: ${r.failure.error}`);
   lines.push(`  verified ${r.verifiedBytes} bytes in ${(r.simulatedNs / 1e6).toFixed(3)} ms simulated: ${r.verified ? 'OK' : 'FAILED'}`);
   return `${lines.join('\n')}\n`;
 }

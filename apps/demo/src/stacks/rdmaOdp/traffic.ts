@@ -3,7 +3,7 @@
  * server process munmaps, remaps and writes its buffer, races an invalidation into a fault and
  * prefetches; a shadow copy says what every byte must hold, and the steps record what was checked.
  */
-import { bytesEqual, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE } from '@dmakit/dma-core';
+import { bytesEqual, errnoName, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE } from '@dmakit/dma-core';
 import type { Machine, Process, Rng } from '@dmakit/dma-core';
 import { IB_UVERBS_ADVISE_MR_ADVICE_PREFETCH_WRITE, IB_WR_RDMA_READ, IB_WR_RDMA_WRITE, ibUmemOdpNumPages, IbWcStatus } from '@dmakit/rdma-umem-odp';
 import type { Mlx5IbMr, RcConnection } from '@dmakit/rdma-umem-odp';
@@ -28,6 +28,25 @@ export interface OdpTrafficSetup {
   readonly mrS: Mlx5IbMr;
 }
 
+/**
+ * A work request completed in error (or could not be posted): the run stops there. A failed RDMA
+ * WRITE leaves its target range undefined (IB spec: responder memory after a failed WRITE), so
+ * the traffic forgets what it held.
+ */
+export class OdpTrafficStop extends Error {
+  override readonly name = 'OdpTrafficStop';
+  constructor(
+    readonly step: string,
+    readonly error: string,
+  ) {
+    super(`rdma-odp: ${step}: ${error}`);
+  }
+}
+
+function wcStatusName(status: number): string {
+  return Object.entries(IbWcStatus).find(([, v]) => v === status)?.[0] ?? `status ${status}`;
+}
+
 export class OdpTraffic {
   readonly steps: RdmaOdpStep[] = [];
   /** What every byte of the server buffer must hold. */
@@ -38,10 +57,13 @@ export class OdpTraffic {
   readonly #s: OdpTrafficSetup;
   readonly #data: Uint8Array;
   readonly #pages: number;
+  /** 1 = the page's contents are undefined (a failed RDMA WRITE targeted it). */
+  readonly #unknown: Uint8Array;
 
   constructor(s: OdpTrafficSetup) {
     this.#s = s;
     this.shadow = new Uint8Array(s.mrBytes);
+    this.#unknown = new Uint8Array(s.mrBytes / PAGE_SIZE);
     this.#data = new Uint8Array(s.srcBytes);
     this.#pages = s.mrBytes / PAGE_SIZE;
   }
@@ -50,7 +72,12 @@ export class OdpTraffic {
   #post(opcode: typeof IB_WR_RDMA_WRITE | typeof IB_WR_RDMA_READ, off: number, len: number): boolean {
     const s = this.#s;
     const r = s.conn.postAndWait({ wrId: off, opcode, sgList: [{ addr: s.src, length: len, lkey: s.mrC.lkey }], remoteAddr: s.buf + off, rkey: s.mrS.rkey });
-    return typeof r !== 'number' && r.status === IbWcStatus.IB_WC_SUCCESS;
+    if (typeof r !== 'number' && r.status === IbWcStatus.IB_WC_SUCCESS) return true;
+    // ODP could not map the pages (an allocation failed under the fault): the verbs error is
+    // what user space sees; the connection was reset by RcConnection.
+    if (opcode === IB_WR_RDMA_WRITE) this.#unknown.fill(1, off / PAGE_SIZE, (off + len) / PAGE_SIZE);
+    const what = opcode === IB_WR_RDMA_WRITE ? 'RDMA WRITE' : 'RDMA READ';
+    throw new OdpTrafficStop(`${what} of ${len} bytes at offset ${off}`, typeof r === 'number' ? `ib_post_send -${errnoName(r)}` : wcStatusName(r.status));
   }
 
   #range(maxPages: number): { off: number; len: number } {
@@ -148,7 +175,12 @@ export class OdpTraffic {
   /** Compare every byte of the server buffer with the shadow. */
   verifyAll(): void {
     const s = this.#s;
-    const ok = bytesEqual(s.server.mm.read(s.buf, s.mrBytes), this.shadow);
+    const all = s.server.mm.read(s.buf, s.mrBytes);
+    let ok = true;
+    for (let p = 0; p < this.#pages && ok; p++) {
+      if (this.#unknown[p] !== 0) continue;
+      ok = bytesEqual(all.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE), this.shadow.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
+    }
     this.steps.push({ step: 'verify every byte of the server buffer', bytes: s.mrBytes, verified: ok, detail: ok ? 'matches the model' : 'MISMATCH' });
   }
 }
