@@ -6,3 +6,5 @@ export type { MmapArgs } from './mmap.js';
 export { SegvError } from './uaccess.js';
 export { ShmemObject, VmArea } from './vmaTree.js';
 export * from './process.js';
+export { HPAGE_PMD_NR, VM_FAULT_FALLBACK, hugeZeroFolio, thpVmstat, transparentHugepageSettings } from './thp.js';
+export type { ThpVmstat, TransparentHugepageMode, TransparentHugepageSettings } from './thp.js';

@@ -24,6 +24,7 @@ import {
 import { doFault } from './memory.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_RELEASE, MMU_NOTIFY_UNMAP } from './mmuNotifier.js';
+import { splitHugePmdAt } from './thp.js';
 import { ShmemObject, VmArea } from './vmaTree.js';
 
 /** Arguments of mmap: length, protection, flags and an optional address hint. */
@@ -115,6 +116,9 @@ export function doMunmap(mm: MmCore, addr: number, length: number): number {
   if (end < 0) return end;
   const vmas = mm.vmas;
   if (vmas.rangeFree(addr, end)) return 0;
+  // kernel: vma_adjust_trans_huge / zap_pmd_range — a THP PMD cut by the range is split first.
+  splitHugePmdAt(mm, addr);
+  splitHugePmdAt(mm, end);
   vmas.splitAt(addr);
   vmas.splitAt(end);
   const notify = mm.pt.anyIn(addr, end);
