@@ -220,6 +220,11 @@ export class MmStruct {
     else this.#pt.set(vpn, pfn, flags);
   }
 
+  /** Is any entry (present or not) set in [start, end)? (`pmd_none` for a whole 2 MiB block.) */
+  pteAnyIn(start: number, end: number): boolean {
+    return this.#pt.anyIn(start, end);
+  }
+
   /** Every non-empty PTE (tests, dumps): callback gets (addr, pfn, flags). */
   forEachPte(fn: (addr: number, pfn: number, flags: number) => void): void {
     this.#pt.forEach(fn);
