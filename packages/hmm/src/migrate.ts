@@ -217,7 +217,10 @@ function collectHugePmd(args: MigrateVma, i: number, addr: number, blockEnd: num
     return next;
   }
   const headPfn = mm.walkPte(addr - (addr % PMD_BYTES));
-  if (compoundOk(args, addr, blockEnd) && args.vma?.shared !== true && mem.getPageRef(headPfn * PAGE_SIZE) === 1) {
+  // A system folio only when this PMD holds its one reference (migrate_vma_check_page); a device
+  // folio shared after fork is migrated for this mm alone (see the model note above).
+  const devicePrivate = (f & PTE_DEVICE_PRIVATE) !== 0;
+  if (compoundOk(args, addr, blockEnd) && args.vma?.shared !== true && (devicePrivate || mem.getPageRef(headPfn * PAGE_SIZE) === 1)) {
     if ((f & PTE_DIRTY) !== 0) mem.setPageFlags(headPfn * PAGE_SIZE, PageFlag.DIRTY);
     args.src[i] = migratePfn(headPfn) + MIGRATE_PFN_MIGRATE + MIGRATE_PFN_COMPOUND + write;
     unmapPmd(args, i, addr);

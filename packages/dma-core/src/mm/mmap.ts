@@ -19,6 +19,7 @@ import {
   PROT_NONE,
   PROT_READ,
   PROT_WRITE,
+  SZ_2M_BYTES,
   TASK_SIZE,
 } from './constants.js';
 import { doFault } from './memory.js';
@@ -76,7 +77,11 @@ export function doMmap(mm: MmCore, args: MmapArgs): number {
     const hint = args.addr === undefined ? 0 : alignUp(args.addr, unit);
     if (hint >= MMAP_MIN_ADDR && Number.isSafeInteger(hint) && hint + len <= TASK_SIZE && vmas.rangeFree(hint, hint + len)) addr = hint;
     else {
-      addr = vmas.getUnmappedArea(len, unit);
+      // kernel: __get_unmapped_area -> thp_get_unmapped_area — a private anonymous mapping whose
+      // length is a multiple of PMD_SIZE is placed 2 MiB-aligned so THPs can back it (Linux 6.7,
+      // limited to PMD-multiple lengths in 6.13).
+      const thpAlign = order === 0 && type === MAP_PRIVATE && args.addr === undefined && len % SZ_2M_BYTES === 0 ? SZ_2M_BYTES : unit;
+      addr = vmas.getUnmappedArea(len, thpAlign);
       if (addr < 0) return addr;
     }
   }
