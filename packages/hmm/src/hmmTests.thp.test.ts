@@ -46,7 +46,7 @@ const NPAGES = SIZE / PAGE_SIZE;
 function thpSetup(devmemBytes = 16 * SZ_2M): Fixture & { baseline: number } {
   const f = setup({ devmemBytes });
   hugeZeroFolio(f.machine.memory);
-  void f.machine.memory.zeroPagePhys;
+  expect(f.machine.memory.zeroPagePhys).toBeGreaterThan(0);
   return { ...f, baseline: f.machine.memory.allocatedPageCount };
 }
 

@@ -58,7 +58,7 @@ export function doMadvise(mm: MmCore, addr: number, length: number, advice: numb
       return madviseDontneed(mm, addr, end);
     case MADV_FREE:
       return madviseFree(mm, addr, end);
-    default:
+    case MADV_COLLAPSE:
       return madviseCollapse(mm, addr, end);
   }
 }
