@@ -399,6 +399,30 @@ describe('hmm-tests THP cases (dmirror, Linux 6.19)', () => {
     leakFree(f);
   });
 
+  it('device memory full: a THP that gets no destination keeps its PMD and its bytes (remove_migration_ptes)', () => {
+    const f = thpSetup(SZ_2M);
+    const a = alignedBuffer(f.proc, PROT_READ | PROT_WRITE, MADV_HUGEPAGE);
+    const b = alignedBuffer(f.proc, PROT_READ | PROT_WRITE, MADV_HUGEPAGE);
+    const da = intPattern(NPAGES, 1, 5);
+    const db = intPattern(NPAGES, -1, 9);
+    f.proc.mm.write(a.map, da);
+    f.proc.mm.write(b.map, db);
+    expect(f.mirror.migrateToDevice(a.map, NPAGES).ret).toBe(0);
+    expect(f.mdev.devicePagesInUse).toBe(NPAGES);
+    const restored = migrateStats.restored;
+    const r = f.mirror.migrateToDevice(b.map, NPAGES);
+    expect(r.ret).toBe(-Errno.ENOENT);
+    expect(migrateStats.restored).toBe(restored + 1);
+    expect(f.proc.mm.pteFlags(b.map) & (PTE_PRESENT | PTE_HUGE)).toBe(PTE_PRESENT | PTE_HUGE);
+    expect(f.proc.mm.pteOrder(b.map + SIZE - PAGE_SIZE)).toBe(9);
+    expect(sameBytes(f.proc.mm.read(b.map, SIZE), db)).toBe(true);
+    expect(sameBytes(f.proc.mm.read(a.map, SIZE), da)).toBe(true);
+    expect(f.mirror.checkInvariants()).toEqual([]);
+    expect(f.proc.mm.munmap(a.old, 2 * SIZE)).toBe(0);
+    expect(f.proc.mm.munmap(b.old, 2 * SIZE)).toBe(0);
+    leakFree(f);
+  });
+
   it('bad input: HMM_DMIRROR_FLAGS refuses nonsense, madvise refuses unknown advice', () => {
     const f = thpSetup();
     expect(f.mirror.setFlags(-1)).toBe(-Errno.EINVAL);
