@@ -52,8 +52,6 @@ export const MMAP_MIN_ADDR = 0x10000;
 
 /** Huge page order for MAP_HUGETLB (2 MiB PMD pages, HPAGE_PMD_ORDER). */
 export const HPAGE_PMD_ORDER = 9;
-/** Bytes mapped by one PMD (HPAGE_PMD_SIZE, 2 MiB). */
-export const SZ_2M_BYTES = 4096 * 2 ** HPAGE_PMD_ORDER;
 
 /**
  * CPU page-table entry bits of the model (pte_present, pte_write, pte_dirty, pte_young,

@@ -2,7 +2,7 @@
 // madvise_collapse), mm/huge_memory.c (hugepage_madvise)
 import { PageFlag } from '../mem/pageMeta.js';
 import { Errno } from '../units/errno.js';
-import { PAGE_SIZE, alignUp } from '../units/page.js';
+import { HPAGE_PMD_SIZE, PAGE_SIZE, alignUp } from '../units/page.js';
 import {
   MADV_COLLAPSE,
   MADV_DONTNEED,
@@ -12,7 +12,6 @@ import {
   PTE_DIRTY,
   PTE_PRESENT,
   PTE_ZERO,
-  SZ_2M_BYTES,
   TASK_SIZE,
   VM_HUGEPAGE,
   VM_IO,
@@ -46,7 +45,7 @@ export function doMadvise(mm: MmCore, addr: number, length: number, advice: numb
     const v = vmas.find(a);
     if (v === undefined) return -Errno.ENOMEM;
     if ((advice === MADV_FREE || advice === MADV_COLLAPSE) && (v.shared || v.hugetlb || (v.vmFlags & (VM_IO | VM_PFNMAP)) !== 0)) return -Errno.EINVAL;
-    if (advice === MADV_DONTNEED && v.hugetlb && (a % SZ_2M_BYTES !== 0 || Math.min(end, v.end) % SZ_2M_BYTES !== 0)) return -Errno.EINVAL;
+    if (advice === MADV_DONTNEED && v.hugetlb && (a % HPAGE_PMD_SIZE !== 0 || Math.min(end, v.end) % HPAGE_PMD_SIZE !== 0)) return -Errno.EINVAL;
     if (advice === MADV_COLLAPSE && (v.vmFlags & VM_NOHUGEPAGE) !== 0) return -Errno.EINVAL;
     a = v.end;
   }
@@ -118,7 +117,7 @@ function madviseFree(mm: MmCore, addr: number, end: number): number {
 /** `madvise_collapse`: every 2 MiB block of [addr, end) inside a VMA becomes one THP. */
 function madviseCollapse(mm: MmCore, addr: number, end: number): number {
   let last = 0;
-  for (let h = pmdAlignDown(addr + SZ_2M_BYTES - 1); h + SZ_2M_BYTES <= end; h += SZ_2M_BYTES) {
+  for (let h = pmdAlignDown(addr + HPAGE_PMD_SIZE - 1); h + HPAGE_PMD_SIZE <= end; h += HPAGE_PMD_SIZE) {
     const v = mm.vmas.find(h);
     if (v === undefined || !thpVmaAllowable(mm.memory, v, h, true)) {
       last = -Errno.EINVAL;

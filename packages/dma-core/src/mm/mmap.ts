@@ -1,7 +1,7 @@
 // kernel: mm/mmap.c (do_mmap, exit_mmap), mm/vma.c (do_vmi_munmap, vms_complete_munmap_vmas),
 // mm/gup.c (populate_vma_page_range for MAP_POPULATE), mm/hugetlb.c (hugetlb_vm_op_split)
 import { Errno } from '../units/errno.js';
-import { PAGE_SIZE, alignUp } from '../units/page.js';
+import { HPAGE_PMD_SIZE, PAGE_SIZE, alignUp } from '../units/page.js';
 import {
   HPAGE_PMD_ORDER,
   MAP_ANONYMOUS,
@@ -19,7 +19,6 @@ import {
   PROT_NONE,
   PROT_READ,
   PROT_WRITE,
-  SZ_2M_BYTES,
   TASK_SIZE,
 } from './constants.js';
 import { doFault } from './memory.js';
@@ -80,7 +79,7 @@ export function doMmap(mm: MmCore, args: MmapArgs): number {
       // kernel: __get_unmapped_area -> thp_get_unmapped_area — a private anonymous mapping whose
       // length is a multiple of PMD_SIZE is placed 2 MiB-aligned so THPs can back it (Linux 6.7,
       // limited to PMD-multiple lengths in 6.13).
-      const thpAlign = order === 0 && type === MAP_PRIVATE && args.addr === undefined && len % SZ_2M_BYTES === 0 ? SZ_2M_BYTES : unit;
+      const thpAlign = order === 0 && type === MAP_PRIVATE && args.addr === undefined && len % HPAGE_PMD_SIZE === 0 ? HPAGE_PMD_SIZE : unit;
       addr = vmas.getUnmappedArea(len, thpAlign);
       if (addr < 0) return addr;
     }

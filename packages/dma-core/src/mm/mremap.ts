@@ -1,8 +1,8 @@
 // kernel: mm/mremap.c (do_mremap, mremap_to, vma_expandable, move_vma, move_page_tables,
 // move_huge_pmd, MREMAP_DONTUNMAP)
 import { Errno } from '../units/errno.js';
-import { PAGE_SIZE, alignUp } from '../units/page.js';
-import { MMAP_MIN_ADDR, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, SZ_2M_BYTES, TASK_SIZE } from './constants.js';
+import { HPAGE_PMD_SIZE, PAGE_SIZE, alignUp } from '../units/page.js';
+import { MMAP_MIN_ADDR, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, TASK_SIZE } from './constants.js';
 import { doMunmap } from './mmap.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_UNMAP } from './mmuNotifier.js';
@@ -72,7 +72,7 @@ export function doMremap(mm: MmCore, oldAddr: number, oldLength: number, newLeng
   splitHugePmdAt(mm, oldAddr);
   splitHugePmdAt(mm, oldEnd);
   splitHugePmdAt(mm, oldAddr + keep);
-  if ((dst - oldAddr) % SZ_2M_BYTES !== 0) splitHugePmdRange(mm, oldAddr, oldEnd);
+  if ((dst - oldAddr) % HPAGE_PMD_SIZE !== 0) splitHugePmdRange(mm, oldAddr, oldEnd);
   vmas.splitAt(oldAddr);
   vmas.splitAt(oldEnd);
   const src = vmas.find(oldAddr);
