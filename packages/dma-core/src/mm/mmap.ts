@@ -79,7 +79,7 @@ export function doMmap(mm: MmCore, args: MmapArgs): number {
       // kernel: __get_unmapped_area -> thp_get_unmapped_area — a private anonymous mapping whose
       // length is a multiple of PMD_SIZE is placed 2 MiB-aligned so THPs can back it (Linux 6.7,
       // limited to PMD-multiple lengths in 6.13).
-      const thpAlign = order === 0 && type === MAP_PRIVATE && args.addr === undefined && len % HPAGE_PMD_SIZE === 0 ? HPAGE_PMD_SIZE : unit;
+      const thpAlign = order === 0 && type === MAP_PRIVATE && (flags & MAP_ANONYMOUS) !== 0 && args.addr === undefined && len % HPAGE_PMD_SIZE === 0 ? HPAGE_PMD_SIZE : unit;
       addr = vmas.getUnmappedArea(len, thpAlign);
       if (addr < 0) return addr;
     }

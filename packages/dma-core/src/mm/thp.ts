@@ -127,6 +127,7 @@ export function pmdAlignDown(addr: number): number {
  * sysfs mode (but not VM_NOHUGEPAGE).
  */
 export function thpVmaAllowable(memory: SystemMemory, v: VmArea, addr: number, forced = false): boolean {
+  // Anonymous private VMAs only (vma_is_anonymous): a VMA backed by an object is refused here.
   if (v.order !== 0 || v.shmem !== undefined) return false;
   if ((v.vmFlags & (VM_IO | VM_PFNMAP | VM_NOHUGEPAGE)) !== 0) return false;
   if (!forced) {
