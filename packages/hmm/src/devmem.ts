@@ -103,19 +103,77 @@ export class DevPagemap {
     return phys;
   }
 
-  /** Return every in-use page whose refcount reached zero to the free list (`page_free`). */
+  /**
+   * Allocate one zeroed device folio of 2^order pages (a compound page: one reference, on its
+   * head) at a naturally aligned place; 0 when no such run of free pages exists. kernel: test_hmm's
+   * free_folios list (dmirror_devmem_alloc_page(dmirror, is_large)) and zone_device_folio_init with
+   * an order (Linux 6.19, device-private large folios).
+   */
+  allocFolio(order: number): number {
+    if (!Number.isInteger(order) || order < 0) return 0;
+    if (order === 0) return this.allocPage();
+    const n = 2 ** order;
+    let idx = this.#findFreeRun(n);
+    if (idx < 0 && this.reclaim() > 0) idx = this.#findFreeRun(n);
+    if (idx < 0) return 0;
+    for (let i = idx; i < idx + n; i++) this.#inUse[i] = 1;
+    let w = 0;
+    for (let r = 0; r < this.#nfree; r++) {
+      const v = this.#free[r] ?? 0;
+      if (v < idx || v >= idx + n) this.#free[w++] = v;
+    }
+    this.#nfree = w;
+    this.#allocated += n;
+    this.allocs += n;
+    const phys = this.region.start + idx * PAGE_SIZE;
+    const mem = this.memory;
+    mem.fill(phys, n * PAGE_SIZE, 0);
+    for (let i = 0; i < n; i++) mem.setPageFlags(phys + i * PAGE_SIZE, PageFlag.DEVICE_PRIVATE);
+    mem.prepCompoundPage(phys, order);
+    mem.pageGet(phys);
+    return phys;
+  }
+
+  /** First index of `n` free pages whose physical address is aligned to `n` pages, or -1. */
+  #findFreeRun(n: number): number {
+    const startPfn = this.region.start / PAGE_SIZE;
+    const first = (n - (startPfn % n)) % n;
+    for (let idx = first; idx + n <= this.nrPages; idx += n) {
+      let ok = true;
+      for (let i = idx; i < idx + n; i++) {
+        if (this.#inUse[i] !== 0) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok) return idx;
+    }
+    return -1;
+  }
+
+  /**
+   * Return every in-use page (or whole folio) whose refcount reached zero to the free list
+   * (`page_free` / `folio_free`). Tails of a large folio go with their head; a folio split by
+   * migration is freed page by page.
+   */
   reclaim(): number {
     let n = 0;
     const mem = this.memory;
     for (let i = 0; i < this.nrPages; i++) {
       if (this.#inUse[i] === 0) continue;
       const phys = this.region.start + i * PAGE_SIZE;
+      const order = mem.folioOrder(phys);
+      if (order > 0 && mem.compoundHead(phys) !== phys) continue;
       if (mem.getPageRef(phys) !== 0) continue;
-      this.#inUse[i] = 0;
-      this.#free[this.#nfree++] = i;
-      this.#allocated--;
-      this.frees++;
-      n++;
+      if (order > 0) mem.clearCompoundPage(phys);
+      const k = 2 ** order;
+      for (let j = i; j < i + k && j < this.nrPages; j++) {
+        this.#inUse[j] = 0;
+        this.#free[this.#nfree++] = j;
+      }
+      this.#allocated -= k;
+      this.frees += k;
+      n += k;
       this.ops.pageFree?.(this, phys);
     }
     return n;

@@ -1,4 +1,5 @@
-// kernel: lib/test_hmm.c (the dmirror test driver), lib/test_hmm_uapi.h
+// kernel: lib/test_hmm.c (the dmirror test driver), lib/test_hmm_uapi.h. Large folios (THP
+// migration to and from device-private memory, HMM_DMIRROR_FLAGS) follow Linux 6.19.
 // Over 600 lines on purpose: this file mirrors one kernel file, lib/test_hmm.c (~1,700 lines).
 // A device that mirrors a process address space through HMM. Its page table is kept per 2 MiB
 // chunk: one mmu interval notifier and one HmmDmaMap (one IOVA window) per chunk, so the
@@ -23,7 +24,11 @@ import {
   PAGE_SIZE,
   PROT_READ,
   PROT_WRITE,
+  GFP_COMP,
+  HPAGE_PMD_NR,
+  HPAGE_PMD_ORDER,
   PTE_DEVICE_PRIVATE,
+  PTE_HUGE,
   PTE_PRESENT,
   PTE_WRITE,
   dmaMapPhys,
@@ -52,9 +57,11 @@ import { makeDeviceExclusive } from './exclusive.js';
 import type { DevPagemap, VmFault } from './devmem.js';
 import { hmmPort } from './port.js';
 import {
+  MIGRATE_PFN_COMPOUND,
   MIGRATE_PFN_MIGRATE,
   MIGRATE_PFN_VALID,
   MIGRATE_PFN_WRITE,
+  MIGRATE_VMA_SELECT_COMPOUND,
   MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
   MIGRATE_VMA_SELECT_SYSTEM,
   MigrateVma,
@@ -95,11 +102,19 @@ export const HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL = 0x20;
  */
 export const HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE = 0x30;
 
+/**
+ * HMM_DMIRROR_FLAGS bit: the next device (or system) page allocation of a migration fails, so a
+ * THP falls back to 4 KiB pages. kernel: HMM_DMIRROR_FLAG_FAIL_ALLOC in lib/test_hmm_uapi.h.
+ */
+export const HMM_DMIRROR_FLAG_FAIL_ALLOC = 1;
+
 /** Pages per device page-table chunk (2 MiB). */
 export const DMIRROR_CHUNK_PAGES = 512;
 const CHUNK_BYTES = DMIRROR_CHUNK_PAGES * PAGE_SIZE;
-/** Pages per migrate_vma batch (test_hmm: ARRAY_SIZE(src_pfns) = 64). */
+/** Pages per snapshot batch (test_hmm's dmirror_snapshot walks in small batches). */
 const MIGRATE_BATCH = 64;
+/** Pages per migrate_vma call (6.19 test_hmm: PTRS_PER_PTE, so a 2 MiB-aligned THP fits whole). */
+const MIGRATE_PTRS = 512;
 /** Device PTE bits. */
 const DPT_READ = 1;
 const DPT_WRITE = 2;
@@ -295,7 +310,12 @@ export class DmirrorDevice {
    * migrate that page back to a system page. 0 or a negative errno (SIGBUS).
    */
   devmemFault(vmf: VmFault): number {
-    const args = new MigrateVma(vmf.mm, vmf.vma, vmf.address, vmf.address + PAGE_SIZE, MIGRATE_VMA_SELECT_DEVICE_PRIVATE, this.owner);
+    // 6.19: a device-private PMD (no vmf->pte) migrates its whole folio; a PTE one page.
+    const pmd = (vmf.mm.pteFlags(vmf.address) & PTE_HUGE) !== 0 && vmf.vma.order === 0;
+    const span = pmd ? HPAGE_PMD_NR * PAGE_SIZE : PAGE_SIZE;
+    const start = vmf.address - (vmf.address % span);
+    const flags = MIGRATE_VMA_SELECT_DEVICE_PRIVATE | (pmd ? MIGRATE_VMA_SELECT_COMPOUND : 0);
+    const args = new MigrateVma(vmf.mm, vmf.vma, start, start + span, flags, this.owner);
     args.faultPage = vmf.page;
     for (const m of this.mirrors) if (m.mm === vmf.mm) m.stats.devmemFaults++;
     const r = migrateVmaSetup(args);
@@ -306,27 +326,63 @@ export class DmirrorDevice {
     return (vmf.mm.pteFlags(vmf.address) & PTE_PRESENT) !== 0 ? 0 : -Errno.EFAULT;
   }
 
-  /** dmirror_devmem_fault_alloc_and_copy / dmirror_migrate_to_system's copy step. */
+  /**
+   * dmirror_devmem_fault_alloc_and_copy / dmirror_migrate_to_system's copy step. A compound source
+   * (a device THP) gets a system THP, or 4 KiB pages when that allocation fails or the owning
+   * mirror set HMM_DMIRROR_FLAG_FAIL_ALLOC (migrate_vma_pages then splits the device folio).
+   */
   allocAndCopyToSystem(args: MigrateVma): number {
     let n = 0;
-    for (let i = 0; i < args.npages; i++) {
+    const mem = this.memory;
+    for (let i = 0; i < args.npages; ) {
       const src = args.src[i] ?? 0;
+      const sflags = migratePfnFlags(src);
       const spfn = migratePfnToPfn(src);
-      if ((migratePfnFlags(src) & MIGRATE_PFN_MIGRATE) === 0 || spfn < 0) continue;
-      const dst = this.memory.allocPages(0);
-      if (dst === 0) continue;
-      if (this.copyToSystem(spfn * PAGE_SIZE, dst) !== 0) {
-        this.memory.pagePut(dst);
+      if ((sflags & MIGRATE_PFN_MIGRATE) === 0 || spfn < 0 || !this.pagemap.contains(spfn * PAGE_SIZE)) {
+        i++;
         continue;
       }
+      const idx = (spfn * PAGE_SIZE - this.pagemap.region.start) / PAGE_SIZE;
+      const mirror = this.#rmapMirror[idx];
+      const write = sflags & MIGRATE_PFN_WRITE;
+      const nr = (sflags & MIGRATE_PFN_COMPOUND) !== 0 ? HPAGE_PMD_NR : 1;
+      const failAlloc = mirror !== undefined && takeFailAlloc.get(mirror)?.() === true;
+      let big = 0;
+      if (nr > 1 && !failAlloc) big = mem.allocPages(HPAGE_PMD_ORDER, GFP_COMP);
+      if (nr > 1 && big !== 0) {
+        let ok = true;
+        for (let j = 0; j < nr && ok; j++) ok = this.copyToSystem((spfn + j) * PAGE_SIZE, big + j * PAGE_SIZE) === 0;
+        if (!ok) {
+          mem.pagePut(big);
+          i += nr;
+          continue;
+        }
+        args.dst[i] = migratePfn(big / PAGE_SIZE) + write + MIGRATE_PFN_COMPOUND;
+      } else {
+        // One page, or the 4 KiB fallback for each page of the folio.
+        for (let j = 0; j < nr && i + j < args.npages; j++) {
+          if (nr === 1 && failAlloc) break;
+          const dst = mem.allocPages(0);
+          if (dst === 0) break;
+          if (this.copyToSystem((spfn + j) * PAGE_SIZE, dst) !== 0) {
+            mem.pagePut(dst);
+            break;
+          }
+          args.dst[i + j] = migratePfn(dst / PAGE_SIZE) + (j === 0 ? write : 0);
+        }
+      }
       // kernel: dmirror_devmem_fault_alloc_and_copy() in lib/test_hmm.c erases the owning
-      // mirror's entry itself (xa_erase(&dmirror->pt, addr >> PAGE_SHIFT)): the MMU_NOTIFY_MIGRATE
+      // mirror's entries itself (xa_erase(&dmirror->pt, addr >> PAGE_SHIFT)): the MMU_NOTIFY_MIGRATE
       // invalidation of this migration carries our owner, so dmirror_interval_invalidate skips it.
-      const owner = this.#rmapMirror[(spfn * PAGE_SIZE - this.pagemap.region.start) / PAGE_SIZE];
-      if (owner !== undefined) eraseEntry.get(owner)?.(args.start + i * PAGE_SIZE);
-      this.recordRmap(spfn * PAGE_SIZE, undefined, 0);
-      args.dst[i] = migratePfn(dst / PAGE_SIZE) + (migratePfnFlags(src) & MIGRATE_PFN_WRITE);
-      n++;
+      const whole = (migratePfnFlags(args.dst[i] ?? 0) & MIGRATE_PFN_COMPOUND) !== 0;
+      for (let j = 0; j < nr && i + j < args.npages; j++) {
+        if (!whole && migratePfnToPfn(args.dst[i + j] ?? 0) < 0) continue;
+        const owner = this.#rmapMirror[idx + j];
+        if (owner !== undefined) eraseEntry.get(owner)?.(args.start + (i + j) * PAGE_SIZE);
+        this.recordRmap((spfn + j) * PAGE_SIZE, undefined, 0);
+        n++;
+      }
+      i += nr;
     }
     return n;
   }
@@ -359,6 +415,9 @@ export class DmirrorDevice {
  * public surface of Dmirror).
  */
 const eraseEntry = new WeakMap<Dmirror, (addr: number) => void>();
+
+/** Per-mirror test-and-clear of HMM_DMIRROR_FLAG_FAIL_ALLOC (`dmirror->flags &= ~…`). */
+const takeFailAlloc = new WeakMap<Dmirror, () => boolean>();
 
 /** One 2 MiB chunk of a mirror: an interval notifier, the HMM DMA map and the device PTEs. */
 class DmirrorChunk extends MmuIntervalNotifier {
@@ -405,6 +464,8 @@ export class Dmirror {
   readonly #chunks = new Map<number, DmirrorChunk>();
   readonly #ops: MmuIntervalNotifierOps;
   #closed = false;
+  /** HMM_DMIRROR_FLAGS (`dmirror->flags`). */
+  #flags = 0;
   readonly #p2p = pciP2pdmaMapStateInit();
 
   /**
@@ -418,6 +479,11 @@ export class Dmirror {
     this.mm = mm;
     this.file = openDeviceFile({ name: `/dev/${mdevice.name}`, fOp: { mmap: (_f, vma, vmm) => dmirrorFopsMmap(vma, vmm) }, privateData: this });
     this.#ops = { invalidate: (sub, range, curSeq) => (sub instanceof DmirrorChunk ? this.#invalidate(sub, range, curSeq) : true) };
+    takeFailAlloc.set(this, () => {
+      if ((this.#flags & HMM_DMIRROR_FLAG_FAIL_ALLOC) === 0) return false;
+      this.#flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC;
+      return true;
+    });
     eraseEntry.set(this, (addr) => {
       const base = addr - (addr % CHUNK_BYTES);
       const c = this.#chunks.get(base);
@@ -764,8 +830,9 @@ export class Dmirror {
         cmd.ret = -Errno.EINVAL;
         return cmd;
       }
-      const next = Math.min(end, a + MIGRATE_BATCH * PAGE_SIZE, vma.end);
-      const args = new MigrateVma(this.mm, vma, a, next, toDevice ? MIGRATE_VMA_SELECT_SYSTEM : MIGRATE_VMA_SELECT_DEVICE_PRIVATE, this.mdevice.owner);
+      const next = Math.min(end, a + MIGRATE_PTRS * PAGE_SIZE, vma.end);
+      const select = (toDevice ? MIGRATE_VMA_SELECT_SYSTEM : MIGRATE_VMA_SELECT_DEVICE_PRIVATE) | MIGRATE_VMA_SELECT_COMPOUND;
+      const args = new MigrateVma(this.mm, vma, a, next, select, this.mdevice.owner);
       const r = migrateVmaSetup(args);
       if (r !== 0) {
         cmd.ret = r;
@@ -783,9 +850,11 @@ export class Dmirror {
       for (let i = 0; i < args.npages; i++) {
         const s = migratePfnFlags(args.src[i] ?? 0);
         if ((s & MIGRATE_PFN_MIGRATE) !== 0 && (migratePfnFlags(args.dst[i] ?? 0) & MIGRATE_PFN_VALID) !== 0) {
-          if (toDevice) this.stats.migratedToDevice++;
+          const pages = (s & MIGRATE_PFN_COMPOUND) !== 0 ? HPAGE_PMD_NR : 1;
+          if (toDevice) this.stats.migratedToDevice += pages;
           else {
-            this.stats.migratedToSystem++;
+            this.stats.migratedToSystem += pages;
+            // dmirror_successful_migrated_pages: one per migrated src entry.
             cmd.cpages++;
           }
         }
@@ -803,24 +872,56 @@ export class Dmirror {
     return cmd;
   }
 
-  /** `dmirror_migrate_alloc_and_copy`: device pages for every collected entry, data copied by DMA. */
+  /**
+   * `dmirror_migrate_alloc_and_copy`: device pages for every collected entry, data copied by DMA.
+   * A compound entry (a THP or a 2 MiB hole) gets one device folio of HPAGE_PMD_NR pages, or 4 KiB
+   * device pages when that fails or HMM_DMIRROR_FLAG_FAIL_ALLOC is set (Linux 6.19).
+   */
   #allocAndCopyToDevice(args: MigrateVma): void {
     const md = this.mdevice;
     const writableVma = args.vma !== undefined && (args.vma.prot & PROT_WRITE) !== 0;
-    for (let i = 0; i < args.npages; i++) {
+    for (let i = 0; i < args.npages; ) {
       const src = args.src[i] ?? 0;
       const sf = migratePfnFlags(src);
-      if ((sf & MIGRATE_PFN_MIGRATE) === 0) continue;
-      const dpage = md.pagemap.allocPage();
-      if (dpage === 0) continue;
-      const spfn = migratePfnToPfn(src);
-      if (spfn >= 0 && md.copyToDevice(spfn * PAGE_SIZE, dpage) !== 0) {
-        this.mdevice.memory.pagePut(dpage);
+      if ((sf & MIGRATE_PFN_MIGRATE) === 0) {
+        i++;
         continue;
       }
-      md.recordRmap(dpage, this.mm, args.start + i * PAGE_SIZE, this);
+      const spfn = migratePfnToPfn(src);
+      const isLarge = (sf & MIGRATE_PFN_COMPOUND) !== 0;
       const w = (sf & MIGRATE_PFN_WRITE) !== 0 || (spfn < 0 && writableVma) ? MIGRATE_PFN_WRITE : 0;
-      args.dst[i] = migratePfn(dpage / PAGE_SIZE) + w;
+      let dpage = 0;
+      if (takeFailAlloc.get(this)?.() !== true) dpage = isLarge ? md.pagemap.allocFolio(HPAGE_PMD_ORDER) : md.pagemap.allocPage();
+      const nr = isLarge ? HPAGE_PMD_NR : 1;
+      if (dpage === 0 && !isLarge) {
+        i++;
+        continue;
+      }
+      if (dpage !== 0) {
+        let ok = true;
+        for (let j = 0; j < nr && ok; j++) if (spfn >= 0) ok = md.copyToDevice((spfn + j) * PAGE_SIZE, dpage + j * PAGE_SIZE) === 0;
+        if (!ok) {
+          this.mdevice.memory.pagePut(dpage);
+          i += nr;
+          continue;
+        }
+        for (let j = 0; j < nr; j++) md.recordRmap(dpage + j * PAGE_SIZE, this.mm, args.start + (i + j) * PAGE_SIZE, this);
+        args.dst[i] = migratePfn(dpage / PAGE_SIZE) + w + (isLarge ? MIGRATE_PFN_COMPOUND : 0);
+        i += nr;
+        continue;
+      }
+      // Try falling back to PAGE_SIZE pages.
+      for (let j = 0; j < nr && i + j < args.npages; j++) {
+        const dp = md.pagemap.allocPage();
+        if (dp === 0) break;
+        if (spfn >= 0 && md.copyToDevice((spfn + j) * PAGE_SIZE, dp) !== 0) {
+          this.mdevice.memory.pagePut(dp);
+          break;
+        }
+        md.recordRmap(dp, this.mm, args.start + (i + j) * PAGE_SIZE, this);
+        args.dst[i + j] = migratePfn(dp / PAGE_SIZE) + w;
+      }
+      i += nr;
     }
   }
 
@@ -832,18 +933,22 @@ export class Dmirror {
       if ((migratePfnFlags(src) & MIGRATE_PFN_MIGRATE) === 0) continue;
       const dpfn = migratePfnToPfn(dst);
       if (dpfn < 0) continue;
-      const a = args.start + i * PAGE_SIZE;
-      const base = a - (a % CHUNK_BYTES);
-      const c = this.#chunk(base, true);
-      if (typeof c !== 'object') continue;
-      const idx = (a - base) / PAGE_SIZE;
-      // xa_store replaces whatever entry was there: the collect step's invalidation was our own
-      // MMU_NOTIFY_MIGRATE and skipped, so an entry for the old system page may still be live
-      // (and DMA-mapped in this model): drop it first.
-      this.#zap(c, a, a + PAGE_SIZE);
-      c.live++;
-      c.pt[idx] = DPT_READ | DPT_LOCAL | ((migratePfnFlags(dst) & MIGRATE_PFN_WRITE) !== 0 ? DPT_WRITE : 0);
-      c.addr[idx] = dpfn * PAGE_SIZE;
+      const nr = (migratePfnFlags(dst) & MIGRATE_PFN_COMPOUND) !== 0 ? HPAGE_PMD_NR : 1;
+      for (let j = 0; j < nr; j++) {
+        const a = args.start + (i + j) * PAGE_SIZE;
+        const base = a - (a % CHUNK_BYTES);
+        const c = this.#chunk(base, true);
+        if (typeof c !== 'object') continue;
+        const idx = (a - base) / PAGE_SIZE;
+        // xa_store replaces whatever entry was there: the collect step's invalidation was our own
+        // MMU_NOTIFY_MIGRATE and skipped, so an entry for the old system page may still be live
+        // (and DMA-mapped in this model): drop it first.
+        this.#zap(c, a, a + PAGE_SIZE);
+        c.live++;
+        c.pt[idx] = DPT_READ | DPT_LOCAL | ((migratePfnFlags(dst) & MIGRATE_PFN_WRITE) !== 0 ? DPT_WRITE : 0);
+        c.addr[idx] = (dpfn + j) * PAGE_SIZE;
+      }
+      i += nr - 1;
     }
   }
 
@@ -912,6 +1017,21 @@ export class Dmirror {
       if (c !== undefined && ((c.pt[(a - base) / PAGE_SIZE] ?? 0) & DPT_ATOMIC) !== 0) return -Errno.EPERM;
     }
     return 0;
+  }
+
+  /**
+   * HMM_DMIRROR_FLAGS: set the mirror's test flags (HMM_DMIRROR_FLAG_FAIL_ALLOC). 0, or -EINVAL for
+   * a closed mirror or a value that is not a non-negative integer.
+   */
+  setFlags(flags: number): number {
+    if (this.#closed || !Number.isSafeInteger(flags) || flags < 0) return -Errno.EINVAL;
+    this.#flags = flags;
+    return 0;
+  }
+
+  /** The mirror's HMM_DMIRROR_FLAGS bits still set. */
+  get flags(): number {
+    return this.#flags;
   }
 
   /** HMM_DMIRROR_MIGRATE_TO_DEV: migrate system pages of [addr, +npages) into device memory. */

@@ -27,6 +27,8 @@ export function makeDeviceExclusive(mm: MmStruct, addr: number, owner: unknown):
   if (vma.shared || vma.hugetlb) return -Errno.EINVAL;
   const r = mm.handleMmFault(addr, true);
   if (r < 0) return r;
+  // kernel (6.14+): the page is looked up with FOLL_SPLIT_PMD, so a THP is PTE-mapped first.
+  mm.splitHugePmd(addr);
   const f = mm.pteFlags(addr);
   if ((f & PTE_PRESENT) === 0 || (f & PTE_WRITE) === 0) return -Errno.EFAULT;
   const pfn = mm.walkPte(addr);

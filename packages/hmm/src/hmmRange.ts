@@ -190,6 +190,14 @@ function walkPtes(range: HmmRange, mm: MmStruct, vma: VmArea, start: number, seg
     const i = (addr - rstart) / PAGE_SIZE;
     const reqHi = pfns[2 * i + 1] ?? 0;
     const f = mm.pteFlags(addr);
+    if ((f & PTE_HUGE) !== 0) {
+      // A THP PMD (present, huge zero, or device-private): the whole rest of the PMD at once.
+      const e = pmdEnd(addr, segEnd);
+      const r = walkPmd(range, mm, vma, addr, e, f);
+      if (r !== 0) return r;
+      addr = e - PAGE_SIZE;
+      continue;
+    }
     let cpu = 0;
     let pfn = 0;
     if (f === 0) {
@@ -221,6 +229,37 @@ function walkPtes(range: HmmRange, mm: MmStruct, vma: VmArea, start: number, seg
     }
     setOut(pfns, i, pfn, cpu);
   }
+  return 0;
+}
+
+/**
+ * `hmm_vma_handle_pmd` for a present THP PMD (the huge zero folio included): every entry of
+ * [addr, end) gets the PMD's pfn + offset, VALID, WRITE when the PMD is writable and the PMD order
+ * (HMM_PFN_ORDER); a needed fault faults the range. A device-private PMD
+ * (`hmm_vma_handle_absent_pmd`, Linux 6.19) is reported the same way to its owner and faulted
+ * back (migrate_to_ram) for anyone else who asks for a fault.
+ */
+function walkPmd(range: HmmRange, mm: MmStruct, vma: VmArea, addr: number, end: number, f: number): number {
+  const pfns = range.hmmPfns;
+  const i0 = (addr - range.start) / PAGE_SIZE;
+  const i1 = (end - range.start) / PAGE_SIZE;
+  const orderFlags = (HPAGE_PMD_ORDER & 0x1f) << HMM_PFN_ORDER_SHIFT_HI;
+  let pfn = mm.walkPte(addr);
+  let cpu = 0;
+  if ((f & PTE_PRESENT) !== 0) {
+    cpu = HMM_PFN_VALID | ((f & PTE_WRITE) !== 0 ? HMM_PFN_WRITE : 0) | orderFlags;
+  } else if ((f & PTE_DEVICE_PRIVATE) !== 0) {
+    const owner = range.devPrivateOwner;
+    const pgmap = owner === undefined ? undefined : pagePgmap(mm.memory, pfn * PAGE_SIZE);
+    if (pgmap !== undefined && pgmap.owner === owner) cpu = HMM_PFN_VALID | ((f & PTE_WRITE) !== 0 ? HMM_PFN_WRITE : 0) | orderFlags;
+  }
+  const rf = rangeNeedFault(range, pfns, i0, i1, cpu);
+  if (rf !== 0) return vmaFault(mm, vma, addr, end, rf);
+  if (cpu === 0) {
+    fill(pfns, i0, i1, 0);
+    return 0;
+  }
+  for (let i = i0; i < i1; i++, pfn++) setOut(pfns, i, pfn, cpu);
   return 0;
 }
 

@@ -12,10 +12,12 @@ export { DevPagemap, memremapPages, memunmapPages, pagePgmap, isDevicePrivatePag
 export type { DevPagemapOps, MemremapPagesOptions, VmFault } from './devmem.js';
 export { makeDeviceExclusive, exclusiveStats } from './exclusive.js';
 export {
+  MIGRATE_PFN_COMPOUND,
   MIGRATE_PFN_MIGRATE,
   MIGRATE_PFN_SHIFT,
   MIGRATE_PFN_VALID,
   MIGRATE_PFN_WRITE,
+  MIGRATE_VMA_SELECT_COMPOUND,
   MIGRATE_VMA_SELECT_DEVICE_COHERENT,
   MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
   MIGRATE_VMA_SELECT_SYSTEM,
@@ -41,5 +43,6 @@ export {
   HMM_DMIRROR_PROT_READ,
   HMM_DMIRROR_PROT_WRITE,
   HMM_DMIRROR_PROT_ZERO,
+  HMM_DMIRROR_FLAG_FAIL_ALLOC,
 } from './dmirror.js';
 export type { DmirrorCmd, DmirrorDeviceOptions, DmirrorStats, DmirrorSummary } from './dmirror.js';

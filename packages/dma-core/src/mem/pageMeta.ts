@@ -32,6 +32,11 @@ export class PageMetaChunk {
   readonly order = new Int8Array(PAGE_META_CHUNK_PAGES).fill(-1);
   /** Owner id (0 = none), see PageMetaStore.ownerName. */
   readonly owner = new Int32Array(PAGE_META_CHUNK_PAGES);
+  /**
+   * Order of the compound page (folio) this page belongs to, head and tails alike; -1 for a page
+   * that is not part of a compound page (kernel: PageHead/PageTail, folio_order()).
+   */
+  readonly compound = new Int8Array(PAGE_META_CHUNK_PAGES).fill(-1);
 }
 
 /** Lazily chunked per-page metadata, keyed by pfn. */

@@ -17,6 +17,11 @@ export interface SystemMemoryOptions {
 
 /** `__GFP_ZERO`: hand the block out zero-filled. */
 export const GFP_ZERO = 0x100;
+/**
+ * `__GFP_COMP`: hand a block of order > 0 out as a compound page (a large folio): one refcount on
+ * the head for the whole block, tails resolve to it (kernel: prep_compound_page in mm/page_alloc.c).
+ */
+export const GFP_COMP = 0x4000;
 
 // kernel: include/linux/mm.h — pin_user_pages() adds this to the refcount of an order-0 folio.
 /** Refcount bias a pin adds to an order-0 page. kernel: GUP_PIN_COUNTING_BIAS in include/linux/mm.h. */
@@ -61,6 +66,10 @@ export interface PageInfo {
   readonly reserved: boolean;
   /** Buddy order when this is the head of an allocated block, else -1. */
   readonly order: number;
+  /** Physical address of the compound head (`compound_head`); the page itself when not compound. */
+  readonly compoundHead: number;
+  /** Order of the compound page (folio) the page belongs to; 0 when not compound (`folio_order`). */
+  readonly compoundOrder: number;
 }
 
 /** Page-allocator counters: total, free, allocated and reserved pages, free blocks per order. */
@@ -260,7 +269,22 @@ export class SystemMemory extends PhysicalMemory {
     c.owner[s] = 0;
     const phys = pfn * PAGE_SIZE;
     if ((gfp & GFP_ZERO) !== 0) this.fill(phys, want * PAGE_SIZE, 0);
+    if ((gfp & GFP_COMP) !== 0 && order > 0) this.#setCompound(pfn, order, order);
     return phys;
+  }
+
+  /** Write the compound order of every page of [pfn, pfn + 2^order) (-1 clears). */
+  #setCompound(pfn: number, order: number, value: number): void {
+    const n = 2 ** order;
+    for (let i = 0; i < n; i++) this.#meta.chunk(pfn + i).compound[slot(pfn + i)] = value;
+  }
+
+  /** pfn of the compound head of `pfn` (`compound_head`), or `pfn` itself. */
+  #folioPfn(pfn: number): number {
+    const k = this.#meta.peek(pfn)?.compound[slot(pfn)] ?? -1;
+    if (k <= 0) return pfn;
+    const n = 2 ** k;
+    return pfn - (pfn % n);
   }
 
   /**
@@ -300,6 +324,7 @@ export class SystemMemory extends PhysicalMemory {
   #releaseBlock(pfn: number, order: number): void {
     const c = this.#meta.chunk(pfn);
     const s = slot(pfn);
+    if ((c.compound[s] ?? -1) >= 0) this.#setCompound(pfn, order, -1);
     c.order[s] = -1;
     c.flags[s] = 0;
     c.owner[s] = 0;
@@ -456,9 +481,12 @@ export class SystemMemory extends PhysicalMemory {
 
   // ---- per-page metadata ------------------------------------------------------------------
 
-  /** `page_ref_count`. */
+  /**
+   * `folio_ref_count(page_folio(page))`: the reference count of the page, or of its compound head
+   * for a tail page of a large folio (one count for the whole folio, as the kernel keeps it).
+   */
   getPageRef(phys: number): number {
-    const pfn = Math.floor(phys / PAGE_SIZE);
+    const pfn = this.#folioPfn(Math.floor(phys / PAGE_SIZE));
     return this.#meta.peek(pfn)?.refcount[slot(pfn)] ?? 0;
   }
 
@@ -468,7 +496,7 @@ export class SystemMemory extends PhysicalMemory {
    * ZONE_DEVICE pages (device-private, P2P BAR) start at zero and are refcounted by their owner.
    */
   pageGet(phys: number, refs = 1): void {
-    const pfn = this.#pfnChecked(phys);
+    const pfn = this.#folioPfn(this.#pfnChecked(phys));
     const r = this.regions.find(phys);
     const cur = this.getPageRef(phys);
     if (r === undefined || r.kind === 'mmio') throw new PageAllocError('bad-address', phys, 'no struct page here');
@@ -481,7 +509,7 @@ export class SystemMemory extends PhysicalMemory {
    * zero it is freed. Putting a page whose refcount is already zero throws.
    */
   pagePut(phys: number, refs = 1): void {
-    const pfn = this.#pfnChecked(phys);
+    const pfn = this.#folioPfn(this.#pfnChecked(phys));
     const cur = this.getPageRef(phys);
     if (cur < refs) throw new PageAllocError('refcount', phys, `put_page: refcount ${cur} < ${refs}`);
     const c = this.#meta.chunk(pfn);
@@ -490,6 +518,79 @@ export class SystemMemory extends PhysicalMemory {
     if (cur - refs === 0 && ((c.flags[s] ?? 0) & PageFlag.HEAD) !== 0) {
       this.#releaseBlock(pfn, c.order[s] ?? 0);
     }
+  }
+
+  // ---- compound pages (large folios) -------------------------------------------------------
+
+  /** Physical address of the compound head of the page at `phys` (`compound_head`), or `phys` rounded down to its page. */
+  compoundHead(phys: number): number {
+    return this.#folioPfn(Math.floor(phys / PAGE_SIZE)) * PAGE_SIZE;
+  }
+
+  /** `folio_order(page_folio(page))`: 0 for a page outside any compound page. */
+  folioOrder(phys: number): number {
+    const pfn = Math.floor(phys / PAGE_SIZE);
+    const k = this.#meta.peek(pfn)?.compound[slot(pfn)] ?? -1;
+    return k < 0 ? 0 : k;
+  }
+
+  /**
+   * `prep_compound_page` for pages the buddy allocator does not own (ZONE_DEVICE folios,
+   * kernel: zone_device_folio_init with an order): make [phys, phys + 2^order pages) one folio.
+   * The references stay on the head. Throws PageAllocError on a misaligned head or a bad order.
+   */
+  prepCompoundPage(phys: number, order: number): void {
+    const pfn = this.#pfnChecked(phys);
+    if (!Number.isInteger(order) || order < 1 || order > MAX_BUDDY_ORDER) throw new PageAllocError('bad-order', phys, `compound order ${order}`);
+    if (pfn % 2 ** order !== 0) throw new PageAllocError('bad-address', phys, `compound head not aligned to order ${order}`);
+    this.#setCompound(pfn, order, order);
+  }
+
+  /** Undo prepCompoundPage when a ZONE_DEVICE folio is freed (kernel: folio_reset_order). */
+  clearCompoundPage(phys: number): void {
+    const pfn = this.#folioPfn(this.#pfnChecked(phys));
+    const k = this.#meta.peek(pfn)?.compound[slot(pfn)] ?? -1;
+    if (k > 0) this.#setCompound(pfn, k, -1);
+  }
+
+  /**
+   * Split the large folio headed at `phys` into order-0 pages (kernel: __split_folio_to_order in
+   * mm/huge_memory.c, as split_huge_page_to_list_to_order(…, 0) ends). Page i gets `refs(i)`
+   * references (the mappings and pins the caller counted for it) and the head's ANON, DIRTY and
+   * DEVICE_PRIVATE flags (PageAnonExclusive goes to each mapped page). A buddy-allocated block
+   * becomes 2^order order-0 allocations and the pages left with no reference are freed at once;
+   * ZONE_DEVICE pages stay with their owner (which frees pages whose count is zero).
+   * Throws PageAllocError when `phys` is not the head of a large folio.
+   */
+  splitFolio(phys: number, refs: (i: number) => number): void {
+    const pfn = this.#pfnChecked(phys);
+    const c = this.#meta.peek(pfn);
+    const s = slot(pfn);
+    const order = c?.compound[s] ?? -1;
+    if (c === undefined || order <= 0 || this.#folioPfn(pfn) !== pfn) throw new PageAllocError('not-allocated', phys, 'not the head of a large folio');
+    const headFlags = c.flags[s] ?? 0;
+    const buddy = (headFlags & PageFlag.HEAD) !== 0;
+    const keep = headFlags & (PageFlag.ANON | PageFlag.ANON_EXCLUSIVE | PageFlag.DIRTY | PageFlag.DEVICE_PRIVATE);
+    const owner = c.owner[s] ?? 0;
+    const n = 2 ** order;
+    const free: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const p = pfn + i;
+      const ci = this.#meta.chunk(p);
+      const si = slot(p);
+      const r = refs(i);
+      ci.compound[si] = -1;
+      ci.refcount[si] = r;
+      ci.owner[si] = owner;
+      if (buddy) {
+        ci.order[si] = 0;
+        ci.flags[si] = PageFlag.HEAD | keep;
+        if (r === 0) free.push(p);
+      } else {
+        ci.flags[si] = keep;
+      }
+    }
+    for (const p of free) this.#releaseBlock(p, 0);
   }
 
   /** `folio_maybe_dma_pinned`: refcount says a DMA pin may be held. */
@@ -547,6 +648,8 @@ export class SystemMemory extends PhysicalMemory {
       free: this.#freeBlockContaining(pfn) >= 0,
       reserved: this.#isReserved(pfn),
       order,
+      compoundHead: this.#folioPfn(pfn) * PAGE_SIZE,
+      compoundOrder: Math.max(0, c?.compound[s] ?? -1),
     };
   }
 

@@ -87,3 +87,24 @@ export const VM_MIXEDMAP = 0x1000_0000;
 export const MREMAP_MAYMOVE = 1;
 /** mremap to the given new address. kernel: MREMAP_FIXED in include/uapi/linux/mman.h. */
 export const MREMAP_FIXED = 2;
+
+// kernel: include/linux/mm.h — vm_flags bits set by madvise(MADV_HUGEPAGE / MADV_NOHUGEPAGE).
+/** The VMA asked for transparent huge pages (madvise MADV_HUGEPAGE). kernel: VM_HUGEPAGE in include/linux/mm.h. */
+export const VM_HUGEPAGE = 0x2000_0000;
+/** The VMA refuses transparent huge pages (madvise MADV_NOHUGEPAGE). kernel: VM_NOHUGEPAGE in include/linux/mm.h. */
+export const VM_NOHUGEPAGE = 0x4000_0000;
+
+// kernel: include/uapi/asm-generic/mman-common.h — madvise advice values the model implements.
+/** Drop the pages of the range now (next access faults in zero pages). kernel: MADV_DONTNEED in include/uapi/asm-generic/mman-common.h. */
+export const MADV_DONTNEED = 4;
+/** The pages may be freed lazily; their content is kept until reclaim. kernel: MADV_FREE in include/uapi/asm-generic/mman-common.h. */
+export const MADV_FREE = 8;
+/** Back the range with transparent huge pages. kernel: MADV_HUGEPAGE in include/uapi/asm-generic/mman-common.h. */
+export const MADV_HUGEPAGE = 14;
+/** Never back the range with transparent huge pages. kernel: MADV_NOHUGEPAGE in include/uapi/asm-generic/mman-common.h. */
+export const MADV_NOHUGEPAGE = 15;
+/** Collapse the range into transparent huge pages now (synchronous khugepaged). kernel: MADV_COLLAPSE in include/uapi/asm-generic/mman-common.h. */
+export const MADV_COLLAPSE = 25;
+
+/** mremap: move the pages but keep the old (now empty) mapping. kernel: MREMAP_DONTUNMAP in include/uapi/linux/mman.h. */
+export const MREMAP_DONTUNMAP = 4;

@@ -3,10 +3,12 @@
 import { PageFlag } from '../mem/pageMeta.js';
 import { Errno } from '../units/errno.js';
 import { PAGE_SIZE } from '../units/page.js';
-import { PTE_DEVICE_PRIVATE, PTE_PRESENT, PTE_WRITE, PTE_ZERO } from './constants.js';
+import { GFP_COMP } from '../mem/systemMemory.js';
+import { PTE_DEVICE_PRIVATE, PTE_HUGE, PTE_PRESENT, PTE_WRITE, PTE_ZERO } from './constants.js';
 import { exitMmap } from './mmap.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_PROTECTION_PAGE } from './mmuNotifier.js';
+import { HPAGE_PMD_NR, splitHugePmd } from './thp.js';
 import { VmArea } from './vmaTree.js';
 
 /**
@@ -31,16 +33,26 @@ export function dupMmap(mm: MmCore, child: MmCore): number {
     // kernel: copy_page_range on a COW mapping write-protects the parent under PROTECTION_PAGE.
     if (notify) mm.rangeStart(MMU_NOTIFY_PROTECTION_PAGE, v.start, v.end);
     const st = { failed: false };
-    const unitPages = 2 ** v.order;
     mm.pt.forEachIn(v.start, v.end, (c, s, vpn) => {
       if (st.failed) return;
-      const f = c.flags[s] ?? 0;
+      let f = c.flags[s] ?? 0;
       const pfn = c.pfn[s] ?? 0;
-      const isHead = vpn % unitPages === 0;
+      // A mapped unit is a PTE, or a PMD (hugetlb page or THP: 512 PTE_HUGE entries, one reference).
+      let unitPages = (f & PTE_HUGE) !== 0 ? HPAGE_PMD_NR : 1;
+      let isHead = vpn % unitPages === 0;
+      if (cow && v.order === 0 && isHead && (f & PTE_HUGE) !== 0 && (f & PTE_PRESENT) !== 0 && (f & PTE_ZERO) === 0 && mem.pageMaybeDmaPinned(pfn * PAGE_SIZE)) {
+        // kernel: copy_huge_pmd — a THP that may be DMA-pinned is split and copied page by page
+        // (copy_present_page) below.
+        splitHugePmd(mm, vpn * PAGE_SIZE, false);
+        f = c.flags[s] ?? 0;
+        unitPages = 1;
+        isHead = true;
+      }
       if ((f & PTE_PRESENT) === 0) {
         if ((f & PTE_DEVICE_PRIVATE) !== 0) {
-          // Device-private entries are copied: the child reaches the same migrate_to_ram.
-          mem.pageGet(pfn * PAGE_SIZE);
+          // Device-private entries are copied (copy_nonpresent_pte, copy_huge_pmd for a
+          // device-private PMD): the child reaches the same migrate_to_ram; both read-only.
+          if (isHead) mem.pageGet(pfn * PAGE_SIZE);
           cpt.set(vpn, pfn, f & ~PTE_WRITE);
           c.flags[s] = f & ~PTE_WRITE;
         }
@@ -58,7 +70,7 @@ export function dupMmap(mm: MmCore, child: MmCore): number {
       }
       if (mem.pageMaybeDmaPinned(head)) {
         if (isHead) {
-          const copy = mem.allocPages(v.order);
+          const copy = mem.allocPages(v.order, v.order > 0 ? GFP_COMP : 0);
           if (copy === 0) {
             st.failed = true;
             return;
@@ -71,7 +83,8 @@ export function dupMmap(mm: MmCore, child: MmCore): number {
       }
       if (isHead) {
         mem.pageGet(head);
-        mem.clearPageFlags(head, PageFlag.ANON_EXCLUSIVE); // now shared with the child
+        // Now shared with the child (the folio's flag: a page of a PTE-mapped large folio too).
+        mem.clearPageFlags(mem.compoundHead(head), PageFlag.ANON_EXCLUSIVE);
       }
       c.flags[s] = f & ~PTE_WRITE;
       cpt.set(vpn, pfn, f & ~PTE_WRITE);

@@ -23,3 +23,5 @@ export {
   putUserPages,
   unpinUserPages,
 } from './gup.js';
+export { HPAGE_PMD_NR, VM_FAULT_FALLBACK, hugeZeroFolio, thpVmstat, transparentHugepageSettings } from './thp.js';
+export type { ThpVmstat, TransparentHugepageMode, TransparentHugepageSettings } from './thp.js';

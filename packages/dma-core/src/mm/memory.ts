@@ -8,6 +8,7 @@ import { PROT_NONE, PROT_WRITE, PTE_DEVICE_PRIVATE, PTE_DIRTY, PTE_HUGE, PTE_PRE
 import { doFileFault } from './file.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_CLEAR } from './mmuNotifier.js';
+import { VM_FAULT_FALLBACK, doHugePmdAnonymousPage, doHugePmdWpPage, pmdAlignDown, pmdNone, thpVmaAllowable } from './thp.js';
 import type { VmArea } from './vmaTree.js';
 
 /**
@@ -58,6 +59,12 @@ export function doFault(mm: MmCore, v: VmArea, addr: number, write: boolean): nu
       pt.mapUnit(uvpn, unitPages, head / PAGE_SIZE, PTE_PRESENT | PTE_YOUNG | writable | huge | (write ? PTE_DIRTY : 0));
       return 0;
     }
+    // kernel: __handle_mm_fault — a none PMD in a THP-eligible VMA faults a huge page in
+    // (create_huge_pmd -> do_huge_pmd_anonymous_page), else falls back to PTEs.
+    if (v.order === 0 && flags === 0 && thpVmaAllowable(mem, v, addr) && pmdNone(mm, pmdAlignDown(addr))) {
+      const r = doHugePmdAnonymousPage(mm, v, addr, write);
+      if (r !== VM_FAULT_FALLBACK) return r;
+    }
     if (!write && v.order === 0) {
       // kernel: do_anonymous_page — read fault maps the zero page read-only.
       pt.set(vpn, mem.zeroPagePhys / PAGE_SIZE, PTE_PRESENT | PTE_YOUNG | PTE_ZERO);
@@ -75,11 +82,19 @@ export function doFault(mm: MmCore, v: VmArea, addr: number, write: boolean): nu
     pt.protUnit(uvpn, unitPages, PTE_WRITE | PTE_DIRTY, 0);
     return 0;
   }
+  if (v.order === 0 && (flags & PTE_HUGE) !== 0) {
+    // A PMD-mapped THP: do_huge_pmd_wp_page (reuse, or split and fall back to the PTE below).
+    if (doHugePmdWpPage(mm, addr) !== VM_FAULT_FALLBACK) return 0;
+    return doFault(mm, v, addr, write);
+  }
   const oldHeadPfn = pt.walk(uvpn * PAGE_SIZE);
   const oldHead = oldHeadPfn * PAGE_SIZE;
-  if ((flags & PTE_ZERO) === 0 && ((mem.pageFlags(oldHead) & PageFlag.ANON_EXCLUSIVE) !== 0 || mem.getPageRef(oldHead) === 1)) {
+  // A page of a PTE-mapped large folio: the folio's flags and count decide (folio_test_anon,
+  // PageAnonExclusive is propagated to every page when a PMD is split).
+  const folio = mem.compoundHead(oldHead);
+  if ((flags & PTE_ZERO) === 0 && ((mem.pageFlags(folio) & PageFlag.ANON_EXCLUSIVE) !== 0 || mem.getPageRef(oldHead) === 1)) {
     // do_wp_page -> wp_page_reuse: PageAnonExclusive, or we hold the only reference.
-    mem.setPageFlags(oldHead, PageFlag.ANON_EXCLUSIVE);
+    mem.setPageFlags(folio, PageFlag.ANON_EXCLUSIVE);
     pt.protUnit(uvpn, unitPages, PTE_WRITE | PTE_DIRTY, 0);
     return 0;
   }

@@ -11,10 +11,12 @@ import { handleMmFault } from './memory.js';
 import { MmCore } from './mmCore.js';
 import { doMmap, doMunmap, exitMmap } from './mmap.js';
 import type { MmapArgs } from './mmap.js';
+import { doMadvise } from './madvise.js';
 import { doMprotect } from './mprotect.js';
 import { doMremap } from './mremap.js';
 import { MmuNotifierSubscriptions } from './mmuNotifier.js';
 import type { MmuNotifierEvent, MmuNotifierRange } from './mmuNotifier.js';
+import { splitHugePage, splitHugePmd } from './thp.js';
 import { copyFromUser, copyToUser } from './uaccess.js';
 import type { PageTable } from './pageTable.js';
 import type { VmArea, VmaTree } from './vmaTree.js';
@@ -146,6 +148,32 @@ export class MmStruct {
     return doMprotect(this.#mm, addr, length, prot);
   }
 
+  /**
+   * `madvise`: MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTNEED, MADV_FREE, MADV_COLLAPSE. Returns 0
+   * or a negative errno (see mm/madvise.ts).
+   */
+  madvise(addr: number, length: number, advice: number): number {
+    return doMadvise(this.#mm, addr, length, advice);
+  }
+
+  // ---- transparent huge pages (thp.ts) --------------------------------------------------------
+
+  /**
+   * `split_huge_pmd_address`: turn the THP PMD mapping the 2 MiB block holding `addr` into 512 PTEs
+   * (mirrors see MMU_NOTIFY_CLEAR). Returns true when a PMD was split.
+   */
+  splitHugePmd(addr: number): boolean {
+    return splitHugePmd(this.#mm, addr, true);
+  }
+
+  /**
+   * `split_folio` of the large folio mapped at `addr` (its PMD split first): 0 (also when the page
+   * is not part of a large folio) or -EBUSY when references other than this mm's PTEs hold it.
+   */
+  splitHugePage(addr: number): number {
+    return splitHugePage(this.#mm, addr);
+  }
+
   // ---- notifier plumbing ------------------------------------------------------------------
 
   /** `mmu_notifier_invalidate_range_start`. Tests and migration code may hold a range open. */
@@ -191,6 +219,11 @@ export class MmStruct {
     const vpn = Math.floor(addr / PAGE_SIZE);
     if (flags === 0) this.#pt.clearVpn(vpn);
     else this.#pt.set(vpn, pfn, flags);
+  }
+
+  /** Is any entry (present or not) set in [start, end)? (`pmd_none` for a whole 2 MiB block.) */
+  pteAnyIn(start: number, end: number): boolean {
+    return this.#pt.anyIn(start, end);
   }
 
   /** Every non-empty PTE (tests, dumps): callback gets (addr, pfn, flags). */

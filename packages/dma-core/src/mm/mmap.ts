@@ -1,7 +1,7 @@
 // kernel: mm/mmap.c (do_mmap, exit_mmap), mm/vma.c (do_vmi_munmap, vms_complete_munmap_vmas),
 // mm/gup.c (populate_vma_page_range for MAP_POPULATE), mm/hugetlb.c (hugetlb_vm_op_split)
 import { Errno } from '../units/errno.js';
-import { PAGE_SIZE, alignUp } from '../units/page.js';
+import { HPAGE_PMD_SIZE, PAGE_SIZE, alignUp } from '../units/page.js';
 import {
   HPAGE_PMD_ORDER,
   MAP_ANONYMOUS,
@@ -26,6 +26,7 @@ import type { VfsFile } from './file.js';
 import { doFault } from './memory.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_RELEASE, MMU_NOTIFY_UNMAP } from './mmuNotifier.js';
+import { splitHugePmdAt } from './thp.js';
 import { ShmemObject, VmArea } from './vmaTree.js';
 
 /** Arguments of mmap: length, protection, flags and an optional address hint. */
@@ -86,7 +87,11 @@ export function doMmap(mm: MmCore, args: MmapArgs): number {
     const hint = args.addr === undefined ? 0 : alignUp(args.addr, unit);
     if (hint >= MMAP_MIN_ADDR && Number.isSafeInteger(hint) && hint + len <= TASK_SIZE && vmas.rangeFree(hint, hint + len)) addr = hint;
     else {
-      addr = vmas.getUnmappedArea(len, unit);
+      // kernel: __get_unmapped_area -> thp_get_unmapped_area — a private anonymous mapping whose
+      // length is a multiple of PMD_SIZE is placed 2 MiB-aligned so THPs can back it (Linux 6.7,
+      // limited to PMD-multiple lengths in 6.13).
+      const thpAlign = order === 0 && type === MAP_PRIVATE && (flags & MAP_ANONYMOUS) !== 0 && args.addr === undefined && len % HPAGE_PMD_SIZE === 0 ? HPAGE_PMD_SIZE : unit;
+      addr = vmas.getUnmappedArea(len, thpAlign);
       if (addr < 0) return addr;
     }
   }
@@ -135,6 +140,9 @@ export function doMunmap(mm: MmCore, addr: number, length: number): number {
   if (end < 0) return end;
   const vmas = mm.vmas;
   if (vmas.rangeFree(addr, end)) return 0;
+  // kernel: vma_adjust_trans_huge / zap_pmd_range — a THP PMD cut by the range is split first.
+  splitHugePmdAt(mm, addr);
+  splitHugePmdAt(mm, end);
   vmas.splitAt(addr);
   vmas.splitAt(end);
   const notify = mm.pt.anyIn(addr, end);

@@ -5,6 +5,7 @@ import { PROT_EXEC, PROT_READ, PROT_WRITE, PTE_WRITE } from './constants.js';
 import { checkRange } from './mmap.js';
 import type { MmCore } from './mmCore.js';
 import { MMU_NOTIFY_PROTECTION_VMA } from './mmuNotifier.js';
+import { splitHugePmdAt } from './thp.js';
 
 /**
  * `mprotect`: returns 0, -EINVAL (unaligned, bad prot), or -ENOMEM (range not fully mapped; the
@@ -22,6 +23,10 @@ export function doMprotect(mm: MmCore, addr: number, length: number, prot: numbe
     if (v === undefined) return -Errno.ENOMEM;
     a = v.end;
   }
+  // kernel: change_pmd_range — a THP PMD only partly inside the range is split; a whole one keeps
+  // its PMD (change_huge_pmd) and loses its write bit below like every PTE.
+  splitHugePmdAt(mm, addr);
+  splitHugePmdAt(mm, end);
   vmas.splitAt(addr);
   vmas.splitAt(end);
   const notify = mm.pt.anyIn(addr, end);

@@ -1,7 +1,7 @@
 // kernel: include/linux/pgtable.h (pte accessors), arch/x86 4-level paging (a 512-entry PTE table
 // per 2 MiB), mm/memory.c (zap_pte_range: clear entries, queue the pages they held)
 import { PAGE_SIZE } from '../units/page.js';
-import { HPAGE_PMD_ORDER, PTE_DEVICE_PRIVATE, PTE_HUGE, PTE_PRESENT, PTE_ZERO } from './constants.js';
+import { HPAGE_PMD_ORDER, PTE_HUGE, PTE_PRESENT, PTE_ZERO } from './constants.js';
 
 /** Entries per PTE table (PTRS_PER_PTE). */
 export const PTE_CHUNK = 512;
@@ -180,13 +180,10 @@ export class PageTable {
         const f = c.flags[s] ?? 0;
         if (f === 0) continue;
         const pfn = c.pfn[s] ?? 0;
-        // One reference per mapped unit: order-0 page, or the head of a huge page.
-        if ((f & PTE_ZERO) === 0 && (f & PTE_DEVICE_PRIVATE) === 0) {
-          if ((f & PTE_HUGE) === 0) putLater.push(pfn * PAGE_SIZE);
-          else if (vpn % 2 ** HPAGE_PMD_ORDER === 0) putLater.push(pfn * PAGE_SIZE);
-        } else if ((f & PTE_DEVICE_PRIVATE) !== 0) {
-          putLater.push(pfn * PAGE_SIZE);
-        }
+        // One reference per mapped unit: a PTE (a page, or a page of a PTE-mapped large folio:
+        // put_page goes to the folio), or the head of a PMD / hugetlb mapping, present or
+        // device-private alike. The zero pages hold none.
+        if ((f & PTE_ZERO) === 0 && ((f & PTE_HUGE) === 0 || vpn % 2 ** HPAGE_PMD_ORDER === 0)) putLater.push(pfn * PAGE_SIZE);
         this.clear(c, s, ci);
       }
     }
