@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Tinypool } from 'tinypool';
 import { parseSoakArgs, USAGE } from './args.js';
 import type { SoakArgs } from './args.js';
-import { reproCommand, selectTasks, shardSeed, TASKS } from './plan.js';
+import type * as PlanModule from './plan.js';
 import type { SoakTaskInput, SoakTaskResult } from './task.js';
 
 interface Out {
@@ -66,25 +66,28 @@ export function formatTable(stats: ReadonlyMap<string, TaskStats>): string {
   return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ').trimEnd()).join('\n') + '\n';
 }
 
-function failureLines(r: SoakTaskResult, propertyRuns: number): string {
+/** The plan loads every demo stack: imported once the arguments are known to be good, so bad ones fail fast. */
+type Plan = typeof PlanModule;
+
+function failureLines(plan: Plan, r: SoakTaskResult, propertyRuns: number): string {
   const f = r.failure;
   if (f === null) return '';
   let repro: string;
   try {
-    repro = reproCommand(r.name, r.seed, { propertyRuns });
+    repro = plan.reproCommand(r.name, r.seed, { propertyRuns });
   } catch (err) {
     repro = `(no command: ${err instanceof Error ? err.message : String(err)})`;
   }
   return `FAIL ${r.name} seed ${r.seed} (${f.kind}): ${f.message}\n  reproduce: ${repro}\n`;
 }
 
-async function replay(args: SoakArgs, task: string, seed: number, io: Io): Promise<number> {
-  if (!TASKS.includes(task)) {
-    io.stderr.write(`pnpm soak: --replay: no task called '${task}' (tasks: ${TASKS.join(', ')})\n`);
+async function replay(plan: Plan, args: SoakArgs, task: string, seed: number, io: Io): Promise<number> {
+  if (!plan.TASKS.includes(task)) {
+    io.stderr.write(`pnpm soak: --replay: no task called '${task}' (tasks: ${plan.TASKS.join(', ')})\n`);
     return 2;
   }
   const { runSoakTask } = await import('./task.js');
-  io.stdout.write(`replay ${task} seed ${seed}: ${reproCommand(task, seed, { propertyRuns: args.propertyRuns })}\n`);
+  io.stdout.write(`replay ${task} seed ${seed}: ${plan.reproCommand(task, seed, { propertyRuns: args.propertyRuns })}\n`);
   const r = runSoakTask({ name: task, seed, propertyRuns: args.propertyRuns, recheck: true, verbose: true });
   if (r.detail !== undefined) io.stdout.write(`${r.detail}\n`);
   io.stdout.write(`${r.failure === null ? 'ok' : `FAIL (${r.failure.kind}): ${r.failure.message}`} in ${fmtMs(r.ms)}\n`);
@@ -94,16 +97,18 @@ async function replay(args: SoakArgs, task: string, seed: number, io: Io): Promi
 /** Run `pnpm soak` with `argv` (without node and the script); resolves to the exit status. */
 export async function main(argv: readonly string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const args = parseSoakArgs(argv);
-  if ('help' in args) {
-    io.stdout.write(`${USAGE}\n\ntasks: ${TASKS.join(', ')}\n`);
-    return 0;
-  }
   if ('error' in args) {
     io.stderr.write(`${args.error}\n`);
     return 2;
   }
-  if (args.replay !== undefined) return replay(args, args.replay.task, args.replay.seed, io);
-  const sel = selectTasks(args.only);
+  const plan = await import('./plan.js');
+  const { shardSeed } = plan;
+  if ('help' in args) {
+    io.stdout.write(`${USAGE}\n\ntasks: ${plan.TASKS.join(', ')}\n`);
+    return 0;
+  }
+  if (args.replay !== undefined) return replay(plan, args, args.replay.task, args.replay.seed, io);
+  const sel = plan.selectTasks(args.only);
   if ('error' in sel) {
     io.stderr.write(`pnpm soak: ${sel.error}\n`);
     return 2;
@@ -171,7 +176,7 @@ export async function main(argv: readonly string[], io: Io = { stdout: process.s
     }
     if (r.failure !== null) {
       failures.push(r);
-      io.stderr.write(failureLines(r, args.propertyRuns));
+      io.stderr.write(failureLines(plan, r, args.propertyRuns));
     }
   };
 
@@ -223,7 +228,7 @@ export async function main(argv: readonly string[], io: Io = { stdout: process.s
     io.stdout.write('ok: no failure\n');
     return 0;
   }
-  io.stdout.write(`${failures.length} failure${failures.length === 1 ? '' : 's'}:\n${failures.map((f) => failureLines(f, args.propertyRuns)).join('')}`);
+  io.stdout.write(`${failures.length} failure${failures.length === 1 ? '' : 's'}:\n${failures.map((f) => failureLines(plan, f, args.propertyRuns)).join('')}`);
   return 1;
 }
 
