@@ -16,6 +16,7 @@ export const PROPERTY_TASKS = [
   'iommu-dma/iova-domain',
   'iommu-dma/iova-kernel-walk',
   'iommu-dma/unmanaged-domain',
+  'hmm/mirror',
 ] as const;
 export type PropertyTaskName = (typeof PROPERTY_TASKS)[number];
 

@@ -5,6 +5,7 @@
  */
 import type fc from 'fast-check';
 import { dmaApiProperty, dmaDebugBalancedProperty, dmaDebugIovaLinkProperty } from '../../../packages/dma-core/src/testing/properties.js';
+import { hmmMirrorProperty } from '../../../packages/hmm/src/testing/properties.js';
 import { iovaDomainProperty, iovaKernelWalkProperty, unmanagedDomainModelProperty } from '../../../packages/iommu-dma/src/testing/properties.js';
 import type { PropertyTaskName } from './plan.js';
 
@@ -16,4 +17,5 @@ export const PROPERTIES: Readonly<Record<PropertyTaskName, () => fc.IRawProperty
   'iommu-dma/iova-domain': iovaDomainProperty,
   'iommu-dma/iova-kernel-walk': iovaKernelWalkProperty,
   'iommu-dma/unmanaged-domain': unmanagedDomainModelProperty,
+  'hmm/mirror': () => hmmMirrorProperty(),
 };
