@@ -18,4 +18,15 @@ describe('hmm property', () => {
     expect(seen.invalidations).toBeGreaterThan(100);
     expect(seen.readRetries).toBeGreaterThan(5);
   });
+
+  // Found by the seeded soak (pnpm soak --replay hmm/mirror --seed 8001): page 0 migrates to the
+  // device, a fork makes its device entry read-only, then the CPU writes it between
+  // hmm_range_fault and the driver lock of a device read. migrate_to_ram's invalidation is the
+  // device's own MMU_NOTIFY_MIGRATE (skipped), so the read used to map the stale device page.
+  it('a device read racing a CPU write that migrates a forked device page back retries and reads the new bytes', () => {
+    fc.assert(hmmMirrorProperty(), {
+      examples: [[[{ k: 'toDev', p: 0, n: 1 }, { k: 'fork', p: 0, v: 1 }, { k: 'race', p: 0, what: 'cpuW', v: 1 }]]],
+      numRuns: 1,
+    });
+  });
 });
