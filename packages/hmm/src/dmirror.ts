@@ -379,6 +379,13 @@ export class DmirrorDevice {
         if (!whole && migratePfnToPfn(args.dst[i + j] ?? 0) < 0) continue;
         const owner = this.#rmapMirror[idx + j];
         if (owner !== undefined) eraseEntry.get(owner)?.(args.start + (i + j) * PAGE_SIZE);
+        // Beyond lib/test_hmm.c: the page leaves device memory during an invalidation every mirror
+        // of this device skipped (its own MMU_NOTIFY_MIGRATE), so each mirror of this mm publishes
+        // that invalidation's sequence as the callback would have. A dmirror_fault whose
+        // hmm_range_fault saw the device page before the CPU migrated it back then retries instead
+        // of mapping the stale device page (found by the seeded soak: pnpm soak --replay hmm/mirror
+        // --seed 8001, a device read racing a CPU write to a forked device page).
+        for (const mr of this.mirrors) if (mr.mm === args.mm) ownMigrateMoved.get(mr)?.(args.start + (i + j) * PAGE_SIZE);
         this.recordRmap((spfn + j) * PAGE_SIZE, undefined, 0);
         n++;
       }
@@ -415,6 +422,8 @@ export class DmirrorDevice {
  * public surface of Dmirror).
  */
 const eraseEntry = new WeakMap<Dmirror, (addr: number) => void>();
+/** Per mirror: a page at `addr` left device memory during the device's own (skipped) migration invalidation. */
+const ownMigrateMoved = new WeakMap<Dmirror, (addr: number) => void>();
 
 /** Per-mirror test-and-clear of HMM_DMIRROR_FLAG_FAIL_ALLOC (`dmirror->flags &= ~…`). */
 const takeFailAlloc = new WeakMap<Dmirror, () => boolean>();
@@ -428,6 +437,8 @@ class DmirrorChunk extends MmuIntervalNotifier {
   /** Device address per page: DMA address (system page) or device-local physical address. */
   readonly addr = new Float64Array(DMIRROR_CHUNK_PAGES);
   live = 0;
+  /** curSeq of this device's own MMU_NOTIFY_MIGRATE invalidation of the chunk (skipped), or -1. */
+  ownMigrateSeq = -1;
 
   constructor(base: number) {
     super();
@@ -489,6 +500,10 @@ export class Dmirror {
       const c = this.#chunks.get(base);
       if (c !== undefined) this.#zap(c, addr, addr + PAGE_SIZE);
     });
+    ownMigrateMoved.set(this, (addr) => {
+      const c = this.#chunks.get(addr - (addr % CHUNK_BYTES));
+      if (c !== undefined && c.ownMigrateSeq >= 0) mmuIntervalSetSeq(c, c.ownMigrateSeq);
+    });
   }
 
   /** The DMA device behind the mirror. */
@@ -526,6 +541,7 @@ export class Dmirror {
   #invalidate(c: DmirrorChunk, range: MmuNotifierRange, curSeq: number): boolean {
     if (range.event === MMU_NOTIFY_MIGRATE && range.owner === this.mdevice.owner) {
       this.stats.ownMigrateSkips++;
+      c.ownMigrateSeq = curSeq;
       return true;
     }
     // The driver lock is implicit (single threaded); set_seq before touching device state.

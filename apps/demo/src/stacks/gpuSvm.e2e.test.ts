@@ -20,6 +20,18 @@ describe('gpu-svm stack (HMM behind a strict IOMMU)', () => {
     expect(r.verified).toBe(true);
   });
 
+  // Found by the seeded soak (`pnpm soak`, seed 7005: pnpm demo gpu-svm --seed 7005 --iommu strict
+  // --size 517): a buffer of 513..517 pages starts 5 pages or fewer below a 2 MiB chunk boundary,
+  // and the stack's own check wrongly expected page 5 in the same IOVA window as page 0.
+  it.each([513, 514, 515, 516, 517])('a %i-page buffer whose first pages sit in the 2 MiB chunk below verifies (fixed slots per window)', (pages) => {
+    for (const iommu of ['strict', 'lazy'] as const) {
+      const r = runGpuSvmStack({ pages, iommu, seed: 7005 });
+      const step = r.steps.find((s) => s.step === 'GPU reads the page again from RAM');
+      expect(step?.detail).toMatch(/^IOVA slot 0x[0-9a-f]+ = window \+ \d+ pages \(the fixed slot it had before migrating\)/);
+      expect({ pages, iommu, verified: r.verified, failed: r.steps.filter((s) => !s.verified).map((s) => s.step) }).toEqual({ pages, iommu, verified: true, failed: [] });
+    }
+  });
+
   it('works without an IOMMU: a dma list per entry (16 bytes of metadata per page)', () => {
     const r = runGpuSvmStack({ pages: 512, hotPages: 64, iommu: 'off' });
     expect(r.verified).toBe(true);

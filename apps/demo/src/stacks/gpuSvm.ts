@@ -6,7 +6,7 @@
  * (migrate_to_ram), the device faults it in again at the same IOVA slot. After every step the
  * mirror is checked against the CPU page table and the HMM_PFN_DMA_MAPPED flags are counted.
  */
-import { bytesEqual, createMachine, DMA_MAPPING_ERROR, Errno, errnoName, SegvError, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1G } from '@dmakit/dma-core';
+import { bytesEqual, createMachine, DMA_MAPPING_ERROR, Errno, errnoName, SegvError, MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE, SZ_1G, SZ_2M } from '@dmakit/dma-core';
 import type { Machine } from '@dmakit/dma-core';
 import { createIommu } from '@dmakit/iommu-dma';
 import {
@@ -104,9 +104,16 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
     `${r1.faults} device fault(s), ${s1.dmaMapped} PFN words DMA_MAPPED (read-only after the helper's fork), ${s1.iovaWindows} IOVA windows, ${s1.metadataBytes / npages} B/page of HMM metadata`,
   );
 
-  // Fixed slots: page i of a chunk sits at window base + i * PAGE_SIZE.
-  const slot0 = mirror.lookup(buf)?.addr ?? DMA_MAPPING_ERROR;
-  const slot5 = mirror.lookup(buf + 5 * PAGE_SIZE)?.addr ?? DMA_MAPPING_ERROR;
+  // Fixed slots: page i of a 2 MiB chunk sits at its window's base + i * PAGE_SIZE. The buffer need
+  // not start on a chunk boundary (mmap places it top-down, so a size that is not a multiple of
+  // 512 pages puts its first pages at the top of the chunk below): the page step 7 reads back is
+  // compared with a neighbour in its own chunk, and with the slot it had before it migrated.
+  const target = Math.min(3, hot - 1);
+  const chunkOf = (p: number): number => Math.floor((buf + p * PAGE_SIZE) / SZ_2M);
+  const neighbour = [target + 1, target - 1].find((p) => p >= 0 && p < npages && chunkOf(p) === chunkOf(target));
+  const slotOf = (p: number | undefined): number => (p === undefined ? DMA_MAPPING_ERROR : (mirror.lookup(buf + p * PAGE_SIZE)?.addr ?? DMA_MAPPING_ERROR));
+  const slotTarget = slotOf(target);
+  const slotsFixed = neighbour === undefined || slotOf(neighbour) - slotTarget === (neighbour - target) * PAGE_SIZE;
 
   // 3. The GPU computes (x ^ 0x5a) into the lower half; the CPU checks.
   const half = Math.floor(npages / 2);
@@ -142,7 +149,6 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   );
 
   // 5. The GPU updates a hot page in its own memory (no DMA).
-  const target = Math.min(3, hot - 1);
   const bumped = data.slice(target * PAGE_SIZE, (target + 1) * PAGE_SIZE).map((x) => (x + 1) & 0xff);
   const portWritesBefore = dev.portStats.writes;
   const w5 = mirror.write(buf + target * PAGE_SIZE, bumped);
@@ -165,8 +171,16 @@ export function runGpuSvmStack(opts: GpuSvmOptions = {}): GpuSvmResult {
   const r7 = mirror.read(buf + target * PAGE_SIZE, 1);
   must(r7.ret, 'GPU reads the page again');
   const e7 = mirror.lookup(buf + target * PAGE_SIZE);
-  const slotOk = e7 !== undefined && !e7.local && e7.dmaMapped && (iommu === null || !allWindows || (e7.addr === slot0 + target * PAGE_SIZE && slot5 === slot0 + 5 * PAGE_SIZE));
-  push('GPU reads the page again from RAM', PAGE_SIZE, r7.ret === 0 && bytesEqual(r7.data, bumped) && slotOk, iommu === null ? `DMA address 0x${(e7?.addr ?? 0).toString(16)} (dma-direct, kept in the dma list), DMA_MAPPED again` : `IOVA slot 0x${(e7?.addr ?? 0).toString(16)} = window + ${target} pages (fixed slot), DMA_MAPPED again`);
+  const slotOk = e7 !== undefined && !e7.local && e7.dmaMapped && (iommu === null || !allWindows || (e7.addr === slotTarget && slotsFixed));
+  const inChunk = ((buf + target * PAGE_SIZE) % SZ_2M) / PAGE_SIZE;
+  push(
+    'GPU reads the page again from RAM',
+    PAGE_SIZE,
+    r7.ret === 0 && bytesEqual(r7.data, bumped) && slotOk,
+    iommu === null
+      ? `DMA address 0x${(e7?.addr ?? 0).toString(16)} (dma-direct, kept in the dma list), DMA_MAPPED again`
+      : `IOVA slot 0x${(e7?.addr ?? 0).toString(16)} = window + ${inChunk} pages (the fixed slot it had before migrating), DMA_MAPPED again`,
+  );
 
   // 8. The CPU unmaps part of the buffer while the GPU keeps working on the rest.
   const holeAt = half + 2;

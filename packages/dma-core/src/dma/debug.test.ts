@@ -16,6 +16,7 @@ import {
   SgTable,
 } from '@dmakit/dma-core';
 import type { DmaDebugMode, DmaDebugRule, DmaMapOps } from '@dmakit/dma-core';
+import { dmaDebugBalancedProperty, dmaDebugIovaLinkProperty } from '../testing/properties.js';
 
 function setup(mode: DmaDebugMode = 'warn') {
   const m = createMachine({ dmaDebug: mode });
@@ -438,31 +439,7 @@ describe('dma-debug: modes and reporting', () => {
   });
 
   it('property: balanced random map/unmap sequences never report and leave no entries', () => {
-    fc.assert(
-      fc.property(
-        fc.array(fc.record({ page: fc.integer({ min: 0, max: 63 }), pages: fc.integer({ min: 1, max: 4 }), dir: fc.constantFrom(0, 1, 2) }), { maxLength: 40 }),
-        fc.array(fc.nat(), { maxLength: 40 }),
-        (maps, order) => {
-          const { dbg, dev } = setup('strict');
-          const live = maps.map((x) => ({ addr: A + x.page * 0x2_0000, size: x.pages * 4096, dir: x.dir }));
-          for (const l of live) {
-            dbg.mapPhys(dev, l.addr, l.size, l.dir, l.addr, DMA_ATTR_SKIP_CPU_SYNC);
-            dbg.mappingError(dev, l.addr);
-          }
-          expect(dbg.entries).toBe(live.length);
-          for (const l of live) dbg.syncSingleForCpu(dev, l.addr + l.size - 1, 1, l.dir === 0 ? 0 : l.dir);
-          const pending = [...live];
-          for (const o of order) {
-            if (pending.length === 0) break;
-            const [l] = pending.splice(o % pending.length, 1);
-            if (l !== undefined) dbg.unmapPhys(dev, l.addr, l.size, l.dir);
-          }
-          for (const l of pending) dbg.unmapPhys(dev, l.addr, l.size, l.dir);
-          expect(dbg.entries).toBe(0);
-          expect(dbg.reports).toEqual([]);
-        },
-      ),
-    );
+    fc.assert(dmaDebugBalancedProperty());
   });
 });
 
@@ -563,41 +540,6 @@ describe('dma-debug: the two-step IOVA API (beyond the kernel)', () => {
   });
 
   it('property: link/unlink reports match a byte-map model of the linked set', () => {
-    const G = 4096;
-    fc.assert(
-      fc.property(
-        fc.array(fc.record({ link: fc.boolean(), g: fc.integer({ min: 0, max: 15 }), n: fc.integer({ min: 1, max: 4 }) }), { maxLength: 30 }),
-        (ops) => {
-          const { dbg, dev } = setup('warn');
-          dev.dmaOps = { name: 'fake', getMergeBoundary: () => G - 1 } as unknown as DmaMapOps;
-          const state = new DmaIovaState();
-          state.size = 20 * G;
-          dbg.iovaTryAlloc(dev, state);
-          const linked = new Uint8Array(20);
-          for (const op of ops) {
-            const before = dbg.reports.length;
-            const s = op.g;
-            const e = op.g + op.n;
-            let any = false;
-            let all = true;
-            for (let i = s; i < e; i++) {
-              if (linked[i] === 1) any = true;
-              else all = false;
-            }
-            if (op.link) {
-              dbg.iovaLink(dev, state, A, s * G, op.n * G, DMA_TO_DEVICE, 0);
-              expect(dbg.reports.slice(before).map((r) => r.rule)).toEqual(any ? ['iova-link-overlap'] : []);
-              linked.fill(1, s, e);
-            } else {
-              dbg.iovaUnlink(dev, state, s * G, op.n * G, DMA_TO_DEVICE);
-              expect(dbg.reports.slice(before).map((r) => r.rule)).toEqual(all ? [] : ['iova-unlink-not-linked']);
-              linked.fill(0, s, e);
-            }
-            const total = linked.reduce((a, b) => a + b, 0) * G;
-            expect(dbg.dumpIovaStates()[0]?.linkedBytes).toBe(total);
-          }
-        },
-      ),
-    );
+    fc.assert(dmaDebugIovaLinkProperty());
   });
 });

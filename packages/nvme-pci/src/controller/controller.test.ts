@@ -548,7 +548,6 @@ describe('I/O with PRPs (spec 4.3)', () => {
     expect(status(host.sync(1, rw(NvmeOpcode.READ, 0, 24, { prp1: good, prp2: hole })))).toBe('DATA_XFER_ERROR');
   });
 
-  // eslint-disable-next-line vitest/expect-expect -- roundTrip asserts the command status and the bytes
   it('property: any write then read through PRPs at any dword offset returns the same bytes', () => {
     const { ctrl, host } = ioSetup();
     fc.assert(
