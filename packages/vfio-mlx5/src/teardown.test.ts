@@ -3,13 +3,14 @@
 // pre-copy error flow of VFIO_MIG_GET_PRECOPY_INFO (main.c mlx5vf_precopy_ioctl, mlx5vf_mark_err).
 import { describe, expect, it } from 'vitest';
 import { Errno, PAGE_SIZE, SZ_1M, createMachine, resourceCountChanges } from '@dmakit/dma-core';
+import type {
+  Mlx5VfMigrationFile} from './index.js';
 import {
   ENOMSG,
   KvmGuest,
   MLX5_FAULT_SAVE,
   Mlx5SimFunction,
   Mlx5VfMigfState,
-  Mlx5VfMigrationFile,
   Mlx5VfPciCoreDevice,
   VfioDeviceMigState as S,
   createGuestMemory,
