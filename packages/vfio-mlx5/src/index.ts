@@ -111,9 +111,10 @@ export {
   GuestMemory,
   KvmGuest,
   createGuestMemory,
+  destroyGuestMemory,
   GUEST_RAM_BLOCK_BYTES,
   type KvmGuestOptions,
   type KvmGuestDevice,
 } from './kvmGuest.js';
-export { vfioMigReadAll, vfioMigWriteAll, vfioDeviceDirtySync, VFIO_MIG_READ_MAX_CALLS } from './vmm.js';
+export { vfioMigReadAll, vfioMigWriteAll, vfioDeviceDirtySync, vfioVmmTeardown, VFIO_MIG_READ_MAX_CALLS, type VfioVmmTeardown } from './vmm.js';
 export { mlx5GuestPostRxRings, type Mlx5GuestRingsOptions } from './mlx5Guest.js';

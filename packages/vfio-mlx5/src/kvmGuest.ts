@@ -24,18 +24,31 @@ export class GuestMemory {
   /** Guest physical address of each guest page. */
   readonly gpa: Float64Array;
   readonly #firstPage: number[];
+  /** The blocks mapped into the domain (IOVA, host address, bytes), empty once destroyed. */
+  readonly #blocks: { iova: number; phys: number; len: number }[];
 
   /** @internal Use {@link createGuestMemory}. */
-  constructor(regions: readonly VfioIovaRange[], hpa: Float64Array, gpa: Float64Array) {
+  constructor(regions: readonly VfioIovaRange[], hpa: Float64Array, gpa: Float64Array, blocks: readonly { iova: number; phys: number; len: number }[] = []) {
     this.regions = regions.map((r) => ({ ...r }));
     this.hpa = hpa;
     this.gpa = gpa;
+    this.#blocks = blocks.map((b) => ({ ...b }));
     let first = 0;
     this.#firstPage = this.regions.map((r) => {
       const f = first;
       first += r.length / PAGE_SIZE;
       return f;
     });
+  }
+
+  /** False once {@link destroyGuestMemory} gave the memory back. */
+  get live(): boolean {
+    return this.#blocks.length > 0;
+  }
+
+  /** @internal The mapped blocks, taken (and forgotten) by {@link destroyGuestMemory}. */
+  takeBlocks(): { iova: number; phys: number; len: number }[] {
+    return this.#blocks.splice(0, this.#blocks.length);
   }
 
   /** Number of guest pages. */
@@ -110,7 +123,29 @@ export function createGuestMemory(machine: Machine, domain: IommuUnmanagedDomain
       off += len;
     }
   }
-  return new GuestMemory(regions, hpa, gpa);
+  return new GuestMemory(regions, hpa, gpa, done);
+}
+
+/**
+ * Give guest RAM back when the VM goes away: VFIO_IOMMU_UNMAP_DMA of every block (kernel:
+ * drivers/vfio/vfio_iommu_type1.c vfio_remove_dma -> vfio_unmap_unpin: iommu_unmap, then
+ * vfio_unpin_pages_remote drops the pin), then the VMM frees the RAM backing it. Returns the bytes
+ * unmapped (0 for memory already destroyed: a second call does nothing), or -EFAULT when the domain
+ * did not unmap a whole block (the pages are then kept, as type1 keeps a pin it could not undo).
+ */
+export function destroyGuestMemory(machine: Machine, domain: IommuUnmanagedDomain, memory: GuestMemory): number {
+  let total = 0;
+  let ret = 0;
+  for (const b of memory.takeBlocks()) {
+    const n = domain.unmap(b.iova, b.len);
+    if (n !== b.len) {
+      if (ret === 0) ret = -Errno.EFAULT;
+      continue;
+    }
+    total += n;
+    machine.memory.freePages(b.phys, Math.log2(b.len / PAGE_SIZE));
+  }
+  return ret !== 0 ? ret : total;
 }
 
 /** A device assigned to the guest that does work while the guest runs (e.g. `Mlx5SimFunction`). */

@@ -75,7 +75,28 @@ export class Mlx5VfPciCoreDevice implements Mlx5VfCmdDevice, VfioMigrationOps, V
     let flags = VFIO_MIGRATION_STOP_COPY;
     if (opts.noP2p !== true) flags |= VFIO_MIGRATION_P2P;
     if (opts.fw.caps.preCopy && opts.noPreCopy !== true) flags |= VFIO_MIGRATION_PRE_COPY;
-    this.vdev = new VfioDevice(opts.name ?? `vfio-mlx5-${opts.fw.vf.name}`, flags, this.migrateCap ? this : null, this.migrateCap ? this : null);
+    this.vdev = new VfioDevice(opts.name ?? `vfio-mlx5-${opts.fw.vf.name}`, flags, this.migrateCap ? this : null, this.migrateCap ? this : null, () => {
+      this.closeDevice();
+    });
+  }
+
+  /**
+   * `mlx5vf_pci_close_device` (drivers/vfio/pci/mlx5/main.c), run when the VMM closes the device
+   * fd: `mlx5vf_cmd_close_migratable` (cmd.c: set_tracker_error, then under the state mutex
+   * mlx5vf_disable_fds, which waits for a SAVE in flight and frees every buffer of both migration
+   * files (mlx5fv_cmd_clean_migf_resources: mkeys destroyed, pages unmapped and freed), and
+   * _mlx5vf_free_page_tracker_resources), then `vfio_pci_core_close_device`, whose
+   * vfio_pci_core_disable resets the function (reset_done: back to RUNNING).
+   */
+  closeDevice(): void {
+    if (this.migrateCap) {
+      if (this.tracker !== null) this.tracker.isErr = true; // set_tracker_error
+      this.stateMutexLock();
+      this.#disableFds(null);
+      mlx5vfFreePageTrackerResources(this);
+      this.stateMutexUnlock();
+    }
+    this.reset();
   }
 
   /** VFIO_MIGRATION_* flags the device advertises. */
@@ -372,10 +393,17 @@ export class Mlx5VfPciCoreDevice implements Mlx5VfCmdDevice, VfioMigrationOps, V
     if (migf === null) return -Errno.EINVAL;
     if (migf.state === Mlx5VfMigfState.ERROR) return -Errno.ENODEV;
     this.waitEvent(() => !migf.saveInFlight, migf);
+    // Every error below ends in `err: mlx5vf_mark_err(migf)` (main.c): the file is in ERROR.
     const length = mlx5vfCmdQueryVhcaMigrationState(this, migf.state !== Mlx5VfMigfState.PRE_COPY_ERROR, true);
-    if (length < 0) return length;
+    if (length < 0) {
+      migf.state = Mlx5VfMigfState.ERROR;
+      return length;
+    }
     const buf = migf.getStopCopyBuf(0, length);
-    if (typeof buf === 'number') return buf;
+    if (typeof buf === 'number') {
+      migf.state = Mlx5VfMigfState.ERROR;
+      return buf;
+    }
     const ret = this.cmdSaveVhcaState(migf, buf, true, false);
     if (ret !== 0) {
       mlx5vfFreeDataBuffer(this.bufCtx, buf);

@@ -258,10 +258,17 @@ export class Mlx5VfMigrationFile implements VfioMigFile {
       }
       if (!endOfData || incLength === 0) return info;
       // We finished transferring the current state and the device has dirty state: save it now.
+      // main.c mlx5vf_precopy_ioctl: a failed buffer allocation or SAVE marks the file in error
+      // (mlx5vf_mark_err), so the next read() gets -ENODEV and the migration fails, instead of
+      // the stream silently missing the increment.
       const buf = mlx5vfGetDataBuffer(mvdev.bufCtx, this.availList, Math.ceil(incLength / PAGE_SIZE), DMA_FROM_DEVICE);
-      if (typeof buf === 'number') return buf;
+      if (typeof buf === 'number') {
+        this.state = Mlx5VfMigfState.ERROR;
+        return buf;
+      }
       const ret = mvdev.cmdSaveVhcaState(this, buf, true, true);
       if (ret !== 0) {
+        this.state = Mlx5VfMigfState.ERROR;
         mlx5vfPutDataBuffer(this.availList, buf);
         return ret;
       }

@@ -79,24 +79,46 @@ export class VfioDevice {
   readonly migrationFlags: number;
   readonly migOps: VfioMigrationOps | null;
   readonly logOps: VfioLogOps | null;
+  /** `vfio_device_ops.close_device`, run when the device fd is closed. */
+  readonly #closeDevice: (() => void) | null;
+  #closed = false;
 
-  constructor(name: string, migrationFlags: number, migOps: VfioMigrationOps | null, logOps: VfioLogOps | null) {
+  constructor(name: string, migrationFlags: number, migOps: VfioMigrationOps | null, logOps: VfioLogOps | null, closeDevice: (() => void) | null = null) {
     // vfio_register_group_dev: migration needs STOP_COPY and ops.
     if (migOps !== null && (migrationFlags & VFIO_MIGRATION_STOP_COPY) === 0) throw new RangeError('VfioDevice: migration requires VFIO_MIGRATION_STOP_COPY');
     this.name = name;
     this.migrationFlags = migrationFlags;
     this.migOps = migOps;
     this.logOps = logOps;
+    this.#closeDevice = closeDevice;
+  }
+
+  /** True once the device fd was closed ({@link VfioDevice.close}). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * close() of the device fd (kernel: vfio_device_fops_release -> vfio_df_close ->
+   * device->ops->close_device, drivers/vfio/vfio_main.c). A second close does nothing; every ioctl
+   * after it returns -EBADF.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeDevice?.();
   }
 
   /** `VFIO_DEVICE_FEATURE_MIGRATION` (GET): the flags, or -ENOTTY without migration support. */
   featureMigration(): { flags: number } | number {
+    if (this.#closed) return -Errno.EBADF;
     if (this.migOps === null) return -ENOTTY;
     return { flags: this.migrationFlags };
   }
 
   /** `VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE` (GET). */
   getMigDeviceState(): number {
+    if (this.#closed) return -Errno.EBADF;
     if (this.migOps === null) return -ENOTTY;
     return this.migOps.migrationGetState();
   }
@@ -106,6 +128,7 @@ export class VfioDevice {
    * new state has one (STOP_COPY, PRE_COPY, RESUMING reached from a state without one).
    */
   setMigDeviceState(newState: number): { ret: number; dataFd: VfioMigFile | null } {
+    if (this.#closed) return { ret: -Errno.EBADF, dataFd: null };
     if (this.migOps === null) return { ret: -ENOTTY, dataFd: null };
     if (!isVfioDeviceMigState(newState)) return { ret: -Errno.EINVAL, dataFd: null };
     const r = this.migOps.migrationSetState(newState);
@@ -115,6 +138,7 @@ export class VfioDevice {
 
   /** `VFIO_DEVICE_FEATURE_MIG_DATA_SIZE`: `stop_copy_length`. */
   migDataSize(): number {
+    if (this.#closed) return -Errno.EBADF;
     if (this.migOps === null) return -ENOTTY;
     return this.migOps.migrationGetDataSize();
   }
@@ -125,6 +149,7 @@ export class VfioDevice {
    * log_start. Returns the page size the device tracks at, or -errno.
    */
   dmaLoggingStart(ranges: readonly VfioIovaRange[], pageSize: number): number {
+    if (this.#closed) return -Errno.EBADF;
     if (this.logOps === null) return -ENOTTY;
     if (!(ranges as unknown instanceof Array) || ranges.length === 0) return -Errno.EINVAL;
     if (ranges.length > VFIO_LOG_MAX_RANGES) return -Errno.E2BIG;
@@ -143,6 +168,7 @@ export class VfioDevice {
 
   /** `VFIO_DEVICE_FEATURE_DMA_LOGGING_STOP`. */
   dmaLoggingStop(): number {
+    if (this.#closed) return -Errno.EBADF;
     if (this.logOps === null) return -ENOTTY;
     return this.logOps.logStop();
   }
@@ -152,6 +178,7 @@ export class VfioDevice {
    * `[iova, iova+length)` into a bitmap at `pageSize` granularity. The bitmap or -errno.
    */
   dmaLoggingReport(report: VfioDmaLoggingReport): IovaBitmap | number {
+    if (this.#closed) return -Errno.EBADF;
     if (this.logOps === null) return -ENOTTY;
     const { iova, length, pageSize } = report;
     if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(length) || iova < 0 || length <= 0) return -Errno.EINVAL;

@@ -3,7 +3,9 @@
 // vfio_sync_dirty_bitmap with VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT). Plain functions over the
 // uAPI objects of vfioDevice.ts and a guest's memory, usable with any variant driver.
 import { Errno } from '@dmakit/dma-core';
-import type { GuestMemory } from './kvmGuest.js';
+import type { Device, IommuUnmanagedDomain, Machine } from '@dmakit/dma-core';
+import { destroyGuestMemory } from './kvmGuest.js';
+import type { GuestMemory, KvmGuest } from './kvmGuest.js';
 import { ENOMSG } from './mlx5Defs.js';
 import type { VfioDevice, VfioMigFile } from './vfioDevice.js';
 
@@ -66,4 +68,37 @@ export function vfioDeviceDirtySync(vdev: VfioDevice, memory: GuestMemory, pageS
     }
   }
   return n;
+}
+
+/** What {@link vfioVmmTeardown} takes down: one assigned device and the VM's memory on one host. */
+export interface VfioVmmTeardown {
+  readonly machine: Machine;
+  /** The assigned device's VFIO device (its fd is closed). */
+  readonly vdev: VfioDevice;
+  /** The PCI function assigned to the VM (detached from `domain`, back to its default domain). */
+  readonly dev: Device;
+  /** The unmanaged domain (the VFIO container's / iommufd IOAS's) the VM's memory is mapped in. */
+  readonly domain: IommuUnmanagedDomain;
+  /** The VM's RAM on this host; unmapped and freed. */
+  readonly memory: GuestMemory;
+  /** The VM's vCPUs, paused first (none when the VM never ran on this host). */
+  readonly guest?: KvmGuest | null;
+}
+
+/**
+ * The VMM shutting a VM with an assigned device down on one host, in QEMU's order: vCPUs paused,
+ * the migration data fds and the device fd closed (hw/vfio/migration.c vfio_migration_exit,
+ * vfio_detach_device; kernel: vfio_device_fops_release -> the driver's close_device, which for
+ * mlx5 disables its migration files and frees their buffers), the IOMMU's dirty tracking off, the
+ * device detached from the container's domain (vfio_iommu_type1_detach_group -> iommu_detach_group),
+ * then guest RAM unmapped and unpinned (VFIO_IOMMU_UNMAP_DMA: vfio_remove_dma -> vfio_unmap_unpin)
+ * and freed. Returns the guest bytes unmapped, or destroyGuestMemory's -errno. Safe to call on a
+ * host the migration left in any state, and twice (the second call does nothing).
+ */
+export function vfioVmmTeardown(t: VfioVmmTeardown): number {
+  t.guest?.stop();
+  t.vdev.close();
+  if (t.domain.dirtyTrackingSupported) t.domain.setDirtyTracking(false);
+  t.domain.detachDevice(t.dev);
+  return destroyGuestMemory(t.machine, t.domain, t.memory);
 }

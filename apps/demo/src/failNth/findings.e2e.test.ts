@@ -116,8 +116,43 @@ describe('fail_nth findings', () => {
     const def = getStack('vfio-migration');
     const saves = (siteSequences(def ?? (undefined as never))[0] ?? []).filter((s) => s === 'mlx5_save_vhca_state').length;
     const nth = callOf('vfio-migration', 'mlx5_save_vhca_state', saves);
-    const { r } = runFailing('vfio-migration', nth);
+    const { r, leaks } = runFailing('vfio-migration', nth);
     expect(r.failure).toEqual({ step: 'iova path: read of the source migration fd', error: '-ENODEV', dataIntact: true });
     expect(r.verified).toBe(false);
+    expect(leaks).toEqual([]);
+  }, 60_000);
+
+  it('vfio-migration: both hosts are torn down (VF fds closed, guest RAM unmapped and freed) after a verified run, where before they kept everything', () => {
+    // Before: 2052 + 2053 pages and 10 IO page-table pages per host stayed allocated after a
+    // verified run, so the sweep could not check vfio-migration for leaks at all.
+    const def = getStack('vfio-migration');
+    if (def === undefined) throw new Error('vfio-migration');
+    const ms: { m: Machine; before: ReturnType<Machine['resourceCounts']> }[] = [];
+    const r = def.run({ ...SWEEP_REQUESTS['vfio-migration'], seed: 1, onMachine: (m) => ms.push({ m, before: m.resourceCounts() }) });
+    expect(r.verified).toBe(true);
+    expect(ms).toHaveLength(2);
+    for (const { m, before } of ms) expect(resourceCountChanges(before, m.resourceCounts())).toEqual([]);
+  }, 60_000);
+
+  it('vfio-migration: the target failing to back guest RAM stops the run at the edge and the source host is torn down too', () => {
+    const nth = callOf('vfio-migration', 'alloc_pages', 10, 1);
+    const { r, leaks, injected } = runFailing('vfio-migration', nth, 1);
+    expect(injected).toBe('alloc_pages');
+    expect(r.failure).toEqual({ step: 'iova path: dst: guest RAM setup (VFIO_IOMMU_MAP_DMA)', error: '-ENOMEM', dataIntact: true });
+    expect(leaks).toEqual([]);
+  }, 60_000);
+
+  it('vfio-migration: the first pre-copy SAVE failing is recovered from, as in the kernel (PRE_COPY_ERROR, full image at stop-copy)', () => {
+    // drivers/vfio/pci/mlx5/cmd.c mlx5vf_mig_file_cleanup_cb: a SAVE failing with
+    // MLX5_CMD_STAT_BAD_RES_STATE_ERR outside a stop-copy chunk leaves the file in
+    // MLX5_MIGF_STATE_PRE_COPY_ERROR, not ERROR; mlx5vf_cmd_save_vhca_state then saves a full
+    // (non-incremental) image, so the migration completes and verifies. Only a stop-copy failure
+    // (MLX5_MIGF_STATE_ERROR) ends it with -ENODEV on read.
+    const nth = callOf('vfio-migration', 'mlx5_save_vhca_state', 1);
+    const { r, leaks, injected } = runFailing('vfio-migration', nth);
+    expect(injected).toBe('mlx5_save_vhca_state');
+    expect(r.failure).toBeUndefined();
+    expect(r.verified).toBe(true);
+    expect(leaks).toEqual([]);
   }, 60_000);
 });

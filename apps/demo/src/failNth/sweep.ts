@@ -33,9 +33,7 @@ export const SWEEP_REQUESTS: Readonly<Record<string, Omit<StackRunRequest, 'seed
  * Stacks whose machines are not torn down at the end of a run, so "back to the starting counts"
  * cannot hold even without a fault; their sweeps check exceptions and corruption only.
  */
-export const NO_TEARDOWN: Readonly<Record<string, string>> = {
-  'vfio-migration': 'the source and target hosts keep the guest RAM, the VF and its driver after the migration (no VMM teardown modelled yet)',
-};
+export const NO_TEARDOWN: Readonly<Record<string, string>> = {};
 
 export type FailNthOutcome = 'clean' | 'leak' | 'corruption' | 'exception';
 

@@ -7,7 +7,8 @@
  */
 import { Errno, PAGE_SIZE, Rng } from '@dmakit/dma-core';
 import { IovaBitmap, KvmGuest, VfioDeviceMigState as S, mlx5GuestPostRxRings, vfioDeviceDirtySync, vfioMigReadAll, vfioMigStateName, vfioMigWriteAll } from '@dmakit/vfio-mlx5';
-import { buildHost } from './vfioMigrationHost.js';
+import { buildHost, teardownHost } from './vfioMigrationHost.js';
+import type { VfioMigrationHost } from './vfioMigrationHost.js';
 import { VfioMigrationStop } from './vfioMigrationTypes.js';
 import type { VfioMigrationOptions, VfioMigrationPathResult, VfioMigrationRound } from './vfioMigrationTypes.js';
 import { wallNowMs } from './wallClock.js';
@@ -39,16 +40,43 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   const wall0 = wallNowMs();
   const seed = opts.seed ?? 1;
   const cfg = { guestMiB: opts.guestMiB ?? 16, stateBytes: opts.stateBytes ?? 256 * 1024, chunkBytes: opts.chunkBytes ?? 64 * 1024, iommu: opts.iommu ?? 'strict', legacy: path === 'legacy' } as const;
+  const src = buildHost('src', seed * 2 + 1, cfg, opts.onMachine);
+  let dst: VfioMigrationHost;
+  try {
+    dst = buildHost('dst', seed * 2 + 2, cfg, opts.onMachine);
+  } catch (err) {
+    teardownHost(src);
+    throw err;
+  }
+  // Both hosts are torn down however the run ends (VM shut down on each: fds closed, guest RAM
+  // unmapped and freed), so a run leaves its machines as it found them.
+  const guests: { src: KvmGuest | null; dst: KvmGuest | null } = { src: null, dst: null };
+  try {
+    return migrate(path, opts, src, dst, guests, wall0);
+  } finally {
+    teardownHost(src, guests.src);
+    teardownHost(dst, guests.dst);
+  }
+}
+
+function migrate(
+  path: 'iova' | 'legacy',
+  opts: VfioMigrationOptions,
+  src: VfioMigrationHost,
+  dst: VfioMigrationHost,
+  guests: { src: KvmGuest | null; dst: KvmGuest | null },
+  wall0: number,
+): VfioMigrationPathResult {
+  const seed = opts.seed ?? 1;
   const maxRounds = opts.maxRounds ?? 8;
   const threshold = opts.dirtyThreshold ?? 32;
   const phases = maxRounds + 2;
   const progress = (done: number): void => opts.onProgress?.(done, phases);
-  const src = buildHost('src', seed * 2 + 1, cfg, opts.onMachine);
-  const dst = buildHost('dst', seed * 2 + 2, cfg, opts.onMachine);
   const wireRng = new Rng(seed + 99);
   const pages = src.mem.pages;
   // The guest: vCPUs write the upper half of its RAM; its mlx5 driver's receive rings fill the lower half.
   const guest = new KvmGuest({ machine: src.machine, memory: src.mem, seed: seed + 5, cpuFirstPage: Math.floor(pages / 2), devices: [src.fw] });
+  guests.src = guest;
   const posted = mlx5GuestPostRxRings(src.fw, src.mem);
   if (posted !== 0) throw new VfioMigrationStop('guest driver posts its rings', posted);
   // Target guest RAM starts as whatever the target host had there: zero it (the VMM allocates it).
@@ -210,6 +238,7 @@ export function runVfioMigrationPath(path: 'iova' | 'legacy', opts: VfioMigratio
   if (run.ret === 0) {
     const before = dst.fw.stats.packets;
     const tg = new KvmGuest({ machine: dst.machine, memory: dst.mem, seed: seed + 6, cpuFirstPage: Math.floor(pages / 2), devices: [dst.fw] });
+    guests.dst = tg;
     tg.start();
     dst.machine.advance(1_000_000);
     tg.stop();
