@@ -5,6 +5,7 @@ import type { DmaCoherentBuffer, Machine } from '@dmakit/dma-core';
 import { NVME_CQE_SIZE, NVME_SQE_SIZE } from '../controller/spec.js';
 import { nvmeDoorbellOffset } from '../controller/registers.js';
 import { NvmeIod } from './iod.js';
+import type { NvmeBarMapping } from './mmio.js';
 
 /** The controller's register file as the driver reaches it (BAR0 ioremapped) plus its MSI-X vectors. */
 export interface NvmeBar {
@@ -100,9 +101,9 @@ export class NvmeQueue {
   }
 
   /** `nvme_write_sq_db`: ring the SQ tail doorbell if new entries were copied. */
-  writeSqDb(bar: NvmeBar): boolean {
+  writeSqDb(regs: NvmeBarMapping): boolean {
     if (this.sqTail === this.lastSqTail) return false;
-    bar.mmioWrite32(this.sqDb, this.sqTail);
+    regs.writel(this.sqDb, this.sqTail);
     this.lastSqTail = this.sqTail;
     return true;
   }
