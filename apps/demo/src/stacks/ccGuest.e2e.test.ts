@@ -151,7 +151,7 @@ describe('cc-guest stack', () => {
       expect(faults.length).toBe(rig.host.mmioRefused);
       expect(faults.some((f) => f.access === 'read')).toBe(true);
       expect(faults.some((f) => f.access === 'write')).toBe(true);
-      expect(faults.every((f) => f.detail?.startsWith(`TDISP: ${world} MMIO request to`) === true && f.detail.includes(`BAR0 refused in ${state}`))).toBe(true);
+      expect(faults.every((f) => f.detail.startsWith(`TDISP: ${world} MMIO request to`) && f.detail.includes(`BAR0 refused in ${state}`))).toBe(true);
       expect(rig.verifyNamespace().mismatches).toBe(0);
       expect(() => {
         rig.host.remove();

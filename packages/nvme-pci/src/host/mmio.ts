@@ -6,7 +6,20 @@
 // the private/shared mapping of TEE MMIO: include/linux/pci-tsm.h, PCIe r6.1 sec 11.2.
 import { toPciDev } from '@dmakit/dma-core';
 import type { Device, DeviceHost, TdispMmioWorld } from '@dmakit/dma-core';
-import type { NvmeBar } from './queue.js';
+
+/** The controller's register file as the driver reaches it (BAR0 ioremapped) plus its MSI-X vectors. */
+export interface NvmeBar {
+  /** Reads a 32-bit register at BAR0 offset off (kernel: readl()). */
+  mmioRead32(off: number): number;
+  /** Writes a 32-bit register or doorbell at BAR0 offset off (kernel: writel()). */
+  mmioWrite32(off: number, value: number): void;
+  /** Reads a 64-bit register at BAR0 offset off (kernel: lo_hi_readq()). */
+  mmioRead64(off: number): number;
+  /** Writes a 64-bit register at BAR0 offset off (kernel: lo_hi_writeq()). */
+  mmioWrite64(off: number, value: number): void;
+  /** Register the driver's interrupt handler (`pci_request_irq`); returns the unregister function. */
+  onInterrupt(fn: (vector: number) => void): () => void;
+}
 
 /** What a refused read returns: the root complex completes an Unsupported Request with all ones. */
 export const NVME_MMIO_ALL_ONES = 0xffff_ffff;

@@ -148,7 +148,7 @@ describe('NvmeDev MMIO through the TDISP private-MMIO gate', () => {
     expect(r.host.resetCtrl()).toBe(0);
     expect(r.host.waitLive()).toBe(-19);
     expect(r.host.state).toBe('dead');
-    expect(tdispFaults(r.m).every((f) => f.detail?.includes('CONFIG_LOCKED') === true)).toBe(true);
+    expect(tdispFaults(r.m).every((f) => f.detail.includes('CONFIG_LOCKED'))).toBe(true);
     expect(tdispFaults(r.m).length).toBeGreaterThan(0);
   });
 
@@ -179,7 +179,7 @@ describe('NvmeDev MMIO through the TDISP private-MMIO gate', () => {
     expect(r.host.lastError).toBe('controller gone (CSTS reads all ones)');
     const faults = tdispFaults(r.m);
     expect(faults.length).toBeGreaterThan(0);
-    expect(faults.every((f) => f.detail?.includes('private MMIO request') === true && f.detail.includes('refused in ERROR'))).toBe(true);
+    expect(faults.every((f) => f.detail.includes('private MMIO request') && f.detail.includes('refused in ERROR'))).toBe(true);
     expect(r.ctrl.namespace(1)?.readLbas(16, 8).every((b) => b === 0)).toBe(true);
   });
 });
