@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { Machine, TraceEvent } from '@dmakit/dma-core';
+import { createMachine, pciMmioRead, SZ_1G, tdispAccept, tdispAttest, tdispError, tdispGetReport, tdispInit, tdispLock, tdispStart, toPciDev } from '@dmakit/dma-core';
+import type { Device, Machine, TraceEvent } from '@dmakit/dma-core';
+import { NVME_REG_CSTS } from '@dmakit/nvme-pci';
 import { main } from '../cli.js';
+import { CcNvmeRig, CcRigError } from './ccGuest/workload.js';
 import type { CcGuestResult } from './ccGuest.js';
 import { getStack, StackUsageError } from './index.js';
 
@@ -106,6 +109,76 @@ describe('cc-guest stack', () => {
     }
     const states = events.filter((e) => e.name === 'tdisp:state_change' && e.device !== '' && e.fields.new_state === 'ERROR');
     expect(states.some((e) => e.fields.revoked === true)).toBe(true);
+  });
+
+  it("maps the drive's BAR0 private at acceptance and shared again after STOP, with no register access refused", () => {
+    const r = run();
+    expect(r.driverMmio).toEqual({ worlds: ['shared', 'private', 'shared'], refused: 0 });
+    expect(stack().format(r)).toContain('nvme0 BAR0 mapping: shared -> private -> shared; 0 register/doorbell accesses refused');
+  });
+
+  describe('a guest driver that does not follow the TDI into the right world', () => {
+    const FW = 'nvme-fw:sha384:e2e';
+
+    function acceptedRig(): { m: Machine; rig: CcNvmeRig; bar0: number } {
+      const m = createMachine({ ramBytes: SZ_1G, seed: 5, cc: { type: 'tdx', sharedBit: 51 } });
+      const rig = new CcNvmeRig(m, 'nvme0');
+      // A few verified I/Os in the shared world first (the BAR is not locked yet).
+      expect(rig.run('shared', 16, 4).mismatches).toBe(0);
+      const dev: Device = rig.dev;
+      expect(tdispInit(dev, { measurement: FW })).toBe(0);
+      expect(tdispLock(dev).errno).toBe(0);
+      const report = tdispGetReport(dev);
+      expect(tdispAttest(dev, report, FW)).toBe(0);
+      expect(tdispStart(dev, report?.nonce ?? 0).errno).toBe(0);
+      expect(tdispAccept(dev).errno).toBe(0);
+      return { m, rig, bar0: toPciDev(dev)?.bar(0)?.start ?? -1 };
+    }
+
+    function expectDeadCleanly(m: Machine, rig: CcNvmeRig, world: 'shared' | 'private', state: string): void {
+      let err: unknown;
+      try {
+        rig.run('after', 16, 4);
+      } catch (e) {
+        err = e;
+      }
+      // The driver read CSTS = 0xffffffff: nvme_timeout reset the controller, nvme_pci_enable found it
+      // gone; the I/Os ended with an error and the phase stopped with a typed error, not a hang.
+      expect(err).toBeInstanceOf(CcRigError);
+      expect((err as CcRigError).error).toBe('-EIO: controller dead (controller gone (CSTS reads all ones))');
+      expect(rig.host.state).toBe('dead');
+      const faults = m.faults.filter((f) => f.backend === 'tdisp' && f.device === 'cpu');
+      expect(faults.length).toBe(rig.host.mmioRefused);
+      expect(faults.some((f) => f.access === 'read')).toBe(true);
+      expect(faults.some((f) => f.access === 'write')).toBe(true);
+      expect(faults.every((f) => f.detail.startsWith(`TDISP: ${world} MMIO request to`) && f.detail.includes(`BAR0 refused in ${state}`))).toBe(true);
+      expect(rig.verifyNamespace().mismatches).toBe(0);
+      expect(() => {
+        rig.host.remove();
+      }).not.toThrow();
+    }
+
+    it('keeps its shared mapping after acceptance: every register reads all ones and each refusal is a recorded tdisp fault', () => {
+      const { m, rig, bar0 } = acceptedRig();
+      const events: TraceEvent[] = [];
+      m.trace.subscribe((e) => events.push(e));
+      expectDeadCleanly(m, rig, 'shared', 'RUN');
+      const buf = new Uint8Array(4);
+      expect(pciMmioRead(m, bar0 + NVME_REG_CSTS, buf, 'shared')).toBe(-5);
+      expect([...buf]).toEqual([0xff, 0xff, 0xff, 0xff]);
+      const refused = events.filter((e) => e.name === 'tdisp:mmio_refused' && e.fields.requester === 'cpu');
+      expect(refused.length).toBeGreaterThan(0);
+      expect(refused[0]?.fields).toMatchObject({ bar: 0, world: 'shared', state: 'RUN', accepted: true });
+    });
+
+    it('keeps its private mapping after a TDISP error: the controller is declared dead, the data already written is intact', () => {
+      const { m, rig } = acceptedRig();
+      rig.setMmioWorld('private');
+      expect(rig.run('private', 16, 4).mismatches).toBe(0);
+      expect(rig.host.mmioRefused).toBe(0);
+      expect(tdispError(rig.dev, 'device-error').errno).toBe(0);
+      expectDeadCleanly(m, rig, 'private', 'ERROR');
+    });
   });
 
   it('rejects bad options before any work', () => {

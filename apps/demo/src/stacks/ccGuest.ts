@@ -10,13 +10,13 @@
  * Platform-neutral (no node: imports).
  */
 import { createMachine, DmaFaultError, Errno, SZ_1G, tdiOf, tdispAccept, tdispAttest, tdispError, tdispGetReport, tdispInit, tdispLock, tdispStart, tdispStop } from '@dmakit/dma-core';
-import type { Device, Machine } from '@dmakit/dma-core';
+import type { Machine } from '@dmakit/dma-core';
 import { formatCcGuest } from './ccGuest/report.js';
 import { runPrivateMmioStep } from './ccGuest/privateMmio.js';
 import { CC_BS, CcNvmeRig, CcRigError } from './ccGuest/workload.js';
 import type { CcGuestResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import type { CcPhaseResult } from './ccGuest/workload.js';
-export type { CcGuestResult, CcPrivateMmioResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
+export type { CcDriverMmioResult, CcGuestResult, CcPrivateMmioResult, CcRogueResult, CcVendorName } from './ccGuest/result.js';
 import { checkRequest, extraInt, extraString, StackUsageError } from './types.js';
 import type { StackDef, StackFailure, StackInfo, StackRunRequest } from './types.js';
 
@@ -63,8 +63,12 @@ function plan(req: StackRunRequest): CcPlan {
   return { seed: c.seed, ios: c.size, qd, vendor };
 }
 
-/** lock -> GET_DEVICE_INTERFACE_REPORT -> attest -> START_INTERFACE -> accept; throws if a step fails. */
-function acceptAsTdi(dev: Device): void {
+/**
+ * lock -> GET_DEVICE_INTERFACE_REPORT -> attest -> START_INTERFACE -> accept, then the guest maps
+ * BAR0 private (a locked TDI answers the shared mapping with Unsupported Request); throws if a step fails.
+ */
+function acceptAsTdi(rig: CcNvmeRig): void {
+  const dev = rig.dev;
   if (tdiOf(dev) === null && tdispInit(dev, { measurement: MEASUREMENT }) !== 0) throw new Error('cc-guest: tdispInit failed');
   const steps: [string, number][] = [['lock', tdispLock(dev).errno]];
   const report = tdispGetReport(dev);
@@ -73,6 +77,16 @@ function acceptAsTdi(dev: Device): void {
   steps.push(['accept', tdispAccept(dev).errno]);
   const bad = steps.find(([, e]) => e !== 0);
   if (bad !== undefined) throw new Error(`cc-guest: TDISP ${bad[0]} failed (${bad[1]})`);
+  rig.setMmioWorld('private');
+}
+
+/**
+ * The guest leaves the private world: STOP_INTERFACE (unless the TDI is already unlocked), then
+ * BAR0 mapped shared again (private MMIO is refused outside RUN).
+ */
+function stopTdi(rig: CcNvmeRig): void {
+  if (tdiOf(rig.dev)?.state !== 'CONFIG_UNLOCKED') tdispStop(rig.dev);
+  rig.setMmioWorld('shared');
 }
 
 /** A second device, never accepted, tries to reach the guest's private memory. */
@@ -144,27 +158,34 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     phase('shared (bounced)');
     // Shared -> private world while I/Os are in flight: bounced mappings finish through the pool.
     phase('convert mid-run', (n) => {
-      if (n === Math.floor(p.ios / 4)) acceptAsTdi(dev);
+      if (n === Math.floor(p.ios / 4)) acceptAsTdi(rig);
     });
     phase('private (TDI)');
     rogue = rogueDevice(m);
     phase('TDISP error mid-run', (n) => {
-      if (n === Math.floor(p.ios / 4)) tdispError(dev, 'config-write');
+      if (n === Math.floor(p.ios / 4)) {
+        tdispError(dev, 'config-write');
+        // The guest's TSM sees the ERROR: it stops the interface and the driver maps BAR0 shared
+        // again before its next register access (left private, every load would read all ones).
+        stopTdi(rig);
+      }
     });
   } catch (err) {
     if (!(err instanceof CcRigError)) throw err;
     // Unwind: stop the TDI, remove the driver; every phase that ran was checked byte for byte.
     tdispStop(dev);
+    rig.setMmioWorld('shared');
     const ns = rig.verifyNamespace();
     rig.host.remove();
     m.unbindDevice(dev);
     const intact = ns.mismatches === 0 && phases.every((x) => x.mismatches === 0);
     return { ...stoppedResult(p, m, sharedBit, { step: err.step, error: err.error, dataIntact: intact }), phases, tdispHistory: tdiOf(dev)?.history.slice() ?? [], namespaceMismatches: ns.mismatches };
   }
-  tdispStop(dev);
+  stopTdi(rig);
   const ns = rig.verifyNamespace();
   rig.host.remove();
   m.unbindDevice(dev);
+  const driverMmio = { worlds: rig.mmioWorlds.slice(), refused: rig.host.mmioRefused };
   let pm;
   try {
     pm = runPrivateMmioStep(m);
@@ -212,6 +233,7 @@ function runCcGuest(req: StackRunRequest): CcGuestResult {
     conversions: { decrypt: cs?.decryptCalls ?? 0, encrypt: cs?.encryptCalls ?? 0 },
     namespaceMismatches: ns.mismatches,
     privateMmio: pm,
+    driverMmio,
     dmaDebugReports: m.dmaDebug.reports.length,
     checks,
     verified: checks.every((c) => c.ok),

@@ -71,7 +71,7 @@ export function nvmePollCq(d: NvmeDevState, q: NvmeQueue): number {
     d.inIrq = false;
   }
   if (found > 0) {
-    d.bar.mmioWrite32(q.cqDb, q.cqHead);
+    d.regs.writel(q.cqDb, q.cqHead);
     d.stats.cqDoorbells++;
     if (d.requeue.length > 0 && d.state === 'live') nvmeScheduleKick(d, 0);
   }

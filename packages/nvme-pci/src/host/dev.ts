@@ -9,10 +9,11 @@
 // the public types declared here (options, stats, state, namespace info) are re-exported by
 // host/index.ts.
 import { Errno, SECTOR_SHIFT } from '@dmakit/dma-core';
-import type { BlkRequest, BlkRqDmaMapper, BlkStatus, Device, DmaCoherentBuffer, DmaPool, Machine, PhysVec, SimTimer } from '@dmakit/dma-core';
+import type { BlkRequest, BlkRqDmaMapper, BlkStatus, Device, DmaCoherentBuffer, DmaPool, Machine, PhysVec, SimTimer, TdispMmioWorld } from '@dmakit/dma-core';
 import { readLe64, SQE } from '../controller/spec.js';
 import { NVME_CID_GENCTR_MASK, NVME_CID_TAG_BITS, NVME_CTRL_PAGE_SIZE, NVME_MAX_BYTES } from './constants.js';
 import type { NvmeAdminDone, NvmeIod } from './iod.js';
+import { NvmeBarMapping } from './mmio.js';
 import type { NvmeBar, NvmeQueue } from './queue.js';
 
 /** `enum nvme_ctrl_state` (the states this model passes through). */
@@ -55,6 +56,13 @@ export interface NvmeDevOptions {
   mapping?: 'iter' | 'sg';
   /** Namespace the block device sits on. Default: the first active one. */
   nsid?: number;
+  /**
+   * The world of the driver's mapping of BAR0 when the function is a TDI with a private BAR0
+   * (`tdispInit`): 'shared' (default; an ordinary ioremap, the only one a locked TDI refuses) or
+   * 'private' (the guest's mapping of accepted TEE MMIO). Change it with `NvmeDev.setMmioWorld`
+   * when the guest accepts the TDI, and back after it stops. Without a TDI it changes nothing.
+   */
+  mmioWorld?: TdispMmioWorld;
 }
 
 /** Driver counters (per-I/O figures for the demo and the benchmarks). */
@@ -153,6 +161,8 @@ export class NvmeDevState {
   readonly machine: Machine;
   readonly device: Device;
   readonly bar: NvmeBar;
+  /** BAR0 as the driver mapped it: every register and doorbell access goes through it. */
+  readonly regs: NvmeBarMapping;
   readonly blk: BlkRqDmaMapper;
   readonly opts: NvmeDevResolvedOptions;
   readonly stats: NvmeHostStats = nvmeHostStatsInit();
@@ -218,6 +228,7 @@ export class NvmeDevState {
     this.machine = machine;
     this.device = device;
     this.bar = bar;
+    this.regs = new NvmeBarMapping(bar, device, opts.mmioWorld);
     this.blk = blk;
     this.opts = opts;
   }
@@ -271,6 +282,6 @@ export function nvmeAdminCmd(d: NvmeDevState, fill: (dv: DataView) => void, done
   iod.adminDone = done;
   nvmeStart(d, aq, iod, d.opts.adminTimeoutNs);
   d.stats.adminCommands++;
-  if (aq.writeSqDb(d.bar)) d.stats.sqDoorbells++;
+  if (aq.writeSqDb(d.regs)) d.stats.sqDoorbells++;
   return 0;
 }

@@ -76,6 +76,7 @@ function rig(): Rig {
     pollIntervalNs: 10_000,
     mapping: 'iter',
     nsid: 0,
+    mmioWorld: 'shared',
   });
   const large = dmaPoolCreate('nvme descriptor page', dev, PAGE, PAGE, 0);
   const small = dmaPoolCreate('nvme descriptor small', dev, NVME_SMALL_POOL_SIZE, NVME_SMALL_POOL_SIZE, 0);

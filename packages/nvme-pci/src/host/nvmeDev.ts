@@ -16,7 +16,7 @@ import {
   dmaSetMinAlignMask,
   Errno,
 } from '@dmakit/dma-core';
-import type { BlkRequest, BlkRqDmaMapper, Device, DmaPool, Machine, QueueLimits } from '@dmakit/dma-core';
+import type { BlkRequest, BlkRqDmaMapper, Device, DmaPool, Machine, QueueLimits, TdispMmioWorld } from '@dmakit/dma-core';
 import {
   IOD_SINGLE_SEGMENT,
   NVME_ADMIN_TIMEOUT_NS,
@@ -75,6 +75,7 @@ export class NvmeDev {
       pollIntervalNs: opts.pollIntervalNs ?? 10_000,
       mapping: opts.mapping ?? 'iter',
       nsid: opts.nsid ?? 0,
+      mmioWorld: opts.mmioWorld ?? 'shared',
     };
     const int = (name: string, v: number, min: number, max: number): void => {
       if (!Number.isSafeInteger(v) || v < min || v > max) throw new RangeError(`NvmeDev: ${name} must be an integer in ${min}..${max}, got ${v}`);
@@ -89,6 +90,7 @@ export class NvmeDev {
     }
     const mapping: string = o.mapping; // options may come from untyped input (CLI, JSON)
     if (mapping !== 'iter' && mapping !== 'sg') throw new RangeError(`NvmeDev: mapping must be 'iter' or 'sg'`);
+    if (!isMmioWorld(o.mmioWorld)) throw new RangeError(`NvmeDev: mmioWorld must be 'shared' or 'private'`);
     const d = new NvmeDevState(machine, device, bar, blk, o);
     d.queueRq = (req, qid, last) => this.queueRq(req, qid, last);
     d.commitRqs = () => {
@@ -166,6 +168,30 @@ export class NvmeDev {
   /** The descriptor pools ("nvme descriptor small" 256 B, "nvme descriptor page" 4 KiB). */
   get pools(): { small: DmaPool | null; large: DmaPool | null } {
     return { small: this.#d.poolSmall, large: this.#d.poolLarge };
+  }
+
+  /** The world of the driver's mapping of BAR0 ('shared' or 'private'; see `setMmioWorld`). */
+  get mmioWorld(): TdispMmioWorld {
+    return this.#d.regs.world;
+  }
+
+  /** Register and doorbell accesses a TDI refused (read all ones, or a write dropped) so far. */
+  get mmioRefused(): number {
+    return this.#d.regs.refused;
+  }
+
+  /**
+   * Map BAR0 again in `world`: the guest's accept step (`'private'`: ioremap of the accepted TEE
+   * MMIO, once the TDI is in RUN and accepted) or its return to the shared world after the TDI
+   * was stopped or reset (`'shared'`). Only the mapping changes: the driver keeps its state, and
+   * a mapping the TDI does not accept in its current state reads all ones (CSTS too, which the
+   * reset and timeout paths treat as a dead controller, as `nvme_pci_ctrl_is_dead` does).
+   * 0, or -EINVAL for a world that is neither.
+   */
+  setMmioWorld(world: TdispMmioWorld): number {
+    if (!isMmioWorld(world)) return -Errno.EINVAL;
+    this.#d.regs.world = world;
+    return 0;
   }
 
   /** Controller supports SGLs for I/O (Identify Controller SGLS). */
@@ -323,13 +349,19 @@ export class NvmeDev {
     req.pdu = iod;
     nvmeStart(d, q, iod, d.opts.ioTimeoutNs);
     this.stats.submitted++;
-    if (last && q.writeSqDb(this.bar)) this.stats.sqDoorbells++;
+    if (last && q.writeSqDb(d.regs)) this.stats.sqDoorbells++;
     return BlkStatus.OK;
   }
 
   /** `nvme_commit_rqs`: ring the doorbells deferred by `last = false`. */
   commitRqs(): void {
-    for (const q of this.#d.queues) if (q?.writeSqDb(this.bar) === true) this.stats.sqDoorbells++;
+    const regs = this.#d.regs;
+    for (const q of this.#d.queues) if (q?.writeSqDb(regs) === true) this.stats.sqDoorbells++;
   }
 
+}
+
+/** A world name from possibly untyped input (options, CLI, JSON). */
+function isMmioWorld(w: unknown): w is TdispMmioWorld {
+  return w === 'shared' || w === 'private';
 }

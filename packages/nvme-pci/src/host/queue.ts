@@ -5,20 +5,9 @@ import type { DmaCoherentBuffer, Machine } from '@dmakit/dma-core';
 import { NVME_CQE_SIZE, NVME_SQE_SIZE } from '../controller/spec.js';
 import { nvmeDoorbellOffset } from '../controller/registers.js';
 import { NvmeIod } from './iod.js';
+import type { NvmeBarMapping } from './mmio.js';
 
-/** The controller's register file as the driver reaches it (BAR0 ioremapped) plus its MSI-X vectors. */
-export interface NvmeBar {
-  /** Reads a 32-bit register at BAR0 offset off (kernel: readl()). */
-  mmioRead32(off: number): number;
-  /** Writes a 32-bit register or doorbell at BAR0 offset off (kernel: writel()). */
-  mmioWrite32(off: number, value: number): void;
-  /** Reads a 64-bit register at BAR0 offset off (kernel: lo_hi_readq()). */
-  mmioRead64(off: number): number;
-  /** Writes a 64-bit register at BAR0 offset off (kernel: lo_hi_writeq()). */
-  mmioWrite64(off: number, value: number): void;
-  /** Register the driver's interrupt handler (`pci_request_irq`); returns the unregister function. */
-  onInterrupt(fn: (vector: number) => void): () => void;
-}
+export type { NvmeBar } from './mmio.js';
 
 /** CPU address (the linear map is phys here) of byte `off` of a coherent buffer, contiguous or not. */
 export function coherentCpu(buf: DmaCoherentBuffer, off: number): number {
@@ -100,9 +89,9 @@ export class NvmeQueue {
   }
 
   /** `nvme_write_sq_db`: ring the SQ tail doorbell if new entries were copied. */
-  writeSqDb(bar: NvmeBar): boolean {
+  writeSqDb(regs: NvmeBarMapping): boolean {
     if (this.sqTail === this.lastSqTail) return false;
-    bar.mmioWrite32(this.sqDb, this.sqTail);
+    regs.writel(this.sqDb, this.sqTail);
     this.lastSqTail = this.sqTail;
     return true;
   }

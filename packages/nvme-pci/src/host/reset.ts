@@ -45,6 +45,7 @@ import { NVME_AQ_DEPTH, NVME_CID_TAG_MASK, NVME_MAX_BYTES, NVME_SC_HOST_ABORTED_
 import { nvmeEndRequest, nvmeFinishIod, nvmePollCq, nvmeRunRequeue } from './completion.js';
 import { nvmeAdminCmd, nvmeLog } from './dev.js';
 import type { NvmeDevState } from './dev.js';
+import { NVME_MMIO_ALL_ONES } from './mmio.js';
 import { coherentCpu, NvmeQueue } from './queue.js';
 
 /** `shutdown_timeout` module parameter default (5 s). */
@@ -62,14 +63,20 @@ export function nvmeRemoveDeadCtrl(d: NvmeDevState, why: string): void {
 }
 
 export function nvmeResetWork(d: NvmeDevState): void {
-  const bar = d.bar;
-  d.cap = bar.mmioRead64(NVME_REG_CAP);
+  const bar = d.regs;
+  // nvme_pci_enable: `if (readl(dev->bar + NVME_REG_CSTS) == -1) { result = -ENODEV; goto disable; }`
+  // (a surprise-removed function, or TEE MMIO the TDI refuses: every load reads all ones).
+  if (bar.readl(NVME_REG_CSTS) === NVME_MMIO_ALL_ONES) {
+    nvmeRemoveDeadCtrl(d, 'controller gone (CSTS reads all ones)');
+    return;
+  }
+  d.cap = bar.readq(NVME_REG_CAP);
   d.dstrd = regGet(d.cap, CAP.DSTRD);
   // NVME_CAP_TIMEOUT: 500 ms units.
   d.ctrlTimeoutNs = (regGet(d.cap, CAP.TO) + 1) * 500e6;
   // nvme_pci_configure_admin_queue: disable first (nvme_disable_ctrl, shutdown = false).
-  const cc = bar.mmioRead32(NVME_REG_CC);
-  if ((cc & 1) !== 0) bar.mmioWrite32(NVME_REG_CC, cc & ~1);
+  const cc = bar.readl(NVME_REG_CC);
+  if ((cc & 1) !== 0) bar.writel(NVME_REG_CC, cc & ~1);
   nvmeWaitReady(d, false, () => {
     nvmePciConfigureAdminQueue(d);
   });
@@ -80,8 +87,8 @@ export function nvmeWaitReady(d: NvmeDevState, rdy: boolean, then: () => void): 
   const deadline = d.machine.clock.now() + d.ctrlTimeoutNs;
   const poll = (): void => {
     if (d.state !== 'connecting') return;
-    const csts = d.bar.mmioRead32(NVME_REG_CSTS);
-    if (csts === 0xffff_ffff) {
+    const csts = d.regs.readl(NVME_REG_CSTS);
+    if (csts === NVME_MMIO_ALL_ONES) {
       nvmeRemoveDeadCtrl(d, 'controller gone (CSTS reads all ones)');
       return;
     }
@@ -116,7 +123,7 @@ export function nvmeAllocQueue(d: NvmeDevState, qid: number, depth: number): Nvm
 
 export function nvmePciConfigureAdminQueue(d: NvmeDevState): void {
   const m = d.machine;
-  const bar = d.bar;
+  const bar = d.regs;
   d.adminq ??= nvmeAllocQueue(d, 0, NVME_AQ_DEPTH);
   d.adminBuf ??= dmaAllocCoherent(d.device, NVME_IDENTIFY_DATA_SIZE);
   const aq = d.adminq;
@@ -125,15 +132,15 @@ export function nvmePciConfigureAdminQueue(d: NvmeDevState): void {
     return;
   }
   aq.init(m);
-  bar.mmioWrite32(NVME_REG_AQA, regSet(regSet(0, AQA.ASQS, aq.depth - 1), AQA.ACQS, aq.depth - 1));
-  bar.mmioWrite64(NVME_REG_ASQ, aq.sq.dmaAddr);
-  bar.mmioWrite64(NVME_REG_ACQ, aq.cq.dmaAddr);
+  bar.writel(NVME_REG_AQA, regSet(regSet(0, AQA.ASQS, aq.depth - 1), AQA.ACQS, aq.depth - 1));
+  bar.writeq(NVME_REG_ASQ, aq.sq.dmaAddr);
+  bar.writeq(NVME_REG_ACQ, aq.cq.dmaAddr);
   // nvme_enable_ctrl: CSS NVM, MPS = controller page, round robin, IOSQES 6, IOCQES 4; then EN.
   let cc = regSet(0, CC.MPS, 0);
   cc = regSet(cc, CC.IOSQES, NVME_SQES_LOG2);
   cc = regSet(cc, CC.IOCQES, NVME_CQES_LOG2);
-  bar.mmioWrite32(NVME_REG_CC, cc);
-  bar.mmioWrite32(NVME_REG_CC, regSet(cc, CC.EN, 1));
+  bar.writel(NVME_REG_CC, cc);
+  bar.writel(NVME_REG_CC, regSet(cc, CC.EN, 1));
   nvmeWaitReady(d, true, () => {
     aq.enabled = true;
     nvmeIdentifyCtrl(d);
@@ -314,25 +321,35 @@ export function nvmeCreateIoQueues(d: NvmeDevState, qid: number): void {
  * (`nvme_cancel_request`): they are unmapped and requeued (or failed when the device goes away).
  */
 export function nvmeDevDisable(d: NvmeDevState, shutdown: boolean): void {
-  const bar = d.bar;
+  const bar = d.regs;
   const queues = [d.adminq, ...d.queues];
   for (const q of queues) if (q) q.enabled = false;
-  const cc = bar.mmioRead32(NVME_REG_CC);
+  // nvme_pci_ctrl_is_dead: CSTS reading all ones (the function is gone, or a TDI refuses the
+  // driver's mapping of its private BAR) means there is no controller to disable: skip straight
+  // to cancelling what is in flight.
+  if (bar.readl(NVME_REG_CSTS) === NVME_MMIO_ALL_ONES) {
+    nvmeCancelInflight(d, queues);
+    return;
+  }
+  const cc = bar.readl(NVME_REG_CC);
   if (shutdown && (cc & 1) !== 0) {
     // nvme_disable_ctrl(ctrl, shutdown = true): normal shutdown, then wait for CSTS.SHST
     // complete (shutdown_timeout, 5 s by default). In-flight commands finish meanwhile.
-    bar.mmioWrite32(NVME_REG_CC, regSet(cc, CC.SHN, NVME_CC_SHN_NORMAL));
+    bar.writel(NVME_REG_CC, regSet(cc, CC.SHN, NVME_CC_SHN_NORMAL));
     const deadline = d.machine.clock.now() + NVME_SHUTDOWN_TIMEOUT_NS;
-    while (regGet(bar.mmioRead32(NVME_REG_CSTS), CSTS.SHST) !== NVME_CSTS_SHST_CMPLT && d.machine.clock.now() < deadline) {
+    while (regGet(bar.readl(NVME_REG_CSTS), CSTS.SHST) !== NVME_CSTS_SHST_CMPLT && d.machine.clock.now() < deadline) {
       d.machine.advance(d.opts.pollIntervalNs);
     }
-    if (regGet(bar.mmioRead32(NVME_REG_CSTS), CSTS.SHST) !== NVME_CSTS_SHST_CMPLT) nvmeLog(d, 'Device shutdown incomplete; abort shutdown');
+    if (regGet(bar.readl(NVME_REG_CSTS), CSTS.SHST) !== NVME_CSTS_SHST_CMPLT) nvmeLog(d, 'Device shutdown incomplete; abort shutdown');
   }
   // Model: always clear CC.EN too, so the controller drops its queues before their memory is freed.
-  bar.mmioWrite32(NVME_REG_CC, bar.mmioRead32(NVME_REG_CC) & ~1);
-  // nvme_reap_pending_cqes
+  bar.writel(NVME_REG_CC, bar.readl(NVME_REG_CC) & ~1);
+  nvmeCancelInflight(d, queues);
+}
+
+/** `nvme_reap_pending_cqes`, then `nvme_cancel_tagset` / `nvme_cancel_admin_tagset`. */
+function nvmeCancelInflight(d: NvmeDevState, queues: readonly (NvmeQueue | null | undefined)[]): void {
   for (const q of queues) if (q) nvmePollCq(d, q);
-  // nvme_cancel_tagset / nvme_cancel_admin_tagset
   for (const q of queues) {
     if (!q) continue;
     for (const iod of q.iods) {

@@ -40,7 +40,7 @@ export function nvmeTimeout(d: NvmeDevState, q: NvmeQueue, iod: NvmeIod): void {
   const timeoutNs = q.qid === 0 ? d.opts.adminTimeoutNs : d.opts.ioTimeoutNs;
   const now = d.machine.clock.now();
   d.stats.timeouts++;
-  const csts = d.bar.mmioRead32(NVME_REG_CSTS);
+  const csts = d.regs.readl(NVME_REG_CSTS);
   // nvme_should_reset: a controller in fatal state needs a reset, nothing else helps.
   if ((csts & CSTS_CFS) !== 0) {
     nvmeLog(d, `controller is down; will reset: CSTS=0x${csts.toString(16)}`);

@@ -17,6 +17,13 @@ function privateMmioLine(r: CcGuestResult): string[] {
   ];
 }
 
+/** One line for the driver's mapping of BAR0: the worlds it went through and what the TDI refused. */
+function driverMmioLine(r: CcGuestResult): string[] {
+  const d = r.driverMmio;
+  if (d === undefined) return [];
+  return [`nvme0 BAR0 mapping: ${d.worlds.join(' -> ')}; ${n(d.refused)} register/doorbell accesses refused`];
+}
+
 /** The human-readable report of a cc-guest run. */
 export function formatCcGuest(r: CcGuestResult): string {
   const rows = r.phases.map((p) => [
@@ -38,6 +45,7 @@ export function formatCcGuest(r: CcGuestResult): string {
     `rogue device: ${r.rogue.refused}/${r.rogue.attempts} accesses to private memory refused, secret ${r.rogue.secretIntact ? 'intact' : 'CHANGED'} ` +
       `(attestation ${r.rogue.attestErrno}, accept ${r.rogue.acceptErrno})`,
     `TDISP: ${r.tdispHistory.join(' -> ')}`,
+    ...driverMmioLine(r),
     `conversions: ${r.conversions.decrypt} set_memory_decrypted, ${r.conversions.encrypt} set_memory_encrypted; dma-debug reports: ${r.dmaDebugReports}`,
     ...privateMmioLine(r),
     '',

@@ -14,6 +14,14 @@ export interface CcRogueResult {
   readonly acceptErrno: number;
 }
 
+/** The NVMe driver's mapping of BAR0 over the run. */
+export interface CcDriverMmioResult {
+  /** The worlds it was mapped in, in order ('shared' at probe, 'private' after acceptance, ...). */
+  readonly worlds: readonly string[];
+  /** Register and doorbell accesses the TDI refused (read all ones, or a write dropped). */
+  readonly refused: number;
+}
+
 /** The dma-buf-over-private-MMIO step (see ccGuest/privateMmio.ts). */
 export interface CcPrivateMmioResult {
   /** featureDmaBuf errnos in CONFIG_UNLOCKED, CONFIG_LOCKED and RUN before acceptance (-EPERM each). */
@@ -51,6 +59,8 @@ export interface CcGuestResult {
   readonly tdispHistory: readonly string[];
   readonly conversions: { readonly decrypt: number; readonly encrypt: number };
   readonly namespaceMismatches: number;
+  /** The driver's BAR0 mapping worlds and refused register accesses (absent when the run stopped). */
+  readonly driverMmio?: CcDriverMmioResult;
   /** Absent when the run stopped before the step. */
   readonly privateMmio?: CcPrivateMmioResult;
   readonly dmaDebugReports: number;

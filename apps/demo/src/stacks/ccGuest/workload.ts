@@ -8,7 +8,7 @@
 import { bioFromRanges, blkRqFromBio, createBlkRqDmaMapper } from '@dmakit/block-rq-dma';
 import type { BlkRqDma } from '@dmakit/block-rq-dma';
 import { BlkStatus, errnoName, ReqOp } from '@dmakit/dma-core';
-import type { Device, Machine } from '@dmakit/dma-core';
+import type { Device, Machine, TdispMmioWorld } from '@dmakit/dma-core';
 import { NvmeController, NvmeDev, nvmeBarSize } from '@dmakit/nvme-pci';
 import { nvmeSimulatedCost } from '../nvmeCost.js';
 
@@ -70,6 +70,8 @@ export class CcNvmeRig {
   readonly blk: BlkRqDma;
   /** Region -> FNV-1a of the last pattern written there OK. */
   readonly written = new Map<number, number>();
+  /** The worlds the driver's BAR0 mapping went through, first the one it probed with. */
+  readonly mmioWorlds: TdispMmioWorld[];
   readonly #m: Machine;
   #seq = 0;
 
@@ -79,6 +81,7 @@ export class CcNvmeRig {
     this.ctrl = new NvmeController(m, this.dev, { namespaces: [{ nsid: 1, lbaSize: 512, capacityLbas: REGIONS * SECTORS }], maxQueues: 4 });
     this.blk = createBlkRqDmaMapper();
     this.host = new NvmeDev(m, this.dev, this.ctrl, this.blk, { ioQueues: 1, ioQueueDepth: 64, mapping: 'iter' });
+    this.mmioWorlds = [this.host.mmioWorld];
     const err = this.host.probe();
     if (err !== 0) {
       // nvme_probe's error path has unwound; the driver is removed and unbound like a failed bind.
@@ -89,8 +92,19 @@ export class CcNvmeRig {
   }
 
   /**
+   * Map the drive's BAR0 in `world` (the guest's accept step maps it private; after the TDI is
+   * stopped it maps it shared again). A change of world is recorded in `mmioWorlds`.
+   */
+  setMmioWorld(world: TdispMmioWorld): void {
+    if (world === this.host.mmioWorld) return;
+    this.host.setMmioWorld(world);
+    this.mmioWorlds.push(world);
+  }
+
+  /**
    * Run `ios` I/Os with `qd` slots; `onComplete(n)` is called after the n-th completion (the stack
-   * uses it to change the device's world mid-run). Failed I/Os are re-issued until they succeed.
+   * uses it to change the device's world mid-run). Failed I/Os are re-issued until they succeed,
+   * unless the driver declared the controller dead (then nothing can succeed: CcRigError).
    */
   run(phase: string, ios: number, qd: number, onComplete?: (n: number) => void): CcPhaseResult {
     const m = this.#m;
@@ -106,6 +120,8 @@ export class CcNvmeRig {
     let errors = 0;
     let verified = 0;
     let mismatches = 0;
+    /** I/Os given up because the controller is dead. */
+    let abandoned = 0;
     const ranges = new Float64Array(2);
     const slots: Slot[] = [];
     for (let i = 0; i < qd; i++) {
@@ -144,6 +160,10 @@ export class CcNvmeRig {
     const finish = (s: Slot, st: BlkStatus): void => {
       if (st !== BlkStatus.OK) {
         errors++;
+        if (this.host.state === 'dead') {
+          abandoned++; // nvme_remove_dead_ctrl: every later submission fails too
+          return;
+        }
         submit(s); // the same I/O again: nothing is lost, the new mapping follows the device's current world
         return;
       }
@@ -169,11 +189,12 @@ export class CcNvmeRig {
       onComplete?.(done);
     };
     for (const s of slots) start(s);
-    for (let guard = 0; done < issued; guard++) {
+    for (let guard = 0; done + abandoned < issued; guard++) {
       m.scheduler.runUntilIdle();
       if (guard > ios * 8 + 1000) throw new Error(`cc-guest: the ${phase} phase stopped making progress`);
     }
     for (const s of slots) m.memory.freePages(s.phys, 1);
+    if (abandoned > 0) throw new CcRigError(`${phase}: NVMe I/O`, `-EIO: controller dead (${this.host.lastError})`);
     this.#seq++;
     const sw = m.swiotlb.stats();
     const hs = this.host.stats;
