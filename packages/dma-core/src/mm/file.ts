@@ -64,6 +64,7 @@ export class Inode {
   /** `i_size` in bytes. */
   size = 0;
   readonly mapping: AddressSpace | undefined;
+  /** @internal `i_mmap`: the VMAs mapping the inode, each with its mm (the model's rmap of file pages). */
   readonly iMmap = new Map<VmArea, MmCore>();
   readonly name: string;
   /** Open files and mappings referencing the inode; an unlinked (O_TMPFILE) inode is evicted at 0. */
@@ -209,7 +210,7 @@ export class VfsFile {
     return 0;
   }
 
-  /** A new VMA maps this file (`vma->vm_file = get_file(file)`, vma_link_file). */
+  /** @internal A new VMA maps this file (`vma->vm_file = get_file(file)`, vma_link_file). */
   vmaLink(vma: VmArea, mm: MmCore): void {
     this.#count++;
     this.inode.iMmap.set(vma, mm);

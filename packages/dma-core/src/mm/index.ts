@@ -5,6 +5,7 @@ export type { MigrateToRam, MmOwner } from './mmStruct.js';
 export type { MmapArgs } from './mmap.js';
 export { SegvError } from './uaccess.js';
 export { ShmemObject, VmArea } from './vmaTree.js';
+export type { VmFile } from './vmaTree.js';
 export * from './process.js';
 export { AddressSpace, folioMapping } from './pageCache.js';
 export { FMODE_READ, FMODE_WRITE, Inode, O_RDONLY, O_RDWR, O_WRONLY, VfsFile, fileStats, openDeviceFile, openTmpfile, vmInsertPage } from './file.js';

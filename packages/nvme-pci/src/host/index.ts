@@ -5,3 +5,4 @@ export * from './queue.js';
 export * from './nvmeDev.js';
 export type { NvmeCtrlState, NvmeDevOptions, NvmeHostStats, NvmeNsInfo } from './dev.js';
 export { nvmeErrorStatus } from './completion.js';
+export type { NvmeBarMapping } from './mmio.js';
