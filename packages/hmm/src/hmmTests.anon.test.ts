@@ -6,19 +6,10 @@ import { Errno, MAP_ANONYMOUS, MAP_HUGETLB, MAP_PRIVATE, PAGE_SIZE, PROT_NONE, P
 import type { Process } from '@dmakit/dma-core';
 import { HMM_DMIRROR_PROT_PMD, HMM_DMIRROR_PROT_READ, HMM_DMIRROR_PROT_WRITE } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
-import { addDmirror, intPattern, mmapPages, setup } from './testing/fixture.js';
+import { addDmirror, HMM_BUFFER_PAGES, intPattern, leakFree, mmapPages, setup } from './testing/fixture.js';
 
-/** HMM_BUFFER_SIZE (1024 << 12) in pages. */
-const HMM_BUFFER_PAGES = (1024 << 12) / PAGE_SIZE;
 /** NTIMES in hmm-tests.c. */
 const NTIMES = 10;
-
-function leakFree(f: ReturnType<typeof setup>): void {
-  f.mirror.close();
-  f.proc.exit();
-  expect(f.machine.dmaDebug.entries).toBe(0);
-  expect(f.mdev.devicePagesInUse).toBe(0);
-}
 
 /** FIXTURE(hmm2): a second device opened by the same process. */
 function setup2(dmaDebug: 'strict' | 'warn' = 'strict'): ReturnType<typeof setup> & { mirror1: ReturnType<ReturnType<typeof setup>['mdev']['open']>; mdev1: ReturnType<typeof addDmirror> } {

@@ -29,18 +29,8 @@ import {
   migrateStats,
 } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
-import { hmmCreateFile, intPattern, mmapPages, setup } from './testing/fixture.js';
+import { HMM_BUFFER_PAGES, hmmCreateFile, intPattern, leakFree, mmapPages, setup } from './testing/fixture.js';
 import { GUP_BASIC_TEST, GUP_FAST_BENCHMARK, PIN_FAST_BENCHMARK, PIN_LONGTERM_BENCHMARK, gupTestIoctl } from './testing/gupTest.js';
-
-/** HMM_BUFFER_SIZE (1024 << 12) in pages. */
-const HMM_BUFFER_PAGES = (1024 << 12) / PAGE_SIZE;
-
-function leakFree(f: ReturnType<typeof setup>): void {
-  f.mirror.close();
-  f.proc.exit();
-  expect(f.machine.dmaDebug.entries).toBe(0);
-  expect(f.mdev.devicePagesInUse).toBe(0);
-}
 
 describe('hmm-tests (dmirror): file-backed memory, the device mmap, GUP', () => {
   it('file_read', () => {

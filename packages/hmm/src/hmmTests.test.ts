@@ -26,14 +26,7 @@ import {
   HMM_DMIRROR_PROT_ZERO,
 } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
-import { addDmirror, intPattern, mmapPages, setup } from './testing/fixture.js';
-
-function leakFree(f: ReturnType<typeof setup>): void {
-  f.mirror.close();
-  f.proc.exit();
-  expect(f.machine.dmaDebug.entries).toBe(0);
-  expect(f.mdev.devicePagesInUse).toBe(0);
-}
+import { addDmirror, intPattern, leakFree, mmapPages, setup } from './testing/fixture.js';
 
 describe('hmm-tests (dmirror)', () => {
   it('open_close', () => {

@@ -36,7 +36,7 @@ import {
   migrateStats,
 } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
-import { intPattern, mmapPages, setup } from './testing/fixture.js';
+import { intPattern, mmapPages, setup, leakFree as fixtureLeakFree } from './testing/fixture.js';
 import type { Fixture } from './testing/fixture.js';
 
 const SIZE = SZ_2M; // read_pmd_pagesize()
@@ -52,11 +52,7 @@ function thpSetup(devmemBytes = 16 * SZ_2M): Fixture & { baseline: number } {
 
 /** Teardown: no DMA mapping, no device page and no system page left behind. */
 function leakFree(f: Fixture & { baseline: number }): void {
-  f.mirror.close();
-  f.proc.exit();
-  expect(f.machine.dmaDebug.entries).toBe(0);
-  expect(f.mdev.devicePagesInUse).toBe(0);
-  expect(f.machine.memory.allocatedPageCount).toBe(f.baseline);
+  fixtureLeakFree(f, f.baseline);
 }
 
 /** hmm-tests' `mmap(2 * size)` then `map = ALIGN(ptr, size)` and madvise(map, size, advice). */

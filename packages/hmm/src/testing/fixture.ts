@@ -9,6 +9,7 @@ import type { Machine, Process, VfsFile } from '@dmakit/dma-core';
 import { DmirrorDevice } from '@dmakit/hmm';
 import type { Dmirror } from '@dmakit/hmm';
 import { mmapAnon } from '@dmakit/testkit';
+import { expect } from 'vitest';
 
 export interface Fixture {
   machine: Machine;
@@ -55,4 +56,19 @@ export function hmmCreateFile(machine: Machine, size: number): VfsFile {
   const r = f.ftruncate(size);
   if (r !== 0) throw new Error(`ftruncate: ${r}`);
   return f;
+}
+
+/** HMM_BUFFER_SIZE of hmm-tests.c (1024 << 12 bytes), in pages. */
+export const HMM_BUFFER_PAGES = (1024 << 12) / PAGE_SIZE;
+
+/**
+ * FIXTURE_TEARDOWN and the leak checks after it: close the mirror, exit the process; no DMA
+ * mapping and no device page is left behind, and, given the allocator's `baseline`, no system page.
+ */
+export function leakFree(f: Fixture, baseline?: number): void {
+  f.mirror.close();
+  f.proc.exit();
+  expect(f.machine.dmaDebug.entries).toBe(0);
+  expect(f.mdev.devicePagesInUse).toBe(0);
+  if (baseline !== undefined) expect(f.machine.memory.allocatedPageCount).toBe(baseline);
 }
