@@ -2,7 +2,7 @@
 // P2P routing per topology, revoke and restore. (IOVA mode needs an IOMMU: apps/demo e2e.)
 import { describe, expect, it } from 'vitest';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, Errno, PAGE_SIZE, PCI_ACS_CR, PCI_ACS_RR, PciExpType, SG_DMA_BUS_ADDRESS, SZ_1M, isErrPtr, toPciDev } from '@dmakit/dma-core';
-import type { Device, DmaBufAttachment, SgTable } from '@dmakit/dma-core';
+import type { Device } from '@dmakit/dma-core';
 import {
   VfioPciCoreDevice,
   dmaBufAttach,
@@ -12,56 +12,19 @@ import {
   dmaBufMapAttachmentUnlocked,
   dmaBufPut,
   dmaBufSgtMode,
-  dmaBufUnmapAttachment,
   dmaBufUnmapAttachmentUnlocked,
   dmaBufPhysVecToSgt,
   dmaResvLock,
   dmaResvUnlock,
 } from '@dmakit/dmabuf';
-import type { DmaBufObject } from '@dmakit/dmabuf';
 import { pattern } from '@dmakit/testkit';
+import { Importer, must } from './testing/importer.js';
 import { buildTopology } from './testing/topology.js';
-
-function must<T>(x: T | number): T {
-  if (isErrPtr(x)) throw new Error(`errno ${x}`);
-  return x;
-}
 
 function bar1(dev: Device): { start: number; size: number; busAddr: number } {
   const b = toPciDev(dev)?.bar(1);
   if (b === undefined) throw new Error('no BAR1');
   return b;
-}
-
-/** A dynamic P2P importer that unmaps in move_notify (like mlx5's invalidate callback). */
-class Importer {
-  sgt: SgTable | null = null;
-  notifies = 0;
-  readonly attach: DmaBufAttachment;
-  constructor(
-    readonly buf: DmaBufObject,
-    readonly dev: Device,
-  ) {
-    this.attach = must(
-      dmaBufDynamicAttach(buf, dev, {
-        allowPeer2peer: true,
-        moveNotify: () => {
-          this.notifies++;
-          if (this.sgt !== null) dmaBufUnmapAttachment(this.attach, this.sgt, DMA_BIDIRECTIONAL);
-          this.sgt = null;
-        },
-      }),
-    );
-  }
-  map(): SgTable | number {
-    const r = dmaBufMapAttachmentUnlocked(this.attach, DMA_BIDIRECTIONAL);
-    if (!isErrPtr(r)) this.sgt = r;
-    return r;
-  }
-  unmap(): void {
-    if (this.sgt !== null) dmaBufUnmapAttachmentUnlocked(this.attach, this.sgt, DMA_BIDIRECTIONAL);
-    this.sgt = null;
-  }
 }
 
 describe('VFIO_DEVICE_FEATURE_DMA_BUF: creation rules', () => {

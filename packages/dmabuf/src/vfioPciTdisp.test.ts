@@ -3,11 +3,9 @@
 // -ENODEV, stale DMA refused) the moment the TDI leaves RUN, restored after it is accepted again.
 import { describe, expect, it } from 'vitest';
 import {
-  DMA_BIDIRECTIONAL,
   DmaFaultError,
   Errno,
   PAGE_SIZE,
-  isErrPtr,
   pciMmioRead,
   pciMmioWrite,
   tdispAccept,
@@ -20,29 +18,20 @@ import {
   tdispStop,
   toPciDev,
 } from '@dmakit/dma-core';
-import type { Device, DmaBufAttachment, SgTable } from '@dmakit/dma-core';
+import type { Device } from '@dmakit/dma-core';
 import {
   VfioPciCoreDevice,
   dmaBufDetach,
-  dmaBufDynamicAttach,
   dmaBufMappingStats,
-  dmaBufMapAttachmentUnlocked,
   dmaBufPut,
   dmaBufSgtMode,
-  dmaBufUnmapAttachment,
-  dmaBufUnmapAttachmentUnlocked,
 } from '@dmakit/dmabuf';
-import type { DmaBufObject } from '@dmakit/dmabuf';
 import { pattern } from '@dmakit/testkit';
+import { Importer, must } from './testing/importer.js';
 import { buildTopology } from './testing/topology.js';
 
 const REF = 'vfio-accel:sha384:c0ffee';
 const RANGE = { regionIndex: 1, dmaRanges: [{ offset: 0, length: 2 * PAGE_SIZE }, { offset: 16 * PAGE_SIZE, length: PAGE_SIZE }] };
-
-function must<T>(x: T | number): T {
-  if (isErrPtr(x)) throw new Error(`errno ${x}`);
-  return x;
-}
 
 function lockAttestStart(dev: Device): void {
   expect(tdispLock(dev).errno).toBe(0);
@@ -54,34 +43,6 @@ function lockAttestStart(dev: Device): void {
 function accept(dev: Device): void {
   lockAttestStart(dev);
   expect(tdispAccept(dev).errno).toBe(0);
-}
-
-/** A dynamic P2P importer that unmaps in move_notify. */
-class Importer {
-  sgt: SgTable | null = null;
-  notifies = 0;
-  readonly attach: DmaBufAttachment;
-  constructor(buf: DmaBufObject, dev: Device) {
-    this.attach = must(
-      dmaBufDynamicAttach(buf, dev, {
-        allowPeer2peer: true,
-        moveNotify: () => {
-          this.notifies++;
-          if (this.sgt !== null) dmaBufUnmapAttachment(this.attach, this.sgt, DMA_BIDIRECTIONAL);
-          this.sgt = null;
-        },
-      }),
-    );
-  }
-  map(): SgTable | number {
-    const r = dmaBufMapAttachmentUnlocked(this.attach, DMA_BIDIRECTIONAL);
-    if (!isErrPtr(r)) this.sgt = r;
-    return r;
-  }
-  unmap(): void {
-    if (this.sgt !== null) dmaBufUnmapAttachmentUnlocked(this.attach, this.sgt, DMA_BIDIRECTIONAL);
-    this.sgt = null;
-  }
 }
 
 function setup() {
