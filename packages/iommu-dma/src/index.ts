@@ -41,7 +41,7 @@ export type { IommuDevState } from './dmaIommu.js';
 export type { IommuDmaContext } from './dmaIommu.js';
 export type { FlushQueueHooks } from './flushQueue.js';
 export type { IommuDomainHost } from './iommuDomain.js';
-export type { TableFreelist } from './pageTable.js';
+export type { TableFreelist, UnmapGather } from './pageTable.js';
 export { Iommu, IommuIdentityDomain, createIommu, iommuDeviceList } from './iommu.js';
 export { IOMMU_DEFAULT_COST_MODEL, iommuSimulatedNs } from './costModel.js';
 export type { IommuCostModel, IommuCostCounters } from './costModel.js';

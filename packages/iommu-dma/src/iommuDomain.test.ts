@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Errno, createMachine } from '@dmakit/dma-core';
-import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, createIommu, iommuIovaToPhys, iommuMap, iommuPgsize, iommuUnmap } from './index.js';
+import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE, createIommu, iommuIotlbGatherInit, iommuIotlbSync, iommuIovaToPhys, iommuMap, iommuPgsize, iommuUnmap, iommuUnmapFast } from './index.js';
 
 const SZ_4K = 4096;
 const SZ_2M = 2 ** 21;
@@ -108,6 +108,38 @@ describe('IommuDomain map/unmap', () => {
     expect(iommuMap(domain, 0x3000, 0x3000, SZ_4K, RW)).toBe(0);
     expect(iommuUnmap(domain, 0x1000, 3 * SZ_4K)).toBe(SZ_4K);
     expect(iommuIovaToPhys(domain, 0x3000)).toBe(0x3000);
+  });
+
+  it('unmap_fast adds the whole cleared range and its largest leaf to the gather, across 4K runs, table boundaries and a 2M leaf', () => {
+    const { domain } = newDomain();
+    // 4K pages from 2M - 3 pages up to 2M + 2 pages (two leaf tables), then a 2M leaf at 4M.
+    const first = SZ_2M - 3 * SZ_4K;
+    for (let i = 0; i < 5; i++) expect(iommuMap(domain, first + i * SZ_4K, 0x100000 + i * 2 * SZ_4K, SZ_4K, RW)).toBe(0);
+    expect(iommuMap(domain, first + 5 * SZ_4K, 0x200000 + 5 * SZ_4K, SZ_2M - 2 * SZ_4K, RW)).toBe(0);
+    expect(iommuMap(domain, 2 * SZ_2M, 6 * SZ_2M, SZ_2M, RW)).toBe(0);
+    const gather = iommuIotlbGatherInit();
+    const len = 2 * SZ_2M + SZ_2M - first;
+    expect(iommuUnmapFast(domain, first, len, gather)).toBe(len);
+    expect(gather.start).toBe(first);
+    expect(gather.end).toBe(3 * SZ_2M - 1);
+    expect(gather.pgsize).toBe(SZ_2M);
+    // Both leaf tables emptied: detached into the gather's freelist until the sync.
+    expect(gather.freelist.length).toBeGreaterThanOrEqual(2);
+    iommuIotlbSync(domain, gather);
+    expect(domain.pgtable.countLeaves()).toBe(0);
+    expect(gather.freelist.length).toBe(0);
+  });
+
+  it('unmap_fast of 4K pages only records a 4K page size; a hole ends the range where it starts', () => {
+    const { domain } = newDomain();
+    for (let i = 0; i < 8; i++) expect(iommuMap(domain, SZ_1G + i * SZ_4K, 0x40000 + i * SZ_4K, SZ_4K, RW)).toBe(0);
+    expect(iommuUnmap(domain, SZ_1G + 5 * SZ_4K, SZ_4K)).toBe(SZ_4K); // hole at page 5
+    const gather = iommuIotlbGatherInit();
+    expect(iommuUnmapFast(domain, SZ_1G + SZ_4K, 7 * SZ_4K, gather)).toBe(4 * SZ_4K);
+    expect([gather.start, gather.end, gather.pgsize]).toEqual([SZ_1G + SZ_4K, SZ_1G + 5 * SZ_4K - 1, SZ_4K]);
+    iommuIotlbSync(domain, gather);
+    expect(iommuIovaToPhys(domain, SZ_1G)).toBe(0x40000);
+    expect(iommuIovaToPhys(domain, SZ_1G + 6 * SZ_4K)).toBe(0x40000 + 6 * SZ_4K);
   });
 
   it('a table page allocation failure (pgtable fault injection) leaves nothing behind', () => {

@@ -181,17 +181,7 @@ export class IommuDomain {
    * fractional addresses, no read/write permission) it is exactly `mapNosync`, with its errors.
    */
   mapNosyncPage(iova: number, paddr: number, prot: number): number {
-    if (
-      (prot & (IOMMU_READ | IOMMU_WRITE)) !== 0 &&
-      (iova & 4095) === 0 &&
-      (paddr & 4095) === 0 &&
-      iova >= 0 &&
-      paddr >= 0 &&
-      Math.floor(iova) === iova &&
-      Math.floor(paddr) === paddr &&
-      paddr <= Number.MAX_SAFE_INTEGER &&
-      this.pgtable.mapLeaf4k(iova, paddr, prot)
-    ) {
+    if ((prot & (IOMMU_READ | IOMMU_WRITE)) !== 0 && this.pgtable.mapLeaf4k(iova, paddr, prot)) {
       this.maps++;
       const trace = this.#host.trace;
       if (trace.enabled) traceIommuMap(trace, this.name, iova, paddr, 4096);
@@ -235,11 +225,7 @@ export class IommuDomain {
     if (!Number.isSafeInteger(iova) || !Number.isSafeInteger(size) || iova < 0 || size <= 0) return 0;
     if (!isAligned(iova, g) || !isAligned(size, g)) return 0; // "unaligned: iova ... size ... min_pagesz"
     const before = gather.end;
-    const unmapped = this.pgtable.unmapRange(iova, size, gather, (va, s) => {
-      if (va < gather.start) gather.start = va;
-      if (va + s - 1 > gather.end) gather.end = va + s - 1;
-      if (s > gather.pgsize) gather.pgsize = s;
-    });
+    const unmapped = this.pgtable.unmapRange(iova, size, gather);
     if (unmapped > 0) {
       this.unmaps++;
       if (before === 0 && gather.end !== 0) this.#pendingGathers++;

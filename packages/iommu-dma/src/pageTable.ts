@@ -64,6 +64,17 @@ export interface TableFreelist {
 }
 
 /**
+ * What `IoPageTable.unmapRange` adds to: the IOVA range cleared so far (`start`..`end`
+ * inclusive, `end` 0 and `start` MAX_SAFE_INTEGER when empty), the largest leaf size, and the
+ * detached table pages. `struct iommu_iotlb_gather` (IommuIotlbGather) is one.
+ */
+export interface UnmapGather extends TableFreelist {
+  start: number;
+  end: number;
+  pgsize: number;
+}
+
+/**
  * The IO page table of one domain. PTE = output address + prot bits + present/leaf flags.
  * Table pages are counted (`tablePagesLive`, `tableBytes`); a table emptied by unmap is detached
  * from its parent and handed to the caller's freelist, and only returned to the pool by
@@ -229,15 +240,17 @@ export class IoPageTable {
 
   /**
    * The one-page case of `mapPages` when the leaf table for `iova` is the cached one and the entry
-   * is empty: store the PTE and return true. Anything else (another 2 MiB block, a present entry)
-   * returns false having changed nothing, and the caller takes `mapPages`, which applies every rule.
-   * `iova` and `paddr` must be 4 KiB-aligned integers (the caller checked).
+   * is empty: store the PTE and return true. Anything else (another 2 MiB block, a present entry,
+   * an address that is not a 4 KiB-aligned integer) returns false having changed nothing, and the
+   * caller takes `mapPages`, which applies every rule. Kept small so V8 inlines it into the link path.
    */
   mapLeaf4k(iova: number, paddr: number, prot: number): boolean {
     const t = this.#cacheTable;
-    const rel = iova - this.#cacheBase;
-    if (t < 0 || rel < 0 || rel >= 0x20_0000) return false;
-    const e = t * ENTRIES + rel / 4096;
+    // An integer in 0..511 exactly when iova is a 4 KiB-aligned integer inside the cached block.
+    const idx = (iova - this.#cacheBase) * (1 / 4096); // exact: a power of two
+    const ppn = paddr * (1 / 4096);
+    if (t < 0 || idx >>> 0 !== idx || idx >= ENTRIES || !(ppn >= 0 && Math.floor(ppn) === ppn && paddr <= Number.MAX_SAFE_INTEGER)) return false;
+    const e = t * ENTRIES + idx;
     if (this.#flags[e] !== 0) return false;
     this.#addr[e] = paddr;
     this.#flags[e] = (prot & PROT_MASK) | PTE_PRESENT | PTE_LEAF;
@@ -321,27 +334,38 @@ export class IoPageTable {
   /**
    * Unmap from `iova` for up to `size` bytes, the generic_pt way: a leaf that starts at the
    * current IOVA is removed whole (a large leaf reports its full size even if the range ends inside
-   * it); a range starting inside a large leaf unmaps nothing; a hole stops the walk. Each removed
-   * leaf is reported to `onLeaf(iova, size)`; emptied tables go to `gather.freelist`.
+   * it); a range starting inside a large leaf unmaps nothing; a hole stops the walk. The unmapped
+   * range is added to `gather` once at the end (start, end, largest leaf size) and emptied tables
+   * go to `gather.freelist`, as generic_pt's unmap_pages does with gather_range_pages().
    * Returns the bytes unmapped.
    */
-  unmapRange(iova: number, size: number, gather: TableFreelist, onLeaf: (iova: number, size: number) => void): number {
+  unmapRange(iova: number, size: number, gather: UnmapGather): number {
     let done = 0;
+    let pgsize = 0;
+    const flags = this.#flags;
+    const addr = this.#addr;
     while (done < size) {
       const va = iova + done;
       if (va >= this.iovaLimit) break;
-      // Runs of 4 KiB leaves: reuse the cached leaf table instead of walking from the root.
+      // Runs of 4 KiB leaves in the cached leaf table: clear them in one pass (no walk per page).
       const ct = this.#cacheTable;
-      if (ct >= 0 && va - this.#cacheBase >= 0 && va - this.#cacheBase < (this.levelSize[1] ?? 0)) {
-        const e = ct * ENTRIES + IoPageTable.#index(va, 4096);
-        if (((this.#flags[e] ?? 0) & PTE_LEAF) !== 0) {
-          this.#flags[e] = 0;
-          this.#addr[e] = 0;
-          this.#used[ct] = (this.#used[ct] ?? 1) - 1;
-          this.pteWrites++;
+      const rel = va - this.#cacheBase;
+      if (ct >= 0 && rel >= 0 && rel < 0x20_0000) {
+        const first = ct * ENTRIES + rel / 4096;
+        const stop = Math.min(ct * ENTRIES + ENTRIES, first + Math.ceil((size - done) / 4096));
+        let e = first;
+        while (e < stop && ((flags[e] ?? 0) & PTE_LEAF) !== 0) {
+          flags[e] = 0;
+          addr[e] = 0;
+          e++;
+        }
+        const n = e - first;
+        if (n > 0) {
+          this.#used[ct] = (this.#used[ct] ?? n) - n;
+          this.pteWrites += n;
+          if (pgsize < 4096) pgsize = 4096;
+          done += n * 4096;
           if ((this.#used[ct] ?? 0) === 0 && ct !== this.root) this.#detachEmpty(va, 1, gather.freelist);
-          onLeaf(va, 4096);
-          done += 4096;
           continue;
         }
       }
@@ -350,23 +374,29 @@ export class IoPageTable {
       for (let l = this.levels - 1; l >= 0; l--) {
         const ls = this.levelSize[l] ?? 0;
         const e = t * ENTRIES + IoPageTable.#index(va, ls);
-        const f = this.#flags[e] ?? 0;
+        const f = flags[e] ?? 0;
         if (f === 0) break; // hole
         if ((f & PTE_LEAF) !== 0) {
           if (va % ls !== 0) break; // starts inside a large leaf: -EINVAL in generic_pt, nothing unmapped
-          this.#flags[e] = 0;
-          this.#addr[e] = 0;
+          flags[e] = 0;
+          addr[e] = 0;
           this.#used[t] = (this.#used[t] ?? 1) - 1;
           this.pteWrites++;
           removed = ls;
           if ((this.#used[t] ?? 0) === 0 && t !== this.root) this.#detachEmpty(va, l + 1, gather.freelist);
           break;
         }
-        t = this.#addr[e] ?? 0;
+        t = addr[e] ?? 0;
       }
       if (removed === 0) break;
-      onLeaf(va, removed);
+      if (removed > pgsize) pgsize = removed;
       done += removed;
+    }
+    if (done > 0) {
+      // iommu_iotlb_gather_add_range (include/linux/iommu.h), plus the page size seen.
+      if (iova < gather.start) gather.start = iova;
+      if (iova + done - 1 > gather.end) gather.end = iova + done - 1;
+      if (pgsize > gather.pgsize) gather.pgsize = pgsize;
     }
     return done;
   }
