@@ -82,9 +82,12 @@ export function medianOf(xs: readonly number[]): number {
   return s[Math.floor(s.length / 2)] ?? Number.NaN;
 }
 
-/** Interleave contenders for `rounds` rounds of `ops` operations each; median ns/op per contender. */
-export function sideBySide(contenders: readonly Contender[], ops: number, rounds = 9): Measured[] {
-  for (const c of contenders) c.run(Math.max(1, Math.floor(ops / 4))); // warm-up (JIT)
+/**
+ * Interleave contenders for `rounds` rounds of `ops` operations each; median ns/op per contender.
+ * Each contender first runs `warmupOps` operations (default ops / 4) so V8 has optimized it.
+ */
+export function sideBySide(contenders: readonly Contender[], ops: number, rounds = 9, warmupOps = ops / 4): Measured[] {
+  for (const c of contenders) c.run(Math.max(1, Math.floor(warmupOps))); // warm-up (JIT)
   const samples = contenders.map(() => [] as number[]);
   for (let r = 0; r < rounds; r++) {
     contenders.forEach((c, i) => {

@@ -243,7 +243,8 @@ function linkFloorAndTranslate(): SuiteResult[] {
       { name: 'dmaIovaLink 4 KiB x 512 + try_alloc, sync, destroy (per page)', run: linkIos },
     ],
     PAGES * 128,
-    9,
+    15,
+    PAGES * 2000, // 2000 I/Os: past V8's tier-up and feedback settling for both
   );
   const floor = linkRounds[0]?.nsPerOp ?? 1;
   const link = linkRounds[1]?.nsPerOp ?? 0;

@@ -42,6 +42,8 @@ export async function profileTop(work: () => void, n = 6): Promise<string[]> {
       if (node === undefined) return;
       const f = node.callFrame;
       if (f.functionName === '(program)' || f.functionName === '(idle)') return;
+      // The inspector session's own native frame (Session.post → dispatch), not the workload.
+      if (f.functionName === 'dispatch' && f.url === '') return;
       const where = f.url.split('/').slice(-3).join('/');
       const key = `${f.functionName || '(anonymous)'} (${where}:${f.lineNumber + 1})`;
       self.set(key, (self.get(key) ?? 0) + dt);
