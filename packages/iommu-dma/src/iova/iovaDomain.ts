@@ -8,7 +8,8 @@ import {
   orderBase2,
   roundupPow2,
 } from './helpers.js';
-import { IovaTree, gapFits, gapStart, type IovaNode } from './tree.js';
+import { IOVA_CACHED, IOVA_RESERVED, PfnIndex } from './pfnIndex.js';
+import { IovaTree, gapFits, gapStart } from './tree.js';
 
 /** `struct iova`: an inclusive range of IOVA pfns (granules). */
 export interface Iova {
@@ -68,6 +69,14 @@ export interface IovaStats {
   sizeMismatchFrees: number;
 }
 
+/** The `struct iova` handed to a caller: the same object for the life of the range (find_iova returns it again). */
+class IovaRef implements Iova {
+  constructor(
+    public pfnLo: number,
+    public pfnHi: number,
+  ) {}
+}
+
 /** One magazine: a typed array of pfns and its fill level (`struct iova_magazine`). */
 class Magazine {
   readonly pfns = new Float64Array(IOVA_MAG_SIZE);
@@ -83,8 +92,6 @@ function at<T>(arr: readonly T[], i: number): T {
 
 /** `IOVA_ANCHOR`: a node above the usable space, so every walk has a node to start from. */
 const IOVA_ANCHOR = Number.MAX_SAFE_INTEGER;
-/** Treap priorities are a deterministic function of this seed (no Math.random). */
-const TREE_SEED = 0x10a5eed;
 const MAX_CPUS = 4096;
 /** Sizes below this are rounded up to a power of two by alloc_iova_fast. */
 const FAST_ROUND_BELOW = 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1);
@@ -105,10 +112,13 @@ export class IovaDomain {
   /** CPU used when a fast-path call names none. */
   currentCpu = 0;
 
-  #tree: IovaTree;
-  #anchor: IovaNode;
-  #cachedNode: IovaNode;
-  #cached32Node: IovaNode;
+  /** The ranges in pfn order with their gaps (the rbtree); ranges are named by their first pfn. */
+  #tree = new IovaTree();
+  /** pfnHi and flags of every range in the tree, by first pfn. */
+  #nodes = new PfnIndex<IovaRef>();
+  /** `cached_node` and `cached32_node`, as the first pfn of the node they point to. */
+  #cachedNode = IOVA_ANCHOR;
+  #cached32Node = IOVA_ANCHOR;
   #max32AllocSize: number;
   /** Per (bin, cpu) magazines, index `bin * cpus + cpu`. */
   #loaded: Magazine[] = [];
@@ -156,11 +166,8 @@ export class IovaDomain {
     }
     this.startPfn = startPfn;
     this.cpus = cpus;
-    this.#tree = new IovaTree(TREE_SEED);
-    this.#anchor = this.#tree.newNode(IOVA_ANCHOR, IOVA_ANCHOR, true);
-    this.#tree.insert(this.#anchor);
-    this.#cachedNode = this.#anchor;
-    this.#cached32Node = this.#anchor;
+    this.#tree.insert(IOVA_ANCHOR, IOVA_ANCHOR);
+    this.#nodes.add(IOVA_ANCHOR, IOVA_ANCHOR, IOVA_RESERVED);
     this.#max32AllocSize = this.dma32bitPfn;
     for (let bin = 0; bin < IOVA_RANGE_CACHE_MAX_SIZE; bin++) {
       this.#depot.push([]);
@@ -184,13 +191,15 @@ export class IovaDomain {
       this.#allocFailures++;
       return null;
     }
-    const node = this.#allocAndInsert(size, limitPfn, sizeAligned);
-    if (node === null) {
+    const pfn = this.#allocAndInsert(size, limitPfn, sizeAligned);
+    if (pfn < 0) {
       this.#allocFailures++;
       return null;
     }
     this.#allocs++;
-    return node;
+    const ref = new IovaRef(pfn, pfn + size - 1);
+    this.#nodes.setObj(this.#lastSlot, ref);
+    return ref;
   }
 
   /**
@@ -199,19 +208,20 @@ export class IovaDomain {
    * would silently corrupt its allocator in the first two cases.
    */
   freeIova(pfn: number): void {
-    const node = this.#validPfn(pfn) ? (this.#tree.byLo.get(pfn) ?? this.#tree.findContaining(pfn)) : null;
-    if (node === null || node.reserved || node.cached) {
+    const slot = this.#validPfn(pfn) ? this.#find(pfn) : -1;
+    if (slot < 0 || this.#nodes.flagsAt(slot) !== 0) {
       this.#invalidFrees++;
       return;
     }
-    this.#removeIova(node);
+    this.#removeIova(this.#foundLo, this.#nodes.hiAt(slot), 0);
     this.#frees++;
   }
 
   /** `find_iova`: the range (allocated, cached or reserved) containing `pfn`. */
   findIova(pfn: number): Iova | null {
     if (!this.#validPfn(pfn)) return null;
-    return this.#tree.byLo.get(pfn) ?? this.#tree.findContaining(pfn);
+    const slot = this.#find(pfn);
+    return slot < 0 ? null : this.#refAt(slot, this.#foundLo);
   }
 
   /**
@@ -227,20 +237,24 @@ export class IovaDomain {
     const tree = this.#tree;
     let lo = pfnLo;
     let n = tree.firstEndingAtOrAbove(lo);
-    while (n !== null && n.pfnLo <= pfnHi) {
-      if (lo < n.pfnLo) {
-        if (n.reserved) {
-          this.#reservedGranules += n.pfnLo - lo;
-          tree.extendDown(n, lo); // __adjust_overlap_range
+    while (n >= 0 && n <= pfnHi) {
+      const nHi = tree.foundHi;
+      let nLo = n;
+      if (lo < n) {
+        if ((this.#flagsOf(n) & IOVA_RESERVED) !== 0) {
+          this.#reservedGranules += n - lo;
+          this.#extendDown(n, lo); // __adjust_overlap_range
+          nLo = lo;
         } else {
-          this.#insertReserved(lo, n.pfnLo - 1);
+          this.#insertReserved(lo, n - 1);
         }
       }
-      if (pfnHi <= n.pfnHi) return n;
-      lo = n.pfnHi + 1;
-      n = tree.succAbove(n.pfnLo);
+      if (pfnHi <= nHi) return this.#refAt(this.#nodes.find(nLo), nLo);
+      lo = nHi + 1;
+      n = tree.succAbove(nLo);
     }
-    return this.#insertReserved(lo, pfnHi);
+    this.#insertReserved(lo, pfnHi);
+    return this.#refAt(this.#lastSlot, lo);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -264,8 +278,8 @@ export class IovaDomain {
       // iova_rcache_get(iovad, size, limit_pfn + 1) pops a pfn <= limit_pfn + 1 - size.
       const pfn = this.#rcacheGet(orderBase2(len), limitPfn + 1 - len, cpu);
       if (pfn !== 0) {
-        const node = this.#tree.byLo.get(pfn);
-        if (node !== undefined) node.cached = false;
+        const slot = this.#nodes.find(pfn);
+        if (slot >= 0) this.#nodes.setFlags(slot, this.#nodes.flagsAt(slot) & ~IOVA_CACHED);
         this.#cachedGranules -= len;
         this.#rcacheHits++;
         this.#allocs++;
@@ -273,18 +287,18 @@ export class IovaDomain {
       }
       this.#rcacheMisses++;
     }
-    let node = this.#allocAndInsert(len, limitPfn, true);
-    if (node === null && flushRcache) {
+    let pfn = this.#allocAndInsert(len, limitPfn, true);
+    if (pfn < 0 && flushRcache) {
       // Try replenishing IOVAs by flushing rcache.
       this.flushRcaches();
-      node = this.#allocAndInsert(len, limitPfn, true);
+      pfn = this.#allocAndInsert(len, limitPfn, true);
     }
-    if (node === null) {
+    if (pfn < 0) {
       this.#allocFailures++;
       return 0;
     }
     this.#allocs++;
-    return node.pfnLo;
+    return pfn;
   }
 
   /**
@@ -304,19 +318,21 @@ export class IovaDomain {
       this.freeIova(pfn);
       return;
     }
-    const node = this.#tree.byLo.get(pfn);
-    if (node === undefined || node.reserved || node.cached) {
+    const nodes = this.#nodes;
+    const slot = nodes.find(pfn);
+    if (slot < 0 || nodes.flagsAt(slot) !== 0) {
       this.#invalidFrees++;
       return;
     }
     const len = roundupPow2(size);
-    if (node.pfnHi - node.pfnLo + 1 !== len || pfn % len !== 0) {
+    const hi = nodes.hiAt(slot);
+    if (hi - pfn + 1 !== len || pfn % len !== 0) {
       this.#sizeMismatchFrees++;
-      this.#removeIova(node);
+      this.#removeIova(pfn, hi, 0);
       this.#frees++;
       return;
     }
-    node.cached = true;
+    nodes.setFlags(slot, IOVA_CACHED);
     this.#cachedGranules += len;
     this.#rcacheInsert(orderBase2(len), pfn, cpu);
     this.#frees++;
@@ -401,7 +417,11 @@ export class IovaDomain {
 
   /** Every range in the tree (allocated, rcache-held, reserved), in pfn order. Do not mutate the domain while iterating. */
   *liveRanges(): Generator<IovaRange> {
-    for (const n of this.#tree.inOrder()) if (n !== this.#anchor) yield n;
+    for (const [pfnLo, pfnHi] of this.#tree.entries()) {
+      if (pfnLo === IOVA_ANCHOR) continue;
+      const flags = this.#flagsOf(pfnLo);
+      yield { pfnLo, pfnHi, reserved: (flags & IOVA_RESERVED) !== 0, cached: (flags & IOVA_CACHED) !== 0 };
+    }
   }
 
   /**
@@ -414,6 +434,13 @@ export class IovaDomain {
     };
     const problem = this.#tree.check();
     if (problem !== null) fail(problem);
+    if (this.#nodes.size !== this.#tree.size) fail(`range index holds ${this.#nodes.size} ranges, tree ${this.#tree.size}`);
+    for (const [lo, hi] of this.#tree.entries()) {
+      const slot = this.#nodes.find(lo);
+      if (slot < 0) fail(`range index misses the range at ${lo}`);
+      else if (this.#nodes.hiAt(slot) !== hi) fail(`range index says ${lo} ends at ${this.#nodes.hiAt(slot)}, tree ${hi}`);
+    }
+    if ((this.#flagsOf(IOVA_ANCHOR) & IOVA_RESERVED) === 0) fail('the anchor is missing');
     let allocated = 0;
     let cached = 0;
     let reserved = 0;
@@ -431,9 +458,9 @@ export class IovaDomain {
     const scan = (mag: Magazine, bin: number): void => {
       for (let j = 0; j < mag.size; j++) {
         const pfn = mag.pfns[j] ?? -1;
-        const node = this.#tree.byLo.get(pfn);
-        if (node?.cached !== true) fail(`magazine pfn ${pfn} is not a cached node`);
-        else if (node.pfnHi - node.pfnLo + 1 !== 2 ** bin) fail(`magazine pfn ${pfn} in bin ${bin} has the wrong length`);
+        const slot = this.#nodes.find(pfn);
+        if (slot < 0 || this.#nodes.flagsAt(slot) !== IOVA_CACHED) fail(`magazine pfn ${pfn} is not a cached node`);
+        else if (this.#nodes.hiAt(slot) - pfn + 1 !== 2 ** bin) fail(`magazine pfn ${pfn} in bin ${bin} has the wrong length`);
         if (seen.has(pfn)) fail(`pfn ${pfn} cached twice`);
         seen.add(pfn);
         inMags += 2 ** bin;
@@ -450,97 +477,148 @@ export class IovaDomain {
       }
     }
     if (inMags !== cached) fail(`magazines hold ${inMags} granules, tree marks ${cached} cached`);
-    if (this.#tree.byLo.get(this.#cachedNode.pfnLo) !== this.#cachedNode) fail('cached_node is not in the tree');
-    if (this.#tree.byLo.get(this.#cached32Node.pfnLo) !== this.#cached32Node) fail('cached32_node is not in the tree');
+    if (this.#nodes.find(this.#cachedNode) < 0) fail('cached_node is not in the tree');
+    if (this.#nodes.find(this.#cached32Node) < 0) fail('cached32_node is not in the tree');
   }
 
   // ---------------------------------------------------------------------------------------------
   // internals
 
-  // kernel: __alloc_and_insert_iova_range()
-  #allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean): IovaNode | null {
+  /** First pfn of the range the last #find returned. */
+  #foundLo = -1;
+  /** Slot in #nodes of the range the last #allocAndInsert or #insertReserved added. */
+  #lastSlot = -1;
+
+  /** The caller-visible object of the range in `slot` (made on first use). */
+  #refAt(slot: number, lo: number): IovaRef {
+    const have = this.#nodes.objAt(slot);
+    if (have !== undefined) return have;
+    const ref = new IovaRef(lo, this.#nodes.hiAt(slot));
+    this.#nodes.setObj(slot, ref);
+    return ref;
+  }
+
+  /** Slot in #nodes of the range starting at or containing `pfn` (`private_find_iova`), or -1; sets #foundLo. */
+  #find(pfn: number): number {
+    let slot = this.#nodes.find(pfn);
+    if (slot >= 0) {
+      this.#foundLo = pfn;
+      return slot;
+    }
+    const lo = this.#tree.findContaining(pfn);
+    if (lo < 0) return -1;
+    slot = this.#nodes.find(lo);
+    this.#foundLo = lo;
+    return slot;
+  }
+
+  #flagsOf(lo: number): number {
+    const slot = this.#nodes.find(lo);
+    return slot < 0 ? 0 : this.#nodes.flagsAt(slot);
+  }
+
+  #hiOf(lo: number): number {
+    const slot = this.#nodes.find(lo);
+    if (slot < 0) throw new IovaDomainError(`IOVA domain inconsistent: no range starts at ${lo}`, -Errno.EFAULT);
+    return this.#nodes.hiAt(slot);
+  }
+
+  // kernel: __alloc_and_insert_iova_range(); returns the new range's first pfn, or -1
+  #allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean): number {
     // alloc_iova passes limit_pfn + 1: from here on `lim` is exclusive.
     const lim = Math.min(limitPfn, this.maxPfn) + 1;
     const align = sizeAligned ? roundupPow2(size) : 1;
     const is32 = lim <= this.dma32bitPfn;
     if (is32 && size >= this.#max32AllocSize) {
       this.#fastFails32++;
-      return null;
+      return -1;
     }
     const curr = is32 ? this.#cached32Node : this.#cachedNode;
-    const retryPfn = curr.pfnHi;
+    const retryPfn = this.#hiOf(curr);
     let pfn = this.#searchDown(curr, lim, this.startPfn, size, align);
     if (pfn < 0 && retryPfn < lim) {
       // Nothing below the cached node: one more pass from the real limit down to just above it.
-      pfn = this.#searchDown(null, lim, Math.max(retryPfn + 1, this.startPfn), size, align);
+      pfn = this.#searchDown(-1, lim, Math.max(retryPfn + 1, this.startPfn), size, align);
     }
     if (pfn < 0) {
       // The kernel records the failed size whatever the limit; only 32-bit requests consult it.
       this.#max32AllocSize = size;
-      return null;
+      return -1;
     }
-    const node = this.#tree.newNode(pfn, pfn + size - 1, false);
-    this.#tree.insert(node);
+    const hi = pfn + size - 1;
+    this.#tree.insert(pfn, hi);
+    this.#lastSlot = this.#nodes.add(pfn, hi, 0);
     this.#treeInserts++;
     this.#allocatedGranules += size;
     // kernel: __cached_rbnode_insert_update()
-    if (node.pfnHi < this.dma32bitPfn) this.#cached32Node = node;
-    else this.#cachedNode = node;
-    return node;
+    if (hi < this.dma32bitPfn) this.#cached32Node = pfn;
+    else this.#cachedNode = pfn;
+    return pfn;
   }
 
   /**
-   * The kernel's backwards walk: starting at node `from` (or, when null, at the first node at or
-   * above `lim`, like iova_find_limit), find the highest gap below it whose top (clipped to `lim`)
-   * holds `size` granules at an `align`-aligned start; the start must be >= `low`. Returns -1 if none.
-   * The walk's early stop (candidate below `low`) gives the same answer, since candidates only
-   * decrease as the walk goes down.
+   * The kernel's backwards walk: starting at the node whose first pfn is `from` (or, when -1, at
+   * the first node at or above `lim`, like iova_find_limit), find the highest gap below it whose
+   * top (clipped to `lim`) holds `size` granules at an `align`-aligned start; the start must be
+   * >= `low`. Returns -1 if none. The walk's early stop (candidate below `low`) gives the same
+   * answer, since candidates only decrease as the walk goes down.
    */
-  #searchDown(from: IovaNode | null, lim: number, low: number, size: number, align: number): number {
+  #searchDown(from: number, lim: number, low: number, size: number, align: number): number {
+    const tree = this.#tree;
     let bound: number;
-    if (from !== null && from.pfnLo < lim) {
-      bound = from.pfnLo;
+    if (from >= 0 && from < lim) {
+      bound = from;
     } else {
       // Nodes at or above lim see the gap top clipped to lim; only the lowest of them can fit.
-      const top = this.#tree.lowestAtOrAbove(lim) ?? this.#anchor;
-      if (gapFits(top, lim, size, align)) {
+      // The anchor is above every usable pfn, so there always is one.
+      const top = tree.lowestAtOrAbove(lim);
+      if (gapFits(top - tree.foundGap - 1, lim, size, align)) {
         const start = gapStart(lim, size, align);
         return start >= low ? start : -1;
       }
-      bound = top.pfnLo - 1;
+      bound = top - 1;
     }
-    const n = this.#tree.findFit(bound, size, align);
-    if (n === null) return -1;
-    const start = gapStart(n.pfnLo, size, align);
+    const n = tree.findFit(bound, size, align);
+    if (n < 0) return -1;
+    const start = gapStart(n, size, align);
     return start >= low ? start : -1;
   }
 
   // kernel: remove_iova() = __cached_rbnode_delete_update() + rb_erase()
-  #removeIova(node: IovaNode): void {
-    const tree = this.#tree;
-    tree.neighbours(node);
-    const pred = tree.nbPred;
-    const next = tree.nbSucc ?? this.#anchor; // the anchor is above every node
+  #removeIova(lo: number, hi: number, flags: number): void {
+    // rb_next(&iova->node): the anchor is above every node, so there always is one.
+    const next = this.#tree.remove(lo);
+    this.#nodes.delete(lo);
     const c32 = this.#cached32Node;
-    if (node === c32 || (node.pfnHi < this.dma32bitPfn && node.pfnLo >= c32.pfnLo)) this.#cached32Node = next;
+    if (lo === c32 || (hi < this.dma32bitPfn && lo >= c32)) this.#cached32Node = next;
     // Space below 4 GiB came back: the 32-bit fast-fail no longer holds.
-    if (node.pfnLo < this.dma32bitPfn) this.#max32AllocSize = this.dma32bitPfn;
-    if (node.pfnLo >= this.#cachedNode.pfnLo) this.#cachedNode = next;
-    tree.remove(node, pred, next);
+    if (lo < this.dma32bitPfn) this.#max32AllocSize = this.dma32bitPfn;
+    if (lo >= this.#cachedNode) this.#cachedNode = next;
     this.#treeRemoves++;
-    const len = node.pfnHi - node.pfnLo + 1;
-    if (node.reserved) this.#reservedGranules -= len;
+    const len = hi - lo + 1;
+    if ((flags & IOVA_RESERVED) !== 0) this.#reservedGranules -= len;
     else this.#allocatedGranules -= len;
   }
 
-  #insertReserved(lo: number, hi: number): IovaNode {
-    const node = this.#tree.newNode(lo, hi, true);
-    this.#tree.insert(node);
+  #insertReserved(lo: number, hi: number): void {
+    this.#tree.insert(lo, hi);
+    this.#lastSlot = this.#nodes.add(lo, hi, IOVA_RESERVED);
     this.#treeInserts++;
     this.#reservedGranules += hi - lo + 1;
-    return node;
   }
 
+  /** A reserved range grows down into the free gap below it; cached-node pointers follow the node. */
+  #extendDown(lo: number, newLo: number): void {
+    const slot = this.#nodes.find(lo);
+    const hi = this.#nodes.hiAt(slot);
+    const ref = this.#nodes.objAt(slot);
+    this.#tree.extendDown(lo, newLo);
+    this.#nodes.delete(lo);
+    if (ref !== undefined) ref.pfnLo = newLo; // the kernel widens the same struct iova
+    this.#nodes.add(newLo, hi, IOVA_RESERVED, ref);
+    if (this.#cachedNode === lo) this.#cachedNode = newLo;
+    if (this.#cached32Node === lo) this.#cached32Node = newLo;
+  }
   // kernel: __iova_rcache_insert()
   #rcacheInsert(bin: number, pfn: number, cpu: number): void {
     const i = bin * this.cpus + cpu;
@@ -595,13 +673,14 @@ export class IovaDomain {
 
   // kernel: iova_magazine_free_pfns()
   #magazineFreePfns(mag: Magazine): void {
-    const byLo = this.#tree.byLo;
+    const nodes = this.#nodes;
     for (let j = 0; j < mag.size; j++) {
-      const node = byLo.get(mag.pfns[j] ?? -1);
-      if (node === undefined) continue; // WARN_ON(!iova) in the kernel; cannot happen here
-      node.cached = false;
-      this.#cachedGranules -= node.pfnHi - node.pfnLo + 1;
-      this.#removeIova(node);
+      const pfn = mag.pfns[j] ?? -1;
+      const slot = nodes.find(pfn);
+      if (slot < 0) continue; // WARN_ON(!iova) in the kernel; cannot happen here
+      const hi = nodes.hiAt(slot);
+      this.#cachedGranules -= hi - pfn + 1;
+      this.#removeIova(pfn, hi, nodes.flagsAt(slot) & ~IOVA_CACHED);
     }
     mag.size = 0;
   }

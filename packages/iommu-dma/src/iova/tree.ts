@@ -3,345 +3,28 @@
  *
  * The kernel keeps `struct iova` nodes in a red-black tree keyed by `pfn_lo` and finds free space
  * by walking it backwards node by node from a cached node. That walk is linear in the worst case
- * (a fragmented space). Here the nodes live in a treap (deterministic priorities from a seeded
- * PRNG) keyed by `pfnLo`, and every node is augmented with the free gap just below it and the
- * largest such gap in its subtree, so the same top-down answer is found in O(log n).
- * Internal to the iova room.
+ * (a fragmented space). Here the ranges live in a B+ tree keyed by `pfnLo`: every entry carries
+ * the free gap just below it, every child slot of an inner node the largest gap in that child, so
+ * the same top-down answer is found in O(log n).
+ *
+ * Layout: all nodes live in one Float64Array, `4 * order` words per node, in four regions:
+ * A (leaf: pfnLo; inner: separator key), M (leaf: gap below the entry; inner: the child's largest
+ * gap), H (leaf: pfnHi) and D (inner: child node id). A wide node keeps the entries an operation
+ * touches in a few adjacent cache lines, and the tree is three levels deep at 10^5 ranges, so
+ * the cost of an operation barely moves between 10^3 and 10^5 live ranges; nothing is allocated
+ * per operation (node ids are recycled through a free list).
+ *
+ * Separators: for c >= 1, `A[c]` of an inner node is greater than every pfnLo in child c-1 and at
+ * most the smallest pfnLo in child c; `A[0]` is never read. Removals keep that without touching
+ * the separators, so only the largest gaps are propagated up (and the propagation stops at the
+ * first level where nothing changed).
+ * Internal to the iova room: ranges are named by their pfnLo; lookups return it (or -1) and leave
+ * the entry's pfnHi and gap in `foundHi` / `foundGap`.
  */
-import { IntMap, Rng } from '@dmakit/dma-core';
 
-/** One range in the tree: an allocation (possibly sitting in an rcache), a reservation or the anchor. */
-export class IovaNode {
-  pfnLo: number;
-  pfnHi: number;
-  /** Made by reserve_iova (or the anchor): never handed out, never freed. */
-  reserved: boolean;
-  /** Sitting in a per-CPU magazine or the depot: still in the tree, not owned by a caller. */
-  cached = false;
-  /** Treap priority (max-heap). */
-  readonly prio: number;
-  /** Free granules between the previous node's pfnHi and this pfnLo. */
-  gap = 0;
-  /** Largest `gap` in this subtree. */
-  maxGap = 0;
-  left: IovaNode | null = null;
-  right: IovaNode | null = null;
-
-  constructor(pfnLo: number, pfnHi: number, reserved: boolean, prio: number) {
-    this.pfnLo = pfnLo;
-    this.pfnHi = pfnHi;
-    this.reserved = reserved;
-    this.prio = prio;
-  }
-}
-
-function pull(t: IovaNode): void {
-  let m = t.gap;
-  const l = t.left;
-  const r = t.right;
-  if (l !== null && l.maxGap > m) m = l.maxGap;
-  if (r !== null && r.maxGap > m) m = r.maxGap;
-  t.maxGap = m;
-}
-
-export class IovaTree {
-  root: IovaNode | null = null;
-  /** Exact-start index: the free paths look nodes up by their first pfn in O(1). */
-  readonly byLo = new IntMap<IovaNode>();
-  #rng: Rng;
-  #splitL: IovaNode | null = null;
-  #splitR: IovaNode | null = null;
-  /** Reused stack for path refreshes (no allocation per operation). */
-  #path: IovaNode[] = [];
-
-  constructor(seed: number) {
-    this.#rng = new Rng(seed);
-  }
-
-  get size(): number {
-    return this.byLo.size;
-  }
-
-  newNode(pfnLo: number, pfnHi: number, reserved: boolean): IovaNode {
-    return new IovaNode(pfnLo, pfnHi, reserved, this.#rng.nextU32());
-  }
-
-  /** Node whose range contains `pfn` (`private_find_iova`). */
-  findContaining(pfn: number): IovaNode | null {
-    let t = this.root;
-    while (t !== null) {
-      if (pfn < t.pfnLo) t = t.left;
-      else if (pfn > t.pfnHi) t = t.right;
-      else return t;
-    }
-    return null;
-  }
-
-  /** Largest node with pfnLo < key (`rb_prev` of a node with that key). */
-  predBelow(key: number): IovaNode | null {
-    let t = this.root;
-    let best: IovaNode | null = null;
-    while (t !== null) {
-      if (t.pfnLo < key) {
-        best = t;
-        t = t.right;
-      } else t = t.left;
-    }
-    return best;
-  }
-
-  /** Smallest node with pfnLo > key (`rb_next` of a node with that key). */
-  succAbove(key: number): IovaNode | null {
-    let t = this.root;
-    let best: IovaNode | null = null;
-    while (t !== null) {
-      if (t.pfnLo > key) {
-        best = t;
-        t = t.left;
-      } else t = t.right;
-    }
-    return best;
-  }
-
-  /** Neighbours of a node in the tree (`rb_prev`, `rb_next`), found in one descent: #nbPred, #nbSucc. */
-  neighbours(x: IovaNode): void {
-    let pred: IovaNode | null = null;
-    let succ: IovaNode | null = null;
-    let t = this.root;
-    const key = x.pfnLo;
-    while (t !== null && t !== x) {
-      if (key < t.pfnLo) {
-        succ = t;
-        t = t.left;
-      } else {
-        pred = t;
-        t = t.right;
-      }
-    }
-    if (x.left !== null) {
-      let l = x.left;
-      while (l.right !== null) l = l.right;
-      pred = l;
-    }
-    if (x.right !== null) {
-      let r = x.right;
-      while (r.left !== null) r = r.left;
-      succ = r;
-    }
-    this.nbPred = pred;
-    this.nbSucc = succ;
-  }
-
-  /** Results of neighbours(). */
-  nbPred: IovaNode | null = null;
-  nbSucc: IovaNode | null = null;
-
-  /** Smallest node with pfnLo >= key. */
-  lowestAtOrAbove(key: number): IovaNode | null {
-    let t = this.root;
-    let best: IovaNode | null = null;
-    while (t !== null) {
-      if (t.pfnLo >= key) {
-        best = t;
-        t = t.left;
-      } else t = t.right;
-    }
-    return best;
-  }
-
-  /** Smallest node with pfnHi >= pfn: the first node that can overlap a range starting at pfn. */
-  firstEndingAtOrAbove(pfn: number): IovaNode | null {
-    // Ranges are disjoint and sorted, so pfnHi is ordered like pfnLo.
-    let t = this.root;
-    let best: IovaNode | null = null;
-    while (t !== null) {
-      if (t.pfnHi >= pfn) {
-        best = t;
-        t = t.left;
-      } else t = t.right;
-    }
-    return best;
-  }
-
-  /** Insert a node that overlaps nothing. Fixes its gap and its successor's gap. */
-  insert(x: IovaNode): void {
-    const p = this.predBelow(x.pfnLo);
-    const s = this.succAbove(x.pfnLo);
-    x.gap = x.pfnLo - (p === null ? -1 : p.pfnHi) - 1;
-    x.left = null;
-    x.right = null;
-    if (s !== null) s.gap = s.pfnLo - x.pfnHi - 1;
-    // The successor lies on the search path for x.pfnLo, which #insert and #split pull on the way
-    // back up, so its new gap reaches maxGap without a separate refresh.
-    this.root = this.#insert(this.root, x);
-    this.byLo.set(x.pfnLo, x);
-  }
-
-  /** Erase a node (`rb_erase`), given its neighbours as found before. */
-  remove(x: IovaNode, pred: IovaNode | null, succ: IovaNode | null): void {
-    this.root = this.#remove(this.root, x);
-    x.left = null;
-    x.right = null;
-    this.byLo.delete(x.pfnLo);
-    if (succ !== null) {
-      succ.gap = succ.pfnLo - (pred === null ? -1 : pred.pfnHi) - 1;
-      this.refresh(succ);
-    }
-  }
-
-  /** Move a node's start down into the free gap below it (reserve_iova's merge); order is unchanged. */
-  extendDown(x: IovaNode, newLo: number): void {
-    this.byLo.delete(x.pfnLo);
-    x.gap -= x.pfnLo - newLo;
-    x.pfnLo = newLo;
-    this.byLo.set(newLo, x);
-    this.refresh(x);
-  }
-
-  /** Recompute maxGap on the path from the root to `x` after x.gap changed. */
-  refresh(x: IovaNode): void {
-    const path = this.#path;
-    let n = 0;
-    let t = this.root;
-    const key = x.pfnLo;
-    while (t !== null) {
-      path[n++] = t;
-      if (t === x) break;
-      t = key < t.pfnLo ? t.left : t.right;
-    }
-    while (n > 0) {
-      const p = path[--n];
-      if (p !== undefined) pull(p);
-    }
-  }
-
-  /**
-   * Rightmost node with pfnLo <= bound whose gap holds `size` granules at a start aligned to
-   * `align`, the start being as high as possible below the node: the top-down first fit of
-   * `__alloc_and_insert_iova_range`. Subtrees whose largest gap is smaller than `size` are skipped.
-   */
-  findFit(bound: number, size: number, align: number): IovaNode | null {
-    return this.#findFit(this.root, bound, size, align);
-  }
-
-  #findFit(t: IovaNode | null, bound: number, size: number, align: number): IovaNode | null {
-    while (t !== null && t.maxGap >= size) {
-      if (t.pfnLo > bound) {
-        t = t.left;
-        continue;
-      }
-      const r = this.#findFit(t.right, bound, size, align);
-      if (r !== null) return r;
-      if (t.gap >= size && gapFits(t, t.pfnLo, size, align)) return t;
-      t = t.left;
-    }
-    return null;
-  }
-
-  /**
-   * Full structural check (O(n), for tests): order, disjointness, heap order, gaps, maxGap and the
-   * pfn index. Returns a description of the first problem, or null.
-   */
-  check(): string | null {
-    let prevHi = -1;
-    let count = 0;
-    for (const n of this.inOrder()) {
-      count++;
-      if (n.pfnHi < n.pfnLo) return `node [${n.pfnLo},${n.pfnHi}] is inverted`;
-      if (n.pfnLo <= prevHi) return `node [${n.pfnLo},${n.pfnHi}] overlaps the previous one ending at ${prevHi}`;
-      if (n.gap !== n.pfnLo - prevHi - 1) return `node [${n.pfnLo},${n.pfnHi}] has gap ${n.gap}, expected ${n.pfnLo - prevHi - 1}`;
-      let m = n.gap;
-      for (const c of [n.left, n.right]) {
-        if (c === null) continue;
-        if (c.prio > n.prio) return `heap order broken at ${n.pfnLo}`;
-        if (c.maxGap > m) m = c.maxGap;
-      }
-      if (n.left !== null && n.left.pfnLo >= n.pfnLo) return `BST order broken at ${n.pfnLo}`;
-      if (n.right !== null && n.right.pfnLo <= n.pfnLo) return `BST order broken at ${n.pfnLo}`;
-      if (n.maxGap !== m) return `node ${n.pfnLo} has maxGap ${n.maxGap}, expected ${m}`;
-      if (this.byLo.get(n.pfnLo) !== n) return `pfn index misses node ${n.pfnLo}`;
-      prevHi = n.pfnHi;
-    }
-    if (count !== this.byLo.size) return `pfn index holds ${this.byLo.size} nodes, tree ${count}`;
-    return null;
-  }
-
-  /** In-order traversal (explicit stack). */
-  *inOrder(): Generator<IovaNode> {
-    const stack: IovaNode[] = [];
-    let t = this.root;
-    for (;;) {
-      while (t !== null) {
-        stack.push(t);
-        t = t.left;
-      }
-      const n = stack.pop();
-      if (n === undefined) return;
-      yield n;
-      t = n.right;
-    }
-  }
-
-  #insert(t: IovaNode | null, x: IovaNode): IovaNode {
-    if (t === null) {
-      pull(x);
-      return x;
-    }
-    if (x.prio > t.prio) {
-      this.#split(t, x.pfnLo);
-      x.left = this.#splitL;
-      x.right = this.#splitR;
-      pull(x);
-      return x;
-    }
-    if (x.pfnLo < t.pfnLo) t.left = this.#insert(t.left, x);
-    else t.right = this.#insert(t.right, x);
-    pull(t);
-    return t;
-  }
-
-  /** Split into keys < key (#splitL) and keys >= key (#splitR). */
-  #split(t: IovaNode | null, key: number): void {
-    if (t === null) {
-      this.#splitL = null;
-      this.#splitR = null;
-      return;
-    }
-    if (t.pfnLo < key) {
-      this.#split(t.right, key);
-      t.right = this.#splitL;
-      pull(t);
-      this.#splitL = t;
-    } else {
-      this.#split(t.left, key);
-      t.left = this.#splitR;
-      pull(t);
-      this.#splitR = t;
-    }
-  }
-
-  #merge(a: IovaNode | null, b: IovaNode | null): IovaNode | null {
-    if (a === null) return b;
-    if (b === null) return a;
-    if (a.prio > b.prio) {
-      a.right = this.#merge(a.right, b);
-      pull(a);
-      return a;
-    }
-    b.left = this.#merge(a, b.left);
-    pull(b);
-    return b;
-  }
-
-  #remove(t: IovaNode | null, x: IovaNode): IovaNode | null {
-    if (t === null) return null;
-    if (t === x) return this.#merge(t.left, t.right);
-    if (x.pfnLo < t.pfnLo) t.left = this.#remove(t.left, x);
-    else t.right = this.#remove(t.right, x);
-    pull(t);
-    return t;
-  }
-}
+/** Slots per node: entries in a leaf, children of an inner node. */
+export const IOVA_TREE_ORDER = 64;
+const MAX_HEIGHT = 48;
 
 /** `x & ~(align - 1)` for a power-of-two align, exact above 2^32. */
 export function alignDownPow2(x: number, align: number): number {
@@ -349,17 +32,616 @@ export function alignDownPow2(x: number, align: number): number {
 }
 
 /**
- * Does the gap below node `n`, with its top clipped to `top` (<= n.pfnLo), hold `size` granules
- * at the highest `align`-aligned start? (`new_pfn = (high_pfn - size) & align_mask` and
- * `new_pfn > prev->pfn_hi` in the kernel walk.)
+ * Does the gap above `prevHi`, with its top clipped to `top`, hold `size` granules at the highest
+ * `align`-aligned start? (`new_pfn = (high_pfn - size) & align_mask` and `new_pfn > prev->pfn_hi`
+ * in the kernel walk.)
  */
-export function gapFits(n: IovaNode, top: number, size: number, align: number): boolean {
+export function gapFits(prevHi: number, top: number, size: number, align: number): boolean {
   if (top < size) return false;
-  const start = alignDownPow2(top - size, align);
-  return start > n.pfnLo - n.gap - 1;
+  return alignDownPow2(top - size, align) > prevHi;
 }
 
-/** The start the kernel walk would pick in the gap below `n` with its top clipped to `top`. */
+/** The start the kernel walk would pick in a gap whose top is clipped to `top`. */
 export function gapStart(top: number, size: number, align: number): number {
   return alignDownPow2(top - size, align);
+}
+
+export class IovaTree {
+  readonly #cap: number;
+  readonly #min: number;
+  readonly #stride: number;
+  #s: Float64Array;
+  #count: Int32Array;
+  /** Largest gap in a node (-1 when empty). */
+  #max: Float64Array;
+  /** Leaf chain, in pfn order (-1 at the ends). */
+  #next: Int32Array;
+  #prev: Int32Array;
+  #free: Int32Array;
+  #nFree = 0;
+  #nodes = 0;
+  #root: number;
+  /** Inner levels above the leaves (0: the root is a leaf). */
+  #height = 0;
+  #size = 0;
+  /** The last descent: inner node and child slot per level, then the leaf and the position in it. */
+  readonly #pathNode = new Int32Array(MAX_HEIGHT);
+  readonly #pathIdx = new Int32Array(MAX_HEIGHT);
+  #leaf = 0;
+  #pos = -1;
+
+  /** pfnHi of the entry the last lookup returned. */
+  foundHi = -1;
+  /** Gap below the entry the last lookup returned. */
+  foundGap = 0;
+
+  /** `order`: slots per node, >= 8 (tests use small orders to build deep trees from few ranges). */
+  constructor(order: number = IOVA_TREE_ORDER) {
+    if (!Number.isInteger(order) || order < 8 || order > 4096) throw new RangeError(`iova tree order ${order} must be an integer in 8..4096`);
+    this.#cap = order;
+    this.#min = order >> 2;
+    this.#stride = 4 * order;
+    const nodes = 16;
+    this.#s = new Float64Array(nodes * this.#stride);
+    this.#count = new Int32Array(nodes);
+    this.#max = new Float64Array(nodes).fill(-1);
+    this.#next = new Int32Array(nodes).fill(-1);
+    this.#prev = new Int32Array(nodes).fill(-1);
+    this.#free = new Int32Array(nodes);
+    this.#root = this.#newNode();
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // lookups
+
+  /** Range containing `pfn` (`private_find_iova`): its pfnLo, or -1. */
+  findContaining(pfn: number): number {
+    const lo = this.lastAtOrBelow(pfn);
+    return lo >= 0 && this.foundHi >= pfn ? lo : -1;
+  }
+
+  /** Largest pfnLo <= key, or -1. */
+  lastAtOrBelow(key: number): number {
+    this.#descend(key);
+    let leaf = this.#leaf;
+    let i = this.#pos;
+    if (i < 0) {
+      // Every entry of this leaf is above key: the answer is the last entry before it.
+      leaf = this.#prev[leaf] ?? -1;
+      if (leaf < 0) return -1;
+      i = (this.#count[leaf] ?? 0) - 1;
+    }
+    return this.#emit(leaf, i);
+  }
+
+  /** Largest pfnLo < key (`rb_prev` of a node with that key), or -1. */
+  predBelow(key: number): number {
+    return key <= 0 ? -1 : this.lastAtOrBelow(key - 1);
+  }
+
+  /** Smallest pfnLo > key (`rb_next` of a node with that key), or -1. */
+  succAbove(key: number): number {
+    this.#descend(key);
+    let leaf = this.#leaf;
+    let i = this.#pos + 1;
+    if (i >= (this.#count[leaf] ?? 0)) {
+      leaf = this.#next[leaf] ?? -1;
+      if (leaf < 0) return -1;
+      i = 0;
+    }
+    return this.#emit(leaf, i);
+  }
+
+  /** Smallest pfnLo >= key, or -1. */
+  lowestAtOrAbove(key: number): number {
+    return key <= 0 ? this.succAbove(-1) : this.succAbove(key - 1);
+  }
+
+  /** The first range with pfnHi >= pfn (the first that can overlap a range starting at pfn), or -1. */
+  firstEndingAtOrAbove(pfn: number): number {
+    // Ranges are disjoint and sorted, so pfnHi is ordered like pfnLo.
+    const lo = this.lastAtOrBelow(pfn);
+    if (lo >= 0 && this.foundHi >= pfn) return lo;
+    return this.succAbove(pfn);
+  }
+
+  /**
+   * Rightmost range with pfnLo <= bound whose gap holds `size` granules at a start aligned to
+   * `align`, the start being as high as possible below the range: the top-down first fit of
+   * `__alloc_and_insert_iova_range`. Children whose largest gap is smaller than `size` are skipped.
+   * Returns its pfnLo, or -1.
+   */
+  findFit(bound: number, size: number, align: number): number {
+    return this.#fit(this.#root, 0, bound, size, align) ? this.#emit(this.#leaf, this.#pos) : -1;
+  }
+
+  #fit(n: number, lvl: number, bound: number, size: number, align: number): boolean {
+    const s = this.#s;
+    const cap = this.#cap;
+    const base = n * this.#stride;
+    if (lvl === this.#height) {
+      for (let i = upperBound(s, base, this.#count[n] ?? 0, bound) - 1; i >= 0; i--) {
+        const g = s[base + cap + i] ?? 0;
+        if (g < size) continue;
+        const lo = s[base + i] ?? 0;
+        if (gapFits(lo - g - 1, lo, size, align)) {
+          this.#leaf = n;
+          this.#pos = i;
+          return true;
+        }
+      }
+      return false;
+    }
+    let c = upperBound(s, base, this.#count[n] ?? 0, bound) - 1;
+    if (c < 0) c = 0;
+    for (; c >= 0; c--) {
+      if ((s[base + cap + c] ?? -1) < size) continue;
+      if (this.#fit(s[base + 3 * cap + c] ?? 0, lvl + 1, bound, size, align)) return true;
+    }
+    return false;
+  }
+
+  /** Every range in pfn order, as [pfnLo, pfnHi, gap] (a reused array). Do not mutate while iterating. */
+  *entries(): Generator<readonly [number, number, number]> {
+    let leaf = this.#root;
+    for (let l = 0; l < this.#height; l++) leaf = this.#s[leaf * this.#stride + 3 * this.#cap] ?? 0;
+    const out: [number, number, number] = [0, 0, 0];
+    for (; leaf >= 0; leaf = this.#next[leaf] ?? -1) {
+      const base = leaf * this.#stride;
+      const n = this.#count[leaf] ?? 0;
+      for (let i = 0; i < n; i++) {
+        out[0] = this.#s[base + i] ?? 0;
+        out[1] = this.#s[base + 2 * this.#cap + i] ?? 0;
+        out[2] = this.#s[base + this.#cap + i] ?? 0;
+        yield out;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // updates
+
+  /** Insert [lo, hi], which overlaps nothing. Sets its gap and its successor's. */
+  insert(lo: number, hi: number): void {
+    this.#reserveNodes(this.#height + 2);
+    this.#descendForInsert(lo);
+    const s = this.#s;
+    const cap = this.#cap;
+    const leaf = this.#leaf;
+    const base = leaf * this.#stride;
+    const n = this.#count[leaf] ?? 0;
+    const i = this.#pos + 1;
+    const predHi = i > 0 ? (s[base + 2 * cap + i - 1] ?? 0) : this.#lastHiBefore(leaf);
+    for (let j = n; j > i; j--) {
+      s[base + j] = s[base + j - 1] ?? 0;
+      s[base + cap + j] = s[base + cap + j - 1] ?? 0;
+      s[base + 2 * cap + j] = s[base + 2 * cap + j - 1] ?? 0;
+    }
+    const g = lo - predHi - 1;
+    s[base + i] = lo;
+    s[base + cap + i] = g;
+    s[base + 2 * cap + i] = hi;
+    this.#count[leaf] = n + 1;
+    if (g > (this.#max[leaf] ?? -1)) this.#max[leaf] = g;
+    let succLeaf = -1;
+    if (i < n) {
+      // The successor's gap shrinks to the space between this range and it.
+      this.#setGap(leaf, base, i + 1, (s[base + i + 1] ?? 0) - hi - 1);
+    } else {
+      succLeaf = this.#next[leaf] ?? -1;
+    }
+    this.#fixUp(leaf);
+    this.#size++;
+    if (succLeaf >= 0) {
+      const succLo = s[succLeaf * this.#stride] ?? 0;
+      this.#setGapOf(succLo, succLo - hi - 1);
+    }
+  }
+
+  /**
+   * Erase the range starting at `lo` (`rb_erase`); the successor's gap grows over it. Returns the
+   * successor's pfnLo (`rb_next` before the erase), or -1; `foundHi` is then the predecessor's
+   * pfnHi (-1 when none).
+   */
+  remove(lo: number): number {
+    this.#descend(lo);
+    const leaf = this.#leaf;
+    const i = this.#pos;
+    const s = this.#s;
+    const cap = this.#cap;
+    const base = leaf * this.#stride;
+    if (i < 0 || s[base + i] !== lo) throw new RangeError(`iova tree: no range starts at ${lo}`);
+    const n = (this.#count[leaf] ?? 0) - 1;
+    const predHi = i > 0 ? (s[base + 2 * cap + i - 1] ?? 0) : this.#lastHiBefore(leaf);
+    const removedGap = s[base + cap + i] ?? 0;
+    for (let j = i; j < n; j++) {
+      s[base + j] = s[base + j + 1] ?? 0;
+      s[base + cap + j] = s[base + cap + j + 1] ?? 0;
+      s[base + 2 * cap + j] = s[base + 2 * cap + j + 1] ?? 0;
+    }
+    this.#count[leaf] = n;
+    let succLo = -1;
+    let succElsewhere = false;
+    if (i < n) {
+      succLo = s[base + i] ?? 0;
+      // The successor's gap swallows the removed range and its gap: larger than either of them.
+      const g = succLo - predHi - 1;
+      s[base + cap + i] = g;
+      if (g > (this.#max[leaf] ?? -1)) this.#max[leaf] = g;
+    } else {
+      if (removedGap === this.#max[leaf]) this.#max[leaf] = this.#scanMax(leaf);
+      const nx = this.#next[leaf] ?? -1;
+      if (nx >= 0) {
+        succLo = s[nx * this.#stride] ?? 0;
+        succElsewhere = true;
+      }
+    }
+    this.#fixUp(leaf);
+    this.#size--;
+    if (this.#height > 0 && n < this.#min) this.#rebalance(this.#height - 1);
+    if (succElsewhere) this.#setGapOf(succLo, succLo - predHi - 1);
+    this.foundHi = predHi;
+    return succLo;
+  }
+
+  /** Move the start of the range at `lo` down to `newLo`, into the free gap below it (reserve_iova's merge). */
+  extendDown(lo: number, newLo: number): void {
+    this.#descend(lo);
+    const leaf = this.#leaf;
+    const i = this.#pos;
+    const s = this.#s;
+    const base = leaf * this.#stride;
+    if (i < 0 || s[base + i] !== lo || newLo > lo) throw new RangeError(`iova tree: cannot extend ${lo} down to ${newLo}`);
+    const g = (s[base + this.#cap + i] ?? 0) - (lo - newLo);
+    if (g < 0) throw new RangeError(`iova tree: extending ${lo} down to ${newLo} overlaps its predecessor`);
+    s[base + i] = newLo;
+    this.#setGap(leaf, base, i, g);
+    this.#fixUp(leaf);
+    // Keep each separator on the way down at most the smallest pfnLo of its child.
+    for (let l = this.#height - 1; l >= 0; l--) {
+      const p = (this.#pathNode[l] ?? 0) * this.#stride + (this.#pathIdx[l] ?? 0);
+      if ((s[p] ?? 0) > newLo) s[p] = newLo;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // checks
+
+  /**
+   * Full structural check (O(n), for tests): order, disjointness, gaps, largest gaps, separators,
+   * fill levels, equal leaf depth and the leaf chain. Returns a description of the first problem, or null.
+   */
+  check(): string | null {
+    const s = this.#s;
+    const cap = this.#cap;
+    const leaves: number[] = [];
+    // Returns [min lo, max lo, max gap] of a subtree, or a problem.
+    const walk = (n: number, lvl: number): [number, number, number] | string => {
+      const base = n * this.#stride;
+      const cnt = this.#count[n] ?? 0;
+      if (cnt > cap) return `node ${n} holds ${cnt} > ${cap}`;
+      if (n !== this.#root && cnt < this.#min) return `node ${n} holds ${cnt} < ${this.#min}`;
+      let mx = -1;
+      if (lvl === this.#height) {
+        leaves.push(n);
+        for (let i = 0; i < cnt; i++) mx = Math.max(mx, s[base + cap + i] ?? 0);
+        if (mx !== this.#max[n]) return `leaf ${n} records largest gap ${this.#max[n]}, holds ${mx}`;
+        return [s[base] ?? 0, s[base + cnt - 1] ?? 0, mx];
+      }
+      if (cnt < 2) return `inner node ${n} has ${cnt} children`;
+      let lo = 0;
+      let prevHi = -1;
+      for (let c = 0; c < cnt; c++) {
+        const r = walk(s[base + 3 * cap + c] ?? 0, lvl + 1);
+        if (typeof r === 'string') return r;
+        if (c === 0) lo = r[0];
+        else {
+          const key = s[base + c] ?? 0;
+          if (!(key > prevHi && key <= r[0])) return `separator ${key} of node ${n} slot ${c} not in (${prevHi}, ${r[0]}]`;
+        }
+        if ((s[base + cap + c] ?? 0) !== r[2]) return `node ${n} slot ${c} records largest gap ${s[base + cap + c]}, child holds ${r[2]}`;
+        mx = Math.max(mx, r[2]);
+        prevHi = r[1];
+      }
+      if (mx !== this.#max[n]) return `node ${n} records largest gap ${this.#max[n]}, holds ${mx}`;
+      return [lo, prevHi, mx];
+    };
+    const r = walk(this.#root, 0);
+    if (typeof r === 'string') return r;
+    for (let k = 0; k < leaves.length; k++) {
+      const want = leaves[k + 1] ?? -1;
+      if ((this.#next[leaves[k] ?? 0] ?? -1) !== want) return `leaf chain broken after leaf ${leaves[k]}`;
+      if (want >= 0 && (this.#prev[want] ?? -1) !== leaves[k]) return `leaf chain broken before leaf ${want}`;
+    }
+    let prevHi = -1;
+    let count = 0;
+    for (const [lo, hi, gap] of this.entries()) {
+      count++;
+      if (hi < lo) return `range [${lo},${hi}] is inverted`;
+      if (lo <= prevHi) return `range [${lo},${hi}] overlaps the previous one ending at ${prevHi}`;
+      if (gap !== lo - prevHi - 1) return `range [${lo},${hi}] has gap ${gap}, expected ${lo - prevHi - 1}`;
+      prevHi = hi;
+    }
+    if (count !== this.#size) return `tree counts ${this.#size} ranges, holds ${count}`;
+    return null;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // internals
+
+  #emit(leaf: number, i: number): number {
+    const base = leaf * this.#stride;
+    this.foundHi = this.#s[base + 2 * this.#cap + i] ?? 0;
+    this.foundGap = this.#s[base + this.#cap + i] ?? 0;
+    return this.#s[base + i] ?? 0;
+  }
+
+  /** Root-to-leaf descent for `key`: path, leaf, and the position of the last entry <= key there (-1: none). */
+  #descend(key: number): void {
+    const s = this.#s;
+    const cap = this.#cap;
+    const stride = this.#stride;
+    let n = this.#root;
+    for (let l = 0; l < this.#height; l++) {
+      const base = n * stride;
+      let c = upperBound(s, base, this.#count[n] ?? 0, key) - 1;
+      if (c < 0) c = 0;
+      this.#pathNode[l] = n;
+      this.#pathIdx[l] = c;
+      n = s[base + 3 * cap + c] ?? 0;
+    }
+    this.#leaf = n;
+    this.#pos = upperBound(s, n * stride, this.#count[n] ?? 0, key) - 1;
+  }
+
+  /** Like #descend, splitting every full node on the way so the leaf has room for one more entry. */
+  #descendForInsert(key: number): void {
+    const cap = this.#cap;
+    const stride = this.#stride;
+    if ((this.#count[this.#root] ?? 0) === cap) {
+      // The tree grows at the top: a new root with the old one as its only child, then split.
+      const r = this.#newNode();
+      const old = this.#root;
+      const rb = r * stride;
+      this.#s[rb] = 0;
+      this.#s[rb + cap] = this.#max[old] ?? -1;
+      this.#s[rb + 3 * cap] = old;
+      this.#count[r] = 1;
+      this.#max[r] = this.#max[old] ?? -1;
+      this.#root = r;
+      this.#height++;
+    }
+    const s = this.#s;
+    let n = this.#root;
+    for (let l = 0; l < this.#height; l++) {
+      const base = n * stride;
+      let c = upperBound(s, base, this.#count[n] ?? 0, key) - 1;
+      if (c < 0) c = 0;
+      let child = s[base + 3 * cap + c] ?? 0;
+      if ((this.#count[child] ?? 0) === cap) {
+        this.#splitChild(n, c, child, l + 1 === this.#height);
+        if (key >= (s[base + c + 1] ?? 0)) c++;
+        child = s[base + 3 * cap + c] ?? 0;
+      }
+      this.#pathNode[l] = n;
+      this.#pathIdx[l] = c;
+      n = child;
+    }
+    this.#leaf = n;
+    this.#pos = upperBound(s, n * stride, this.#count[n] ?? 0, key) - 1;
+  }
+
+  /** Split full child `x` (slot c of inner node p, which has room) in two halves. Node storage must be reserved. */
+  #splitChild(p: number, c: number, x: number, leaf: boolean): void {
+    const s = this.#s;
+    const cap = this.#cap;
+    const stride = this.#stride;
+    const y = this.#newNode();
+    const half = cap >> 1;
+    const xb = x * stride;
+    const yb = y * stride;
+    for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(yb + r, xb + r + half, xb + r + cap);
+    this.#count[x] = half;
+    this.#count[y] = cap - half;
+    this.#max[x] = this.#scanMax(x);
+    this.#max[y] = this.#scanMax(y);
+    if (leaf) {
+      const nx = this.#next[x] ?? -1;
+      this.#next[y] = nx;
+      this.#prev[y] = x;
+      if (nx >= 0) this.#prev[nx] = y;
+      this.#next[x] = y;
+    }
+    const pb = p * stride;
+    const pc = this.#count[p] ?? 0;
+    for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(pb + r + c + 2, pb + r + c + 1, pb + r + pc);
+    s[pb + c + 1] = s[yb] ?? 0; // y's first key (a pfnLo, or a valid separator) separates it from x
+    s[pb + cap + c + 1] = this.#max[y] ?? -1;
+    s[pb + 3 * cap + c + 1] = y;
+    s[pb + cap + c] = this.#max[x] ?? -1;
+    this.#count[p] = pc + 1;
+  }
+
+  /**
+   * The node at level lvl+1 on the last path (slot pathIdx[lvl] of pathNode[lvl]) holds too few
+   * entries: merge it with a sibling, or even the two out. The parent's set of ranges, hence its
+   * largest gap, does not change; the parent may underflow in turn.
+   */
+  #rebalance(lvl: number): void {
+    const s = this.#s;
+    const cap = this.#cap;
+    const stride = this.#stride;
+    const p = this.#pathNode[lvl] ?? 0;
+    const pb = p * stride;
+    const c = this.#pathIdx[lvl] ?? 0;
+    const j = c > 0 ? c - 1 : 0;
+    const ln = s[pb + 3 * cap + j] ?? 0;
+    const rn = s[pb + 3 * cap + j + 1] ?? 0;
+    const lb = ln * stride;
+    const rb = rn * stride;
+    const nl = this.#count[ln] ?? 0;
+    const nr = this.#count[rn] ?? 0;
+    const leaf = lvl + 1 === this.#height;
+    // An inner node's slot-0 key is never read; the parent's separator becomes it before it moves.
+    if (!leaf) s[rb] = s[pb + j + 1] ?? 0;
+    const pc = this.#count[p] ?? 0;
+    if (nl + nr <= cap) {
+      for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(lb + r + nl, rb + r, rb + r + nr);
+      this.#count[ln] = nl + nr;
+      if ((this.#max[rn] ?? -1) > (this.#max[ln] ?? -1)) this.#max[ln] = this.#max[rn] ?? -1;
+      if (leaf) {
+        const nx = this.#next[rn] ?? -1;
+        this.#next[ln] = nx;
+        if (nx >= 0) this.#prev[nx] = ln;
+      }
+      this.#freeNode(rn);
+      for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(pb + r + j + 1, pb + r + j + 2, pb + r + pc);
+      this.#count[p] = pc - 1;
+      s[pb + cap + j] = this.#max[ln] ?? -1;
+      if (lvl === 0) {
+        if (pc - 1 === 1) {
+          // The root has one child left: it becomes the root.
+          this.#root = ln;
+          this.#height--;
+          this.#freeNode(p);
+        }
+      } else if (pc - 1 < this.#min) {
+        this.#rebalance(lvl - 1);
+      }
+      return;
+    }
+    // Even the two out.
+    const total = nl + nr;
+    const wantL = total >> 1;
+    if (nl < wantL) {
+      const k = wantL - nl;
+      for (let r = 0; r < 4 * cap; r += cap) {
+        s.copyWithin(lb + r + nl, rb + r, rb + r + k);
+        s.copyWithin(rb + r, rb + r + k, rb + r + nr);
+      }
+    } else {
+      const k = nl - wantL;
+      for (let r = 0; r < 4 * cap; r += cap) {
+        s.copyWithin(rb + r + k, rb + r, rb + r + nr);
+        s.copyWithin(rb + r, lb + r + wantL, lb + r + nl);
+      }
+    }
+    this.#count[ln] = wantL;
+    this.#count[rn] = total - wantL;
+    this.#max[ln] = this.#scanMax(ln);
+    this.#max[rn] = this.#scanMax(rn);
+    s[pb + j + 1] = s[rb] ?? 0;
+    s[pb + cap + j] = this.#max[ln] ?? -1;
+    s[pb + cap + j + 1] = this.#max[rn] ?? -1;
+  }
+
+  /** Propagate the largest gap of `leaf` (at the end of the last path) upwards; stops where nothing changes. */
+  #fixUp(leaf: number): void {
+    const s = this.#s;
+    const cap = this.#cap;
+    let mx = this.#max[leaf] ?? -1;
+    for (let l = this.#height - 1; l >= 0; l--) {
+      const p = this.#pathNode[l] ?? 0;
+      const slot = p * this.#stride + cap + (this.#pathIdx[l] ?? 0);
+      const old = s[slot] ?? -1;
+      if (old === mx) return;
+      s[slot] = mx;
+      const pm = this.#max[p] ?? -1;
+      if (mx >= pm) this.#max[p] = mx;
+      else if (old === pm) this.#max[p] = this.#scanMax(p);
+      else return;
+      mx = this.#max[p] ?? -1;
+    }
+  }
+
+  /** Set the gap of entry i of a leaf, keeping the leaf's largest gap. */
+  #setGap(leaf: number, base: number, i: number, g: number): void {
+    const slot = base + this.#cap + i;
+    const old = this.#s[slot] ?? 0;
+    this.#s[slot] = g;
+    const m = this.#max[leaf] ?? -1;
+    if (g >= m) this.#max[leaf] = g;
+    else if (old === m) this.#max[leaf] = this.#scanMax(leaf);
+  }
+
+  /** Set the gap of the entry starting at `lo` (a fresh descent) and propagate it. */
+  #setGapOf(lo: number, g: number): void {
+    this.#descend(lo);
+    const leaf = this.#leaf;
+    this.#setGap(leaf, leaf * this.#stride, this.#pos, g);
+    this.#fixUp(leaf);
+  }
+
+  /** pfnHi of the last entry before `leaf` (-1 when it is the first leaf). */
+  #lastHiBefore(leaf: number): number {
+    const pv = this.#prev[leaf] ?? -1;
+    if (pv < 0) return -1;
+    return this.#s[pv * this.#stride + 2 * this.#cap + (this.#count[pv] ?? 0) - 1] ?? 0;
+  }
+
+  #scanMax(n: number): number {
+    const s = this.#s;
+    const b = n * this.#stride + this.#cap;
+    const cnt = this.#count[n] ?? 0;
+    let m = -1;
+    for (let i = 0; i < cnt; i++) {
+      const g = s[b + i] ?? -1;
+      if (g > m) m = g;
+    }
+    return m;
+  }
+
+  /** Make sure `k` more nodes can be taken without growing the storage mid-operation. */
+  #reserveNodes(k: number): void {
+    if (this.#nFree + (this.#count.length - this.#nodes) >= k) return;
+    const cap = Math.max(this.#count.length * 2, this.#nodes + k);
+    const grow = <T extends Float64Array | Int32Array>(a: T, make: (n: number) => T, fill?: number): T => {
+      const b = make(cap);
+      if (fill !== undefined) b.fill(fill);
+      b.set(a);
+      return b;
+    };
+    const s = new Float64Array(cap * this.#stride);
+    s.set(this.#s);
+    this.#s = s;
+    this.#count = grow(this.#count, (n) => new Int32Array(n));
+    this.#max = grow(this.#max, (n) => new Float64Array(n), -1);
+    this.#next = grow(this.#next, (n) => new Int32Array(n), -1);
+    this.#prev = grow(this.#prev, (n) => new Int32Array(n), -1);
+    this.#free = grow(this.#free, (n) => new Int32Array(n));
+  }
+
+  #newNode(): number {
+    this.#reserveNodes(1);
+    const n = this.#nFree > 0 ? (this.#free[--this.#nFree] ?? 0) : this.#nodes++;
+    this.#count[n] = 0;
+    this.#max[n] = -1;
+    this.#next[n] = -1;
+    this.#prev[n] = -1;
+    return n;
+  }
+
+  #freeNode(n: number): void {
+    this.#count[n] = 0;
+    this.#max[n] = -1;
+    this.#next[n] = -1;
+    this.#prev[n] = -1;
+    this.#free[this.#nFree++] = n;
+  }
+}
+
+/** Number of the first `count` keys at `base` that are <= key (keys ascending). */
+function upperBound(s: Float64Array, base: number, count: number, key: number): number {
+  let lo = 0;
+  let hi = count;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if ((s[base + mid] ?? 0) <= key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
