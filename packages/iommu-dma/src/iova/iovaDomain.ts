@@ -8,10 +8,13 @@ import {
   orderBase2,
   roundupPow2,
 } from './helpers.js';
-import { IOVA_CACHED, IOVA_RESERVED, PfnIndex } from './pfnIndex.js';
+import { IOVA_CACHED, IOVA_INDEXED, IOVA_RESERVED, PfnIndex } from './pfnIndex.js';
 import { IovaTree, gapFits, gapStart } from './tree.js';
 
-/** `struct iova`: an inclusive range of IOVA pfns (granules). */
+/**
+ * `struct iova`: an inclusive range of IOVA pfns (granules). The allocator hands out a copy of
+ * the range's bounds (a plain value, not a handle into the tree).
+ */
 export interface Iova {
   readonly pfnLo: number;
   readonly pfnHi: number;
@@ -69,14 +72,6 @@ export interface IovaStats {
   sizeMismatchFrees: number;
 }
 
-/** The `struct iova` handed to a caller: the same object for the life of the range (find_iova returns it again). */
-class IovaRef implements Iova {
-  constructor(
-    public pfnLo: number,
-    public pfnHi: number,
-  ) {}
-}
-
 /** One magazine: a typed array of pfns and its fill level (`struct iova_magazine`). */
 class Magazine {
   readonly pfns = new Float64Array(IOVA_MAG_SIZE);
@@ -112,10 +107,13 @@ export class IovaDomain {
   /** CPU used when a fast-path call names none. */
   currentCpu = 0;
 
-  /** The ranges in pfn order with their gaps (the rbtree); ranges are named by their first pfn. */
+  /**
+   * The ranges in pfn order with their gaps and flags (IOVA_RESERVED, IOVA_INDEXED): the rbtree.
+   * Ranges are named by their first pfn.
+   */
   #tree = new IovaTree();
-  /** pfnHi and flags of every range in the tree, by first pfn. */
-  #nodes = new PfnIndex<IovaRef>();
+  /** pfnHi and IOVA_CACHED of every range the fast path has seen (tree flag IOVA_INDEXED), by first pfn. */
+  #nodes = new PfnIndex();
   /** `cached_node` and `cached32_node`, as the first pfn of the node they point to. */
   #cachedNode = IOVA_ANCHOR;
   #cached32Node = IOVA_ANCHOR;
@@ -166,8 +164,7 @@ export class IovaDomain {
     }
     this.startPfn = startPfn;
     this.cpus = cpus;
-    this.#tree.insert(IOVA_ANCHOR, IOVA_ANCHOR);
-    this.#nodes.add(IOVA_ANCHOR, IOVA_ANCHOR, IOVA_RESERVED);
+    this.#tree.insert(IOVA_ANCHOR, IOVA_ANCHOR, IOVA_RESERVED);
     this.#max32AllocSize = this.dma32bitPfn;
     for (let bin = 0; bin < IOVA_RANGE_CACHE_MAX_SIZE; bin++) {
       this.#depot.push([]);
@@ -191,15 +188,13 @@ export class IovaDomain {
       this.#allocFailures++;
       return null;
     }
-    const pfn = this.#allocAndInsert(size, limitPfn, sizeAligned);
+    const pfn = this.#allocAndInsert(size, limitPfn, sizeAligned, 0);
     if (pfn < 0) {
       this.#allocFailures++;
       return null;
     }
     this.#allocs++;
-    const ref = new IovaRef(pfn, pfn + size - 1);
-    this.#nodes.setObj(this.#lastSlot, ref);
-    return ref;
+    return { pfnLo: pfn, pfnHi: pfn + size - 1 };
   }
 
   /**
@@ -208,20 +203,22 @@ export class IovaDomain {
    * would silently corrupt its allocator in the first two cases.
    */
   freeIova(pfn: number): void {
-    const slot = this.#validPfn(pfn) ? this.#find(pfn) : -1;
-    if (slot < 0 || this.#nodes.flagsAt(slot) !== 0) {
+    const tree = this.#tree;
+    const lo = this.#validPfn(pfn) ? tree.findContaining(pfn) : -1;
+    const flags = tree.foundFlags;
+    if (lo < 0 || (flags & IOVA_RESERVED) !== 0 || ((flags & IOVA_INDEXED) !== 0 && this.#isCached(lo))) {
       this.#invalidFrees++;
       return;
     }
-    this.#removeIova(this.#foundLo, this.#nodes.hiAt(slot), 0);
+    this.#removeIova(lo, tree.foundHi, flags);
     this.#frees++;
   }
 
   /** `find_iova`: the range (allocated, cached or reserved) containing `pfn`. */
   findIova(pfn: number): Iova | null {
     if (!this.#validPfn(pfn)) return null;
-    const slot = this.#find(pfn);
-    return slot < 0 ? null : this.#refAt(slot, this.#foundLo);
+    const lo = this.#tree.findContaining(pfn);
+    return lo < 0 ? null : { pfnLo: lo, pfnHi: this.#tree.foundHi };
   }
 
   /**
@@ -239,9 +236,10 @@ export class IovaDomain {
     let n = tree.firstEndingAtOrAbove(lo);
     while (n >= 0 && n <= pfnHi) {
       const nHi = tree.foundHi;
+      const nFlags = tree.foundFlags;
       let nLo = n;
       if (lo < n) {
-        if ((this.#flagsOf(n) & IOVA_RESERVED) !== 0) {
+        if ((nFlags & IOVA_RESERVED) !== 0) {
           this.#reservedGranules += n - lo;
           this.#extendDown(n, lo); // __adjust_overlap_range
           nLo = lo;
@@ -249,12 +247,12 @@ export class IovaDomain {
           this.#insertReserved(lo, n - 1);
         }
       }
-      if (pfnHi <= nHi) return this.#refAt(this.#nodes.find(nLo), nLo);
+      if (pfnHi <= nHi) return { pfnLo: nLo, pfnHi: nHi };
       lo = nHi + 1;
       n = tree.succAbove(nLo);
     }
     this.#insertReserved(lo, pfnHi);
-    return this.#refAt(this.#lastSlot, lo);
+    return { pfnLo: lo, pfnHi };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -279,7 +277,7 @@ export class IovaDomain {
       const pfn = this.#rcacheGet(orderBase2(len), limitPfn + 1 - len, cpu);
       if (pfn !== 0) {
         const slot = this.#nodes.find(pfn);
-        if (slot >= 0) this.#nodes.setFlags(slot, this.#nodes.flagsAt(slot) & ~IOVA_CACHED);
+        if (slot >= 0) this.#nodes.setFlags(slot, 0);
         this.#cachedGranules -= len;
         this.#rcacheHits++;
         this.#allocs++;
@@ -287,11 +285,11 @@ export class IovaDomain {
       }
       this.#rcacheMisses++;
     }
-    let pfn = this.#allocAndInsert(len, limitPfn, true);
+    let pfn = this.#allocAndInsert(len, limitPfn, true, IOVA_INDEXED);
     if (pfn < 0 && flushRcache) {
       // Try replenishing IOVAs by flushing rcache.
       this.flushRcaches();
-      pfn = this.#allocAndInsert(len, limitPfn, true);
+      pfn = this.#allocAndInsert(len, limitPfn, true, IOVA_INDEXED);
     }
     if (pfn < 0) {
       this.#allocFailures++;
@@ -320,19 +318,35 @@ export class IovaDomain {
     }
     const nodes = this.#nodes;
     const slot = nodes.find(pfn);
-    if (slot < 0 || nodes.flagsAt(slot) !== 0) {
-      this.#invalidFrees++;
-      return;
+    let hi: number;
+    if (slot >= 0) {
+      if (nodes.flagsAt(slot) !== 0) {
+        this.#invalidFrees++;
+        return;
+      }
+      hi = nodes.hiAt(slot);
+    } else {
+      // A range the fast path has not seen (from alloc_iova): the tree knows it, by its first pfn.
+      const tree = this.#tree;
+      if (tree.lastAtOrBelow(pfn) !== pfn || (tree.foundFlags & IOVA_RESERVED) !== 0) {
+        this.#invalidFrees++;
+        return;
+      }
+      hi = tree.foundHi;
     }
     const len = roundupPow2(size);
-    const hi = nodes.hiAt(slot);
     if (hi - pfn + 1 !== len || pfn % len !== 0) {
       this.#sizeMismatchFrees++;
-      this.#removeIova(pfn, hi, 0);
+      this.#removeIova(pfn, hi, slot >= 0 ? IOVA_INDEXED : 0);
       this.#frees++;
       return;
     }
-    nodes.setFlags(slot, IOVA_CACHED);
+    if (slot >= 0) {
+      nodes.setFlags(slot, IOVA_CACHED);
+    } else {
+      this.#tree.setFlags(pfn, IOVA_INDEXED);
+      nodes.add(pfn, hi, IOVA_CACHED);
+    }
     this.#cachedGranules += len;
     this.#rcacheInsert(orderBase2(len), pfn, cpu);
     this.#frees++;
@@ -417,10 +431,9 @@ export class IovaDomain {
 
   /** Every range in the tree (allocated, rcache-held, reserved), in pfn order. Do not mutate the domain while iterating. */
   *liveRanges(): Generator<IovaRange> {
-    for (const [pfnLo, pfnHi] of this.#tree.entries()) {
+    for (const [pfnLo, pfnHi, , flags] of this.#tree.entries()) {
       if (pfnLo === IOVA_ANCHOR) continue;
-      const flags = this.#flagsOf(pfnLo);
-      yield { pfnLo, pfnHi, reserved: (flags & IOVA_RESERVED) !== 0, cached: (flags & IOVA_CACHED) !== 0 };
+      yield { pfnLo, pfnHi, reserved: (flags & IOVA_RESERVED) !== 0, cached: (flags & IOVA_INDEXED) !== 0 && this.#isCached(pfnLo) };
     }
   }
 
@@ -434,13 +447,18 @@ export class IovaDomain {
     };
     const problem = this.#tree.check();
     if (problem !== null) fail(problem);
-    if (this.#nodes.size !== this.#tree.size) fail(`range index holds ${this.#nodes.size} ranges, tree ${this.#tree.size}`);
-    for (const [lo, hi] of this.#tree.entries()) {
+    let indexed = 0;
+    for (const [lo, hi, , flags] of this.#tree.entries()) {
+      if ((flags & ~(IOVA_RESERVED | IOVA_INDEXED)) !== 0) fail(`range ${lo} has tree flags ${flags}`);
+      if ((flags & IOVA_INDEXED) === 0) continue;
+      indexed++;
       const slot = this.#nodes.find(lo);
-      if (slot < 0) fail(`range index misses the range at ${lo}`);
-      else if (this.#nodes.hiAt(slot) !== hi) fail(`range index says ${lo} ends at ${this.#nodes.hiAt(slot)}, tree ${hi}`);
+      if ((flags & IOVA_RESERVED) !== 0) fail(`reserved range ${lo} is in the pfn index`);
+      if (slot < 0) fail(`pfn index misses the range at ${lo}`);
+      else if (this.#nodes.hiAt(slot) !== hi) fail(`pfn index says ${lo} ends at ${this.#nodes.hiAt(slot)}, tree ${hi}`);
     }
-    if ((this.#flagsOf(IOVA_ANCHOR) & IOVA_RESERVED) === 0) fail('the anchor is missing');
+    if (this.#nodes.size !== indexed) fail(`pfn index holds ${this.#nodes.size} ranges, the tree marks ${indexed}`);
+    if (this.#tree.lastAtOrBelow(IOVA_ANCHOR) !== IOVA_ANCHOR || (this.#tree.foundFlags & IOVA_RESERVED) === 0) fail('the anchor is missing');
     let allocated = 0;
     let cached = 0;
     let reserved = 0;
@@ -477,54 +495,27 @@ export class IovaDomain {
       }
     }
     if (inMags !== cached) fail(`magazines hold ${inMags} granules, tree marks ${cached} cached`);
-    if (this.#nodes.find(this.#cachedNode) < 0) fail('cached_node is not in the tree');
-    if (this.#nodes.find(this.#cached32Node) < 0) fail('cached32_node is not in the tree');
+    if (this.#tree.lastAtOrBelow(this.#cachedNode) !== this.#cachedNode) fail('cached_node is not in the tree');
+    if (this.#tree.lastAtOrBelow(this.#cached32Node) !== this.#cached32Node) fail('cached32_node is not in the tree');
   }
 
   // ---------------------------------------------------------------------------------------------
   // internals
 
-  /** First pfn of the range the last #find returned. */
-  #foundLo = -1;
-  /** Slot in #nodes of the range the last #allocAndInsert or #insertReserved added. */
-  #lastSlot = -1;
-
-  /** The caller-visible object of the range in `slot` (made on first use). */
-  #refAt(slot: number, lo: number): IovaRef {
-    const have = this.#nodes.objAt(slot);
-    if (have !== undefined) return have;
-    const ref = new IovaRef(lo, this.#nodes.hiAt(slot));
-    this.#nodes.setObj(slot, ref);
-    return ref;
-  }
-
-  /** Slot in #nodes of the range starting at or containing `pfn` (`private_find_iova`), or -1; sets #foundLo. */
-  #find(pfn: number): number {
-    let slot = this.#nodes.find(pfn);
-    if (slot >= 0) {
-      this.#foundLo = pfn;
-      return slot;
-    }
-    const lo = this.#tree.findContaining(pfn);
-    if (lo < 0) return -1;
-    slot = this.#nodes.find(lo);
-    this.#foundLo = lo;
-    return slot;
-  }
-
-  #flagsOf(lo: number): number {
+  /** Is the indexed range at `lo` sitting in an rcache? */
+  #isCached(lo: number): boolean {
     const slot = this.#nodes.find(lo);
-    return slot < 0 ? 0 : this.#nodes.flagsAt(slot);
+    return slot >= 0 && (this.#nodes.flagsAt(slot) & IOVA_CACHED) !== 0;
   }
 
   #hiOf(lo: number): number {
-    const slot = this.#nodes.find(lo);
-    if (slot < 0) throw new IovaDomainError(`IOVA domain inconsistent: no range starts at ${lo}`, -Errno.EFAULT);
-    return this.#nodes.hiAt(slot);
+    if (this.#tree.lastAtOrBelow(lo) !== lo) throw new IovaDomainError(`IOVA domain inconsistent: no range starts at ${lo}`, -Errno.EFAULT);
+    return this.#tree.foundHi;
   }
 
-  // kernel: __alloc_and_insert_iova_range(); returns the new range's first pfn, or -1
-  #allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean): number {
+  // kernel: __alloc_and_insert_iova_range(); returns the new range's first pfn, or -1.
+  // `flags`: IOVA_INDEXED for the fast path (the range also gets a pfn-index record).
+  #allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean, flags: number): number {
     // alloc_iova passes limit_pfn + 1: from here on `lim` is exclusive.
     const lim = Math.min(limitPfn, this.maxPfn) + 1;
     const align = sizeAligned ? roundupPow2(size) : 1;
@@ -534,11 +525,11 @@ export class IovaDomain {
       return -1;
     }
     const curr = is32 ? this.#cached32Node : this.#cachedNode;
-    const retryPfn = this.#hiOf(curr);
     let pfn = this.#searchDown(curr, lim, this.startPfn, size, align);
-    if (pfn < 0 && retryPfn < lim) {
+    if (pfn < 0) {
+      const retryPfn = this.#hiOf(curr);
       // Nothing below the cached node: one more pass from the real limit down to just above it.
-      pfn = this.#searchDown(-1, lim, Math.max(retryPfn + 1, this.startPfn), size, align);
+      if (retryPfn < lim) pfn = this.#searchDown(-1, lim, Math.max(retryPfn + 1, this.startPfn), size, align);
     }
     if (pfn < 0) {
       // The kernel records the failed size whatever the limit; only 32-bit requests consult it.
@@ -546,8 +537,8 @@ export class IovaDomain {
       return -1;
     }
     const hi = pfn + size - 1;
-    this.#tree.insert(pfn, hi);
-    this.#lastSlot = this.#nodes.add(pfn, hi, 0);
+    this.#tree.insert(pfn, hi, flags);
+    if (flags !== 0) this.#nodes.add(pfn, hi, 0);
     this.#treeInserts++;
     this.#allocatedGranules += size;
     // kernel: __cached_rbnode_insert_update()
@@ -588,7 +579,7 @@ export class IovaDomain {
   #removeIova(lo: number, hi: number, flags: number): void {
     // rb_next(&iova->node): the anchor is above every node, so there always is one.
     const next = this.#tree.remove(lo);
-    this.#nodes.delete(lo);
+    if ((flags & IOVA_INDEXED) !== 0) this.#nodes.delete(lo);
     const c32 = this.#cached32Node;
     if (lo === c32 || (hi < this.dma32bitPfn && lo >= c32)) this.#cached32Node = next;
     // Space below 4 GiB came back: the 32-bit fast-fail no longer holds.
@@ -601,24 +592,18 @@ export class IovaDomain {
   }
 
   #insertReserved(lo: number, hi: number): void {
-    this.#tree.insert(lo, hi);
-    this.#lastSlot = this.#nodes.add(lo, hi, IOVA_RESERVED);
+    this.#tree.insert(lo, hi, IOVA_RESERVED);
     this.#treeInserts++;
     this.#reservedGranules += hi - lo + 1;
   }
 
   /** A reserved range grows down into the free gap below it; cached-node pointers follow the node. */
   #extendDown(lo: number, newLo: number): void {
-    const slot = this.#nodes.find(lo);
-    const hi = this.#nodes.hiAt(slot);
-    const ref = this.#nodes.objAt(slot);
     this.#tree.extendDown(lo, newLo);
-    this.#nodes.delete(lo);
-    if (ref !== undefined) ref.pfnLo = newLo; // the kernel widens the same struct iova
-    this.#nodes.add(newLo, hi, IOVA_RESERVED, ref);
     if (this.#cachedNode === lo) this.#cachedNode = newLo;
     if (this.#cached32Node === lo) this.#cached32Node = newLo;
   }
+
   // kernel: __iova_rcache_insert()
   #rcacheInsert(bin: number, pfn: number, cpu: number): void {
     const i = bin * this.cpus + cpu;
@@ -680,7 +665,7 @@ export class IovaDomain {
       if (slot < 0) continue; // WARN_ON(!iova) in the kernel; cannot happen here
       const hi = nodes.hiAt(slot);
       this.#cachedGranules -= hi - pfn + 1;
-      this.#removeIova(pfn, hi, nodes.flagsAt(slot) & ~IOVA_CACHED);
+      this.#removeIova(pfn, hi, IOVA_INDEXED);
     }
     mag.size = 0;
   }

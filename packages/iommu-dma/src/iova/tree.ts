@@ -7,23 +7,26 @@
  * the free gap just below it, every child slot of an inner node the largest gap in that child, so
  * the same top-down answer is found in O(log n).
  *
- * Layout: all nodes live in one Float64Array, `4 * order` words per node, in four regions:
- * A (leaf: pfnLo; inner: separator key), M (leaf: gap below the entry; inner: the child's largest
- * gap), H (leaf: pfnHi) and D (inner: child node id). A wide node keeps the entries an operation
- * touches in a few adjacent cache lines, and the tree is three levels deep at 10^5 ranges, so
- * the cost of an operation barely moves between 10^3 and 10^5 live ranges; nothing is allocated
- * per operation (node ids are recycled through a free list).
+ * Layout: all nodes live in one Float64Array, one fixed-size block per node. A leaf holds up to
+ * 16 entries as 4-word records (pfnLo, gap below it, pfnHi, flags): one entry is half a cache
+ * line, a leaf at most eight lines, and an insertion or removal moves one short contiguous run.
+ * An inner node holds up to 64 children in three regions: separator keys, each child's largest
+ * gap, child node ids (the keys contiguous for the binary search), so the tree is only four
+ * levels deep at 10^5 ranges. Nothing is allocated per operation (node ids are recycled through
+ * a free list).
  *
  * Separators: for c >= 1, `A[c]` of an inner node is greater than every pfnLo in child c-1 and at
  * most the smallest pfnLo in child c; `A[0]` is never read. Removals keep that without touching
  * the separators, so only the largest gaps are propagated up (and the propagation stops at the
  * first level where nothing changed).
  * Internal to the iova room: ranges are named by their pfnLo; lookups return it (or -1) and leave
- * the entry's pfnHi and gap in `foundHi` / `foundGap`.
+ * the entry's pfnHi, gap and flags in `foundHi` / `foundGap` / `foundFlags`.
  */
 
-/** Slots per node: entries in a leaf, children of an inner node. */
-export const IOVA_TREE_ORDER = 64;
+/** Entries per leaf: few, so an insertion or removal moves at most a few cache lines. */
+export const IOVA_TREE_LEAF_ORDER = 16;
+/** Children per inner node: many, so the tree stays shallow. */
+export const IOVA_TREE_INNER_ORDER = 32;
 const MAX_HEIGHT = 48;
 
 /** `x & ~(align - 1)` for a power-of-two align, exact above 2^32. */
@@ -47,8 +50,11 @@ export function gapStart(top: number, size: number, align: number): number {
 }
 
 export class IovaTree {
-  readonly #cap: number;
-  readonly #min: number;
+  /** Entries per leaf, children per inner node, and the fill below which a node is merged. */
+  readonly #lcap: number;
+  readonly #icap: number;
+  readonly #lmin: number;
+  readonly #imin: number;
   readonly #stride: number;
   #s: Float64Array;
   #count: Int32Array;
@@ -69,18 +75,29 @@ export class IovaTree {
   readonly #pathIdx = new Int32Array(MAX_HEIGHT);
   #leaf = 0;
   #pos = -1;
+  /**
+   * The path, leaf and position above come from a lookup with no update since: an update at that
+   * spot (free after find, insert after findFit) reuses them instead of descending again.
+   */
+  #cursorOk = false;
 
   /** pfnHi of the entry the last lookup returned. */
   foundHi = -1;
   /** Gap below the entry the last lookup returned. */
   foundGap = 0;
+  /** Flags (the caller's small integer) of the entry the last lookup returned. */
+  foundFlags = 0;
 
-  /** `order`: slots per node, >= 8 (tests use small orders to build deep trees from few ranges). */
-  constructor(order: number = IOVA_TREE_ORDER) {
-    if (!Number.isInteger(order) || order < 8 || order > 4096) throw new RangeError(`iova tree order ${order} must be an integer in 8..4096`);
-    this.#cap = order;
-    this.#min = order >> 2;
-    this.#stride = 4 * order;
+  /** Orders >= 8 (tests use small orders to build deep trees from few ranges). */
+  constructor(leafOrder: number = IOVA_TREE_LEAF_ORDER, innerOrder: number = IOVA_TREE_INNER_ORDER) {
+    for (const order of [leafOrder, innerOrder]) {
+      if (!Number.isInteger(order) || order < 8 || order > 4096) throw new RangeError(`iova tree order ${order} must be an integer in 8..4096`);
+    }
+    this.#lcap = leafOrder;
+    this.#icap = innerOrder;
+    this.#lmin = leafOrder >> 2;
+    this.#imin = innerOrder >> 2;
+    this.#stride = Math.max(4 * leafOrder, 3 * innerOrder);
     const nodes = 16;
     this.#s = new Float64Array(nodes * this.#stride);
     this.#count = new Int32Array(nodes);
@@ -156,18 +173,21 @@ export class IovaTree {
    * Returns its pfnLo, or -1.
    */
   findFit(bound: number, size: number, align: number): number {
-    return this.#fit(this.#root, 0, bound, size, align) ? this.#emit(this.#leaf, this.#pos) : -1;
+    this.#cursorOk = false;
+    if (!this.#fit(this.#root, 0, bound, size, align)) return -1;
+    this.#cursorOk = true;
+    return this.#emit(this.#leaf, this.#pos);
   }
 
   #fit(n: number, lvl: number, bound: number, size: number, align: number): boolean {
     const s = this.#s;
-    const cap = this.#cap;
+    const cap = this.#icap;
     const base = n * this.#stride;
     if (lvl === this.#height) {
-      for (let i = upperBound(s, base, this.#count[n] ?? 0, bound) - 1; i >= 0; i--) {
-        const g = s[base + cap + i] ?? 0;
+      for (let i = leafUpperBound(s, base, this.#count[n] ?? 0, bound) - 1; i >= 0; i--) {
+        const g = s[base + 4 * i + 1] ?? 0;
         if (g < size) continue;
-        const lo = s[base + i] ?? 0;
+        const lo = s[base + 4 * i] ?? 0;
         if (gapFits(lo - g - 1, lo, size, align)) {
           this.#leaf = n;
           this.#pos = i;
@@ -176,27 +196,29 @@ export class IovaTree {
       }
       return false;
     }
-    let c = upperBound(s, base, this.#count[n] ?? 0, bound) - 1;
-    if (c < 0) c = 0;
+    let c = childFor(s, base, this.#count[n] ?? 0, bound);
     for (; c >= 0; c--) {
       if ((s[base + cap + c] ?? -1) < size) continue;
-      if (this.#fit(s[base + 3 * cap + c] ?? 0, lvl + 1, bound, size, align)) return true;
+      this.#pathNode[lvl] = n;
+      this.#pathIdx[lvl] = c;
+      if (this.#fit(s[base + 2 * cap + c] ?? 0, lvl + 1, bound, size, align)) return true;
     }
     return false;
   }
 
-  /** Every range in pfn order, as [pfnLo, pfnHi, gap] (a reused array). Do not mutate while iterating. */
-  *entries(): Generator<readonly [number, number, number]> {
+  /** Every range in pfn order, as [pfnLo, pfnHi, gap, flags] (a reused array). Do not mutate while iterating. */
+  *entries(): Generator<readonly [number, number, number, number]> {
     let leaf = this.#root;
-    for (let l = 0; l < this.#height; l++) leaf = this.#s[leaf * this.#stride + 3 * this.#cap] ?? 0;
-    const out: [number, number, number] = [0, 0, 0];
+    for (let l = 0; l < this.#height; l++) leaf = this.#s[leaf * this.#stride + 2 * this.#icap] ?? 0;
+    const out: [number, number, number, number] = [0, 0, 0, 0];
     for (; leaf >= 0; leaf = this.#next[leaf] ?? -1) {
       const base = leaf * this.#stride;
       const n = this.#count[leaf] ?? 0;
       for (let i = 0; i < n; i++) {
-        out[0] = this.#s[base + i] ?? 0;
-        out[1] = this.#s[base + 2 * this.#cap + i] ?? 0;
-        out[2] = this.#s[base + this.#cap + i] ?? 0;
+        out[0] = this.#s[base + 4 * i] ?? 0;
+        out[1] = this.#s[base + 4 * i + 2] ?? 0;
+        out[2] = this.#s[base + 4 * i + 1] ?? 0;
+        out[3] = this.#s[base + 4 * i + 3] ?? 0;
         yield out;
       }
     }
@@ -205,32 +227,30 @@ export class IovaTree {
   // ---------------------------------------------------------------------------------------------
   // updates
 
-  /** Insert [lo, hi], which overlaps nothing. Sets its gap and its successor's. */
-  insert(lo: number, hi: number): void {
+  /** Insert [lo, hi] with `flags`; it overlaps nothing. Sets its gap and its successor's. */
+  insert(lo: number, hi: number, flags: number): void {
     this.#reserveNodes(this.#height + 2);
-    this.#descendForInsert(lo);
+    if (!this.#cursorBelow(lo)) this.#descendForInsert(lo);
+    this.#cursorOk = false;
     const s = this.#s;
-    const cap = this.#cap;
     const leaf = this.#leaf;
     const base = leaf * this.#stride;
     const n = this.#count[leaf] ?? 0;
     const i = this.#pos + 1;
-    const predHi = i > 0 ? (s[base + 2 * cap + i - 1] ?? 0) : this.#lastHiBefore(leaf);
-    for (let j = n; j > i; j--) {
-      s[base + j] = s[base + j - 1] ?? 0;
-      s[base + cap + j] = s[base + cap + j - 1] ?? 0;
-      s[base + 2 * cap + j] = s[base + 2 * cap + j - 1] ?? 0;
-    }
+    const e = base + 4 * i;
+    const predHi = i > 0 ? (s[e - 2] ?? 0) : this.#lastHiBefore(leaf);
+    for (let j = base + 4 * n - 1; j >= e; j--) s[j + 4] = s[j] ?? 0;
     const g = lo - predHi - 1;
-    s[base + i] = lo;
-    s[base + cap + i] = g;
-    s[base + 2 * cap + i] = hi;
+    s[e] = lo;
+    s[e + 1] = g;
+    s[e + 2] = hi;
+    s[e + 3] = flags;
     this.#count[leaf] = n + 1;
     if (g > (this.#max[leaf] ?? -1)) this.#max[leaf] = g;
     let succLeaf = -1;
     if (i < n) {
       // The successor's gap shrinks to the space between this range and it.
-      this.#setGap(leaf, base, i + 1, (s[base + i + 1] ?? 0) - hi - 1);
+      this.#setGap(leaf, e + 4, (s[e + 4] ?? 0) - hi - 1);
     } else {
       succLeaf = this.#next[leaf] ?? -1;
     }
@@ -248,32 +268,30 @@ export class IovaTree {
    * pfnHi (-1 when none).
    */
   remove(lo: number): number {
-    this.#descend(lo);
+    if (!(this.#cursorOk && this.#pos >= 0 && this.#s[this.#leaf * this.#stride + 4 * this.#pos] === lo)) this.#descend(lo);
+    this.#cursorOk = false;
     const leaf = this.#leaf;
     const i = this.#pos;
     const s = this.#s;
-    const cap = this.#cap;
     const base = leaf * this.#stride;
-    if (i < 0 || s[base + i] !== lo) throw new RangeError(`iova tree: no range starts at ${lo}`);
+    const e = base + 4 * i;
+    if (i < 0 || s[e] !== lo) throw new RangeError(`iova tree: no range starts at ${lo}`);
     const n = (this.#count[leaf] ?? 0) - 1;
-    const predHi = i > 0 ? (s[base + 2 * cap + i - 1] ?? 0) : this.#lastHiBefore(leaf);
-    const removedGap = s[base + cap + i] ?? 0;
-    for (let j = i; j < n; j++) {
-      s[base + j] = s[base + j + 1] ?? 0;
-      s[base + cap + j] = s[base + cap + j + 1] ?? 0;
-      s[base + 2 * cap + j] = s[base + 2 * cap + j + 1] ?? 0;
-    }
+    const predHi = i > 0 ? (s[e - 2] ?? 0) : this.#lastHiBefore(leaf);
+    const removedGap = s[e + 1] ?? 0;
+    const end = base + 4 * n;
+    for (let j = e; j < end; j++) s[j] = s[j + 4] ?? 0;
     this.#count[leaf] = n;
     let succLo = -1;
     let succElsewhere = false;
     if (i < n) {
-      succLo = s[base + i] ?? 0;
+      succLo = s[e] ?? 0;
       // The successor's gap swallows the removed range and its gap: larger than either of them.
       const g = succLo - predHi - 1;
-      s[base + cap + i] = g;
+      s[e + 1] = g;
       if (g > (this.#max[leaf] ?? -1)) this.#max[leaf] = g;
     } else {
-      if (removedGap === this.#max[leaf]) this.#max[leaf] = this.#scanMax(leaf);
+      if (removedGap === this.#max[leaf]) this.#max[leaf] = this.#scanMax(leaf, true);
       const nx = this.#next[leaf] ?? -1;
       if (nx >= 0) {
         succLo = s[nx * this.#stride] ?? 0;
@@ -282,7 +300,7 @@ export class IovaTree {
     }
     this.#fixUp(leaf);
     this.#size--;
-    if (this.#height > 0 && n < this.#min) this.#rebalance(this.#height - 1);
+    if (this.#height > 0 && n < this.#lmin) this.#rebalance(this.#height - 1);
     if (succElsewhere) this.#setGapOf(succLo, succLo - predHi - 1);
     this.foundHi = predHi;
     return succLo;
@@ -294,18 +312,26 @@ export class IovaTree {
     const leaf = this.#leaf;
     const i = this.#pos;
     const s = this.#s;
-    const base = leaf * this.#stride;
-    if (i < 0 || s[base + i] !== lo || newLo > lo) throw new RangeError(`iova tree: cannot extend ${lo} down to ${newLo}`);
-    const g = (s[base + this.#cap + i] ?? 0) - (lo - newLo);
+    const e = leaf * this.#stride + 4 * i;
+    if (i < 0 || s[e] !== lo || newLo > lo) throw new RangeError(`iova tree: cannot extend ${lo} down to ${newLo}`);
+    const g = (s[e + 1] ?? 0) - (lo - newLo);
     if (g < 0) throw new RangeError(`iova tree: extending ${lo} down to ${newLo} overlaps its predecessor`);
-    s[base + i] = newLo;
-    this.#setGap(leaf, base, i, g);
+    s[e] = newLo;
+    this.#setGap(leaf, e, g);
     this.#fixUp(leaf);
     // Keep each separator on the way down at most the smallest pfnLo of its child.
     for (let l = this.#height - 1; l >= 0; l--) {
       const p = (this.#pathNode[l] ?? 0) * this.#stride + (this.#pathIdx[l] ?? 0);
       if ((s[p] ?? 0) > newLo) s[p] = newLo;
     }
+  }
+
+  /** Replace the flags of the range starting at `lo`. */
+  setFlags(lo: number, flags: number): void {
+    this.#descend(lo);
+    const e = this.#leaf * this.#stride + 4 * this.#pos;
+    if (this.#pos < 0 || this.#s[e] !== lo) throw new RangeError(`iova tree: no range starts at ${lo}`);
+    this.#s[e + 3] = flags;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -317,26 +343,27 @@ export class IovaTree {
    */
   check(): string | null {
     const s = this.#s;
-    const cap = this.#cap;
+    const cap = this.#icap;
     const leaves: number[] = [];
     // Returns [min lo, max lo, max gap] of a subtree, or a problem.
     const walk = (n: number, lvl: number): [number, number, number] | string => {
       const base = n * this.#stride;
       const cnt = this.#count[n] ?? 0;
-      if (cnt > cap) return `node ${n} holds ${cnt} > ${cap}`;
-      if (n !== this.#root && cnt < this.#min) return `node ${n} holds ${cnt} < ${this.#min}`;
+      const [most, least] = lvl === this.#height ? [this.#lcap, this.#lmin] : [this.#icap, this.#imin];
+      if (cnt > most) return `node ${n} holds ${cnt} > ${most}`;
+      if (n !== this.#root && cnt < least) return `node ${n} holds ${cnt} < ${least}`;
       let mx = -1;
       if (lvl === this.#height) {
         leaves.push(n);
-        for (let i = 0; i < cnt; i++) mx = Math.max(mx, s[base + cap + i] ?? 0);
+        for (let i = 0; i < cnt; i++) mx = Math.max(mx, s[base + 4 * i + 1] ?? 0);
         if (mx !== this.#max[n]) return `leaf ${n} records largest gap ${this.#max[n]}, holds ${mx}`;
-        return [s[base] ?? 0, s[base + cnt - 1] ?? 0, mx];
+        return [s[base] ?? 0, s[base + 4 * (cnt - 1)] ?? 0, mx];
       }
       if (cnt < 2) return `inner node ${n} has ${cnt} children`;
       let lo = 0;
       let prevHi = -1;
       for (let c = 0; c < cnt; c++) {
-        const r = walk(s[base + 3 * cap + c] ?? 0, lvl + 1);
+        const r = walk(s[base + 2 * cap + c] ?? 0, lvl + 1);
         if (typeof r === 'string') return r;
         if (c === 0) lo = r[0];
         else {
@@ -374,42 +401,59 @@ export class IovaTree {
   // internals
 
   #emit(leaf: number, i: number): number {
-    const base = leaf * this.#stride;
-    this.foundHi = this.#s[base + 2 * this.#cap + i] ?? 0;
-    this.foundGap = this.#s[base + this.#cap + i] ?? 0;
-    return this.#s[base + i] ?? 0;
+    const e = leaf * this.#stride + 4 * i;
+    this.foundHi = this.#s[e + 2] ?? 0;
+    this.foundGap = this.#s[e + 1] ?? 0;
+    this.foundFlags = this.#s[e + 3] ?? 0;
+    return this.#s[e] ?? 0;
+  }
+
+  /**
+   * Can `lo` go in right before the cursor's entry, its predecessor being in the same leaf and the
+   * leaf having room? Then the cursor is moved onto that predecessor, as #descendForInsert would
+   * leave it, and the descent is skipped.
+   */
+  #cursorBelow(lo: number): boolean {
+    if (!this.#cursorOk) return false;
+    const p = this.#pos;
+    const leaf = this.#leaf;
+    if (p <= 0 || (this.#count[leaf] ?? 0) >= this.#lcap) return false;
+    const e = leaf * this.#stride + 4 * p;
+    if (!((this.#s[e] ?? 0) > lo && (this.#s[e - 4] ?? 0) < lo)) return false;
+    this.#pos = p - 1;
+    return true;
   }
 
   /** Root-to-leaf descent for `key`: path, leaf, and the position of the last entry <= key there (-1: none). */
   #descend(key: number): void {
     const s = this.#s;
-    const cap = this.#cap;
+    const cap = this.#icap;
     const stride = this.#stride;
     let n = this.#root;
     for (let l = 0; l < this.#height; l++) {
       const base = n * stride;
-      let c = upperBound(s, base, this.#count[n] ?? 0, key) - 1;
-      if (c < 0) c = 0;
+      const c = childFor(s, base, this.#count[n] ?? 0, key);
       this.#pathNode[l] = n;
       this.#pathIdx[l] = c;
-      n = s[base + 3 * cap + c] ?? 0;
+      n = s[base + 2 * cap + c] ?? 0;
     }
     this.#leaf = n;
-    this.#pos = upperBound(s, n * stride, this.#count[n] ?? 0, key) - 1;
+    this.#pos = leafUpperBound(s, n * stride, this.#count[n] ?? 0, key) - 1;
+    this.#cursorOk = true;
   }
 
   /** Like #descend, splitting every full node on the way so the leaf has room for one more entry. */
   #descendForInsert(key: number): void {
-    const cap = this.#cap;
+    const cap = this.#icap;
     const stride = this.#stride;
-    if ((this.#count[this.#root] ?? 0) === cap) {
+    if ((this.#count[this.#root] ?? 0) === (this.#height === 0 ? this.#lcap : cap)) {
       // The tree grows at the top: a new root with the old one as its only child, then split.
       const r = this.#newNode();
       const old = this.#root;
       const rb = r * stride;
       this.#s[rb] = 0;
       this.#s[rb + cap] = this.#max[old] ?? -1;
-      this.#s[rb + 3 * cap] = old;
+      this.#s[rb + 2 * cap] = old;
       this.#count[r] = 1;
       this.#max[r] = this.#max[old] ?? -1;
       this.#root = r;
@@ -419,36 +463,49 @@ export class IovaTree {
     let n = this.#root;
     for (let l = 0; l < this.#height; l++) {
       const base = n * stride;
-      let c = upperBound(s, base, this.#count[n] ?? 0, key) - 1;
-      if (c < 0) c = 0;
-      let child = s[base + 3 * cap + c] ?? 0;
-      if ((this.#count[child] ?? 0) === cap) {
-        this.#splitChild(n, c, child, l + 1 === this.#height);
+      let c = childFor(s, base, this.#count[n] ?? 0, key);
+      let child = s[base + 2 * cap + c] ?? 0;
+      const leaf = l + 1 === this.#height;
+      if ((this.#count[child] ?? 0) === (leaf ? this.#lcap : cap)) {
+        this.#splitChild(n, c, child, leaf, key);
         if (key >= (s[base + c + 1] ?? 0)) c++;
-        child = s[base + 3 * cap + c] ?? 0;
+        child = s[base + 2 * cap + c] ?? 0;
       }
       this.#pathNode[l] = n;
       this.#pathIdx[l] = c;
       n = child;
     }
     this.#leaf = n;
-    this.#pos = upperBound(s, n * stride, this.#count[n] ?? 0, key) - 1;
+    this.#pos = leafUpperBound(s, n * stride, this.#count[n] ?? 0, key) - 1;
   }
 
-  /** Split full child `x` (slot c of inner node p, which has room) in two halves. Node storage must be reserved. */
-  #splitChild(p: number, c: number, x: number, leaf: boolean): void {
+  /**
+   * Split full child `x` (slot c of inner node p, which has room) in two, for an insertion of
+   * `key`. Node storage must be reserved. In the middle, unless the key goes below or above every
+   * key of x: then x keeps only the minimum fill on that side and the other node stays nearly
+   * full, so a run of top-down (or bottom-up) allocations packs the nodes instead of leaving
+   * half-empty ones behind.
+   */
+  #splitChild(p: number, c: number, x: number, leaf: boolean, key: number): void {
     const s = this.#s;
-    const cap = this.#cap;
+    const icap = this.#icap;
     const stride = this.#stride;
     const y = this.#newNode();
-    const half = cap >> 1;
+    const xcap = leaf ? this.#lcap : icap;
+    const least = leaf ? this.#lmin : this.#imin;
     const xb = x * stride;
+    const w = leaf ? 4 : 1;
+    // Slot 0 of an inner node has no key: compare with slot 1's.
+    let half = xcap >> 1;
+    if (key < (s[xb + w] ?? 0)) half = Math.max(least, 1);
+    else if (key >= (s[xb + w * (xcap - 1)] ?? 0)) half = xcap - Math.max(least, 1);
     const yb = y * stride;
-    for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(yb + r, xb + r + half, xb + r + cap);
+    if (leaf) s.copyWithin(yb, xb + 4 * half, xb + 4 * xcap);
+    else for (let r = 0; r < 3 * icap; r += icap) s.copyWithin(yb + r, xb + r + half, xb + r + icap);
     this.#count[x] = half;
-    this.#count[y] = cap - half;
-    this.#max[x] = this.#scanMax(x);
-    this.#max[y] = this.#scanMax(y);
+    this.#count[y] = xcap - half;
+    this.#max[x] = this.#scanMax(x, leaf);
+    this.#max[y] = this.#scanMax(y, leaf);
     if (leaf) {
       const nx = this.#next[x] ?? -1;
       this.#next[y] = nx;
@@ -458,11 +515,11 @@ export class IovaTree {
     }
     const pb = p * stride;
     const pc = this.#count[p] ?? 0;
-    for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(pb + r + c + 2, pb + r + c + 1, pb + r + pc);
+    for (let r = 0; r < 3 * icap; r += icap) s.copyWithin(pb + r + c + 2, pb + r + c + 1, pb + r + pc);
     s[pb + c + 1] = s[yb] ?? 0; // y's first key (a pfnLo, or a valid separator) separates it from x
-    s[pb + cap + c + 1] = this.#max[y] ?? -1;
-    s[pb + 3 * cap + c + 1] = y;
-    s[pb + cap + c] = this.#max[x] ?? -1;
+    s[pb + icap + c + 1] = this.#max[y] ?? -1;
+    s[pb + 2 * icap + c + 1] = y;
+    s[pb + icap + c] = this.#max[x] ?? -1;
     this.#count[p] = pc + 1;
   }
 
@@ -473,14 +530,14 @@ export class IovaTree {
    */
   #rebalance(lvl: number): void {
     const s = this.#s;
-    const cap = this.#cap;
+    const icap = this.#icap;
     const stride = this.#stride;
     const p = this.#pathNode[lvl] ?? 0;
     const pb = p * stride;
     const c = this.#pathIdx[lvl] ?? 0;
     const j = c > 0 ? c - 1 : 0;
-    const ln = s[pb + 3 * cap + j] ?? 0;
-    const rn = s[pb + 3 * cap + j + 1] ?? 0;
+    const ln = s[pb + 2 * icap + j] ?? 0;
+    const rn = s[pb + 2 * icap + j + 1] ?? 0;
     const lb = ln * stride;
     const rb = rn * stride;
     const nl = this.#count[ln] ?? 0;
@@ -489,8 +546,14 @@ export class IovaTree {
     // An inner node's slot-0 key is never read; the parent's separator becomes it before it moves.
     if (!leaf) s[rb] = s[pb + j + 1] ?? 0;
     const pc = this.#count[p] ?? 0;
+    // Entries move as 4-word records in a leaf (one run), slot by slot in each of the three
+    // regions of an inner node.
+    const cap = leaf ? this.#lcap : icap;
+    const w = leaf ? 4 : 1;
+    const regions = leaf ? 1 : 3 * icap;
+    const step = leaf ? 1 : icap;
     if (nl + nr <= cap) {
-      for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(lb + r + nl, rb + r, rb + r + nr);
+      for (let r = 0; r < regions; r += step) s.copyWithin(lb + r + w * nl, rb + r, rb + r + w * nr);
       this.#count[ln] = nl + nr;
       if ((this.#max[rn] ?? -1) > (this.#max[ln] ?? -1)) this.#max[ln] = this.#max[rn] ?? -1;
       if (leaf) {
@@ -499,9 +562,9 @@ export class IovaTree {
         if (nx >= 0) this.#prev[nx] = ln;
       }
       this.#freeNode(rn);
-      for (let r = 0; r < 4 * cap; r += cap) s.copyWithin(pb + r + j + 1, pb + r + j + 2, pb + r + pc);
+      for (let r = 0; r < 3 * icap; r += icap) s.copyWithin(pb + r + j + 1, pb + r + j + 2, pb + r + pc);
       this.#count[p] = pc - 1;
-      s[pb + cap + j] = this.#max[ln] ?? -1;
+      s[pb + icap + j] = this.#max[ln] ?? -1;
       if (lvl === 0) {
         if (pc - 1 === 1) {
           // The root has one child left: it becomes the root.
@@ -509,7 +572,7 @@ export class IovaTree {
           this.#height--;
           this.#freeNode(p);
         }
-      } else if (pc - 1 < this.#min) {
+      } else if (pc - 1 < this.#imin) {
         this.#rebalance(lvl - 1);
       }
       return;
@@ -519,30 +582,30 @@ export class IovaTree {
     const wantL = total >> 1;
     if (nl < wantL) {
       const k = wantL - nl;
-      for (let r = 0; r < 4 * cap; r += cap) {
-        s.copyWithin(lb + r + nl, rb + r, rb + r + k);
-        s.copyWithin(rb + r, rb + r + k, rb + r + nr);
+      for (let r = 0; r < regions; r += step) {
+        s.copyWithin(lb + r + w * nl, rb + r, rb + r + w * k);
+        s.copyWithin(rb + r, rb + r + w * k, rb + r + w * nr);
       }
     } else {
       const k = nl - wantL;
-      for (let r = 0; r < 4 * cap; r += cap) {
-        s.copyWithin(rb + r + k, rb + r, rb + r + nr);
-        s.copyWithin(rb + r, lb + r + wantL, lb + r + nl);
+      for (let r = 0; r < regions; r += step) {
+        s.copyWithin(rb + r + w * k, rb + r, rb + r + w * nr);
+        s.copyWithin(rb + r, lb + r + w * wantL, lb + r + w * nl);
       }
     }
     this.#count[ln] = wantL;
     this.#count[rn] = total - wantL;
-    this.#max[ln] = this.#scanMax(ln);
-    this.#max[rn] = this.#scanMax(rn);
+    this.#max[ln] = this.#scanMax(ln, leaf);
+    this.#max[rn] = this.#scanMax(rn, leaf);
     s[pb + j + 1] = s[rb] ?? 0;
-    s[pb + cap + j] = this.#max[ln] ?? -1;
-    s[pb + cap + j + 1] = this.#max[rn] ?? -1;
+    s[pb + icap + j] = this.#max[ln] ?? -1;
+    s[pb + icap + j + 1] = this.#max[rn] ?? -1;
   }
 
   /** Propagate the largest gap of `leaf` (at the end of the last path) upwards; stops where nothing changes. */
   #fixUp(leaf: number): void {
     const s = this.#s;
-    const cap = this.#cap;
+    const cap = this.#icap;
     let mx = this.#max[leaf] ?? -1;
     for (let l = this.#height - 1; l >= 0; l--) {
       const p = this.#pathNode[l] ?? 0;
@@ -552,27 +615,27 @@ export class IovaTree {
       s[slot] = mx;
       const pm = this.#max[p] ?? -1;
       if (mx >= pm) this.#max[p] = mx;
-      else if (old === pm) this.#max[p] = this.#scanMax(p);
+      else if (old === pm) this.#max[p] = this.#scanMax(p, false);
       else return;
       mx = this.#max[p] ?? -1;
     }
   }
 
-  /** Set the gap of entry i of a leaf, keeping the leaf's largest gap. */
-  #setGap(leaf: number, base: number, i: number, g: number): void {
-    const slot = base + this.#cap + i;
+  /** Set the gap of the leaf entry at word `e`, keeping the leaf's largest gap. */
+  #setGap(leaf: number, e: number, g: number): void {
+    const slot = e + 1;
     const old = this.#s[slot] ?? 0;
     this.#s[slot] = g;
     const m = this.#max[leaf] ?? -1;
     if (g >= m) this.#max[leaf] = g;
-    else if (old === m) this.#max[leaf] = this.#scanMax(leaf);
+    else if (old === m) this.#max[leaf] = this.#scanMax(leaf, true);
   }
 
   /** Set the gap of the entry starting at `lo` (a fresh descent) and propagate it. */
   #setGapOf(lo: number, g: number): void {
     this.#descend(lo);
     const leaf = this.#leaf;
-    this.#setGap(leaf, leaf * this.#stride, this.#pos, g);
+    this.#setGap(leaf, leaf * this.#stride + 4 * this.#pos, g);
     this.#fixUp(leaf);
   }
 
@@ -580,16 +643,18 @@ export class IovaTree {
   #lastHiBefore(leaf: number): number {
     const pv = this.#prev[leaf] ?? -1;
     if (pv < 0) return -1;
-    return this.#s[pv * this.#stride + 2 * this.#cap + (this.#count[pv] ?? 0) - 1] ?? 0;
+    return this.#s[pv * this.#stride + 4 * ((this.#count[pv] ?? 0) - 1) + 2] ?? 0;
   }
 
-  #scanMax(n: number): number {
+  /** Largest gap in a node: over the entries' gaps in a leaf, over the children's in an inner node. */
+  #scanMax(n: number, leaf: boolean): number {
     const s = this.#s;
-    const b = n * this.#stride + this.#cap;
     const cnt = this.#count[n] ?? 0;
+    const w = leaf ? 4 : 1;
+    const b = n * this.#stride + (leaf ? 1 : this.#icap);
     let m = -1;
     for (let i = 0; i < cnt; i++) {
-      const g = s[b + i] ?? -1;
+      const g = s[b + w * i] ?? -1;
       if (g > m) m = g;
     }
     return m;
@@ -634,14 +699,45 @@ export class IovaTree {
   }
 }
 
-/** Number of the first `count` keys at `base` that are <= key (keys ascending). */
-function upperBound(s: Float64Array, base: number, count: number, key: number): number {
-  let lo = 0;
-  let hi = count;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if ((s[base + mid] ?? 0) <= key) lo = mid + 1;
-    else hi = mid;
+/**
+ * upperBound over the 4-word entries of a leaf, by interpolation: pfns in a leaf are often dense, so the guess from the
+ * first and last key usually lands on the answer, and the scan from there reads one or two cache
+ * lines instead of the chain of dependent loads of a binary search over a cold leaf.
+ */
+function leafUpperBound(s: Float64Array, base: number, count: number, key: number): number {
+  if (count === 0) return 0;
+  const first = s[base] ?? 0;
+  if (key < first) return 0;
+  const last = s[base + 4 * (count - 1)] ?? 0;
+  if (key >= last) return count;
+  // first <= key < last, so 0 <= guess < count - 1.
+  let i = Math.floor(((key - first) / (last - first)) * (count - 1));
+  if ((s[base + 4 * i] ?? 0) <= key) {
+    while ((s[base + 4 * i + 4] ?? 0) <= key) i++;
+    return i + 1;
   }
-  return lo;
+  while ((s[base + 4 * i] ?? 0) > key) i--;
+  return i + 1;
+}
+
+/**
+ * Child of an inner node to descend into for `key`: the last slot c >= 1 whose separator is <= key,
+ * else 0 (slot 0 has no key). Interpolates between the separators of slots 1 and count-1 (pfns are
+ * spread evenly in the common case), then steps to the answer: one or two cache lines of a cold
+ * node instead of a chain of dependent loads.
+ */
+function childFor(s: Float64Array, base: number, count: number, key: number): number {
+  if (count < 2) return 0;
+  const first = s[base + 1] ?? 0;
+  if (key < first) return 0;
+  const last = s[base + count - 1] ?? 0;
+  if (key >= last) return count - 1;
+  // first <= key < last: the answer is in 1..count-2.
+  let c = 1 + Math.floor(((key - first) / (last - first)) * (count - 2));
+  if ((s[base + c] ?? 0) <= key) {
+    while ((s[base + c + 1] ?? 0) <= key) c++;
+    return c;
+  }
+  while ((s[base + c] ?? 0) > key) c--;
+  return c;
 }
