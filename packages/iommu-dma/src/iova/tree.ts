@@ -7,11 +7,11 @@
  * the free gap just below it, every child slot of an inner node the largest gap in that child, so
  * the same top-down answer is found in O(log n).
  *
- * Layout: all nodes live in one Float64Array, one fixed-size block per node. A leaf holds up to
- * 16 entries as 4-word records (pfnLo, gap below it, pfnHi, flags): one entry is half a cache
- * line, a leaf at most eight lines, and an insertion or removal moves one short contiguous run.
- * An inner node holds up to 64 children in three regions: separator keys, each child's largest
- * gap, child node ids (the keys contiguous for the binary search), so the tree is only four
+ * Layout: all nodes live in one Float64Array, one fixed-size block per node, each in regions of
+ * one field: a leaf holds up to 16 entries as pfnLo, gap below, pfnHi and flags regions (two
+ * cache lines each), an inner node up to 32 children as separator key, largest gap and child id
+ * regions. An operation on a leaf touches a few lines of each region, found without a chain of
+ * dependent loads (the node search interpolates: pfns are spread evenly), and the tree is four
  * levels deep at 10^5 ranges. Nothing is allocated per operation (node ids are recycled through
  * a free list).
  *
@@ -184,10 +184,11 @@ export class IovaTree {
     const cap = this.#icap;
     const base = n * this.#stride;
     if (lvl === this.#height) {
+      const gaps = base + this.#lcap;
       for (let i = leafUpperBound(s, base, this.#count[n] ?? 0, bound) - 1; i >= 0; i--) {
-        const g = s[base + 4 * i + 1] ?? 0;
+        const g = s[gaps + i] ?? 0;
         if (g < size) continue;
-        const lo = s[base + 4 * i] ?? 0;
+        const lo = s[base + i] ?? 0;
         if (gapFits(lo - g - 1, lo, size, align)) {
           this.#leaf = n;
           this.#pos = i;
@@ -215,10 +216,11 @@ export class IovaTree {
       const base = leaf * this.#stride;
       const n = this.#count[leaf] ?? 0;
       for (let i = 0; i < n; i++) {
-        out[0] = this.#s[base + 4 * i] ?? 0;
-        out[1] = this.#s[base + 4 * i + 2] ?? 0;
-        out[2] = this.#s[base + 4 * i + 1] ?? 0;
-        out[3] = this.#s[base + 4 * i + 3] ?? 0;
+        const L = this.#lcap;
+        out[0] = this.#s[base + i] ?? 0;
+        out[1] = this.#s[base + 2 * L + i] ?? 0;
+        out[2] = this.#s[base + L + i] ?? 0;
+        out[3] = this.#s[base + 3 * L + i] ?? 0;
         yield out;
       }
     }
@@ -237,20 +239,21 @@ export class IovaTree {
     const base = leaf * this.#stride;
     const n = this.#count[leaf] ?? 0;
     const i = this.#pos + 1;
-    const e = base + 4 * i;
-    const predHi = i > 0 ? (s[e - 2] ?? 0) : this.#lastHiBefore(leaf);
-    for (let j = base + 4 * n - 1; j >= e; j--) s[j + 4] = s[j] ?? 0;
+    const L = this.#lcap;
+    const e = base + i;
+    const predHi = i > 0 ? (s[e + 2 * L - 1] ?? 0) : this.#lastHiBefore(leaf);
+    for (let r = base; r < base + 4 * L; r += L) for (let j = r + n - 1; j >= r + i; j--) s[j + 1] = s[j] ?? 0;
     const g = lo - predHi - 1;
     s[e] = lo;
-    s[e + 1] = g;
-    s[e + 2] = hi;
-    s[e + 3] = flags;
+    s[e + L] = g;
+    s[e + 2 * L] = hi;
+    s[e + 3 * L] = flags;
     this.#count[leaf] = n + 1;
     if (g > (this.#max[leaf] ?? -1)) this.#max[leaf] = g;
     let succLeaf = -1;
     if (i < n) {
       // The successor's gap shrinks to the space between this range and it.
-      this.#setGap(leaf, e + 4, (s[e + 4] ?? 0) - hi - 1);
+      this.#setGap(leaf, e + 1, (s[e + 1] ?? 0) - hi - 1);
     } else {
       succLeaf = this.#next[leaf] ?? -1;
     }
@@ -268,19 +271,19 @@ export class IovaTree {
    * pfnHi (-1 when none).
    */
   remove(lo: number): number {
-    if (!(this.#cursorOk && this.#pos >= 0 && this.#s[this.#leaf * this.#stride + 4 * this.#pos] === lo)) this.#descend(lo);
+    if (!(this.#cursorOk && this.#pos >= 0 && this.#s[this.#leaf * this.#stride + this.#pos] === lo)) this.#descend(lo);
     this.#cursorOk = false;
     const leaf = this.#leaf;
     const i = this.#pos;
     const s = this.#s;
     const base = leaf * this.#stride;
-    const e = base + 4 * i;
+    const L = this.#lcap;
+    const e = base + i;
     if (i < 0 || s[e] !== lo) throw new RangeError(`iova tree: no range starts at ${lo}`);
     const n = (this.#count[leaf] ?? 0) - 1;
-    const predHi = i > 0 ? (s[e - 2] ?? 0) : this.#lastHiBefore(leaf);
-    const removedGap = s[e + 1] ?? 0;
-    const end = base + 4 * n;
-    for (let j = e; j < end; j++) s[j] = s[j + 4] ?? 0;
+    const predHi = i > 0 ? (s[e + 2 * L - 1] ?? 0) : this.#lastHiBefore(leaf);
+    const removedGap = s[e + L] ?? 0;
+    for (let r = base; r < base + 4 * L; r += L) for (let j = r + i; j < r + n; j++) s[j] = s[j + 1] ?? 0;
     this.#count[leaf] = n;
     let succLo = -1;
     let succElsewhere = false;
@@ -288,7 +291,7 @@ export class IovaTree {
       succLo = s[e] ?? 0;
       // The successor's gap swallows the removed range and its gap: larger than either of them.
       const g = succLo - predHi - 1;
-      s[e + 1] = g;
+      s[e + L] = g;
       if (g > (this.#max[leaf] ?? -1)) this.#max[leaf] = g;
     } else {
       if (removedGap === this.#max[leaf]) this.#max[leaf] = this.#scanMax(leaf, true);
@@ -312,9 +315,9 @@ export class IovaTree {
     const leaf = this.#leaf;
     const i = this.#pos;
     const s = this.#s;
-    const e = leaf * this.#stride + 4 * i;
+    const e = leaf * this.#stride + i;
     if (i < 0 || s[e] !== lo || newLo > lo) throw new RangeError(`iova tree: cannot extend ${lo} down to ${newLo}`);
-    const g = (s[e + 1] ?? 0) - (lo - newLo);
+    const g = (s[e + this.#lcap] ?? 0) - (lo - newLo);
     if (g < 0) throw new RangeError(`iova tree: extending ${lo} down to ${newLo} overlaps its predecessor`);
     s[e] = newLo;
     this.#setGap(leaf, e, g);
@@ -329,9 +332,9 @@ export class IovaTree {
   /** Replace the flags of the range starting at `lo`. */
   setFlags(lo: number, flags: number): void {
     this.#descend(lo);
-    const e = this.#leaf * this.#stride + 4 * this.#pos;
+    const e = this.#leaf * this.#stride + this.#pos;
     if (this.#pos < 0 || this.#s[e] !== lo) throw new RangeError(`iova tree: no range starts at ${lo}`);
-    this.#s[e + 3] = flags;
+    this.#s[e + 3 * this.#lcap] = flags;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -355,9 +358,9 @@ export class IovaTree {
       let mx = -1;
       if (lvl === this.#height) {
         leaves.push(n);
-        for (let i = 0; i < cnt; i++) mx = Math.max(mx, s[base + 4 * i + 1] ?? 0);
+        for (let i = 0; i < cnt; i++) mx = Math.max(mx, s[base + this.#lcap + i] ?? 0);
         if (mx !== this.#max[n]) return `leaf ${n} records largest gap ${this.#max[n]}, holds ${mx}`;
-        return [s[base] ?? 0, s[base + 4 * (cnt - 1)] ?? 0, mx];
+        return [s[base] ?? 0, s[base + cnt - 1] ?? 0, mx];
       }
       if (cnt < 2) return `inner node ${n} has ${cnt} children`;
       let lo = 0;
@@ -401,10 +404,11 @@ export class IovaTree {
   // internals
 
   #emit(leaf: number, i: number): number {
-    const e = leaf * this.#stride + 4 * i;
-    this.foundHi = this.#s[e + 2] ?? 0;
-    this.foundGap = this.#s[e + 1] ?? 0;
-    this.foundFlags = this.#s[e + 3] ?? 0;
+    const L = this.#lcap;
+    const e = leaf * this.#stride + i;
+    this.foundHi = this.#s[e + 2 * L] ?? 0;
+    this.foundGap = this.#s[e + L] ?? 0;
+    this.foundFlags = this.#s[e + 3 * L] ?? 0;
     return this.#s[e] ?? 0;
   }
 
@@ -418,8 +422,8 @@ export class IovaTree {
     const p = this.#pos;
     const leaf = this.#leaf;
     if (p <= 0 || (this.#count[leaf] ?? 0) >= this.#lcap) return false;
-    const e = leaf * this.#stride + 4 * p;
-    if (!((this.#s[e] ?? 0) > lo && (this.#s[e - 4] ?? 0) < lo)) return false;
+    const e = leaf * this.#stride + p;
+    if (!((this.#s[e] ?? 0) > lo && (this.#s[e - 1] ?? 0) < lo)) return false;
     this.#pos = p - 1;
     return true;
   }
@@ -494,14 +498,12 @@ export class IovaTree {
     const xcap = leaf ? this.#lcap : icap;
     const least = leaf ? this.#lmin : this.#imin;
     const xb = x * stride;
-    const w = leaf ? 4 : 1;
     // Slot 0 of an inner node has no key: compare with slot 1's.
     let half = xcap >> 1;
-    if (key < (s[xb + w] ?? 0)) half = Math.max(least, 1);
-    else if (key >= (s[xb + w * (xcap - 1)] ?? 0)) half = xcap - Math.max(least, 1);
+    if (key < (s[xb + 1] ?? 0)) half = Math.max(least, 1);
+    else if (key >= (s[xb + xcap - 1] ?? 0)) half = xcap - Math.max(least, 1);
     const yb = y * stride;
-    if (leaf) s.copyWithin(yb, xb + 4 * half, xb + 4 * xcap);
-    else for (let r = 0; r < 3 * icap; r += icap) s.copyWithin(yb + r, xb + r + half, xb + r + icap);
+    for (let r = 0; r < (leaf ? 4 : 3) * xcap; r += xcap) s.copyWithin(yb + r, xb + r + half, xb + r + xcap);
     this.#count[x] = half;
     this.#count[y] = xcap - half;
     this.#max[x] = this.#scanMax(x, leaf);
@@ -546,14 +548,12 @@ export class IovaTree {
     // An inner node's slot-0 key is never read; the parent's separator becomes it before it moves.
     if (!leaf) s[rb] = s[pb + j + 1] ?? 0;
     const pc = this.#count[p] ?? 0;
-    // Entries move as 4-word records in a leaf (one run), slot by slot in each of the three
-    // regions of an inner node.
+    // Entries move slot by slot in each region: four in a leaf, three in an inner node.
     const cap = leaf ? this.#lcap : icap;
-    const w = leaf ? 4 : 1;
-    const regions = leaf ? 1 : 3 * icap;
-    const step = leaf ? 1 : icap;
+    const regions = (leaf ? 4 : 3) * cap;
+    const step = cap;
     if (nl + nr <= cap) {
-      for (let r = 0; r < regions; r += step) s.copyWithin(lb + r + w * nl, rb + r, rb + r + w * nr);
+      for (let r = 0; r < regions; r += step) s.copyWithin(lb + r + nl, rb + r, rb + r + nr);
       this.#count[ln] = nl + nr;
       if ((this.#max[rn] ?? -1) > (this.#max[ln] ?? -1)) this.#max[ln] = this.#max[rn] ?? -1;
       if (leaf) {
@@ -583,14 +583,14 @@ export class IovaTree {
     if (nl < wantL) {
       const k = wantL - nl;
       for (let r = 0; r < regions; r += step) {
-        s.copyWithin(lb + r + w * nl, rb + r, rb + r + w * k);
-        s.copyWithin(rb + r, rb + r + w * k, rb + r + w * nr);
+        s.copyWithin(lb + r + nl, rb + r, rb + r + k);
+        s.copyWithin(rb + r, rb + r + k, rb + r + nr);
       }
     } else {
       const k = nl - wantL;
       for (let r = 0; r < regions; r += step) {
-        s.copyWithin(rb + r + w * k, rb + r, rb + r + w * nr);
-        s.copyWithin(rb + r, lb + r + w * wantL, lb + r + w * nl);
+        s.copyWithin(rb + r + k, rb + r, rb + r + nr);
+        s.copyWithin(rb + r, lb + r + wantL, lb + r + nl);
       }
     }
     this.#count[ln] = wantL;
@@ -621,9 +621,9 @@ export class IovaTree {
     }
   }
 
-  /** Set the gap of the leaf entry at word `e`, keeping the leaf's largest gap. */
+  /** Set the gap of the leaf entry whose pfnLo is at word `e`, keeping the leaf's largest gap. */
   #setGap(leaf: number, e: number, g: number): void {
-    const slot = e + 1;
+    const slot = e + this.#lcap;
     const old = this.#s[slot] ?? 0;
     this.#s[slot] = g;
     const m = this.#max[leaf] ?? -1;
@@ -635,7 +635,7 @@ export class IovaTree {
   #setGapOf(lo: number, g: number): void {
     this.#descend(lo);
     const leaf = this.#leaf;
-    this.#setGap(leaf, leaf * this.#stride + 4 * this.#pos, g);
+    this.#setGap(leaf, leaf * this.#stride + this.#pos, g);
     this.#fixUp(leaf);
   }
 
@@ -643,18 +643,17 @@ export class IovaTree {
   #lastHiBefore(leaf: number): number {
     const pv = this.#prev[leaf] ?? -1;
     if (pv < 0) return -1;
-    return this.#s[pv * this.#stride + 4 * ((this.#count[pv] ?? 0) - 1) + 2] ?? 0;
+    return this.#s[pv * this.#stride + 2 * this.#lcap + (this.#count[pv] ?? 0) - 1] ?? 0;
   }
 
   /** Largest gap in a node: over the entries' gaps in a leaf, over the children's in an inner node. */
   #scanMax(n: number, leaf: boolean): number {
     const s = this.#s;
     const cnt = this.#count[n] ?? 0;
-    const w = leaf ? 4 : 1;
-    const b = n * this.#stride + (leaf ? 1 : this.#icap);
+    const b = n * this.#stride + (leaf ? this.#lcap : this.#icap);
     let m = -1;
     for (let i = 0; i < cnt; i++) {
-      const g = s[b + w * i] ?? -1;
+      const g = s[b + i] ?? -1;
       if (g > m) m = g;
     }
     return m;
@@ -700,7 +699,7 @@ export class IovaTree {
 }
 
 /**
- * upperBound over the 4-word entries of a leaf, by interpolation: pfns in a leaf are often dense, so the guess from the
+ * upperBound over the pfnLo region of a leaf, by interpolation: pfns in a leaf are often dense, so the guess from the
  * first and last key usually lands on the answer, and the scan from there reads one or two cache
  * lines instead of the chain of dependent loads of a binary search over a cold leaf.
  */
@@ -708,15 +707,15 @@ function leafUpperBound(s: Float64Array, base: number, count: number, key: numbe
   if (count === 0) return 0;
   const first = s[base] ?? 0;
   if (key < first) return 0;
-  const last = s[base + 4 * (count - 1)] ?? 0;
+  const last = s[base + count - 1] ?? 0;
   if (key >= last) return count;
   // first <= key < last, so 0 <= guess < count - 1.
   let i = Math.floor(((key - first) / (last - first)) * (count - 1));
-  if ((s[base + 4 * i] ?? 0) <= key) {
-    while ((s[base + 4 * i + 4] ?? 0) <= key) i++;
+  if ((s[base + i] ?? 0) <= key) {
+    while ((s[base + i + 1] ?? 0) <= key) i++;
     return i + 1;
   }
-  while ((s[base + 4 * i] ?? 0) > key) i--;
+  while ((s[base + i] ?? 0) > key) i--;
   return i + 1;
 }
 
