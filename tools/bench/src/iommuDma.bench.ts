@@ -600,7 +600,7 @@ export const SWEEP_LIVE: readonly number[] = [100, 316, 1000, 3162, 10_000, 31_6
  * one (alloc_iova/free_iova through the rbtree; drivers/iommu/iova.c), and the rcache path
  * (alloc_iova_fast + free_iova_fast of the same size) on the same domain.
  */
-function iovaAllocatorSweep(): SuiteResult {
+export function iovaAllocatorSweep(): SuiteResult {
   const figures: Record<string, number | string> = {};
   const measured: Measured[] = [];
   const checks: Check[] = [];
@@ -687,7 +687,7 @@ function block3(xs: readonly number[], i: number): number {
  * 50,000 dmaMapPhys/dmaUnmapPhys cycles with 10^5 other mappings live; the first and the last
  * thousand cycles compared (median of three blocks of 1,000 at each end).
  */
-function historyFlatness(): SuiteResult {
+export function historyFlatness(): SuiteResult {
   const CYCLES = 50_000;
   const BLOCK = 1000;
   const limit = 2 ** 32 / SZ_4K - 1;

@@ -144,7 +144,7 @@ describe('alloc_iova (tree)', () => {
   it('free_iova frees the whole node containing the pfn; find_iova finds it', () => {
     const d = new IovaDomain({ granule: G, startPfn: 1 });
     const a = d.allocIova(10, 1000, false)!;
-    expect(d.findIova(a.pfnLo + 5)).toBe(a);
+    expect(d.findIova(a.pfnLo + 5)).toEqual(a);
     expect(d.findIova(a.pfnLo - 1)).toBeNull();
     d.freeIova(a.pfnLo + 5);
     expect(d.findIova(a.pfnLo)).toBeNull();

@@ -8,9 +8,13 @@ import {
   orderBase2,
   roundupPow2,
 } from './helpers.js';
-import { IovaTree, gapFits, gapStart, type IovaNode } from './tree.js';
+import { IOVA_CACHED, IOVA_INDEXED, IOVA_RESERVED, PfnIndex } from './pfnIndex.js';
+import { IovaTree, gapFits, gapStart } from './tree.js';
 
-/** `struct iova`: an inclusive range of IOVA pfns (granules). */
+/**
+ * `struct iova`: an inclusive range of IOVA pfns (granules). The allocator hands out a copy of
+ * the range's bounds (a plain value, not a handle into the tree).
+ */
 export interface Iova {
   readonly pfnLo: number;
   readonly pfnHi: number;
@@ -83,8 +87,6 @@ function at<T>(arr: readonly T[], i: number): T {
 
 /** `IOVA_ANCHOR`: a node above the usable space, so every walk has a node to start from. */
 const IOVA_ANCHOR = Number.MAX_SAFE_INTEGER;
-/** Treap priorities are a deterministic function of this seed (no Math.random). */
-const TREE_SEED = 0x10a5eed;
 const MAX_CPUS = 4096;
 /** Sizes below this are rounded up to a power of two by alloc_iova_fast. */
 const FAST_ROUND_BELOW = 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1);
@@ -105,10 +107,16 @@ export class IovaDomain {
   /** CPU used when a fast-path call names none. */
   currentCpu = 0;
 
-  #tree: IovaTree;
-  #anchor: IovaNode;
-  #cachedNode: IovaNode;
-  #cached32Node: IovaNode;
+  /**
+   * The ranges in pfn order with their gaps and flags (IOVA_RESERVED, IOVA_INDEXED): the rbtree.
+   * Ranges are named by their first pfn.
+   */
+  #tree = new IovaTree();
+  /** pfnHi and IOVA_CACHED of every range the fast path has seen (tree flag IOVA_INDEXED), by first pfn. */
+  #nodes = new PfnIndex();
+  /** `cached_node` and `cached32_node`, as the first pfn of the node they point to. */
+  #cachedNode = IOVA_ANCHOR;
+  #cached32Node = IOVA_ANCHOR;
   #max32AllocSize: number;
   /** Per (bin, cpu) magazines, index `bin * cpus + cpu`. */
   #loaded: Magazine[] = [];
@@ -156,11 +164,7 @@ export class IovaDomain {
     }
     this.startPfn = startPfn;
     this.cpus = cpus;
-    this.#tree = new IovaTree(TREE_SEED);
-    this.#anchor = this.#tree.newNode(IOVA_ANCHOR, IOVA_ANCHOR, true);
-    this.#tree.insert(this.#anchor);
-    this.#cachedNode = this.#anchor;
-    this.#cached32Node = this.#anchor;
+    this.#tree.insert(IOVA_ANCHOR, IOVA_ANCHOR, IOVA_RESERVED);
     this.#max32AllocSize = this.dma32bitPfn;
     for (let bin = 0; bin < IOVA_RANGE_CACHE_MAX_SIZE; bin++) {
       this.#depot.push([]);
@@ -184,13 +188,13 @@ export class IovaDomain {
       this.#allocFailures++;
       return null;
     }
-    const node = this.#allocAndInsert(size, limitPfn, sizeAligned);
-    if (node === null) {
+    const pfn = this.#allocAndInsert(size, limitPfn, sizeAligned, 0);
+    if (pfn < 0) {
       this.#allocFailures++;
       return null;
     }
     this.#allocs++;
-    return node;
+    return { pfnLo: pfn, pfnHi: pfn + size - 1 };
   }
 
   /**
@@ -199,19 +203,22 @@ export class IovaDomain {
    * would silently corrupt its allocator in the first two cases.
    */
   freeIova(pfn: number): void {
-    const node = this.#validPfn(pfn) ? (this.#tree.byLo.get(pfn) ?? this.#tree.findContaining(pfn)) : null;
-    if (node === null || node.reserved || node.cached) {
+    const tree = this.#tree;
+    const lo = this.#validPfn(pfn) ? tree.findContaining(pfn) : -1;
+    const flags = tree.foundFlags;
+    if (lo < 0 || (flags & IOVA_RESERVED) !== 0 || ((flags & IOVA_INDEXED) !== 0 && this.#isCached(lo))) {
       this.#invalidFrees++;
       return;
     }
-    this.#removeIova(node);
+    this.#removeIova(lo, tree.foundHi, flags);
     this.#frees++;
   }
 
   /** `find_iova`: the range (allocated, cached or reserved) containing `pfn`. */
   findIova(pfn: number): Iova | null {
     if (!this.#validPfn(pfn)) return null;
-    return this.#tree.byLo.get(pfn) ?? this.#tree.findContaining(pfn);
+    const lo = this.#tree.findContaining(pfn);
+    return lo < 0 ? null : { pfnLo: lo, pfnHi: this.#tree.foundHi };
   }
 
   /**
@@ -227,20 +234,25 @@ export class IovaDomain {
     const tree = this.#tree;
     let lo = pfnLo;
     let n = tree.firstEndingAtOrAbove(lo);
-    while (n !== null && n.pfnLo <= pfnHi) {
-      if (lo < n.pfnLo) {
-        if (n.reserved) {
-          this.#reservedGranules += n.pfnLo - lo;
-          tree.extendDown(n, lo); // __adjust_overlap_range
+    while (n >= 0 && n <= pfnHi) {
+      const nHi = tree.foundHi;
+      const nFlags = tree.foundFlags;
+      let nLo = n;
+      if (lo < n) {
+        if ((nFlags & IOVA_RESERVED) !== 0) {
+          this.#reservedGranules += n - lo;
+          this.#extendDown(n, lo); // __adjust_overlap_range
+          nLo = lo;
         } else {
-          this.#insertReserved(lo, n.pfnLo - 1);
+          this.#insertReserved(lo, n - 1);
         }
       }
-      if (pfnHi <= n.pfnHi) return n;
-      lo = n.pfnHi + 1;
-      n = tree.succAbove(n.pfnLo);
+      if (pfnHi <= nHi) return { pfnLo: nLo, pfnHi: nHi };
+      lo = nHi + 1;
+      n = tree.succAbove(nLo);
     }
-    return this.#insertReserved(lo, pfnHi);
+    this.#insertReserved(lo, pfnHi);
+    return { pfnLo: lo, pfnHi };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -264,8 +276,8 @@ export class IovaDomain {
       // iova_rcache_get(iovad, size, limit_pfn + 1) pops a pfn <= limit_pfn + 1 - size.
       const pfn = this.#rcacheGet(orderBase2(len), limitPfn + 1 - len, cpu);
       if (pfn !== 0) {
-        const node = this.#tree.byLo.get(pfn);
-        if (node !== undefined) node.cached = false;
+        const slot = this.#nodes.find(pfn);
+        if (slot >= 0) this.#nodes.setFlags(slot, 0);
         this.#cachedGranules -= len;
         this.#rcacheHits++;
         this.#allocs++;
@@ -273,18 +285,18 @@ export class IovaDomain {
       }
       this.#rcacheMisses++;
     }
-    let node = this.#allocAndInsert(len, limitPfn, true);
-    if (node === null && flushRcache) {
+    let pfn = this.#allocAndInsert(len, limitPfn, true, IOVA_INDEXED);
+    if (pfn < 0 && flushRcache) {
       // Try replenishing IOVAs by flushing rcache.
       this.flushRcaches();
-      node = this.#allocAndInsert(len, limitPfn, true);
+      pfn = this.#allocAndInsert(len, limitPfn, true, IOVA_INDEXED);
     }
-    if (node === null) {
+    if (pfn < 0) {
       this.#allocFailures++;
       return 0;
     }
     this.#allocs++;
-    return node.pfnLo;
+    return pfn;
   }
 
   /**
@@ -304,19 +316,37 @@ export class IovaDomain {
       this.freeIova(pfn);
       return;
     }
-    const node = this.#tree.byLo.get(pfn);
-    if (node === undefined || node.reserved || node.cached) {
-      this.#invalidFrees++;
-      return;
+    const nodes = this.#nodes;
+    const slot = nodes.find(pfn);
+    let hi: number;
+    if (slot >= 0) {
+      if (nodes.flagsAt(slot) !== 0) {
+        this.#invalidFrees++;
+        return;
+      }
+      hi = nodes.hiAt(slot);
+    } else {
+      // A range the fast path has not seen (from alloc_iova): the tree knows it, by its first pfn.
+      const tree = this.#tree;
+      if (tree.lastAtOrBelow(pfn) !== pfn || (tree.foundFlags & IOVA_RESERVED) !== 0) {
+        this.#invalidFrees++;
+        return;
+      }
+      hi = tree.foundHi;
     }
     const len = roundupPow2(size);
-    if (node.pfnHi - node.pfnLo + 1 !== len || pfn % len !== 0) {
+    if (hi - pfn + 1 !== len || pfn % len !== 0) {
       this.#sizeMismatchFrees++;
-      this.#removeIova(node);
+      this.#removeIova(pfn, hi, slot >= 0 ? IOVA_INDEXED : 0);
       this.#frees++;
       return;
     }
-    node.cached = true;
+    if (slot >= 0) {
+      nodes.setFlags(slot, IOVA_CACHED);
+    } else {
+      this.#tree.setFlags(pfn, IOVA_INDEXED);
+      nodes.add(pfn, hi, IOVA_CACHED);
+    }
     this.#cachedGranules += len;
     this.#rcacheInsert(orderBase2(len), pfn, cpu);
     this.#frees++;
@@ -401,7 +431,10 @@ export class IovaDomain {
 
   /** Every range in the tree (allocated, rcache-held, reserved), in pfn order. Do not mutate the domain while iterating. */
   *liveRanges(): Generator<IovaRange> {
-    for (const n of this.#tree.inOrder()) if (n !== this.#anchor) yield n;
+    for (const [pfnLo, pfnHi, , flags] of this.#tree.entries()) {
+      if (pfnLo === IOVA_ANCHOR) continue;
+      yield { pfnLo, pfnHi, reserved: (flags & IOVA_RESERVED) !== 0, cached: (flags & IOVA_INDEXED) !== 0 && this.#isCached(pfnLo) };
+    }
   }
 
   /**
@@ -414,6 +447,18 @@ export class IovaDomain {
     };
     const problem = this.#tree.check();
     if (problem !== null) fail(problem);
+    let indexed = 0;
+    for (const [lo, hi, , flags] of this.#tree.entries()) {
+      if ((flags & ~(IOVA_RESERVED | IOVA_INDEXED)) !== 0) fail(`range ${lo} has tree flags ${flags}`);
+      if ((flags & IOVA_INDEXED) === 0) continue;
+      indexed++;
+      const slot = this.#nodes.find(lo);
+      if ((flags & IOVA_RESERVED) !== 0) fail(`reserved range ${lo} is in the pfn index`);
+      if (slot < 0) fail(`pfn index misses the range at ${lo}`);
+      else if (this.#nodes.hiAt(slot) !== hi) fail(`pfn index says ${lo} ends at ${this.#nodes.hiAt(slot)}, tree ${hi}`);
+    }
+    if (this.#nodes.size !== indexed) fail(`pfn index holds ${this.#nodes.size} ranges, the tree marks ${indexed}`);
+    if (this.#tree.lastAtOrBelow(IOVA_ANCHOR) !== IOVA_ANCHOR || (this.#tree.foundFlags & IOVA_RESERVED) === 0) fail('the anchor is missing');
     let allocated = 0;
     let cached = 0;
     let reserved = 0;
@@ -431,9 +476,9 @@ export class IovaDomain {
     const scan = (mag: Magazine, bin: number): void => {
       for (let j = 0; j < mag.size; j++) {
         const pfn = mag.pfns[j] ?? -1;
-        const node = this.#tree.byLo.get(pfn);
-        if (node?.cached !== true) fail(`magazine pfn ${pfn} is not a cached node`);
-        else if (node.pfnHi - node.pfnLo + 1 !== 2 ** bin) fail(`magazine pfn ${pfn} in bin ${bin} has the wrong length`);
+        const slot = this.#nodes.find(pfn);
+        if (slot < 0 || this.#nodes.flagsAt(slot) !== IOVA_CACHED) fail(`magazine pfn ${pfn} is not a cached node`);
+        else if (this.#nodes.hiAt(slot) - pfn + 1 !== 2 ** bin) fail(`magazine pfn ${pfn} in bin ${bin} has the wrong length`);
         if (seen.has(pfn)) fail(`pfn ${pfn} cached twice`);
         seen.add(pfn);
         inMags += 2 ** bin;
@@ -450,95 +495,113 @@ export class IovaDomain {
       }
     }
     if (inMags !== cached) fail(`magazines hold ${inMags} granules, tree marks ${cached} cached`);
-    if (this.#tree.byLo.get(this.#cachedNode.pfnLo) !== this.#cachedNode) fail('cached_node is not in the tree');
-    if (this.#tree.byLo.get(this.#cached32Node.pfnLo) !== this.#cached32Node) fail('cached32_node is not in the tree');
+    if (this.#tree.lastAtOrBelow(this.#cachedNode) !== this.#cachedNode) fail('cached_node is not in the tree');
+    if (this.#tree.lastAtOrBelow(this.#cached32Node) !== this.#cached32Node) fail('cached32_node is not in the tree');
   }
 
   // ---------------------------------------------------------------------------------------------
   // internals
 
-  // kernel: __alloc_and_insert_iova_range()
-  #allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean): IovaNode | null {
+  /** Is the indexed range at `lo` sitting in an rcache? */
+  #isCached(lo: number): boolean {
+    const slot = this.#nodes.find(lo);
+    return slot >= 0 && (this.#nodes.flagsAt(slot) & IOVA_CACHED) !== 0;
+  }
+
+  #hiOf(lo: number): number {
+    if (this.#tree.lastAtOrBelow(lo) !== lo) throw new IovaDomainError(`IOVA domain inconsistent: no range starts at ${lo}`, -Errno.EFAULT);
+    return this.#tree.foundHi;
+  }
+
+  // kernel: __alloc_and_insert_iova_range(); returns the new range's first pfn, or -1.
+  // `flags`: IOVA_INDEXED for the fast path (the range also gets a pfn-index record).
+  #allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean, flags: number): number {
     // alloc_iova passes limit_pfn + 1: from here on `lim` is exclusive.
     const lim = Math.min(limitPfn, this.maxPfn) + 1;
     const align = sizeAligned ? roundupPow2(size) : 1;
     const is32 = lim <= this.dma32bitPfn;
     if (is32 && size >= this.#max32AllocSize) {
       this.#fastFails32++;
-      return null;
+      return -1;
     }
     const curr = is32 ? this.#cached32Node : this.#cachedNode;
-    const retryPfn = curr.pfnHi;
     let pfn = this.#searchDown(curr, lim, this.startPfn, size, align);
-    if (pfn < 0 && retryPfn < lim) {
+    if (pfn < 0) {
+      const retryPfn = this.#hiOf(curr);
       // Nothing below the cached node: one more pass from the real limit down to just above it.
-      pfn = this.#searchDown(null, lim, Math.max(retryPfn + 1, this.startPfn), size, align);
+      if (retryPfn < lim) pfn = this.#searchDown(-1, lim, Math.max(retryPfn + 1, this.startPfn), size, align);
     }
     if (pfn < 0) {
       // The kernel records the failed size whatever the limit; only 32-bit requests consult it.
       this.#max32AllocSize = size;
-      return null;
+      return -1;
     }
-    const node = this.#tree.newNode(pfn, pfn + size - 1, false);
-    this.#tree.insert(node);
+    const hi = pfn + size - 1;
+    this.#tree.insert(pfn, hi, flags);
+    if (flags !== 0) this.#nodes.add(pfn, hi, 0);
     this.#treeInserts++;
     this.#allocatedGranules += size;
     // kernel: __cached_rbnode_insert_update()
-    if (node.pfnHi < this.dma32bitPfn) this.#cached32Node = node;
-    else this.#cachedNode = node;
-    return node;
+    if (hi < this.dma32bitPfn) this.#cached32Node = pfn;
+    else this.#cachedNode = pfn;
+    return pfn;
   }
 
   /**
-   * The kernel's backwards walk: starting at node `from` (or, when null, at the first node at or
-   * above `lim`, like iova_find_limit), find the highest gap below it whose top (clipped to `lim`)
-   * holds `size` granules at an `align`-aligned start; the start must be >= `low`. Returns -1 if none.
-   * The walk's early stop (candidate below `low`) gives the same answer, since candidates only
-   * decrease as the walk goes down.
+   * The kernel's backwards walk: starting at the node whose first pfn is `from` (or, when -1, at
+   * the first node at or above `lim`, like iova_find_limit), find the highest gap below it whose
+   * top (clipped to `lim`) holds `size` granules at an `align`-aligned start; the start must be
+   * >= `low`. Returns -1 if none. The walk's early stop (candidate below `low`) gives the same
+   * answer, since candidates only decrease as the walk goes down.
    */
-  #searchDown(from: IovaNode | null, lim: number, low: number, size: number, align: number): number {
+  #searchDown(from: number, lim: number, low: number, size: number, align: number): number {
+    const tree = this.#tree;
     let bound: number;
-    if (from !== null && from.pfnLo < lim) {
-      bound = from.pfnLo;
+    if (from >= 0 && from < lim) {
+      bound = from;
     } else {
       // Nodes at or above lim see the gap top clipped to lim; only the lowest of them can fit.
-      const top = this.#tree.lowestAtOrAbove(lim) ?? this.#anchor;
-      if (gapFits(top, lim, size, align)) {
+      // The anchor is above every usable pfn, so there always is one.
+      const top = tree.lowestAtOrAbove(lim);
+      if (gapFits(top - tree.foundGap - 1, lim, size, align)) {
         const start = gapStart(lim, size, align);
         return start >= low ? start : -1;
       }
-      bound = top.pfnLo - 1;
+      bound = top - 1;
     }
-    const n = this.#tree.findFit(bound, size, align);
-    if (n === null) return -1;
-    const start = gapStart(n.pfnLo, size, align);
+    const n = tree.findFit(bound, size, align);
+    if (n < 0) return -1;
+    const start = gapStart(n, size, align);
     return start >= low ? start : -1;
   }
 
   // kernel: remove_iova() = __cached_rbnode_delete_update() + rb_erase()
-  #removeIova(node: IovaNode): void {
-    const tree = this.#tree;
-    tree.neighbours(node);
-    const pred = tree.nbPred;
-    const next = tree.nbSucc ?? this.#anchor; // the anchor is above every node
+  #removeIova(lo: number, hi: number, flags: number): void {
+    // rb_next(&iova->node): the anchor is above every node, so there always is one.
+    const next = this.#tree.remove(lo);
+    if ((flags & IOVA_INDEXED) !== 0) this.#nodes.delete(lo);
     const c32 = this.#cached32Node;
-    if (node === c32 || (node.pfnHi < this.dma32bitPfn && node.pfnLo >= c32.pfnLo)) this.#cached32Node = next;
+    if (lo === c32 || (hi < this.dma32bitPfn && lo >= c32)) this.#cached32Node = next;
     // Space below 4 GiB came back: the 32-bit fast-fail no longer holds.
-    if (node.pfnLo < this.dma32bitPfn) this.#max32AllocSize = this.dma32bitPfn;
-    if (node.pfnLo >= this.#cachedNode.pfnLo) this.#cachedNode = next;
-    tree.remove(node, pred, next);
+    if (lo < this.dma32bitPfn) this.#max32AllocSize = this.dma32bitPfn;
+    if (lo >= this.#cachedNode) this.#cachedNode = next;
     this.#treeRemoves++;
-    const len = node.pfnHi - node.pfnLo + 1;
-    if (node.reserved) this.#reservedGranules -= len;
+    const len = hi - lo + 1;
+    if ((flags & IOVA_RESERVED) !== 0) this.#reservedGranules -= len;
     else this.#allocatedGranules -= len;
   }
 
-  #insertReserved(lo: number, hi: number): IovaNode {
-    const node = this.#tree.newNode(lo, hi, true);
-    this.#tree.insert(node);
+  #insertReserved(lo: number, hi: number): void {
+    this.#tree.insert(lo, hi, IOVA_RESERVED);
     this.#treeInserts++;
     this.#reservedGranules += hi - lo + 1;
-    return node;
+  }
+
+  /** A reserved range grows down into the free gap below it; cached-node pointers follow the node. */
+  #extendDown(lo: number, newLo: number): void {
+    this.#tree.extendDown(lo, newLo);
+    if (this.#cachedNode === lo) this.#cachedNode = newLo;
+    if (this.#cached32Node === lo) this.#cached32Node = newLo;
   }
 
   // kernel: __iova_rcache_insert()
@@ -595,13 +658,14 @@ export class IovaDomain {
 
   // kernel: iova_magazine_free_pfns()
   #magazineFreePfns(mag: Magazine): void {
-    const byLo = this.#tree.byLo;
+    const nodes = this.#nodes;
     for (let j = 0; j < mag.size; j++) {
-      const node = byLo.get(mag.pfns[j] ?? -1);
-      if (node === undefined) continue; // WARN_ON(!iova) in the kernel; cannot happen here
-      node.cached = false;
-      this.#cachedGranules -= node.pfnHi - node.pfnLo + 1;
-      this.#removeIova(node);
+      const pfn = mag.pfns[j] ?? -1;
+      const slot = nodes.find(pfn);
+      if (slot < 0) continue; // WARN_ON(!iova) in the kernel; cannot happen here
+      const hi = nodes.hiAt(slot);
+      this.#cachedGranules -= hi - pfn + 1;
+      this.#removeIova(pfn, hi, IOVA_INDEXED);
     }
     mag.size = 0;
   }
