@@ -3,6 +3,10 @@ import { IntMap } from '../util/intMap.js';
 
 /** Copies at or below this many bytes use a plain loop: a `subarray` view would cost more than the copy. */
 const SMALL_COPY = 64;
+// Module-local copies for the hot path: V8 folds a module's own constants (a division by PAGE
+// becomes an exact multiply), but re-reads and TDZ-checks an imported binding at every use.
+const PAGE = PAGE_SIZE;
+const PAGE_MASK = PAGE_SIZE - 1;
 
 /**
  * Sparse physical memory with real bytes. Pages are materialised on first write, so a 1 TiB
@@ -54,11 +58,33 @@ export class PhysicalMemory {
 
   /** Copy `len` bytes starting at `phys` into `out` (at `outOffset`). */
   readInto(phys: number, out: Uint8Array, outOffset = 0, len = out.length - outOffset): void {
+    const off = phys & PAGE_MASK; // exact for a safe integer (tested below)
+    // Hot path: a small access inside one page (a device reading a descriptor or a PRP entry),
+    // every check of #readIntoChecked folded into one test.
+    if (
+      len > 0 &&
+      len <= SMALL_COPY &&
+      off + len <= PAGE &&
+      Number.isSafeInteger(len) &&
+      Number.isSafeInteger(phys) &&
+      phys >= 0 &&
+      phys + len <= this.limit &&
+      outOffset >= 0 &&
+      outOffset + len <= out.length
+    ) {
+      const p = this.#pages.get((phys - off) / PAGE);
+      if (p === undefined) out.fill(0, outOffset, outOffset + len);
+      else for (let i = 0; i < len; i++) out[outOffset + i] = p[off + i] ?? 0;
+      return;
+    }
+    this.#readIntoChecked(phys, out, outOffset, len);
+  }
+
+  #readIntoChecked(phys: number, out: Uint8Array, outOffset: number, len: number): void {
     this.#check(phys, len);
     if (!(outOffset >= 0 && outOffset + len <= out.length)) throw new RangeError(`read of ${len} bytes does not fit the buffer at offset ${outOffset}`);
     const off0 = phys & (PAGE_SIZE - 1); // exact: phys is a safe integer
     if (len <= SMALL_COPY && off0 + len <= PAGE_SIZE) {
-      // A small access inside one page (a device reading a descriptor or a PRP entry).
       const p = this.#pages.get((phys - off0) / PAGE_SIZE);
       if (p === undefined) out.fill(0, outOffset, outOffset + len);
       else for (let i = 0; i < len; i++) out[outOffset + i] = p[off0 + i] ?? 0;
