@@ -297,8 +297,12 @@ export class PciTopology {
    * reaches with BUS_ADDR (the switch forwards it; it never reaches the IOMMU), else -1.
    */
   p2pRoute(dev: Device, dmaAddr: number): number {
+    // One test while no switch routes a P2P BAR (the device port calls this on every access).
+    return this.#registry.routeCount === 0 ? -1 : this.#p2pRouteOf(dev, dmaAddr);
+  }
+
+  #p2pRouteOf(dev: Device, dmaAddr: number): number {
     const reg = this.#registry;
-    if (reg.routeCount === 0) return -1;
     const client = toPciDev(dev);
     if (client === null || client.registry !== reg) return -1;
     return reg.route(client, dmaAddr);

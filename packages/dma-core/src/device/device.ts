@@ -174,6 +174,11 @@ export class Device {
       st.bytesRead += len;
       return;
     }
+    this.#readChunks(dmaAddr, out, outOffset, len);
+  }
+
+  /** A read that crosses pages (or a malformed one): translate every chunk first, then copy. */
+  #readChunks(dmaAddr: number, out: Uint8Array, outOffset: number, len: number): void {
     const n = this.#translateAll(dmaAddr, len, 'read');
     const mem = this.host.memory;
     let done = 0;
@@ -196,6 +201,11 @@ export class Device {
       st.bytesWritten += len;
       return;
     }
+    this.#writeChunks(dmaAddr, bytes, srcOffset, len);
+  }
+
+  /** A write that crosses pages (or a malformed one): translate every chunk first, then copy. */
+  #writeChunks(dmaAddr: number, bytes: Uint8Array, srcOffset: number, len: number): void {
     const n = this.#translateAll(dmaAddr, len, 'write');
     const mem = this.host.memory;
     let done = 0;

@@ -50,6 +50,11 @@ export class RegionMap {
   find(phys: number): MemRegion | undefined {
     const last = this.#last;
     if (last !== undefined && phys >= last.start && phys < last.start + last.size) return last;
+    return this.#search(phys);
+  }
+
+  /** Binary search; remembers the region it finds. */
+  #search(phys: number): MemRegion | undefined {
     const rs = this.#regions;
     let lo = 0;
     let hi = rs.length - 1;
