@@ -248,6 +248,33 @@ describe('PhysicalMemory byte copies', () => {
     m.write(p, new Uint8Array(16).fill(5));
     expect(() => { m.write(p, new Uint8Array(4).fill(1), 2, 8); }).toThrow(RangeError);
     expect(() => { m.readInto(p, new Uint8Array(4), 1, 4); }).toThrow(RangeError);
+    expect(() => { m.readInto(p + 0.5, new Uint8Array(4)); }).toThrow(RangeError);
+    expect(() => { m.readInto(-8, new Uint8Array(4)); }).toThrow(RangeError);
+    expect(() => { m.readInto(m.limit - 2, new Uint8Array(4)); }).toThrow(RangeError);
     expect([...m.read(p, 16)]).toEqual(Array(16).fill(5));
+  });
+
+  it('small reads of every length up to 64 bytes, at a page end and into a buffer offset, copy exactly', () => {
+    const m = mk();
+    const p = m.allocPages(0);
+    const bytes = Uint8Array.from({ length: PAGE_SIZE }, (_, i) => (i * 13 + 5) & 0xff);
+    m.write(p, bytes);
+    for (let len = 0; len <= 64; len++) {
+      const out = new Uint8Array(len + 3).fill(0xee);
+      m.readInto(p + PAGE_SIZE - len, out, 3, len);
+      expect([...out.subarray(0, 3)]).toEqual([0xee, 0xee, 0xee]);
+      expect([...out.subarray(3)]).toEqual([...bytes.subarray(PAGE_SIZE - len)]);
+    }
+  });
+
+  it('a region removed from the map stops being found at once', () => {
+    const m = mk();
+    const bar = m.addRegion({ start: 0xe000_0000, size: SZ_1M, kind: 'p2p-bar', name: 'nvme0 CMB', owner: 'nvme0' });
+    expect(m.isAccessible(0xe000_0040, 8)).toBe(true);
+    expect(m.isAccessible(0xe000_0080, 8)).toBe(true); // found again (the last region found)
+    m.regions.remove(bar);
+    expect(m.isAccessible(0xe000_0040, 8)).toBe(false);
+    expect(m.regionOf(0xe000_0040)).toBeUndefined();
+    expect(m.isAccessible(PAGE_SIZE, 8)).toBe(true);
   });
 });
