@@ -7,6 +7,8 @@ const SMALL_COPY = 64;
 // becomes an exact multiply), but re-reads and TDZ-checks an imported binding at every use.
 const PAGE = PAGE_SIZE;
 const PAGE_MASK = PAGE_SIZE - 1;
+/** Slots of the small-read page cache (a power of two). */
+const READ_CACHE_SLOTS = 64;
 
 /**
  * Copy `len` (at most SMALL_COPY) bytes, both ranges already checked: four bytes per step, then
@@ -35,6 +37,10 @@ export class PhysicalMemory {
   // IntMap, not Map: pages are freed and re-touched constantly, and a Map's deleted entries would
   // make later lookups slower with every cycle (see util/intMap.ts).
   readonly #pages = new IntMap<Uint8Array>();
+  // Small reads first look in a direct-mapped cache of present pages (slot = pfn mod
+  // READ_CACHE_SLOTS): a hit skips the hash probe. Dropping a page clears its slot.
+  readonly #cachedPfn = new Float64Array(READ_CACHE_SLOTS).fill(-1);
+  readonly #cachedPage: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(READ_CACHE_SLOTS).fill(undefined);
   /** One past the highest physical address. */
   readonly limit: number;
 
@@ -64,7 +70,16 @@ export class PhysicalMemory {
 
   /** Drop a page's bytes (it reads as zeros again). */
   discardPage(pfn: number): void {
+    this.#uncache(pfn);
     this.#pages.delete(pfn);
+  }
+
+  #uncache(pfn: number): void {
+    const slot = pfn & (READ_CACHE_SLOTS - 1);
+    if (this.#cachedPfn[slot] === pfn) {
+      this.#cachedPfn[slot] = -1;
+      this.#cachedPage[slot] = undefined;
+    }
   }
 
   #check(phys: number, len: number): void {
@@ -89,7 +104,14 @@ export class PhysicalMemory {
       outOffset >= 0 &&
       outOffset + len <= out.length
     ) {
-      const p = this.#pages.get((phys - off) / PAGE);
+      const pfn = (phys - off) / PAGE;
+      const slot = pfn & (READ_CACHE_SLOTS - 1);
+      let p: Uint8Array | undefined;
+      if (this.#cachedPfn[slot] === pfn) p = this.#cachedPage[slot];
+      else if ((p = this.#pages.get(pfn)) !== undefined) {
+        this.#cachedPfn[slot] = pfn;
+        this.#cachedPage[slot] = p;
+      }
       if (p === undefined) out.fill(0, outOffset, outOffset + len);
       else copySmall(p, off, out, outOffset, len);
       return;
@@ -180,7 +202,7 @@ export class PhysicalMemory {
       const pfn = Math.floor(addr / PAGE_SIZE);
       const off = addr - pfn * PAGE_SIZE;
       const n = Math.min(PAGE_SIZE - off, len - done);
-      if (value === 0 && off === 0 && n === PAGE_SIZE) this.#pages.delete(pfn);
+      if (value === 0 && off === 0 && n === PAGE_SIZE) this.discardPage(pfn);
       else {
         const p = value === 0 ? this.#pages.get(pfn) : this.page(pfn);
         p?.fill(value, off, off + n);

@@ -267,6 +267,35 @@ describe('PhysicalMemory byte copies', () => {
     }
   });
 
+  it('a small read never sees a dropped page: zeroed, discarded and re-touched pages read what they hold', () => {
+    const m = mk();
+    const p = m.allocPages(0);
+    const pfn = p / PAGE_SIZE;
+    const out = new Uint8Array(8);
+    m.write(p, new Uint8Array(8).fill(3));
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(3));
+    m.fill(p, PAGE_SIZE, 0); // drops the page's bytes
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(0));
+    m.write(p, new Uint8Array(8).fill(4)); // a new page behind the same pfn
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(4));
+    m.discardPage(pfn);
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(0));
+    // Pages 64 frames apart share a slot of the read cache; each still reads its own bytes.
+    const q = p + 64 * PAGE_SIZE;
+    m.write(p, new Uint8Array(8).fill(5));
+    m.write(q, new Uint8Array(8).fill(6));
+    for (let i = 0; i < 3; i++) {
+      m.readInto(p, out);
+      expect([...out]).toEqual(Array(8).fill(5));
+      m.readInto(q, out);
+      expect([...out]).toEqual(Array(8).fill(6));
+    }
+  });
+
   it('a region removed from the map stops being found at once', () => {
     const m = mk();
     const bar = m.addRegion({ start: 0xe000_0000, size: SZ_1M, kind: 'p2p-bar', name: 'nvme0 CMB', owner: 'nvme0' });
