@@ -224,6 +224,9 @@ export class PciTopology {
   addDevice(opts: AddDeviceOptions): Device {
     if (typeof opts.name !== 'string' || opts.name === '') throw pciInvalid('device: a name is required');
     if (this.#byName.has(opts.name)) throw new PciTopologyError(-Errno.EEXIST, `device ${opts.name} already exists`);
+    for (const bits of [opts.dmaMaskBits, opts.coherentMaskBits]) {
+      if (bits !== undefined && !(Number.isInteger(bits) && bits >= 0 && bits <= 64)) throw pciInvalid(`device ${opts.name}: a DMA mask width must be an integer 0..64, got ${String(bits)}`);
+    }
     const bars = opts.bars ?? [];
     const layout = this.#layoutBars(opts.name, bars);
     const acsCtrl = opts.acsCtrl ?? 0;

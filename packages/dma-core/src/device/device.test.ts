@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DmaFaultError, PAGE_SIZE, SZ_1G, SZ_1M, createMachine } from '@dmakit/dma-core';
+import { DmaFaultError, PAGE_SIZE, PciTopologyError, SZ_1G, SZ_1M, createMachine } from '@dmakit/dma-core';
 
 function refusal(fn: () => void): DmaFaultError {
   try {
@@ -40,14 +40,20 @@ describe('device DMA port (dma-direct)', () => {
     expect(dev.portStats).toMatchObject({ reads: 0, writes: 0, faults: 2 });
   });
 
-  it('keeps the mask value with its width; a width outside 0..64 throws when the mask is read', () => {
+  it('keeps the mask value with its width; a width outside 0..64 is refused and changes nothing', () => {
     const m = createMachine({ ramBytes: SZ_1G, dmaDebug: 'off' });
     const dev = m.pci.addDevice({ name: 'nic0', dmaMaskBits: 40 });
     expect(dev.dmaMask).toBe(2 ** 40 - 1);
     dev.dmaMaskBits = 24;
     expect(dev.dmaMaskBits).toBe(24);
     expect(dev.dmaMask).toBe(2 ** 24 - 1);
-    dev.dmaMaskBits = 65;
-    expect(() => dev.dmaMask).toThrow(RangeError);
+    expect(() => { dev.dmaMaskBits = 65; }).toThrow(RangeError);
+    expect(dev.dmaMaskBits).toBe(24);
+    expect(dev.dmaMask).toBe(2 ** 24 - 1);
+    const before = m.pci.devices.length;
+    expect(() => m.pci.addDevice({ name: 'bad', dmaMaskBits: 65 })).toThrow(PciTopologyError);
+    expect(() => m.pci.addDevice({ name: 'bad', coherentMaskBits: 1.5 })).toThrow(PciTopologyError);
+    expect(m.pci.devices).toHaveLength(before);
+    expect(m.pci.addDevice({ name: 'bad', dmaMaskBits: 64 }).name).toBe('bad'); // the name was not taken
   });
 });

@@ -131,17 +131,19 @@ export class Device {
     return this.#dmaMaskBits;
   }
 
-  /** Set the width (dma_set_mask checks it first); the mask value is kept with it. */
+  /**
+   * Set the width (dma_set_mask checks it first); the mask value is kept with it, so reading
+   * `dmaMask` on every map and device access is one load. A width outside 0..64 throws a
+   * RangeError and changes nothing.
+   */
   set dmaMaskBits(bits: number) {
+    this.#dmaMask = dmaBitMask(bits);
     this.#dmaMaskBits = bits;
-    // A width outside 0..64 keeps NaN: reading dmaMask then throws dmaBitMask's RangeError.
-    this.#dmaMask = Number.isInteger(bits) && bits >= 0 && bits <= 64 ? dmaBitMask(bits) : Number.NaN;
   }
 
   /** `*dev->dma_mask` as an address (0 if unset). */
   get dmaMask(): number {
-    const mask = this.#dmaMask;
-    return mask === mask ? mask : dmaBitMask(this.#dmaMaskBits);
+    return this.#dmaMask;
   }
 
   /** Coherent DMA mask as a value. kernel: dev->coherent_dma_mask. */

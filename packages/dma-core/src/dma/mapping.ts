@@ -23,9 +23,11 @@ import {
 import { dmaWarn } from './log.js';
 import { SgTable } from './scatterlist.js';
 
-// Module-local copy for the hot path: V8 folds a module's own constants into optimized code, but
-// re-reads and TDZ-checks an imported binding at every use.
+// Module-local copies for the hot paths: V8 folds a module's own constants into optimized code, but
+// re-reads and TDZ-checks an imported binding at every use. (A local name for the builtin also
+// keeps the hot functions' bytecode small enough to be inlined whole into their callers.)
 const ATTR_REQUIRE_COHERENT = DMA_ATTR_REQUIRE_COHERENT;
+const isSafeInteger = Number.isSafeInteger;
 
 // ---- argument checks (the kernel BUG()s / WARNs; the model reports and fails cleanly) --------
 
@@ -74,35 +76,45 @@ function noMask(dev: Device, fn: string): boolean {
 
 // ---- single mappings ----------------------------------------------------------------------------
 
-/** `dma_map_phys(dev, phys, size, dir, attrs)`: DMA address or DMA_MAPPING_ERROR. */
-export function dmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs = 0): number {
-  return mapPhys(dev, phys, size, dir, attrs, 'dma_map_phys');
-}
-
 /**
- * The body of dma_map_phys; `call` names the API entry for dma-debug's reports. Hot path: the
- * argument checks of mapPhysSlow folded into one test (a failure takes the slow path, which finds
- * and reports the exact problem), then the kernel's order: dispatch, trace, dma-debug.
+ * The argument checks of mapPhysSlow folded into one test: the hot path of every single map. A
+ * failure takes the slow path, which finds and reports the exact problem.
  */
-function mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number, call: string): number {
-  const host = dev.host;
-  if (
+function mapArgsOk(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): boolean {
+  return (
     (dir === 0 || dir === 1 || dir === 2) &&
-    Number.isSafeInteger(size) &&
+    isSafeInteger(size) &&
     size > 0 &&
-    Number.isSafeInteger(phys) &&
+    isSafeInteger(phys) &&
     phys >= 0 &&
-    phys + size <= host.memory.limit &&
+    phys + size <= dev.host.memory.limit &&
     attrs >>> 0 === attrs &&
     dev.dmaMaskBits !== 0 &&
     ((attrs & ATTR_REQUIRE_COHERENT) === 0 || dev.coherent)
-  ) {
-    const ops = dev.dmaOps;
-    const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
-    if (host.trace.enabled || host.dmaDebug.enabled) mapPhysObserved(dev, phys, size, dir, addr, attrs, call);
-    return addr;
-  }
-  return mapPhysSlow(dev, phys, size, dir, attrs, call);
+  );
+}
+
+/**
+ * `dma_map_phys(dev, phys, size, dir, attrs)`: DMA address or DMA_MAPPING_ERROR. The kernel's
+ * order: checks, dispatch (dma-direct or the DmaMapOps contract), trace, dma-debug.
+ */
+export function dmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs = 0): number {
+  if (!mapArgsOk(dev, phys, size, dir, attrs)) return mapPhysSlow(dev, phys, size, dir, attrs, 'dma_map_phys');
+  const ops = dev.dmaOps;
+  const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
+  const host = dev.host;
+  if (host.trace.enabled || host.dmaDebug.enabled) mapPhysObserved(dev, phys, size, dir, addr, attrs, 'dma_map_phys');
+  return addr;
+}
+
+/** The body of dma_map_phys for the other entries; `call` names the entry for dma-debug's reports. */
+function mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number, call: string): number {
+  if (!mapArgsOk(dev, phys, size, dir, attrs)) return mapPhysSlow(dev, phys, size, dir, attrs, call);
+  const ops = dev.dmaOps;
+  const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
+  const host = dev.host;
+  if (host.trace.enabled || host.dmaDebug.enabled) mapPhysObserved(dev, phys, size, dir, addr, attrs, call);
+  return addr;
 }
 
 /** trace_dma_map_phys, then debug_dma_map_phys (out of line: the hot path pays one test for both). */
@@ -129,7 +141,7 @@ function mapPhysSlow(dev: Device, phys: number, size: number, dir: DmaDataDirect
  * path as in mapPhys: the checks of dmaUnmapPhysSlow in one test.
  */
 export function dmaUnmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs = 0): void {
-  if ((dir === 0 || dir === 1 || dir === 2) && Number.isSafeInteger(size) && size > 0 && attrs >>> 0 === attrs && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0) {
+  if ((dir === 0 || dir === 1 || dir === 2) && isSafeInteger(size) && size > 0 && attrs >>> 0 === attrs && isSafeInteger(dmaAddr) && dmaAddr >= 0) {
     const host = dev.host;
     const ops = dev.dmaOps;
     if (ops === null) dmaDirectUnmapPhys(dev, dmaAddr, size, dir, attrs);
