@@ -283,31 +283,34 @@ export class IommuDomain {
    * Returns the physical address or a negative DmaFaultReason (the fault is recorded here).
    */
   translate(dev: Device, iova: number, write: boolean): number {
-    const need = write ? IOMMU_WRITE : IOMMU_READ;
-    if (!(iova >= 0 && iova < this.pgtable.iovaLimit)) return this.#fault(dev, iova, write, DmaFaultReason.OUT_OF_RANGE);
-    const pfn = Math.floor(iova / 4096);
-    const off = iova - pfn * 4096;
-    const tlb = this.iotlb;
-    if (tlb.lookup(pfn)) {
-      const phys = tlb.hitPhys;
-      const prot = tlb.hitProt;
-      if (this.#pendingGathers > 0) {
-        const pt = this.pgtable;
-        if (!pt.walk(iova) || pt.walkPhys !== phys + off) {
+    // One fault call for every refusal (a small body the device port's hot path can inline).
+    let reason: DmaFaultReason = DmaFaultReason.OUT_OF_RANGE;
+    if (iova >= 0 && iova < this.pgtable.iovaLimit) {
+      const pfn = Math.floor(iova / 4096);
+      const off = iova - pfn * 4096;
+      const tlb = this.iotlb;
+      const pt = this.pgtable;
+      let phys: number;
+      let prot: number;
+      if (tlb.lookup(pfn)) {
+        phys = tlb.hitPhys + off;
+        prot = tlb.hitProt;
+        if (this.#pendingGathers > 0 && !(pt.walk(iova) && pt.walkPhys === phys)) {
           this.staleIotlbAccesses++;
           const trace = this.#host.trace;
-          if (trace.enabled) trace.emit('iommu:stale_iotlb_access', dev.name, { iova, phys: phys + off, write });
+          if (trace.enabled) trace.emit('iommu:stale_iotlb_access', dev.name, { iova, phys, write });
         }
+      } else {
+        tlb.stats.walks++;
+        if (!pt.walk(iova)) return this.#fault(dev, iova, write, DmaFaultReason.NOT_PRESENT);
+        phys = pt.walkPhys;
+        prot = pt.walkProt;
+        tlb.fill(pfn, phys - off, prot);
       }
-      if ((prot & need) === 0) return this.#fault(dev, iova, write, DmaFaultReason.PERMISSION);
-      return phys + off;
+      if ((prot & (write ? IOMMU_WRITE : IOMMU_READ)) !== 0) return phys;
+      reason = DmaFaultReason.PERMISSION;
     }
-    const pt = this.pgtable;
-    tlb.stats.walks++;
-    if (!pt.walk(iova)) return this.#fault(dev, iova, write, DmaFaultReason.NOT_PRESENT);
-    tlb.fill(pfn, pt.walkPhys - off, pt.walkProt);
-    if ((pt.walkProt & need) === 0) return this.#fault(dev, iova, write, DmaFaultReason.PERMISSION);
-    return pt.walkPhys;
+    return this.#fault(dev, iova, write, reason);
   }
 
   #fault(dev: Device, iova: number, write: boolean, reason: DmaFaultReason): number {

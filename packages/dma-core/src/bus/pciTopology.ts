@@ -224,6 +224,9 @@ export class PciTopology {
   addDevice(opts: AddDeviceOptions): Device {
     if (typeof opts.name !== 'string' || opts.name === '') throw pciInvalid('device: a name is required');
     if (this.#byName.has(opts.name)) throw new PciTopologyError(-Errno.EEXIST, `device ${opts.name} already exists`);
+    for (const bits of [opts.dmaMaskBits, opts.coherentMaskBits]) {
+      if (bits !== undefined && !(Number.isInteger(bits) && bits >= 0 && bits <= 64)) throw pciInvalid(`device ${opts.name}: a DMA mask width must be an integer 0..64, got ${String(bits)}`);
+    }
     const bars = opts.bars ?? [];
     const layout = this.#layoutBars(opts.name, bars);
     const acsCtrl = opts.acsCtrl ?? 0;
@@ -297,8 +300,12 @@ export class PciTopology {
    * reaches with BUS_ADDR (the switch forwards it; it never reaches the IOMMU), else -1.
    */
   p2pRoute(dev: Device, dmaAddr: number): number {
+    // One test while no switch routes a P2P BAR (the device port calls this on every access).
+    return this.#registry.routeCount === 0 ? -1 : this.#p2pRouteOf(dev, dmaAddr);
+  }
+
+  #p2pRouteOf(dev: Device, dmaAddr: number): number {
     const reg = this.#registry;
-    if (reg.routeCount === 0) return -1;
     const client = toPciDev(dev);
     if (client === null || client.registry !== reg) return -1;
     return reg.route(client, dmaAddr);

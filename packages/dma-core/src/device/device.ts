@@ -15,6 +15,12 @@ declare module './host.js' {
   }
 }
 
+// Module-local copies for the device port's hot path: V8 folds a module's own constants, but
+// re-reads and TDZ-checks an imported binding at every use.
+const PAGE = PAGE_SIZE;
+const PAGE_MASK = PAGE_SIZE - 1;
+const OUT_OF_RANGE: number = DmaFaultReason.OUT_OF_RANGE;
+
 /**
  * What an IOMMU implementation provides to the DMA API (`struct dma_map_ops`, the `dma_iommu`
  * backend). dma-core's free functions validate, trace and feed dma-debug, then dispatch here when
@@ -75,8 +81,9 @@ export interface DeviceOptions {
 export class Device {
   readonly name: string;
   readonly host: DeviceHost;
-  /** `*dev->dma_mask` as a bit width (0 = no mask: map calls fail as in the kernel). */
-  dmaMaskBits: number;
+  #dmaMaskBits = 32;
+  /** `*dev->dma_mask` as a value, kept with the width (read on every map and device access). */
+  #dmaMask = dmaBitMask(32);
   coherentDmaMaskBits: number;
   /** `dev->bus_dma_limit` (bytes, inclusive), 0 for none. */
   busDmaLimit: number;
@@ -119,9 +126,24 @@ export class Device {
     this.dmaSkipSync = this.coherent;
   }
 
+  /** `*dev->dma_mask` as a bit width (0 = no mask: map calls fail as in the kernel). */
+  get dmaMaskBits(): number {
+    return this.#dmaMaskBits;
+  }
+
+  /**
+   * Set the width (dma_set_mask checks it first); the mask value is kept with it, so reading
+   * `dmaMask` on every map and device access is one load. A width outside 0..64 throws a
+   * RangeError and changes nothing.
+   */
+  set dmaMaskBits(bits: number) {
+    this.#dmaMask = dmaBitMask(bits);
+    this.#dmaMaskBits = bits;
+  }
+
   /** `*dev->dma_mask` as an address (0 if unset). */
   get dmaMask(): number {
-    return dmaBitMask(this.dmaMaskBits);
+    return this.#dmaMask;
   }
 
   /** Coherent DMA mask as a value. kernel: dev->coherent_dma_mask. */
@@ -148,13 +170,19 @@ export class Device {
 
   /** Device reads into `out` (no allocation). */
   dmaReadInto(dmaAddr: number, out: Uint8Array, outOffset = 0, len = out.length - outOffset): void {
-    if (len > 0 && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0 && Number.isSafeInteger(len) && (dmaAddr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE) {
+    if (len > 0 && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0 && Number.isSafeInteger(len) && (dmaAddr & PAGE_MASK) + len <= PAGE) {
       // One page: the same translate and checks as below, without the chunk loop.
       this.host.memory.readInto(this.#translateChunk(dmaAddr, len, 'read', false), out, outOffset, len);
-      this.portStats.reads++;
-      this.portStats.bytesRead += len;
+      const st = this.portStats;
+      st.reads++;
+      st.bytesRead += len;
       return;
     }
+    this.#readChunks(dmaAddr, out, outOffset, len);
+  }
+
+  /** A read that crosses pages (or a malformed one): translate every chunk first, then copy. */
+  #readChunks(dmaAddr: number, out: Uint8Array, outOffset: number, len: number): void {
     const n = this.#translateAll(dmaAddr, len, 'read');
     const mem = this.host.memory;
     let done = 0;
@@ -170,12 +198,18 @@ export class Device {
 
   /** Device writes `bytes` to memory at `dmaAddr`. */
   dmaWrite(dmaAddr: number, bytes: Uint8Array, srcOffset = 0, len = bytes.length - srcOffset): void {
-    if (len > 0 && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0 && Number.isSafeInteger(len) && (dmaAddr & (PAGE_SIZE - 1)) + len <= PAGE_SIZE) {
+    if (len > 0 && Number.isSafeInteger(dmaAddr) && dmaAddr >= 0 && Number.isSafeInteger(len) && (dmaAddr & PAGE_MASK) + len <= PAGE) {
       this.host.memory.write(this.#translateChunk(dmaAddr, len, 'write', true), bytes, srcOffset, len);
-      this.portStats.writes++;
-      this.portStats.bytesWritten += len;
+      const st = this.portStats;
+      st.writes++;
+      st.bytesWritten += len;
       return;
     }
+    this.#writeChunks(dmaAddr, bytes, srcOffset, len);
+  }
+
+  /** A write that crosses pages (or a malformed one): translate every chunk first, then copy. */
+  #writeChunks(dmaAddr: number, bytes: Uint8Array, srcOffset: number, len: number): void {
     const n = this.#translateAll(dmaAddr, len, 'write');
     const mem = this.host.memory;
     let done = 0;
@@ -207,24 +241,32 @@ export class Device {
     return chunks;
   }
 
-  /** Physical address of a chunk that stays within one page: P2P route, else IOMMU or dma-direct; faults if refused. */
+  /**
+   * Physical address of a chunk that stays within one page: P2P route, else IOMMU or dma-direct;
+   * then the CC, TDISP and memory-region gates. Faults if refused. Hot path: translated, no CC
+   * guest, no TDI gate, memory behind it; anything else goes through #gates, which applies the
+   * same rules in the same order and reports.
+   */
   #translateChunk(addr: number, chunk: number, access: DmaAccessKind, write: boolean): number {
     const host = this.host;
     let phys = host.p2pRoute(this, addr);
     if (phys < 0) {
       const ops = this.dmaOps;
-      if (ops !== null) {
-        phys = ops.translate(this, addr, write);
-      } else {
-        phys = addr > this.dmaMask ? DmaFaultReason.OUT_OF_RANGE : addr - this.dmaRangeOffset;
-      }
+      phys = ops !== null ? ops.translate(this, addr, write) : addr > this.dmaMask ? OUT_OF_RANGE : addr - this.dmaRangeOffset;
     }
+    if (phys >= 0 && host.cc == null && host.tdispMmio == null && host.physAccessible(phys, chunk)) return phys;
+    return this.#gates(addr, chunk, access, write, phys);
+  }
+
+  /** The checks after translation, each with its fault (the slow path of #translateChunk). */
+  #gates(addr: number, chunk: number, access: DmaAccessKind, write: boolean, phys: number): number {
+    const host = this.host;
     if (phys < 0) this.#fault(addr, chunk, access, phys as DmaFaultReason, 'translation refused');
-    const cc = host.cc; // confidential guest (coco/cc.ts): one branch when off
+    const cc = host.cc; // confidential guest (coco/cc.ts)
     if (cc != null && (phys = cc.deviceAccess(this, phys, chunk, write)) < 0) {
       this.#fault(addr, chunk, access, DmaFaultReason.PERMISSION, 'CC guest: memory of the other world (private memory needs an accepted TDI in RUN)');
     }
-    const gate = host.tdispMmio; // TDIs' private MMIO (bus/tdisp.ts): one branch while no TDI exists
+    const gate = host.tdispMmio; // TDIs' private MMIO (bus/tdisp.ts)
     if (gate != null && gate.deviceAccess(this, phys, chunk, write) < 0) {
       this.#fault(addr, chunk, access, DmaFaultReason.PERMISSION, 'TDISP: private MMIO of a TDI reached outside RUN/acceptance, or by a T=0 request once locked');
     }

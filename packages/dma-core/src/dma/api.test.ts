@@ -344,3 +344,24 @@ describe('bad input returns the kernel failure value and is reported', () => {
     expect(m.swiotlb.stats().usedSlots).toBe(0);
   });
 });
+
+describe('the folded hot-path checks report the same problem as the step-by-step ones', () => {
+  it('each malformed map or unmap names its argument, once, and reaches no backend', () => {
+    const m = machine();
+    m.dmaDebug.mode = 'warn';
+    const dev = m.pci.addDevice({ name: 'd', dmaMaskBits: 64 });
+    const phys = m.memory.allocPages(0);
+    const messages = (): string[] => m.dmaDebug.reports.map((r) => `${r.rule}: ${r.message}`);
+    expect(dmaMapPhys(dev, phys, 64, DMA_TO_DEVICE, 2 ** 33)).toBe(DMA_MAPPING_ERROR);
+    expect(dmaMapPhys(dev, phys + 0.5, 64, DMA_TO_DEVICE)).toBe(DMA_MAPPING_ERROR);
+    dmaUnmapPhys(dev, -4096, 64, DMA_TO_DEVICE);
+    dmaUnmapPhys(dev, phys, 64, DMA_TO_DEVICE, -1);
+    expect(messages()).toEqual([
+      'invalid-argument: dma_map_phys: invalid attrs 8589934592',
+      `invalid-argument: dma_map_phys: address 0x${(phys + 0.5).toString(16)}+64 outside the physical address space`,
+      'invalid-argument: dma_unmap_phys: invalid DMA address -4096',
+      'invalid-argument: dma_unmap_phys: invalid attrs -1',
+    ]);
+    expect(m.swiotlb.stats().usedSlots).toBe(0);
+  });
+});

@@ -9,13 +9,18 @@ import type { Device } from '../device/device.js';
 import { traceSwiotlbBounced } from '../trace/dmaEvents.js';
 import { DMA_ATTR_MMIO, DMA_ATTR_REQUIRE_COHERENT, DMA_ATTR_SKIP_CPU_SYNC } from '../units/attrs.js';
 import type { DmaDataDirection } from '../units/direction.js';
-import { DMA_MAPPING_ERROR, SIZE_MAX, minNotZero } from '../units/dmaAddr.js';
+import { DMA_MAPPING_ERROR, SIZE_MAX } from '../units/dmaAddr.js';
 import { Errno } from '../units/errno.js';
 import { PAGE_SIZE } from '../units/page.js';
 import { dmaWarn } from './log.js';
 import { SG_DMA_BUS_ADDRESS, SG_DMA_MMIO } from './scatterlist.js';
 import type { SgTable } from './scatterlist.js';
 import { swiotlbMaxMappingSize, swiotlbSyncSingleForCpu, swiotlbSyncSingleForDevice, swiotlbTblMapSingle, swiotlbTblUnmapSingle } from './swiotlb.js';
+
+// Module-local copies for the hot paths: V8 folds a module's own constants into optimized code,
+// but re-reads and TDZ-checks an imported binding at every use.
+const MAPPING_ERROR = DMA_MAPPING_ERROR;
+const ATTR_MMIO = DMA_ATTR_MMIO;
 
 /**
  * `phys_to_dma(dev, phys)`. In a CC guest the address carries the world of the page
@@ -37,8 +42,10 @@ export function dmaToPhys(dev: Device, dma: number): number {
 
 /** `dma_capable(dev, addr, size, is_ram)`: `addr + size - 1 <= min_not_zero(*dma_mask, bus_dma_limit)`. */
 export function dmaCapable(dev: Device, addr: number, size: number): boolean {
-  if (addr === DMA_MAPPING_ERROR) return false;
-  return addr + size - 1 <= minNotZero(dev.dmaMask, dev.busDmaLimit);
+  const mask = dev.dmaMask;
+  const bus = dev.busDmaLimit;
+  // min_not_zero(mask, bus), written out: no number crosses a call (a double would be boxed).
+  return addr !== MAPPING_ERROR && addr + size - 1 <= (bus === 0 || (mask !== 0 && mask < bus) ? mask : bus);
 }
 
 /**
@@ -78,8 +85,22 @@ export function swiotlbMap(dev: Device, paddr: number, size: number, dir: DmaDat
   return dmaAddr;
 }
 
-/** `dma_direct_map_phys`. Arguments are already validated by mapping.ts. */
+/**
+ * `dma_direct_map_phys` (kernel/dma/direct.h). Arguments are already validated by mapping.ts.
+ * Hot path: RAM (no MMIO attr), no forced bounce (no `swiotlb=force`, not a CC guest), and the
+ * address `phys_to_dma` gives is `dma_capable`: the mapping is that address. No cache model, so
+ * `arch_sync_dma_for_device` of a non-coherent device has nothing to do. Anything else takes the
+ * full path below, which applies the same rules and reports.
+ */
 export function dmaDirectMapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): number {
+  if ((attrs & ATTR_MMIO) === 0 && !dev.forceSwiotlb && dev.host.cc == null) {
+    const dmaAddr = phys + dev.dmaRangeOffset; // phys_to_dma without a CC address bit
+    if (dmaCapable(dev, dmaAddr, size)) return dmaAddr;
+  }
+  return dmaDirectMapPhysSlow(dev, phys, size, dir, attrs);
+}
+
+function dmaDirectMapPhysSlow(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): number {
   const noBounce = (attrs & (DMA_ATTR_MMIO | DMA_ATTR_REQUIRE_COHERENT)) !== 0;
   if (forceBounceWanted(dev)) {
     // A force-bounce device (CoCo guest, restricted pool) cannot map MMIO at all.
@@ -117,10 +138,15 @@ export function dmaDirectSyncSingleForDevice(dev: Device, addr: number, size: nu
 
 /** `dma_direct_unmap_phys`: sync for the CPU (copy-back), then release a bounce buffer. */
 export function dmaDirectUnmapPhys(dev: Device, addr: number, size: number, dir: DmaDataDirection, attrs: number): void {
-  if ((attrs & DMA_ATTR_MMIO) !== 0) return;
-  const phys = dmaToPhys(dev, addr);
-  const pool = dev.host.swiotlb;
-  if (!pool.isSwiotlbBuffer(phys)) return;
+  if ((attrs & ATTR_MMIO) !== 0) return;
+  const host = dev.host;
+  const cc = host.cc;
+  const phys = (cc == null ? addr : cc.stripBit(addr)) - dev.dmaRangeOffset; // dma_to_phys
+  // swiotlb_tbl_unmap_single's inline is_swiotlb_buffer test; the bounce release out of line.
+  if (host.swiotlb.isSwiotlbBuffer(phys)) dmaDirectUnmapBounced(dev, phys, size, dir, attrs);
+}
+
+function dmaDirectUnmapBounced(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): void {
   if ((attrs & DMA_ATTR_SKIP_CPU_SYNC) === 0) swiotlbSyncSingleForCpu(dev, phys, size, dir);
   swiotlbTblUnmapSingle(dev, phys, size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC);
 }

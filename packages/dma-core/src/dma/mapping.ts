@@ -23,6 +23,12 @@ import {
 import { dmaWarn } from './log.js';
 import { SgTable } from './scatterlist.js';
 
+// Module-local copies for the hot paths: V8 folds a module's own constants into optimized code, but
+// re-reads and TDZ-checks an imported binding at every use. (A local name for the builtin also
+// keeps the hot functions' bytecode small enough to be inlined whole into their callers.)
+const ATTR_REQUIRE_COHERENT = DMA_ATTR_REQUIRE_COHERENT;
+const isSafeInteger = Number.isSafeInteger;
+
 // ---- argument checks (the kernel BUG()s / WARNs; the model reports and fails cleanly) --------
 
 function badDir(dev: Device, dir: unknown, fn: string): boolean {
@@ -70,51 +76,100 @@ function noMask(dev: Device, fn: string): boolean {
 
 // ---- single mappings ----------------------------------------------------------------------------
 
-/** `dma_map_phys(dev, phys, size, dir, attrs)`: DMA address or DMA_MAPPING_ERROR. */
-export function dmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs = 0): number {
-  return mapPhys(dev, phys, size, dir, attrs, 'dma_map_phys');
-}
-
-/** The body of dma_map_phys; `call` names the API entry for dma-debug's reports. */
-function mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number, call: string): number {
-  // Hot path: the argument checks below folded into one test; a failure re-runs them to report.
-  const wellFormed =
+/**
+ * The argument checks of mapPhysSlow folded into one test: the hot path of every single map. A
+ * failure takes the slow path, which finds and reports the exact problem.
+ */
+function mapArgsOk(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number): boolean {
+  return (
     (dir === 0 || dir === 1 || dir === 2) &&
-    Number.isSafeInteger(size) &&
+    isSafeInteger(size) &&
     size > 0 &&
-    Number.isSafeInteger(phys) &&
+    isSafeInteger(phys) &&
     phys >= 0 &&
     phys + size <= dev.host.memory.limit &&
     attrs >>> 0 === attrs &&
-    dev.dmaMaskBits !== 0;
-  if (!wellFormed && (badDir(dev, dir, call) || badSize(dev, size, call) || badRange(dev, phys, size, call) || badAttrs(dev, attrs, call) || noMask(dev, call))) {
+    dev.dmaMaskBits !== 0 &&
+    ((attrs & ATTR_REQUIRE_COHERENT) === 0 || dev.coherent)
+  );
+}
+
+/**
+ * `dma_map_phys(dev, phys, size, dir, attrs)`: DMA address or DMA_MAPPING_ERROR. The kernel's
+ * order: checks, dispatch (dma-direct or the DmaMapOps contract), trace, dma-debug.
+ */
+export function dmaMapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs = 0): number {
+  if (!mapArgsOk(dev, phys, size, dir, attrs)) return mapPhysSlow(dev, phys, size, dir, attrs, 'dma_map_phys');
+  const ops = dev.dmaOps;
+  const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
+  const host = dev.host;
+  if (host.trace.enabled || host.dmaDebug.enabled) mapPhysObserved(dev, phys, size, dir, addr, attrs, 'dma_map_phys');
+  return addr;
+}
+
+/** The body of dma_map_phys for the other entries; `call` names the entry for dma-debug's reports. */
+function mapPhys(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number, call: string): number {
+  if (!mapArgsOk(dev, phys, size, dir, attrs)) return mapPhysSlow(dev, phys, size, dir, attrs, call);
+  const ops = dev.dmaOps;
+  const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
+  const host = dev.host;
+  if (host.trace.enabled || host.dmaDebug.enabled) mapPhysObserved(dev, phys, size, dir, addr, attrs, call);
+  return addr;
+}
+
+/** trace_dma_map_phys, then debug_dma_map_phys (out of line: the hot path pays one test for both). */
+function mapPhysObserved(dev: Device, phys: number, size: number, dir: DmaDataDirection, addr: number, attrs: number, call: string): void {
+  const host = dev.host;
+  if (host.trace.enabled) traceDmaMapPhys(host.trace, dev.name, phys, addr, size, dir, attrs);
+  const dbg = host.dmaDebug;
+  if (dbg.enabled) dbg.mapPhys(dev, phys, size, dir, addr, attrs, call);
+}
+
+function mapPhysSlow(dev: Device, phys: number, size: number, dir: DmaDataDirection, attrs: number, call: string): number {
+  if (badDir(dev, dir, call) || badSize(dev, size, call) || badRange(dev, phys, size, call) || badAttrs(dev, attrs, call) || noMask(dev, call)) {
     return DMA_MAPPING_ERROR;
   }
   if ((attrs & DMA_ATTR_REQUIRE_COHERENT) !== 0 && !dev.coherent) return DMA_MAPPING_ERROR;
   const ops = dev.dmaOps;
   const addr = ops === null ? dmaDirectMapPhys(dev, phys, size, dir, attrs) : ops.mapPhys(dev, phys, size, dir, attrs);
-  const host = dev.host;
-  if (host.trace.enabled) traceDmaMapPhys(host.trace, dev.name, phys, addr, size, dir, attrs);
-  const dbg = host.dmaDebug;
-  if (dbg.enabled) dbg.mapPhys(dev, phys, size, dir, addr, attrs, call);
+  mapPhysObserved(dev, phys, size, dir, addr, attrs, call);
   return addr;
 }
 
-/** `dma_unmap_phys(dev, addr, size, dir, attrs)`: backend unmap, then the dma-debug check. */
+/**
+ * `dma_unmap_phys(dev, addr, size, dir, attrs)`: backend unmap, then the dma-debug check. Hot
+ * path as in mapPhys: the checks of dmaUnmapPhysSlow in one test.
+ */
 export function dmaUnmapPhys(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs = 0): void {
-  const wellFormed = (dir === 0 || dir === 1 || dir === 2) && Number.isSafeInteger(size) && size > 0 && attrs >>> 0 === attrs;
-  if (!wellFormed && (badDir(dev, dir, 'dma_unmap_phys') || badSize(dev, size, 'dma_unmap_phys') || badAttrs(dev, attrs, 'dma_unmap_phys'))) return;
+  if ((dir === 0 || dir === 1 || dir === 2) && isSafeInteger(size) && size > 0 && attrs >>> 0 === attrs && isSafeInteger(dmaAddr) && dmaAddr >= 0) {
+    const host = dev.host;
+    const ops = dev.dmaOps;
+    if (ops === null) dmaDirectUnmapPhys(dev, dmaAddr, size, dir, attrs);
+    else ops.unmapPhys(dev, dmaAddr, size, dir, attrs);
+    if (host.trace.enabled || host.dmaDebug.enabled) unmapPhysObserved(dev, dmaAddr, size, dir, attrs);
+    return;
+  }
+  dmaUnmapPhysSlow(dev, dmaAddr, size, dir, attrs);
+}
+
+/** trace_dma_unmap_phys, then debug_dma_unmap_phys. */
+function unmapPhysObserved(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs: number): void {
   const host = dev.host;
+  if (host.trace.enabled) traceDmaUnmapPhys(host.trace, dev.name, dmaAddr, size, dir, attrs);
+  const dbg = host.dmaDebug;
+  if (dbg.enabled) dbg.unmapPhys(dev, dmaAddr, size, dir);
+}
+
+function dmaUnmapPhysSlow(dev: Device, dmaAddr: number, size: number, dir: DmaDataDirection, attrs: number): void {
+  if (badDir(dev, dir, 'dma_unmap_phys') || badSize(dev, size, 'dma_unmap_phys') || badAttrs(dev, attrs, 'dma_unmap_phys')) return;
   // Unmapping DMA_MAPPING_ERROR reaches no backend state; dma-debug reports it.
   if (dmaAddr !== DMA_MAPPING_ERROR) {
-    if (!(Number.isSafeInteger(dmaAddr) && dmaAddr >= 0) && badDmaAddr(dev, dmaAddr, 'dma_unmap_phys')) return;
+    if (badDmaAddr(dev, dmaAddr, 'dma_unmap_phys')) return;
     const ops = dev.dmaOps;
     if (ops === null) dmaDirectUnmapPhys(dev, dmaAddr, size, dir, attrs);
     else ops.unmapPhys(dev, dmaAddr, size, dir, attrs);
   }
-  if (host.trace.enabled) traceDmaUnmapPhys(host.trace, dev.name, dmaAddr, size, dir, attrs);
-  const dbg = host.dmaDebug;
-  if (dbg.enabled) dbg.unmapPhys(dev, dmaAddr, size, dir);
+  unmapPhysObserved(dev, dmaAddr, size, dir, attrs);
 }
 
 /** `dma_map_page_attrs(dev, page, offset, size, dir, attrs)`; MMIO must use map_phys/resource. */

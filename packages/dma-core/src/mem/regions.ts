@@ -15,6 +15,8 @@ export interface MemRegion {
 /** Sorted, non-overlapping region list with O(log n) lookup. */
 export class RegionMap {
   readonly #regions: MemRegion[] = [];
+  /** The region the last successful find returned (device accesses hit the same one in runs). */
+  #last: MemRegion | undefined = undefined;
 
   /** Every region, sorted by start address. */
   get all(): readonly MemRegion[] {
@@ -41,10 +43,18 @@ export class RegionMap {
   remove(region: MemRegion): void {
     const i = this.#regions.indexOf(region);
     if (i >= 0) this.#regions.splice(i, 1);
+    if (this.#last === region) this.#last = undefined;
   }
 
   /** The region containing `phys`, or undefined. */
   find(phys: number): MemRegion | undefined {
+    const last = this.#last;
+    if (last !== undefined && phys >= last.start && phys < last.start + last.size) return last;
+    return this.#search(phys);
+  }
+
+  /** Binary search; remembers the region it finds. */
+  #search(phys: number): MemRegion | undefined {
     const rs = this.#regions;
     let lo = 0;
     let hi = rs.length - 1;
@@ -54,7 +64,10 @@ export class RegionMap {
       if (r === undefined) break;
       if (phys < r.start) hi = mid - 1;
       else if (phys >= r.start + r.size) lo = mid + 1;
-      else return r;
+      else {
+        this.#last = r;
+        return r;
+      }
     }
     return undefined;
   }

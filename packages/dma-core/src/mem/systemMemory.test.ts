@@ -248,6 +248,62 @@ describe('PhysicalMemory byte copies', () => {
     m.write(p, new Uint8Array(16).fill(5));
     expect(() => { m.write(p, new Uint8Array(4).fill(1), 2, 8); }).toThrow(RangeError);
     expect(() => { m.readInto(p, new Uint8Array(4), 1, 4); }).toThrow(RangeError);
+    expect(() => { m.readInto(p + 0.5, new Uint8Array(4)); }).toThrow(RangeError);
+    expect(() => { m.readInto(-8, new Uint8Array(4)); }).toThrow(RangeError);
+    expect(() => { m.readInto(m.limit - 2, new Uint8Array(4)); }).toThrow(RangeError);
     expect([...m.read(p, 16)]).toEqual(Array(16).fill(5));
+  });
+
+  it('small reads of every length up to 64 bytes, at a page end and into a buffer offset, copy exactly', () => {
+    const m = mk();
+    const p = m.allocPages(0);
+    const bytes = Uint8Array.from({ length: PAGE_SIZE }, (_, i) => (i * 13 + 5) & 0xff);
+    m.write(p, bytes);
+    for (let len = 0; len <= 64; len++) {
+      const out = new Uint8Array(len + 3).fill(0xee);
+      m.readInto(p + PAGE_SIZE - len, out, 3, len);
+      expect([...out.subarray(0, 3)]).toEqual([0xee, 0xee, 0xee]);
+      expect([...out.subarray(3)]).toEqual([...bytes.subarray(PAGE_SIZE - len)]);
+    }
+  });
+
+  it('a small read never sees a dropped page: zeroed, discarded and re-touched pages read what they hold', () => {
+    const m = mk();
+    const p = m.allocPages(0);
+    const pfn = p / PAGE_SIZE;
+    const out = new Uint8Array(8);
+    m.write(p, new Uint8Array(8).fill(3));
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(3));
+    m.fill(p, PAGE_SIZE, 0); // drops the page's bytes
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(0));
+    m.write(p, new Uint8Array(8).fill(4)); // a new page behind the same pfn
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(4));
+    m.discardPage(pfn);
+    m.readInto(p, out);
+    expect([...out]).toEqual(Array(8).fill(0));
+    // Pages 64 frames apart share a slot of the read cache; each still reads its own bytes.
+    const q = p + 64 * PAGE_SIZE;
+    m.write(p, new Uint8Array(8).fill(5));
+    m.write(q, new Uint8Array(8).fill(6));
+    for (let i = 0; i < 3; i++) {
+      m.readInto(p, out);
+      expect([...out]).toEqual(Array(8).fill(5));
+      m.readInto(q, out);
+      expect([...out]).toEqual(Array(8).fill(6));
+    }
+  });
+
+  it('a region removed from the map stops being found at once', () => {
+    const m = mk();
+    const bar = m.addRegion({ start: 0xe000_0000, size: SZ_1M, kind: 'p2p-bar', name: 'nvme0 CMB', owner: 'nvme0' });
+    expect(m.isAccessible(0xe000_0040, 8)).toBe(true);
+    expect(m.isAccessible(0xe000_0080, 8)).toBe(true); // found again (the last region found)
+    m.regions.remove(bar);
+    expect(m.isAccessible(0xe000_0040, 8)).toBe(false);
+    expect(m.regionOf(0xe000_0040)).toBeUndefined();
+    expect(m.isAccessible(PAGE_SIZE, 8)).toBe(true);
   });
 });
