@@ -48,8 +48,11 @@ export function iotlbInvalidationBlockInit(): IotlbInvalidationBlock {
   return { start: 0, end: 0, all: false, mask: 0 };
 }
 
+/** 2^0 .. 2^127, exact: `2 ** n` with a variable n is a Math.pow call, and this runs per unmap. */
+const POW2 = Float64Array.from({ length: 128 }, (_, n) => 2 ** n);
+
 function pow2(n: number): number {
-  return 2 ** n;
+  return n >= 0 && n < 128 ? (POW2[n] ?? 2 ** n) : 2 ** n;
 }
 
 /** The smallest m >= m0 for which pfn and endPfn lie in the same naturally aligned block of 2^m pages. */
