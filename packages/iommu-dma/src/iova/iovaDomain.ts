@@ -285,11 +285,14 @@ export class IovaDomain {
       }
       this.#rcacheMisses++;
     }
-    let pfn = this.#allocAndInsert(len, limitPfn, true, IOVA_INDEXED);
+    // Only a range the rcache can hold needs a pfn-index record; a larger one goes back through
+    // free_iova (the tree finds it by its first pfn), so it never grows the index.
+    const flags = len <= FAST_ROUND_BELOW ? IOVA_INDEXED : 0;
+    let pfn = this.#allocAndInsert(len, limitPfn, true, flags);
     if (pfn < 0 && flushRcache) {
       // Try replenishing IOVAs by flushing rcache.
       this.flushRcaches();
-      pfn = this.#allocAndInsert(len, limitPfn, true, IOVA_INDEXED);
+      pfn = this.#allocAndInsert(len, limitPfn, true, flags);
     }
     if (pfn < 0) {
       this.#allocFailures++;
