@@ -173,7 +173,11 @@ export function runHmmBenches(): SuiteResult[] {
     return nowNs() - t0;
   };
 
-  const rounds = Number(process.env.HMM_BENCH_ROUNDS ?? '3');
+  // Medians of at least 5 interleaved rounds (issue 13), after one untimed round of each path so
+  // that V8 has optimized both before the first measured one.
+  const rounds = Math.max(1, Number(process.env.HMM_BENCH_ROUNDS ?? '5'));
+  twoStep();
+  legacy();
   const tf: number[] = [];
   const ti: number[] = [];
   const lf: number[] = [];
