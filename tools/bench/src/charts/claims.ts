@@ -308,7 +308,7 @@ function allocator(r: Results): ClaimChart {
         ? []
         : [`rbtree at ${int(lastTree[0])} live: ${int(lastTree[1])} ns, ${times(growth)} its cost at ${int(tree[0]?.[0] ?? null)} live`, `rcache: ${fast.length === 0 ? 'n/a' : `${int(Math.min(...fast.map(([, y]) => y)))}-${int(Math.max(...fast.map(([, y]) => y)))} ns`} at every size`],
     notes: [
-      `One-granule (4 KiB) ranges below a 36-bit limit; each point is the median of ${int(r.samples(suite, 'rbtree'))} interleaved rounds of ${int(r.fig(suite, 'operations per round'))} operations on one IovaDomain (drivers/iommu/iova.c model). Wall clock of the model.`,
+      `One-granule (4 KiB) ranges below a 36-bit limit; each point is the median of ${int(r.samples(suite, 'rbtree'))} rounds of ${int(r.fig(suite, 'operations per round (rbtree)'))} (rbtree) or ${int(r.fig(suite, 'operations per round (rcache)'))} (rcache) operations on one IovaDomain (drivers/iommu/iova.c model). Wall clock of the model.`,
     ],
     source: MEASURED,
     run: r.runLine([suite]),
