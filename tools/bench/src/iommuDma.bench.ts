@@ -631,7 +631,9 @@ export function iovaAllocatorSweep(): SuiteResult {
       }
     };
     treeChurns.push(treeChurn);
-    const [tree] = sideBySide([{ name: `alloc_iova + free_iova (rbtree), ${n} live`, run: treeChurn }], churnOps, 11);
+    // Warm-ups of ~10 ms: V8 has settled on its code before the first size is timed (a cold first
+    // size, or code that only gets better later, would read as growth or shrinkage with size).
+    const [tree] = sideBySide([{ name: `alloc_iova + free_iova (rbtree), ${n} live`, run: treeChurn }], churnOps, 11, 20_000);
     // The rcache path is ~20x cheaper: 20x the operations keep its rounds a millisecond long too
     // (shorter rounds are timer and preemption noise).
     const [fast] = sideBySide(
@@ -649,6 +651,7 @@ export function iovaAllocatorSweep(): SuiteResult {
       ],
       churnOps * 20,
       11,
+      200_000,
     );
     if (tree === undefined || fast === undefined) throw new Error('no measurement');
     measured.push(tree, fast);
