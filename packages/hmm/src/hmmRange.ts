@@ -104,6 +104,12 @@ function rangeNeedFault(range: HmmRange, pfns: HmmPfns, i0: number, i1: number, 
 /** Write an output: keep the sticky bits, replace the rest (`(old & INOUT) | pfn | flags`). */
 function setOut(pfns: HmmPfns, i: number, pfn: number, flags: number): void {
   const hi = 2 * i + 1;
+  if (pfn >= 0 && pfn < TWO32) {
+    // Every pfn below 16 TiB: the low word is the pfn (no float modulo per page).
+    pfns[2 * i] = pfn;
+    pfns[hi] = ((pfns[hi] ?? 0) & HMM_PFN_INOUT_FLAGS) | flags;
+    return;
+  }
   const lo = pfn % TWO32;
   pfns[2 * i] = lo;
   pfns[hi] = ((pfns[hi] ?? 0) & HMM_PFN_INOUT_FLAGS) | flags | (((pfn - lo) / TWO32) & HMM_PFN_PFN_HI_MASK);
