@@ -38,6 +38,9 @@ import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE } from './
 
 /** dma_info_to_prot's access bits, indexed by DmaDataDirection (BIDIRECTIONAL, TO, FROM, NONE). */
 const DIR_PROT: readonly number[] = [IOMMU_READ | IOMMU_WRITE, IOMMU_READ, IOMMU_WRITE, 0];
+/** dma_info_to_prot(dir, coherent, 0) by direction, for a non-coherent and a coherent device. */
+const PROT_NO_ATTRS: readonly number[] = DIR_PROT.map((a) => a);
+const PROT_NO_ATTRS_COHERENT: readonly number[] = DIR_PROT.map((a) => (a === 0 ? 0 : a | IOMMU_CACHE));
 
 /**
  * `dma_info_to_prot(dir, coherent, attrs)`. A table lookup rather than the kernel's switch: it is
@@ -617,7 +620,7 @@ export class IommuDmaOps implements DmaMapOps {
     // The hot case, one 4 KiB page of a trusted device with a 4 KiB granule, no attrs: nothing in
     // #iovaLinkSlow can apply. Kept small so V8 inlines it (and the PTE store) into the caller.
     if (size === 4096 && attrs === 0 && (phys & 4095) === 0 && this.cookie.granule === 4096 && !dev.untrusted) {
-      return this.domain.mapNosyncPage(state.addr + offset, phys, dmaInfoToProt(dir, dev.coherent, 0));
+      return this.domain.mapNosyncPage(state.addr + offset, phys, (dev.coherent ? PROT_NO_ATTRS_COHERENT : PROT_NO_ATTRS)[dir] ?? 0);
     }
     return this.#iovaLinkSlow(dev, state, phys, offset, size, dir, attrs);
   }

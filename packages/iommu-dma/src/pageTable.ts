@@ -242,19 +242,24 @@ export class IoPageTable {
    * The one-page case of `mapPages` when the leaf table for `iova` is the cached one and the entry
    * is empty: store the PTE and return true. Anything else (another 2 MiB block, a present entry,
    * an address that is not a 4 KiB-aligned integer) returns false having changed nothing, and the
-   * caller takes `mapPages`, which applies every rule. Kept small so V8 inlines it into the link path.
+   * caller takes `mapPages`, which applies every rule. Kept small: the whole dma_iova_link chain
+   * (dma-core's front end, iovaLink, mapNosyncPage, this) must fit V8's cumulative inlining budget,
+   * or the IOVA is passed to a real call as a boxed double on every page.
    */
   mapLeaf4k(iova: number, paddr: number, prot: number): boolean {
     const t = this.#cacheTable;
-    // An integer in 0..511 exactly when iova is a 4 KiB-aligned integer inside the cached block.
+    // Integers in 0..511 and 0..2^32-1 exactly when iova is a 4 KiB-aligned integer inside the
+    // cached block and paddr a 4 KiB-aligned integer below 2^44 (above, mapPages handles it).
     const idx = (iova - this.#cacheBase) * (1 / 4096); // exact: a power of two
     const ppn = paddr * (1 / 4096);
-    if (t < 0 || idx >>> 0 !== idx || idx >= ENTRIES || !(ppn >= 0 && Math.floor(ppn) === ppn && paddr <= Number.MAX_SAFE_INTEGER)) return false;
+    if (t < 0 || idx >>> 0 !== idx || idx >= ENTRIES || ppn >>> 0 !== ppn) return false;
     const e = t * ENTRIES + idx;
-    if (this.#flags[e] !== 0) return false;
+    const flags = this.#flags;
+    if (flags[e] !== 0) return false;
     this.#addr[e] = paddr;
-    this.#flags[e] = (prot & PROT_MASK) | PTE_PRESENT | PTE_LEAF;
-    this.#used[t] = (this.#used[t] ?? 0) + 1;
+    flags[e] = (prot & PROT_MASK) | PTE_PRESENT | PTE_LEAF;
+    const used = this.#used;
+    used[t] = (used[t] ?? 0) + 1;
     this.pteWrites++;
     return true;
   }
