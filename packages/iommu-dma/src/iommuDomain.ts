@@ -183,11 +183,15 @@ export class IommuDomain {
   mapNosyncPage(iova: number, paddr: number, prot: number): number {
     if ((prot & (IOMMU_READ | IOMMU_WRITE)) !== 0 && this.pgtable.mapLeaf4k(iova, paddr, prot)) {
       this.maps++;
-      const trace = this.#host.trace;
-      if (trace.enabled) traceIommuMap(trace, this.name, iova, paddr, 4096);
+      if (this.#host.trace.enabled) this.#traceMapPage(iova, paddr);
       return 0;
     }
     return this.mapNosync(iova, paddr, 4096, prot);
+  }
+
+  // Out of line: keeps mapNosyncPage small enough to inline into dma_iova_link's callers.
+  #traceMapPage(iova: number, paddr: number): void {
+    traceIommuMap(this.#host.trace, this.name, iova, paddr, 4096);
   }
 
   /** Unmap what a failed map call mapped (iommu_unmap, synced): nothing changes on error. */
