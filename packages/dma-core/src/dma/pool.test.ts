@@ -69,6 +69,32 @@ describe('dma_pool (mm/dmapool.c)', () => {
     expect(m.dmaDebug.reports).toEqual([]);
   });
 
+  it('a pool grown to 16 pages takes every block back: all freed, all handed out again, no new page', () => {
+    // Regression (soak seed 190597143, nvme stack after a reset at QD 256): the free list was sized
+    // one page long, frees beyond it were dropped, and allocations failed with every block free.
+    for (const mode of ['off', 'warn'] as const) {
+      const m = createMachine({ ramBytes: SZ_1G, dmaDebug: mode });
+      const dev = m.pci.addDevice({ name: 'nvme0', dmaMaskBits: 64 });
+      const pool = dmaPoolCreate('nvme descriptor small', dev, 256, 256, 0);
+      if (pool === null) throw new Error('create failed');
+      for (let round = 0; round < 3; round++) {
+        const blocks: DmaPoolBlock[] = [];
+        for (let i = 0; i < 256; i++) {
+          const b = dmaPoolAlloc(pool);
+          if (b === null) throw new Error(`round ${round}: alloc ${i} failed with ${pool.stats.active} active`);
+          blocks.push(b);
+        }
+        expect(new Set(blocks.map((b) => b.vaddr)).size).toBe(256);
+        for (const b of blocks) dmaPoolFree(pool, b.vaddr, b.dma);
+        expect(pool.stats.active).toBe(0);
+      }
+      expect(pool.stats.pages).toBe(16);
+      expect(pool.stats.failures).toBe(0);
+      expect(m.dmaDebug.reports).toEqual([]);
+      dmaPoolDestroy(pool);
+    }
+  });
+
   it('never lets a block cross the boundary', () => {
     const { dev } = setup();
     const pool = dmaPoolCreate('b', dev, 96, 32, 1024);

@@ -171,8 +171,12 @@ export class DmaPool {
       nb.set(this.#busy);
       this.#busy = nb;
     }
-    if (this.#nfree + this.#perPage > this.#free.length) {
-      const nf = new Int32Array(Math.max(this.#nfree + this.#perPage, this.#free.length * 2));
+    // The free list must hold every block: once they are all given back it is that long. (Sized
+    // from nfree alone, it stayed one page long, since pages are only added when it is empty; a
+    // typed array drops writes past its end, so later frees were lost and allocations failed
+    // with every block free.)
+    if (total > this.#free.length) {
+      const nf = new Int32Array(Math.max(total, this.#free.length * 2));
       nf.set(this.#free.subarray(0, this.#nfree));
       this.#free = nf;
     }
