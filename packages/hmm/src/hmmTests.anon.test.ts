@@ -6,7 +6,7 @@ import { Errno, MAP_ANONYMOUS, MAP_HUGETLB, MAP_PRIVATE, PAGE_SIZE, PROT_NONE, P
 import type { Process } from '@dmakit/dma-core';
 import { HMM_DMIRROR_PROT_PMD, HMM_DMIRROR_PROT_READ, HMM_DMIRROR_PROT_WRITE } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
-import { addDmirror, HMM_BUFFER_PAGES, intPattern, leakFree, mmapPages, setup } from './testing/fixture.js';
+import { addDmirror, HMM_BUFFER_PAGES, intPattern, leakFree, migratedAnonBuffer, mmapPages, setup } from './testing/fixture.js';
 
 /** NTIMES in hmm-tests.c. */
 const NTIMES = 10;
@@ -54,13 +54,7 @@ describe('hmm-tests (dmirror): remaining anonymous and hugetlb cases', () => {
     const f = setup();
     const npages = HMM_BUFFER_PAGES;
     const size = npages * PAGE_SIZE;
-    const ptr = mmapPages(f.proc, npages);
-    const data = intPattern(npages);
-    f.proc.mm.write(ptr, data);
-    const m = f.mirror.migrateToDevice(ptr, npages);
-    expect(m.ret).toBe(0);
-    expect(m.cpages).toBe(npages);
-    expect(sameBytes(m.data, data)).toBe(true);
+    const { ptr, data } = migratedAnonBuffer(f, npages);
     const faults = f.mirror.stats.devmemFaults;
     expect(f.mirror.release()).toBe(0);
     expect(f.mdev.devicePagesInUse).toBe(0);

@@ -29,7 +29,7 @@ import {
   migrateStats,
 } from '@dmakit/hmm';
 import { sameBytes } from '@dmakit/testkit';
-import { HMM_BUFFER_PAGES, hmmCreateFile, intPattern, leakFree, mmapPages, setup } from './testing/fixture.js';
+import { HMM_BUFFER_PAGES, hmmCreateFile, intPattern, leakFree, migratedAnonBuffer, mmapPages, setup } from './testing/fixture.js';
 import { GUP_BASIC_TEST, GUP_FAST_BENCHMARK, PIN_FAST_BENCHMARK, PIN_LONGTERM_BENCHMARK, gupTestIoctl } from './testing/gupTest.js';
 
 describe('hmm-tests (dmirror): file-backed memory, the device mmap, GUP', () => {
@@ -209,13 +209,7 @@ describe('hmm-tests (dmirror): file-backed memory, the device mmap, GUP', () => 
     const f = setup();
     const npages = 4;
     const size = npages * PAGE_SIZE;
-    const ptr = mmapPages(f.proc, npages);
-    const data = intPattern(npages);
-    f.proc.mm.write(ptr, data);
-    const m = f.mirror.migrateToDevice(ptr, npages);
-    expect(m.ret).toBe(0);
-    expect(m.cpages).toBe(npages);
-    expect(sameBytes(m.data, data)).toBe(true);
+    const { ptr, data } = migratedAnonBuffer(f, npages);
     const mm = f.proc.mm;
     const exec = (addr: number, cmd: number, flags: number): number => gupTestIoctl(mm, cmd, { addr, size: PAGE_SIZE, nrPagesPerCall: 1, gupFlags: FOLL_WRITE | flags }).err;
     expect(exec(ptr, GUP_BASIC_TEST, 0)).toBe(0);
@@ -271,12 +265,7 @@ describe('hmm-tests (dmirror): file-backed memory, the device mmap, GUP', () => 
     const f = setup();
     const npages = 4;
     const size = npages * PAGE_SIZE;
-    const ptr = mmapPages(f.proc, npages);
-    const data = intPattern(npages);
-    f.proc.mm.write(ptr, data);
-    const m = f.mirror.migrateToDevice(ptr, npages);
-    expect(m.ret).toBe(0);
-    expect(m.cpages).toBe(npages);
+    const { ptr, data } = migratedAnonBuffer(f, npages);
     const child = f.proc.fork() as Process;
     expect(typeof child).toBe('object');
     // The parent writes to the COW pages (the child waits to be killed).

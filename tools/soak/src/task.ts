@@ -3,7 +3,6 @@
  * fast-check with the seed. Runs in a worker thread (./worker.mjs) and, for `--replay`, in the
  * CLI's own process. Never throws: whatever goes wrong becomes a failure record.
  */
-import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { getStack } from '@dmakit/demo/stacks';
@@ -55,10 +54,6 @@ export function describeError(err: unknown): string {
 /** The result without wall-clock figures (`wallMs`, `wallIops`, ...), the only fields a seed does not fix. */
 export function deterministicJson(result: unknown): string {
   return JSON.stringify(result, (key, value: unknown) => (/^wall[A-Z]/.test(key) ? undefined : value));
-}
-
-function sha1(s: string): string {
-  return createHash('sha1').update(s).digest('hex');
 }
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
@@ -139,16 +134,21 @@ export function leftovers(result: unknown): string[] {
   return out;
 }
 
-function runStack(input: SoakTaskInput): SoakTaskResult {
+/** The task's result builder: its name, seed and elapsed time, the failure, and the detail when verbose. */
+function finisher(input: SoakTaskInput): (failure: SoakTaskResult['failure'], detail?: string) => SoakTaskResult {
   const t0 = performance.now();
-  const { name, seed } = input;
-  const done = (failure: SoakTaskResult['failure'], detail?: string): SoakTaskResult => ({
-    name,
-    seed,
+  return (failure, detail) => ({
+    name: input.name,
+    seed: input.seed,
     ms: performance.now() - t0,
     failure,
     ...(input.verbose === true && detail !== undefined ? { detail } : {}),
   });
+}
+
+function runStack(input: SoakTaskInput): SoakTaskResult {
+  const { name, seed } = input;
+  const done = finisher(input);
   const stack = getStack(name);
   if (stack === undefined) return done({ kind: 'exception', message: `unknown stack ${name}` });
   let result: StackResult;
@@ -172,7 +172,7 @@ function runStack(input: SoakTaskInput): SoakTaskResult {
       return done({ kind: 'nondeterministic', message: `the second run of the same seed threw: ${describeError(err)}` }, detail);
     }
     const json2 = deterministicJson(again);
-    if (sha1(json2) !== sha1(json)) {
+    if (json2 !== json) {
       const diff = firstDifference(JSON.parse(json) as Json, JSON.parse(json2) as Json) ?? 'results differ';
       return done({ kind: 'nondeterministic', message: `two runs of the same seed differ at ${diff} (compare two --json runs)` }, detail);
     }
@@ -181,15 +181,8 @@ function runStack(input: SoakTaskInput): SoakTaskResult {
 }
 
 function runProperty(input: SoakTaskInput): SoakTaskResult {
-  const t0 = performance.now();
   const { name, seed } = input;
-  const done = (failure: SoakTaskResult['failure'], detail?: string): SoakTaskResult => ({
-    name,
-    seed,
-    ms: performance.now() - t0,
-    failure,
-    ...(input.verbose === true && detail !== undefined ? { detail } : {}),
-  });
+  const done = finisher(input);
   if (!isPropertyTask(name)) return done({ kind: 'exception', message: `unknown property ${name}` });
   let r: fc.RunDetails<unknown>;
   try {

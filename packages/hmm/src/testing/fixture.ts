@@ -58,6 +58,21 @@ export function hmmCreateFile(machine: Machine, size: number): VfsFile {
   return f;
 }
 
+/**
+ * The common opening of hmm-tests' device-private cases: an anonymous buffer of `npages` filled
+ * with the int pattern, migrated to the device whole (every page moved, bytes intact).
+ */
+export function migratedAnonBuffer(f: Fixture, npages: number): { ptr: number; data: Uint8Array } {
+  const ptr = mmapPages(f.proc, npages);
+  const data = intPattern(npages);
+  f.proc.mm.write(ptr, data);
+  const m = f.mirror.migrateToDevice(ptr, npages);
+  expect(m.ret).toBe(0);
+  expect(m.cpages).toBe(npages);
+  expect(m.data.length === data.length && m.data.every((b, i) => b === data[i])).toBe(true);
+  return { ptr, data };
+}
+
 /** HMM_BUFFER_SIZE of hmm-tests.c (1024 << 12 bytes), in pages. */
 export const HMM_BUFFER_PAGES = (1024 << 12) / PAGE_SIZE;
 
