@@ -10,9 +10,12 @@ import {
   Errno,
   SgTable,
   createMachine,
+  dmaIovaDestroy,
+  dmaIovaLink,
+  dmaIovaTryAlloc,
 } from '@dmakit/dma-core';
-import type { Device, Machine } from '@dmakit/dma-core';
-import { createIommu } from './index.js';
+import type { Device, DmaDataDirection, Machine } from '@dmakit/dma-core';
+import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE, createIommu } from './index.js';
 import type { Iommu, IommuDmaOps } from './index.js';
 
 const SZ_4K = 4096;
@@ -318,5 +321,35 @@ describe('fail-the-Nth sweep', () => {
       }
       expect(injected).toBeGreaterThan(0);
     });
+  }
+});
+
+describe('dma_iova_link installs the prot of dma_info_to_prot (drivers/iommu/dma-iommu.c)', () => {
+  // One 4 KiB page per direction, on a coherent and a non-coherent device, with dma-debug off (the
+  // one-store hot path) and on (the checked path): same PTE either way.
+  for (const debug of ['off', 'warn'] as const) {
+    for (const coherent of [true, false]) {
+      it(`${coherent ? 'coherent' : 'non-coherent'} device, dma-debug ${debug}`, () => {
+        const machine = createMachine({ ramBytes: 64 * 2 ** 20, dmaDebug: debug });
+        const iommu = createIommu(machine, { mode: 'strict' });
+        const dev = machine.pci.addDevice({ name: 'dev0', dmaMaskBits: 64, coherent });
+        const domain = iommu.attachDevice(dev);
+        const expected: [DmaDataDirection, number][] = [
+          [DMA_BIDIRECTIONAL, IOMMU_READ | IOMMU_WRITE],
+          [DMA_TO_DEVICE, IOMMU_READ],
+          [DMA_FROM_DEVICE, IOMMU_WRITE],
+        ];
+        const state = new DmaIovaState();
+        expect(dmaIovaTryAlloc(dev, state, 0, expected.length * SZ_4K)).toBe(true);
+        expected.forEach(([dir], i) => {
+          expect(dmaIovaLink(dev, state, machine.memory.allocPages(0), i * SZ_4K, SZ_4K, dir, 0)).toBe(0);
+        });
+        expected.forEach(([, access], i) => {
+          expect(domain.pgtable.walk(state.addr + i * SZ_4K)).toBe(true);
+          expect(domain.pgtable.walkProt).toBe(access | (coherent ? IOMMU_CACHE : 0));
+        });
+        dmaIovaDestroy(dev, state, expected.length * SZ_4K, DMA_BIDIRECTIONAL, 0);
+      });
+    }
   }
 });

@@ -39,8 +39,8 @@ import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_PRIV, IOMMU_READ, IOMMU_WRITE } from './
 /** dma_info_to_prot's access bits, indexed by DmaDataDirection (BIDIRECTIONAL, TO, FROM, NONE). */
 const DIR_PROT: readonly number[] = [IOMMU_READ | IOMMU_WRITE, IOMMU_READ, IOMMU_WRITE, 0];
 /** dma_info_to_prot(dir, coherent, 0) by direction, for a non-coherent and a coherent device. */
-const PROT_NO_ATTRS: readonly number[] = DIR_PROT.map((a) => a);
-const PROT_NO_ATTRS_COHERENT: readonly number[] = DIR_PROT.map((a) => (a === 0 ? 0 : a | IOMMU_CACHE));
+const PROT_NO_ATTRS: readonly number[] = DIR_PROT.map((_, dir) => dmaInfoToProt(dir as DmaDataDirection, false, 0));
+const PROT_NO_ATTRS_COHERENT: readonly number[] = DIR_PROT.map((_, dir) => dmaInfoToProt(dir as DmaDataDirection, true, 0));
 
 /**
  * `dma_info_to_prot(dir, coherent, attrs)`. A table lookup rather than the kernel's switch: it is
